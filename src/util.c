@@ -1,0 +1,47 @@
+/* util.c: error strings, allocation wrappers, small string helpers. */
+#include <stdlib.h>
+#include <uv.h>
+
+#include "nw.h"
+
+const char *nw_strerror(int err) {
+    switch (err) {
+#define NW_ERR_CASE(name, val, msg) \
+    case NW_E##name:                \
+        return msg;
+        NW_ERRNO_MAP(NW_ERR_CASE)
+#undef NW_ERR_CASE
+    default:
+        return err < 0 ? uv_strerror(err) : "success";
+    }
+}
+
+int nw_strieq(const char *a, size_t alen, const char *b) {
+    size_t i;
+    for (i = 0; i < alen; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (y == 0)
+            return 0;
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x + 32);
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y + 32);
+        if (x != y)
+            return 0;
+    }
+    return b[alen] == 0;
+}
+
+void *nw_malloc(size_t n) { return malloc(n ? n : 1); }
+void *nw_calloc(size_t n, size_t sz) { return calloc(n ? n : 1, sz ? sz : 1); }
+void *nw_realloc(void *p, size_t n) { return realloc(p, n ? n : 1); }
+void nw_free(void *p) { free(p); }
+
+char *nw_strndup(const char *s, size_t n) {
+    char *p = nw_malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = 0;
+    }
+    return p;
+}
