@@ -1,0 +1,368 @@
+/* conn.c: TCP connection object and dialer over libuv.
+ *
+ * Reads land in one thread-local scratch buffer: every reader consumes (or
+ * copies) what it needs inside on_read, so no connection pins 64 KiB while
+ * idle. Writes are copied once into a block freed by the write callback. */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "log.h"
+
+#define NW_READ_SIZE (64 * 1024)
+
+static _Thread_local char read_scratch[NW_READ_SIZE];
+
+typedef struct {
+    uv_write_t req;
+    uv_buf_t buf;
+    size_t credit;
+    char *owned; /* freed after the write; NULL when data follows inline */
+    char data[];
+} wreq_t;
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+    (void)h;
+    (void)hint;
+    *buf = uv_buf_init(read_scratch, sizeof(read_scratch));
+}
+
+static void on_uv_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    nw_conn_t *c = nw_container_of(s, nw_conn_t, tcp);
+    if (nread == 0 || c->closing)
+        return;
+    if (c->on_read)
+        c->on_read(c, nread, buf->base);
+}
+
+static void update_reading(nw_conn_t *c) {
+    if (c->closing)
+        return;
+    if (c->pause == 0 && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_uv_read) == 0)
+            c->reading = 1;
+    } else if (c->pause != 0 && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
+
+nw_conn_t *nw_conn_new(uv_loop_t *loop) {
+    nw_conn_t *c = nw_calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    if (uv_tcp_init(loop, &c->tcp) != 0) {
+        nw_free(c);
+        return NULL;
+    }
+    c->pause = NW_PAUSE_OWNER;
+    return c;
+}
+
+void nw_conn_set_owner(nw_conn_t *c, void *owner, nw_conn_read_cb on_read,
+                       nw_conn_written_cb on_written, nw_conn_close_cb on_close) {
+    c->data = owner;
+    c->on_read = on_read;
+    c->on_written = on_written;
+    c->on_close = on_close;
+}
+
+void nw_conn_ready(nw_conn_t *c) {
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, ip, sizeof(ip));
+            port = ntohs(a->sin6_port);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            uv_ip4_name(a, ip, sizeof(ip));
+            port = ntohs(a->sin_port);
+        }
+    }
+    snprintf(c->peer, sizeof(c->peer), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip,
+             port);
+}
+
+void nw_conn_pause(nw_conn_t *c, unsigned reason) {
+    c->pause |= reason;
+    update_reading(c);
+}
+
+void nw_conn_resume(nw_conn_t *c, unsigned reason) {
+    c->pause &= ~reason;
+    update_reading(c);
+}
+
+static void on_close_done(uv_handle_t *h) {
+    nw_conn_t *c = nw_container_of(h, nw_conn_t, tcp);
+    if (c->on_close)
+        c->on_close(c);
+    nw_free(c);
+}
+
+void nw_conn_close(nw_conn_t *c) {
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->reading = 0;
+    uv_close((uv_handle_t *)&c->tcp, on_close_done);
+}
+
+typedef struct {
+    uv_shutdown_t req;
+    int then_close;
+} shut_t;
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    shut_t *s = nw_container_of(req, shut_t, req);
+    nw_conn_t *c = req->data;
+    int then_close = s->then_close;
+    (void)status;
+    nw_free(s);
+    if (then_close)
+        nw_conn_close(c);
+}
+
+static void shutdown_conn(nw_conn_t *c, int then_close) {
+    shut_t *s;
+    if (c->closing || c->shutting)
+        return;
+    c->shutting = 1;
+    s = nw_malloc(sizeof(*s));
+    if (!s || uv_shutdown(&s->req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        nw_free(s);
+        if (then_close)
+            nw_conn_close(c);
+        return;
+    }
+    s->req.data = c;
+    s->then_close = then_close;
+}
+
+void nw_conn_close_after_flush(nw_conn_t *c) { shutdown_conn(c, 1); }
+void nw_conn_shutdown(nw_conn_t *c) { shutdown_conn(c, 0); }
+
+static void on_write(uv_write_t *req, int status) {
+    wreq_t *w = nw_container_of(req, wreq_t, req);
+    nw_conn_t *c = req->data;
+    size_t len = w->buf.len, credit = w->credit;
+
+    nw_free(w->owned);
+    nw_free(w);
+    c->wbytes -= len;
+    if (status < 0) {
+        if (!c->err)
+            c->err = status;
+        return; /* the read side (or the owner's close) reports it */
+    }
+    if (!c->closing && c->on_written)
+        c->on_written(c, credit);
+}
+
+static int submit(nw_conn_t *c, wreq_t *w) {
+    int rc;
+    if (c->closing || c->shutting) {
+        nw_free(w->owned);
+        nw_free(w);
+        return NW_ECLOSED;
+    }
+    w->req.data = c;
+    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &w->buf, 1, on_write);
+    if (rc < 0) {
+        nw_free(w->owned);
+        nw_free(w);
+        return rc;
+    }
+    c->wbytes += w->buf.len;
+    return 0;
+}
+
+int nw_conn_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit) {
+    size_t total = 0, off = 0;
+    unsigned i;
+    wreq_t *w;
+
+    for (i = 0; i < n; i++)
+        total += bufs[i].len;
+    w = nw_malloc(sizeof(*w) + total);
+    if (!w)
+        return NW_ENOMEM;
+    for (i = 0; i < n; i++) {
+        memcpy(w->data + off, bufs[i].base, bufs[i].len);
+        off += bufs[i].len;
+    }
+    w->buf = uv_buf_init(w->data, (unsigned)total);
+    w->credit = credit;
+    w->owned = NULL;
+    return submit(c, w);
+}
+
+int nw_conn_write_owned(nw_conn_t *c, char *p, size_t len, size_t credit) {
+    wreq_t *w = nw_malloc(sizeof(*w));
+    if (!w) {
+        nw_free(p);
+        return NW_ENOMEM;
+    }
+    w->buf = uv_buf_init(p, (unsigned)len);
+    w->credit = credit;
+    w->owned = p;
+    return submit(c, w);
+}
+
+/* ------------------------------------------------------------------ dial */
+
+struct nw_dial_s {
+    uv_loop_t *loop;
+    uint16_t port;
+    nw_dial_cb cb;
+    void *ud;
+    uv_getaddrinfo_t gai;
+    struct addrinfo *res, *cur;
+    uv_connect_t creq;
+    nw_conn_t *c;
+    uv_timer_t timer;
+    int last_err;
+    unsigned gai_pending : 1, connect_pending : 1, timer_open : 1, done : 1;
+};
+
+static void dial_maybe_free(nw_dial_t *d) {
+    if (!d->done || d->gai_pending || d->connect_pending || d->timer_open)
+        return;
+    if (d->res)
+        uv_freeaddrinfo(d->res);
+    nw_free(d);
+}
+
+static void dial_on_timer_close(uv_handle_t *h) {
+    nw_dial_t *d = h->data;
+    d->timer_open = 0;
+    dial_maybe_free(d);
+}
+
+/* Ends the dial: reports (unless cancelled) and releases everything. */
+static void dial_finish(nw_dial_t *d, nw_conn_t *c, int err, int report) {
+    if (d->done)
+        return;
+    d->done = 1;
+    if (!c && d->c) {
+        nw_conn_close(d->c); /* fires the pending connect with ECANCELED */
+        d->c = NULL;
+    }
+    if (d->gai_pending)
+        uv_cancel((uv_req_t *)&d->gai);
+    uv_close((uv_handle_t *)&d->timer, dial_on_timer_close);
+    if (report)
+        d->cb(d, c, err, d->ud);
+    dial_maybe_free(d);
+}
+
+static void dial_try_next(nw_dial_t *d);
+
+static void dial_on_connect(uv_connect_t *req, int status) {
+    nw_dial_t *d = req->data;
+    nw_conn_t *c = d->c;
+    d->connect_pending = 0;
+    if (d->done) {
+        dial_maybe_free(d);
+        return;
+    }
+    if (status == 0) {
+        d->c = NULL;
+        nw_conn_ready(c);
+        dial_finish(d, c, 0, 1);
+        return;
+    }
+    d->last_err = status;
+    d->c = NULL;
+    nw_conn_close(c);
+    d->cur = d->cur->ai_next;
+    dial_try_next(d);
+}
+
+static void dial_try_next(nw_dial_t *d) {
+    for (; d->cur; d->cur = d->cur->ai_next) {
+        struct sockaddr_storage ss;
+        int rc;
+        if (d->cur->ai_family != AF_INET && d->cur->ai_family != AF_INET6)
+            continue;
+        memcpy(&ss, d->cur->ai_addr, d->cur->ai_addrlen);
+        if (ss.ss_family == AF_INET)
+            ((struct sockaddr_in *)&ss)->sin_port = htons(d->port);
+        else
+            ((struct sockaddr_in6 *)&ss)->sin6_port = htons(d->port);
+        d->c = nw_conn_new(d->loop);
+        if (!d->c) {
+            d->last_err = NW_ENOMEM;
+            break;
+        }
+        d->creq.data = d;
+        rc = uv_tcp_connect(&d->creq, &d->c->tcp, (struct sockaddr *)&ss, dial_on_connect);
+        if (rc == 0) {
+            d->connect_pending = 1;
+            return;
+        }
+        d->last_err = rc;
+        nw_conn_close(d->c);
+        d->c = NULL;
+    }
+    dial_finish(d, NULL, d->last_err ? d->last_err : UV_EADDRNOTAVAIL, 1);
+}
+
+static void dial_on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    nw_dial_t *d = req->data;
+    d->gai_pending = 0;
+    d->res = res;
+    if (d->done) {
+        dial_maybe_free(d);
+        return;
+    }
+    if (status < 0) {
+        dial_finish(d, NULL, status, 1);
+        return;
+    }
+    d->cur = res;
+    dial_try_next(d);
+}
+
+static void dial_on_timeout(uv_timer_t *t) {
+    nw_dial_t *d = t->data;
+    dial_finish(d, NULL, UV_ETIMEDOUT, 1);
+}
+
+nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
+                         uint64_t timeout_ms, nw_dial_cb cb, void *ud) {
+    struct addrinfo hints;
+    nw_dial_t *d = nw_calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->loop = loop;
+    d->port = port;
+    d->cb = cb;
+    d->ud = ud;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    d->gai.data = d;
+    /* Numeric hosts resolve without a lookup; getaddrinfo runs on the
+     * thread pool either way, so cb never fires from inside this call. */
+    if (uv_getaddrinfo(loop, &d->gai, dial_on_gai, host, NULL, &hints) != 0) {
+        nw_free(d);
+        return NULL;
+    }
+    d->gai_pending = 1;
+    uv_timer_init(loop, &d->timer);
+    d->timer.data = d;
+    d->timer_open = 1;
+    uv_timer_start(&d->timer, dial_on_timeout, timeout_ms, 0);
+    return d;
+}
+
+void nw_dial_cancel(nw_dial_t *d) { dial_finish(d, NULL, UV_ECANCELED, 0); }

@@ -1,0 +1,73 @@
+/* conn.h: one TCP connection with read-pause reasons, write accounting and
+ * a close protocol. The object frees itself after its on_close callback;
+ * owners hand it over by swapping the callbacks (nw_conn_set_owner). */
+#ifndef NW_CONN_H
+#define NW_CONN_H
+
+#include <uv.h>
+
+#include "nw.h"
+
+typedef struct nw_conn_s nw_conn_t;
+
+/* nread > 0: bytes in buf, valid only during the call. nread < 0: EOF
+ * (UV_EOF) or an error; the owner decides whether to close. */
+typedef void (*nw_conn_read_cb)(nw_conn_t *c, ssize_t nread, const char *buf);
+/* A write finished; credit is what the writer attached to it. */
+typedef void (*nw_conn_written_cb)(nw_conn_t *c, size_t credit);
+/* The handle is closed; the conn is freed right after this returns. */
+typedef void (*nw_conn_close_cb)(nw_conn_t *c);
+
+/* Read-pause reasons: reading resumes only when none is left. */
+enum {
+    NW_PAUSE_OWNER = 1u << 0,    /* not started / owner stopped it */
+    NW_PAUSE_CREDIT = 1u << 1,   /* the stream behind has no credit */
+    NW_PAUSE_PIPELINE = 1u << 2, /* previous request still in flight */
+    NW_PAUSE_WRITEQ = 1u << 3,   /* our own write queue is full */
+    NW_PAUSE_DONE = 1u << 4      /* nothing more will be read */
+};
+
+struct nw_conn_s {
+    uv_tcp_t tcp;
+    void *data; /* owner */
+    nw_conn_read_cb on_read;
+    nw_conn_written_cb on_written;
+    nw_conn_close_cb on_close;
+    unsigned pause;
+    size_t wbytes; /* queued to libuv, not yet written */
+    int err;       /* first write error, if any */
+    unsigned closing : 1, shutting : 1, reading : 1;
+    char peer[64]; /* "ip:port" of the peer, for logs */
+};
+
+/* Allocate and uv_tcp_init a conn; it starts paused with NW_PAUSE_OWNER. */
+nw_conn_t *nw_conn_new(uv_loop_t *loop);
+void nw_conn_set_owner(nw_conn_t *c, void *owner, nw_conn_read_cb on_read,
+                       nw_conn_written_cb on_written, nw_conn_close_cb on_close);
+/* Called once the socket is connected/accepted: sets TCP_NODELAY, peer. */
+void nw_conn_ready(nw_conn_t *c);
+void nw_conn_pause(nw_conn_t *c, unsigned reason);
+void nw_conn_resume(nw_conn_t *c, unsigned reason);
+/* Copy bufs into one block and queue it. 0 or a negative error. */
+int nw_conn_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit);
+/* Queue p (from nw_malloc); the conn frees it after the write. */
+int nw_conn_write_owned(nw_conn_t *c, char *p, size_t len, size_t credit);
+/* Close once every queued byte is written (half-close first). */
+void nw_conn_close_after_flush(nw_conn_t *c);
+/* Half-close once every queued byte is written; reading goes on. */
+void nw_conn_shutdown(nw_conn_t *c);
+/* Close now; queued writes are dropped. Idempotent. */
+void nw_conn_close(nw_conn_t *c);
+
+/* --- dialer: resolve host, try each address in turn, with a timeout --- */
+typedef struct nw_dial_s nw_dial_t;
+/* c is a connected conn (owner must adopt it) or NULL with err < 0. */
+typedef void (*nw_dial_cb)(nw_dial_t *d, nw_conn_t *c, int err, void *ud);
+/* Start a dial; returns NULL on allocation failure. The dial object frees
+ * itself after cb has run; cb is never called from inside nw_dial_start. */
+nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
+                         uint64_t timeout_ms, nw_dial_cb cb, void *ud);
+/* Abandon a dial: cb is not called; any connection made is closed. */
+void nw_dial_cancel(nw_dial_t *d);
+
+#endif

@@ -1,0 +1,68 @@
+/* http1.h: HTTP/1.x glue shared by serve and agent: bounded accumulation of
+ * the head llhttp hands over in pieces, hop-by-hop filtering, target
+ * normalisation. No libuv. */
+#ifndef NW_HTTP1_H
+#define NW_HTTP1_H
+
+#include "buf.h"
+#include "mux.h"
+
+#define NW_HTTP_MAX_FIELDS 200
+
+typedef struct {
+    uint32_t no, nl, vo, vl;
+} nw_hf_ent_t;
+
+/* The head of one message: start-line text (URL or reason) then fields.
+ * Everything is copied, since llhttp points into a transient read buffer. */
+typedef struct {
+    nw_sbuf_t raw;
+    size_t max;    /* cap on raw bytes: the head-size limit */
+    size_t first_len; /* URL (requests) or reason (responses) at raw.p[0..) */
+    nw_hf_ent_t f[NW_HTTP_MAX_FIELDS];
+    size_t n;
+    int last; /* 0 nothing, 1 name, 2 value: a new name starts a field */
+} nw_hfields_t;
+
+enum { NW_HF_OK = 0, NW_HF_TOOBIG = -1, NW_HF_TOOMANY = -2, NW_HF_NOMEM = -3 };
+
+void nw_hf_init(nw_hfields_t *h, size_t max);
+void nw_hf_reset(nw_hfields_t *h);
+void nw_hf_free(nw_hfields_t *h);
+int nw_hf_first(nw_hfields_t *h, const char *p, size_t n);
+int nw_hf_name(nw_hfields_t *h, const char *p, size_t n);
+int nw_hf_value(nw_hfields_t *h, const char *p, size_t n);
+void nw_hf_get(const nw_hfields_t *h, size_t i, nw_hdr_t *out);
+/* Index of the first field named name (case-insensitive) from start, or -1. */
+int nw_hf_find(const nw_hfields_t *h, const char *name, size_t start);
+
+/* Hop-by-hop by definition (RFC 9110 7.6.1 and the usual Proxy-*). */
+int nw_http_is_hop(const char *name, size_t len);
+/* Is name listed as a token in any Connection field of h? */
+int nw_http_conn_lists(const nw_hfields_t *h, const char *name, size_t len);
+/* Does any field called name contain token (comma-separated, any case)? */
+int nw_http_has_token(const nw_hfields_t *h, const char *name, const char *token);
+
+/* Copy the end-to-end fields of h into out (capacity cap), dropping
+ * hop-by-hop ones, the ones Connection names, and any named in drop (a
+ * NULL-terminated list). Returns the count, or -1 if cap is too small. */
+int nw_http_filter(const nw_hfields_t *h, nw_hdr_t *out, size_t cap, const char *const *drop);
+
+/* Reduce a request target to origin form: "http://h:1/p?q" -> "/p?q",
+ * "/x" -> "/x", "*" -> "*". Returns 0; 1 when the absolute form had no path
+ * ("http://h" or "http://h?q"), so the caller must put "/" before out; -1 for
+ * anything else (authority form, garbage). */
+int nw_http_origin_form(const char *t, size_t len, const char **out, size_t *out_len);
+
+/* Field syntax checks for heads that arrive over the tunnel: a peer must
+ * not be able to inject CR/LF into what we write. */
+int nw_http_token_ok(const char *p, size_t n);
+int nw_http_value_ok(const char *p, size_t n);
+int nw_http_fields_ok(const nw_hdr_t *h, size_t n);
+/* Strict Content-Length: digits only, at most 19 of them. */
+int nw_http_parse_cl(const char *p, size_t n, uint64_t *out);
+
+/* Standard reason phrase for a status code ("" when unknown). */
+const char *nw_http_reason(int status);
+
+#endif

@@ -1,0 +1,942 @@
+/* serve.c: `natwrp serve`. Public HTTP/1.x connections (pconn) are parsed
+ * with llhttp in strict mode; each request becomes one stream on the
+ * least-loaded agent tunnel. The tunnel upgrade arrives on the same port,
+ * on the reserved path NW_TUNNEL_PATH.
+ *
+ * One request per connection is in flight: pipelined requests wait in the
+ * parser (paused) until the previous response is written, so responses
+ * leave in order. */
+#include <llhttp.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cfg.h"
+#include "conn.h"
+#include "http1.h"
+#include "log.h"
+#include "serve.h"
+#include "tun.h"
+#include "ws.h"
+
+#define HEAD_TIMEOUT_MS 30000   /* a request head must arrive within this */
+#define IDLE_TIMEOUT_MS 75000   /* keep-alive connections idle this long close */
+#define LINGER_MS 2000          /* drain input this long after an error reply */
+#define MAX_TUNNELS 1024
+
+typedef struct serve_s serve_t;
+
+enum pc_state { PC_IDLE, PC_HEAD, PC_WAIT, PC_STREAM, PC_LINGER, PC_CLOSED };
+
+typedef struct pconn_s {
+    serve_t *srv;
+    nw_conn_t *conn;
+    uv_timer_t timer;
+    int handles;
+    enum pc_state state;
+    uint64_t id;
+    llhttp_t parser;
+    nw_hfields_t hf;
+    nw_strm_t *strm;
+    nw_sbuf_t pipeline;      /* bytes after a paused request */
+    size_t body_inflight;    /* response body bytes queued to the client */
+    size_t stale_credit;     /* of those, bytes that belong to a finished stream */
+    uint64_t cl_left;        /* response Content-Length still to come */
+    int err_status;          /* status chosen by a parser callback */
+    struct pconn_s *prev, *next;
+    unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
+        has_cl : 1, tunnel : 1, upgrade_other : 1, minor : 1, in_feed : 1;
+} pconn_t;
+
+struct serve_s {
+    uv_loop_t *loop;
+    nw_serve_cfg_t *cfg;
+    uv_tcp_t listeners[NW_CFG_MAX_LISTEN];
+    int nlisteners;
+    uv_signal_t sig[2];
+    nw_tun_t *tuns[MAX_TUNNELS];
+    size_t ntuns;
+    size_t rr;
+    uint64_t next_tun_id, next_pc_id;
+    pconn_t *pconns;
+    int stopping;
+};
+
+static llhttp_settings_t pc_settings;
+
+static void pc_feed(pconn_t *pc, const char *data, size_t len);
+static void pc_close(pconn_t *pc);
+
+/* ------------------------------------------------------------ registry */
+
+static void reg_remove(serve_t *srv, nw_tun_t *t) {
+    size_t i;
+    for (i = 0; i < srv->ntuns; i++)
+        if (srv->tuns[i] == t) {
+            srv->tuns[i] = srv->tuns[--srv->ntuns];
+            return;
+        }
+}
+
+/* Fewest in-flight streams wins; ties go round-robin. */
+static nw_tun_t *reg_pick(serve_t *srv) {
+    nw_tun_t *best = NULL;
+    size_t i, bi = 0;
+    for (i = 0; i < srv->ntuns; i++) {
+        size_t k = (srv->rr + i) % srv->ntuns;
+        nw_tun_t *t = srv->tuns[k];
+        if (t->goaway_recv)
+            continue;
+        if (!best || t->active < best->active) {
+            best = t;
+            bi = k;
+        }
+    }
+    if (best)
+        srv->rr = bi + 1;
+    return best;
+}
+
+/* ------------------------------------------------------------- writing */
+
+static int pc_write(pconn_t *pc, const void *p, size_t n, size_t credit) {
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    if (!pc->conn)
+        return NW_ECLOSED;
+    return nw_conn_write(pc->conn, &b, 1, credit);
+}
+
+static void pc_on_timer(uv_timer_t *h);
+
+static void pc_arm(pconn_t *pc, uint64_t ms) {
+    uv_timer_start(&pc->timer, pc_on_timer, ms, 0);
+}
+
+/* After an error reply: half-close, then read and drop whatever the client
+ * still sends until it closes or LINGER_MS passes, so the reply is not lost
+ * to a TCP reset caused by unread input. */
+static void pc_linger(pconn_t *pc) {
+    if (pc->state == PC_LINGER || pc->state == PC_CLOSED || !pc->conn)
+        return;
+    pc->state = PC_LINGER;
+    if (pc->strm) {
+        nw_strm_detach(pc->strm, NW_RST_CANCEL);
+        pc->strm = NULL;
+    }
+    nw_conn_shutdown(pc->conn);
+    nw_conn_resume(pc->conn, NW_PAUSE_CREDIT | NW_PAUSE_PIPELINE | NW_PAUSE_DONE);
+    pc_arm(pc, LINGER_MS);
+}
+
+static void pc_reply(pconn_t *pc, int status, const char *msg) {
+    char buf[512];
+    char body[256];
+    int bl = snprintf(body, sizeof(body), "natwrp: %s\n", msg);
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                     status, nw_http_reason(status), bl, pc->is_head ? "" : body);
+    if (n > 0)
+        pc_write(pc, buf, (size_t)NW_MIN((size_t)n, sizeof(buf) - 1), 0);
+    pc->head_sent = 1;
+    pc_linger(pc);
+}
+
+/* ------------------------------------------------------ stream callbacks */
+
+static void pc_response_done(pconn_t *pc) {
+    pc->stale_credit = pc->body_inflight;
+    if (pc->strm) {
+        nw_strm_detach(pc->strm, 0);
+        pc->strm = NULL;
+    }
+    if (!pc->req_done || !pc->keep_alive) {
+        pc_linger(pc);
+        return;
+    }
+    /* Next request: take what the client pipelined, then read again. */
+    pc->state = PC_IDLE;
+    pc_arm(pc, IDLE_TIMEOUT_MS);
+    llhttp_resume(&pc->parser);
+    if (pc->pipeline.len) {
+        nw_sbuf_t rest = pc->pipeline;
+        memset(&pc->pipeline, 0, sizeof(pc->pipeline));
+        pc_feed(pc, rest.p, rest.len);
+        nw_sbuf_free(&rest);
+    }
+    if (pc->conn && (pc->state == PC_IDLE || pc->state == PC_HEAD))
+        nw_conn_resume(pc->conn, NW_PAUSE_PIPELINE);
+}
+
+static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
+    pconn_t *pc = s->data;
+    nw_sbuf_t out = {0};
+    size_t i;
+    int end = (f->flags & NW_MUX_F_END) != 0;
+    int nobody = pc->is_head || f->status == 204 || f->status == 304 || f->status < 200;
+    if (f->status < 200 || !nw_http_fields_ok(f->hdrs, f->nhdrs) ||
+        !nw_http_value_ok(f->reason, f->reason_len)) {
+        nw_warn("conn=%llu strm=%u invalid response head from agent", (unsigned long long)pc->id,
+                s->sid);
+        nw_strm_detach(s, NW_RST_PROTOCOL);
+        pc->strm = NULL;
+        pc_reply(pc, 502, "invalid response from the agent");
+        return;
+    }
+    uv_timer_stop(&pc->timer);
+    pc->state = PC_STREAM;
+    pc->has_cl = 0;
+    nw_sbuf_appendf(&out, "HTTP/1.1 %u %.*s\r\n", f->status, (int)f->reason_len, f->reason);
+    for (i = 0; i < f->nhdrs; i++) {
+        const nw_hdr_t *h = &f->hdrs[i];
+        if (nw_http_is_hop(h->name, h->name_len))
+            continue;
+        if (nw_strieq(h->name, h->name_len, "content-length")) {
+            if (pc->has_cl || nw_http_parse_cl(h->value, h->value_len, &pc->cl_left) != 0) {
+                nw_sbuf_free(&out);
+                nw_strm_detach(s, NW_RST_PROTOCOL);
+                pc->strm = NULL;
+                pc_reply(pc, 502, "invalid Content-Length from the local service");
+                return;
+            }
+            pc->has_cl = 1;
+        }
+        nw_sbuf_append(&out, h->name, h->name_len);
+        nw_sbuf_append(&out, ": ", 2);
+        nw_sbuf_append(&out, h->value, h->value_len);
+        nw_sbuf_append(&out, "\r\n", 2);
+    }
+    if (nobody) {
+        pc->has_cl = 0;
+        pc->chunked_out = 0;
+    } else if (!pc->has_cl) {
+        if (pc->minor >= 1)
+            pc->chunked_out = 1, nw_sbuf_appends(&out, "Transfer-Encoding: chunked\r\n");
+        else
+            pc->keep_alive = 0; /* close-delimited body */
+    }
+    if (!pc->req_done)
+        pc->keep_alive = 0; /* the rest of the request body would be unread */
+    if (!pc->keep_alive)
+        nw_sbuf_appends(&out, "Connection: close\r\n");
+    else if (pc->minor == 0)
+        nw_sbuf_appends(&out, "Connection: keep-alive\r\n");
+    nw_sbuf_append(&out, "\r\n", 2);
+    if (!out.p || pc_write(pc, out.p, out.len, 0) != 0) {
+        nw_sbuf_free(&out);
+        pc_close(pc);
+        return;
+    }
+    nw_sbuf_free(&out);
+    pc->head_sent = 1;
+    if (end) {
+        if (pc->has_cl && pc->cl_left) {
+            pc_close(pc); /* promised a body, sent none: cut */
+            return;
+        }
+        pc_response_done(pc);
+    }
+}
+
+static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
+    pconn_t *pc = s->data;
+    char hdr[32];
+    uv_buf_t b[4];
+    unsigned n = 0;
+    int skip = pc->is_head;
+
+    if (pc->has_cl) {
+        if (len > pc->cl_left) {
+            nw_warn("conn=%llu strm=%u body longer than Content-Length; cutting",
+                    (unsigned long long)pc->id, s->sid);
+            pc_close(pc);
+            return;
+        }
+        pc->cl_left -= len;
+    }
+    if (len && !skip) {
+        if (pc->chunked_out) {
+            int k = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+            b[n++] = uv_buf_init(hdr, (unsigned)k);
+        }
+        b[n++] = uv_buf_init((char *)p, (unsigned)len);
+        if (pc->chunked_out)
+            b[n++] = uv_buf_init("\r\n", 2);
+    }
+    if (end && pc->chunked_out)
+        b[n++] = uv_buf_init("0\r\n\r\n", 5);
+    if (n) {
+        if (nw_conn_write(pc->conn, b, n, skip ? 0 : len) != 0) {
+            pc_close(pc);
+            return;
+        }
+        if (!skip)
+            pc->body_inflight += len;
+    }
+    if (skip && len)
+        nw_strm_consumed(s, len);
+    if (end) {
+        if (pc->has_cl && pc->cl_left) {
+            nw_warn("conn=%llu strm=%u body shorter than Content-Length; cutting",
+                    (unsigned long long)pc->id, s->sid);
+            pc_close(pc);
+            return;
+        }
+        pc_response_done(pc);
+    }
+}
+
+static int code_status(uint32_t code, const char **msg) {
+    switch (code) {
+    case NW_RST_CONNECT: *msg = "the agent could not connect to the local service"; return 502;
+    case NW_RST_REFUSED: *msg = "the agent refused the request"; return 503;
+    case NW_RST_TIMEOUT: *msg = "the local service timed out"; return 504;
+    case NW_RST_TUNNEL_LOST: *msg = "the tunnel to the agent was lost"; return 502;
+    case NW_RST_TOOBIG: *msg = "the response head was too large"; return 502;
+    default: *msg = "the local service failed"; return 502;
+    }
+}
+
+static void srv_on_reset(nw_strm_t *s, uint32_t code) {
+    pconn_t *pc = s->data;
+    const char *msg;
+    int status = code_status(code, &msg);
+    pc->strm = NULL;
+    if (!pc->head_sent) {
+        nw_warn("conn=%llu client=%s strm=%u failed before the response head: %s (%s)",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->sid,
+                nw_mux_code_name(code), msg);
+        pc_reply(pc, status, msg);
+    } else {
+        nw_warn("conn=%llu strm=%u reset mid-response (%s); cutting the body",
+                (unsigned long long)pc->id, s->sid, nw_mux_code_name(code));
+        pc_close(pc);
+    }
+}
+
+static void srv_on_drain(nw_strm_t *s) {
+    pconn_t *pc = s->data;
+    if (pc->conn)
+        nw_conn_resume(pc->conn, NW_PAUSE_CREDIT);
+}
+
+static void srv_on_tun_close(nw_tun_t *t, int err) {
+    serve_t *srv = t->data;
+    reg_remove(srv, t);
+    nw_info("tunnel closed tun=%llu agent=%s reason=%s", (unsigned long long)t->id, t->agent,
+            nw_strerror(err));
+}
+
+static void srv_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
+    nw_info("tunnel draining tun=%llu agent=%s (GOAWAY %s)", (unsigned long long)t->id, t->agent,
+            nw_mux_code_name(code));
+    (void)last;
+}
+
+static const nw_tun_cbs_t srv_tun_cbs = {NULL,         srv_on_head,   srv_on_data,
+                                         srv_on_reset, srv_on_drain,  srv_on_goaway,
+                                         srv_on_tun_close};
+
+/* -------------------------------------------------------- tunnel upgrade */
+
+static int agent_id_ok(const char *p, size_t n) {
+    size_t i;
+    if (n == 0 || n > 128)
+        return 0;
+    for (i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("._@:+-", c)))
+            return 0;
+    }
+    return 1;
+}
+
+/* Validate the upgrade; on success write the 101 and return 0, else write
+ * the refusal and return -1. */
+static int tunnel_handshake(pconn_t *pc, char *agent, uint32_t *peer_window) {
+    nw_hfields_t *h = &pc->hf;
+    nw_hdr_t f;
+    char accept[29], msg[256], resp[512];
+    int i, n;
+    uint64_t win = 262144;
+
+    if (pc->parser.method != HTTP_GET || !nw_http_has_token(h, "upgrade", "websocket") ||
+        !nw_http_has_token(h, "connection", "upgrade")) {
+        pc_reply(pc, 426, "this path is reserved for agent tunnels (WebSocket upgrade)");
+        return -1;
+    }
+    i = nw_hf_find(h, "sec-websocket-version", 0);
+    if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_strieq(f.value, f.value_len, "13"))) {
+        const char r[] = "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
+                         "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        pc_write(pc, r, sizeof(r) - 1, 0);
+        pc_linger(pc);
+        return -1;
+    }
+    i = nw_hf_find(h, "sec-websocket-key", 0);
+    if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_ws_key_valid(f.value, f.value_len)) ||
+        nw_ws_accept(f.value, f.value_len, accept) != 0) {
+        pc_reply(pc, 400, "missing or invalid Sec-WebSocket-Key");
+        return -1;
+    }
+    if (!nw_http_has_token(h, "sec-websocket-protocol", NW_WS_SUBPROTO)) {
+        i = nw_hf_find(h, "sec-websocket-protocol", 0);
+        if (i >= 0)
+            nw_hf_get(h, (size_t)i, &f);
+        snprintf(msg, sizeof(msg),
+                 "protocol version mismatch: agent offered '%.*s', server speaks " NW_WS_SUBPROTO,
+                 i >= 0 ? (int)NW_MIN(f.value_len, 100) : 4, i >= 0 ? f.value : "none");
+        nw_warn("tunnel refused from %s: %s", pc->conn->peer, msg);
+        n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 400 Bad Request\r\nX-Natwrp-Version: %d\r\n"
+                     "Content-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n"
+                     "natwrp: %s\n",
+                     NW_PROTO_VERSION, strlen(msg) + 9, msg);
+        pc_write(pc, resp, (size_t)n, 0);
+        pc->head_sent = 1;
+        pc_linger(pc);
+        return -1;
+    }
+    i = nw_hf_find(h, "x-natwrp-agent", 0);
+    if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !agent_id_ok(f.value, f.value_len))) {
+        nw_warn("tunnel refused from %s: missing or invalid X-Natwrp-Agent", pc->conn->peer);
+        pc_reply(pc, 400, "missing or invalid X-Natwrp-Agent (1-128 of A-Z a-z 0-9 . _ @ : + -)");
+        return -1;
+    }
+    memcpy(agent, f.value, f.value_len);
+    agent[f.value_len] = 0;
+    i = nw_hf_find(h, "x-natwrp-window", 0);
+    if (i >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        if (nw_http_parse_cl(f.value, f.value_len, &win) != 0 || win < 1024 ||
+            win > NW_MUX_MAX_WINDOW) {
+            pc_reply(pc, 400, "invalid X-Natwrp-Window");
+            return -1;
+        }
+    }
+    *peer_window = (uint32_t)win;
+    n = snprintf(resp, sizeof(resp),
+                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
+                 "Sec-WebSocket-Protocol: " NW_WS_SUBPROTO "\r\nX-Natwrp-Window: %u\r\n\r\n",
+                 accept, pc->srv->cfg->window);
+    return pc_write(pc, resp, (size_t)n, 0) == 0 ? 0 : -1;
+}
+
+static void pc_maybe_free(pconn_t *pc);
+
+/* The connection becomes a tunnel; the pconn shell goes away. */
+static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
+    serve_t *srv = pc->srv;
+    char agent[129];
+    uint32_t peer_window = 0;
+    nw_tun_cfg_t tc;
+    nw_tun_t *t;
+    nw_conn_t *c = pc->conn;
+    size_t i;
+
+    if (tunnel_handshake(pc, agent, &peer_window) != 0)
+        return;
+    if (srv->ntuns == MAX_TUNNELS) {
+        nw_warn("tunnel refused from %s: %d tunnels already", c->peer, MAX_TUNNELS);
+        pc_close(pc);
+        return;
+    }
+    tc.my_window = srv->cfg->window;
+    tc.peer_window = peer_window;
+    tc.ping_interval_ms = srv->cfg->ping_interval_ms;
+    pc->conn = NULL;
+    pc->state = PC_CLOSED;
+    uv_timer_stop(&pc->timer);
+    pc_maybe_free(pc); /* drops the conn's share */
+    t = nw_tun_new(srv->loop, c, 0, &tc, &srv_tun_cbs, srv);
+    if (!t)
+        return;
+    t->id = ++srv->next_tun_id;
+    snprintf(t->agent, sizeof(t->agent), "%s", agent);
+    for (i = 0; i < srv->ntuns; i++)
+        if (strcmp(srv->tuns[i]->agent, agent) == 0) {
+            nw_info("tunnel replaced tun=%llu agent=%s by tun=%llu",
+                    (unsigned long long)srv->tuns[i]->id, agent, (unsigned long long)t->id);
+            nw_tun_close(srv->tuns[i], NW_ECLOSED);
+            break;
+        }
+    srv->tuns[srv->ntuns++] = t;
+    nw_info("tunnel open tun=%llu agent=%s peer=%s", (unsigned long long)t->id, agent, c->peer);
+    nw_tun_start(t, rest, rest_len);
+}
+
+/* ----------------------------------------------------- request parsing */
+
+static int pc_fail(llhttp_t *p, int status) {
+    pconn_t *pc = p->data;
+    pc->err_status = status;
+    return -1;
+}
+
+static int on_message_begin(llhttp_t *p) {
+    pconn_t *pc = p->data;
+    nw_hf_reset(&pc->hf);
+    pc->req_done = pc->head_sent = pc->is_head = pc->chunked_out = pc->has_cl = 0;
+    pc->tunnel = pc->upgrade_other = 0;
+    pc->err_status = 0;
+    pc->state = PC_HEAD;
+    pc_arm(pc, HEAD_TIMEOUT_MS);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n) {
+    int rc = nw_hf_first(&((pconn_t *)p->data)->hf, at, n);
+    return rc == 0 ? 0 : pc_fail(p, rc == NW_HF_TOOBIG ? 414 : 500);
+}
+
+static int on_hname(llhttp_t *p, const char *at, size_t n) {
+    int rc = nw_hf_name(&((pconn_t *)p->data)->hf, at, n);
+    return rc == 0 ? 0 : pc_fail(p, rc == NW_HF_NOMEM ? 500 : 431);
+}
+
+static int on_hvalue(llhttp_t *p, const char *at, size_t n) {
+    int rc = nw_hf_value(&((pconn_t *)p->data)->hf, at, n);
+    return rc == 0 ? 0 : pc_fail(p, rc == NW_HF_NOMEM ? 500 : 431);
+}
+
+/* Build the forwarded head and open a stream. Returns an llhttp code. */
+static int open_stream(pconn_t *pc, const char *target, size_t tlen, int slash, int end) {
+    static const char *const drop[] = {"x-forwarded-for", "x-forwarded-proto",
+                                       "x-forwarded-host", "expect", NULL};
+    nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 3];
+    nw_hfields_t *h = &pc->hf;
+    nw_sbuf_t xff = {0}, tgt = {0};
+    nw_hdr_t f;
+    nw_tun_t *t;
+    const char *ip = pc->conn->peer;
+    size_t iplen;
+    int n, i = -1, err = 0;
+
+    /* The peer string is "ip:port" or "[ip]:port": keep the address. */
+    iplen = (size_t)(strrchr(ip, ':') - ip);
+    if (ip[0] == '[')
+        ip++, iplen -= 2;
+    n = nw_http_filter(h, hdrs, NW_HTTP_MAX_FIELDS, drop);
+    while ((i = nw_hf_find(h, "x-forwarded-for", (size_t)(i + 1))) >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        nw_sbuf_append(&xff, f.value, f.value_len);
+        nw_sbuf_append(&xff, ", ", 2);
+    }
+    nw_sbuf_append(&xff, ip, iplen);
+    hdrs[n++] = (nw_hdr_t){"X-Forwarded-For", 15, xff.p ? xff.p : "", xff.len};
+    hdrs[n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, "http", 4};
+    if ((i = nw_hf_find(h, "host", 0)) >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        hdrs[n++] = (nw_hdr_t){"X-Forwarded-Host", 16, f.value, f.value_len};
+    }
+    if (slash) {
+        nw_sbuf_append(&tgt, "/", 1);
+        nw_sbuf_append(&tgt, target, tlen);
+        target = tgt.p;
+        tlen = tgt.len;
+    }
+    t = reg_pick(pc->srv);
+    if (!t) {
+        nw_sbuf_free(&xff);
+        nw_sbuf_free(&tgt);
+        nw_warn("conn=%llu client=%s no agent connected: 503", (unsigned long long)pc->id,
+                pc->conn->peer);
+        return 503;
+    }
+    pc->strm = nw_tun_open(t, llhttp_method_name((llhttp_method_t)pc->parser.method),
+                           strlen(llhttp_method_name((llhttp_method_t)pc->parser.method)),
+                           target, tlen, hdrs, (size_t)n, end, &err);
+    nw_sbuf_free(&xff);
+    nw_sbuf_free(&tgt);
+    if (!pc->strm)
+        return err == NW_ETOOBIG ? 431 : 502;
+    pc->strm->data = pc;
+    nw_debug("conn=%llu tun=%llu strm=%u %s %.*s", (unsigned long long)pc->id,
+             (unsigned long long)t->id, pc->strm->sid,
+             llhttp_method_name((llhttp_method_t)pc->parser.method), (int)tlen, target);
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+    pconn_t *pc = p->data;
+    nw_hfields_t *h = &pc->hf;
+    const char *target;
+    size_t tlen, plen;
+    int form, has_body, status, end;
+
+    pc->minor = p->http_major == 1 && p->http_minor >= 1;
+    pc->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
+    pc->is_head = p->method == HTTP_HEAD;
+    form = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen);
+    if (form < 0)
+        return pc_fail(p, p->method == HTTP_CONNECT ? 501 : 400);
+    if (pc->minor && nw_hf_find(h, "host", 0) < 0)
+        return pc_fail(p, 400); /* RFC 9112 3.2: HTTP/1.1 requires Host */
+    if (nw_hf_find(h, "host", (size_t)nw_hf_find(h, "host", 0) + 1) >= 0)
+        return pc_fail(p, 400);
+    for (plen = 0; plen < tlen && target[plen] != '?'; plen++)
+        ;
+    if (form == 0 && nw_strieq(target, plen, NW_TUNNEL_PATH)) {
+        pc->tunnel = 1;
+        return 2; /* no body; execute returns HPE_PAUSED_UPGRADE */
+    }
+    has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
+    end = !has_body;
+    if (p->upgrade) {
+        /* WebSocket and other upgrades to the local service are not piped
+         * yet: forward as a plain request, then close. */
+        pc->upgrade_other = 1;
+        pc->keep_alive = 0;
+        end = 1;
+    }
+    status = open_stream(pc, target, tlen, form == 1, end);
+    if (status)
+        return pc_fail(p, status);
+    pc->state = PC_WAIT;
+    pc_arm(pc, pc->srv->cfg->response_timeout_ms);
+    if (has_body && pc->minor && nw_http_has_token(h, "expect", "100-continue"))
+        pc_write(pc, "HTTP/1.1 100 Continue\r\n\r\n", 25, 0);
+    return pc->upgrade_other ? 2 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n) {
+    pconn_t *pc = p->data;
+    int rc;
+    if (!pc->strm)
+        return 0; /* the response already ended or failed: drop */
+    rc = nw_strm_send(pc->strm, at, n, 0);
+    if (rc < 0)
+        return pc_fail(p, 502);
+    if (rc == 1)
+        nw_conn_pause(pc->conn, NW_PAUSE_CREDIT);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+    pconn_t *pc = p->data;
+    pc->req_done = 1;
+    if (pc->strm && !pc->upgrade_other) {
+        int rc = nw_strm_send(pc->strm, NULL, 0, 1);
+        if (rc < 0 && rc != NW_ECLOSED)
+            return pc_fail(p, 502);
+    }
+    return HPE_PAUSED; /* hold pipelined requests until this one is answered */
+}
+
+static void pc_feed(pconn_t *pc, const char *data, size_t len) {
+    llhttp_errno_t e;
+    const char *pos;
+    size_t off;
+
+    pc->in_feed = 1;
+    e = llhttp_execute(&pc->parser, data, len);
+    pc->in_feed = 0;
+    if (pc->state == PC_CLOSED || pc->state == PC_LINGER)
+        return;
+    if (e == HPE_OK)
+        return;
+    pos = llhttp_get_error_pos(&pc->parser);
+    off = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
+    if (e == HPE_PAUSED_UPGRADE && pc->tunnel) {
+        pc_take_over(pc, data + off, len - off);
+        return;
+    }
+    if (e == HPE_PAUSED_UPGRADE) {
+        pc->req_done = 1;
+        nw_conn_pause(pc->conn, NW_PAUSE_DONE);
+        return;
+    }
+    if (e == HPE_PAUSED) {
+        if (off < len && nw_sbuf_append(&pc->pipeline, data + off, len - off) != 0) {
+            pc_close(pc);
+            return;
+        }
+        if (pc->state == PC_WAIT || pc->state == PC_STREAM)
+            nw_conn_pause(pc->conn, NW_PAUSE_PIPELINE);
+        return;
+    }
+    {
+        int status = pc->err_status ? pc->err_status : 400;
+        const char *why = llhttp_get_error_reason(&pc->parser);
+        nw_info("conn=%llu client=%s bad request: %d (%s)", (unsigned long long)pc->id,
+                pc->conn ? pc->conn->peer : "-", status,
+                pc->err_status ? nw_http_reason(status) : (why ? why : "parse error"));
+        if (pc->head_sent || pc->strm) {
+            /* Request body broke mid-stream: abort the exchange. */
+            if (!pc->head_sent) {
+                pc_reply(pc, status == 502 ? 502 : 400, "malformed request body");
+                return;
+            }
+            pc_close(pc);
+            return;
+        }
+        pc_reply(pc, status, status == 431   ? "request header fields too large"
+                             : status == 414 ? "request target too long"
+                             : status == 501 ? "method not implemented"
+                             : status == 503 ? "no agent is connected to this server"
+                             : status == 502 ? "could not forward the request"
+                                             : "malformed request");
+    }
+}
+
+/* ------------------------------------------------------ pconn lifecycle */
+
+static void pc_maybe_free(pconn_t *pc) {
+    if (--pc->handles > 0)
+        return;
+    if (pc->prev)
+        pc->prev->next = pc->next;
+    else
+        pc->srv->pconns = pc->next;
+    if (pc->next)
+        pc->next->prev = pc->prev;
+    nw_hf_free(&pc->hf);
+    nw_sbuf_free(&pc->pipeline);
+    nw_free(pc);
+}
+
+static void pc_on_conn_close(nw_conn_t *c) {
+    pconn_t *pc = c->data;
+    pc->conn = NULL;
+    pc_maybe_free(pc);
+}
+
+static void pc_on_timer_close(uv_handle_t *h) { pc_maybe_free(h->data); }
+
+/* Close now (cuts any response in progress). */
+static void pc_close(pconn_t *pc) {
+    if (pc->state == PC_CLOSED)
+        return;
+    pc->state = PC_CLOSED;
+    if (pc->strm) {
+        nw_strm_detach(pc->strm, NW_RST_CANCEL);
+        pc->strm = NULL;
+    }
+    uv_close((uv_handle_t *)&pc->timer, pc_on_timer_close);
+    if (pc->conn)
+        nw_conn_close(pc->conn);
+}
+
+static void pc_on_timer(uv_timer_t *h) {
+    pconn_t *pc = h->data;
+    switch (pc->state) {
+    case PC_HEAD:
+        nw_info("conn=%llu client=%s request head not received in time: 408",
+                (unsigned long long)pc->id, pc->conn->peer);
+        pc_reply(pc, 408, "request head not received in time");
+        break;
+    case PC_WAIT:
+        nw_warn("conn=%llu client=%s strm=%u no response head within %llu ms: 504",
+                (unsigned long long)pc->id, pc->conn->peer, pc->strm ? pc->strm->sid : 0,
+                (unsigned long long)pc->srv->cfg->response_timeout_ms);
+        if (pc->strm) {
+            nw_strm_detach(pc->strm, NW_RST_TIMEOUT);
+            pc->strm = NULL;
+        }
+        pc_reply(pc, 504, "no response from the local service in time");
+        break;
+    default: /* idle keep-alive or lingering: just close */
+        pc_close(pc);
+        break;
+    }
+}
+
+static void pc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
+    pconn_t *pc = c->data;
+    if (nread < 0) {
+        if (pc->strm)
+            nw_info("conn=%llu client=%s strm=%u client went away: %s", (unsigned long long)pc->id,
+                    c->peer, pc->strm->sid, nw_strerror((int)nread));
+        pc_close(pc);
+        return;
+    }
+    if (pc->state == PC_LINGER)
+        return; /* discard */
+    pc_feed(pc, buf, (size_t)nread);
+}
+
+static void pc_on_written(nw_conn_t *c, size_t credit) {
+    pconn_t *pc = c->data;
+    if (!credit)
+        return;
+    pc->body_inflight -= credit;
+    if (pc->stale_credit >= credit) {
+        pc->stale_credit -= credit; /* belonged to a finished stream */
+        return;
+    }
+    credit -= pc->stale_credit;
+    pc->stale_credit = 0;
+    if (pc->strm)
+        nw_strm_consumed(pc->strm, credit);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+    serve_t *srv = server->data;
+    pconn_t *pc;
+    nw_conn_t *c;
+    if (status < 0)
+        return;
+    c = nw_conn_new(srv->loop);
+    pc = nw_calloc(1, sizeof(*pc));
+    if (!c || !pc || uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        nw_free(pc);
+        if (c)
+            nw_conn_close(c);
+        return;
+    }
+    pc->srv = srv;
+    pc->conn = c;
+    pc->id = ++srv->next_pc_id;
+    pc->handles = 2;
+    nw_hf_init(&pc->hf, srv->cfg->max_head);
+    llhttp_init(&pc->parser, HTTP_REQUEST, &pc_settings);
+    pc->parser.data = pc;
+    uv_timer_init(srv->loop, &pc->timer);
+    pc->timer.data = pc;
+    pc->next = srv->pconns;
+    if (srv->pconns)
+        srv->pconns->prev = pc;
+    srv->pconns = pc;
+    nw_conn_set_owner(c, pc, pc_on_read, pc_on_written, pc_on_conn_close);
+    nw_conn_ready(c);
+    pc->state = PC_IDLE;
+    pc_arm(pc, IDLE_TIMEOUT_MS);
+    nw_conn_resume(c, NW_PAUSE_OWNER);
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int listen_one(serve_t *srv, const nw_listen_t *l) {
+    uv_tcp_t *h = &srv->listeners[srv->nlisteners];
+    struct sockaddr_storage ss;
+    char name[INET6_ADDRSTRLEN];
+    int len = sizeof(ss), rc;
+
+    const char *host = l->host[0] ? l->host : "::";
+    if (strchr(host, ':'))
+        rc = uv_ip6_addr(host, l->port, (struct sockaddr_in6 *)&ss);
+    else
+        rc = uv_ip4_addr(strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, l->port,
+                         (struct sockaddr_in *)&ss);
+    if (rc != 0) {
+        nw_err("--listen %s:%u: not an IP address", l->host, l->port);
+        return rc;
+    }
+    uv_tcp_init(srv->loop, h);
+    h->data = srv;
+    rc = uv_tcp_bind(h, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)h, 1024, on_connection);
+    if (rc != 0 && !l->host[0]) {
+        /* No IPv6 here: fall back to every IPv4 interface. */
+        uv_close((uv_handle_t *)h, NULL);
+        uv_tcp_init(srv->loop, h);
+        h->data = srv;
+        uv_ip4_addr("0.0.0.0", l->port, (struct sockaddr_in *)&ss);
+        rc = uv_tcp_bind(h, (struct sockaddr *)&ss, 0);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)h, 1024, on_connection);
+    }
+    if (rc != 0) {
+        nw_err("cannot listen on %s:%u: %s", l->host[0] ? l->host : "*", l->port,
+               uv_strerror(rc));
+        uv_close((uv_handle_t *)h, NULL);
+        return rc;
+    }
+    srv->nlisteners++;
+    uv_tcp_getsockname(h, (struct sockaddr *)&ss, &len);
+    if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof(name));
+        nw_info("listening on http://[%s]:%d", name,
+                ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof(name));
+        nw_info("listening on http://%s:%d", name, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    }
+    return 0;
+}
+
+static void on_walk_close(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    serve_t *srv = h->data;
+    int i;
+    nw_info("received %s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    srv->stopping = 1;
+    for (i = 0; i < srv->nlisteners; i++)
+        uv_close((uv_handle_t *)&srv->listeners[i], NULL);
+    srv->nlisteners = 0;
+    while (srv->ntuns)
+        nw_tun_close(srv->tuns[0], NW_ECLOSED); /* removes itself */
+    while (srv->pconns && srv->pconns->state != PC_CLOSED) {
+        pconn_t *pc;
+        for (pc = srv->pconns; pc && pc->state == PC_CLOSED; pc = pc->next)
+            ;
+        if (!pc)
+            break;
+        pc_close(pc);
+    }
+    {
+        pconn_t *pc;
+        for (pc = srv->pconns; pc; pc = pc->next)
+            pc_close(pc);
+    }
+    uv_close((uv_handle_t *)&srv->sig[0], NULL);
+    uv_close((uv_handle_t *)&srv->sig[1], NULL);
+}
+
+int nw_serve_main(int argc, char **argv) {
+    nw_serve_cfg_t cfg;
+    char err[NW_CFG_ERRLEN];
+    serve_t *srv;
+    uv_loop_t loop;
+    int rc, i;
+
+    rc = nw_cfg_serve(argc, argv, &cfg, err, sizeof(err));
+    if (rc == 1)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "natwrp serve: %s\n", err);
+        return 2;
+    }
+    nw_log_level = cfg.log_level;
+    llhttp_settings_init(&pc_settings);
+    pc_settings.on_message_begin = on_message_begin;
+    pc_settings.on_url = on_url;
+    pc_settings.on_header_field = on_hname;
+    pc_settings.on_header_value = on_hvalue;
+    pc_settings.on_headers_complete = on_headers_complete;
+    pc_settings.on_body = on_body;
+    pc_settings.on_message_complete = on_message_complete;
+
+    srv = nw_calloc(1, sizeof(*srv));
+    if (!srv)
+        return 1;
+    uv_loop_init(&loop);
+    srv->loop = &loop;
+    srv->cfg = &cfg;
+    rc = 0;
+    for (i = 0; i < cfg.nlisten && rc == 0; i++)
+        rc = listen_one(srv, &cfg.listen[i]);
+    if (rc == 0) {
+        uv_signal_init(&loop, &srv->sig[0]);
+        uv_signal_init(&loop, &srv->sig[1]);
+        srv->sig[0].data = srv->sig[1].data = srv;
+        uv_signal_start(&srv->sig[0], on_signal, SIGINT);
+        uv_signal_start(&srv->sig[1], on_signal, SIGTERM);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    uv_walk(&loop, on_walk_close, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        nw_err("event loop closed with handles still open");
+    nw_free(srv);
+    return rc == 0 ? 0 : 1;
+}

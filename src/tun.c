@@ -1,0 +1,728 @@
+/* tun.c: tunnel session. wslay frames the WebSocket; this file maps
+ * messages to natwrp frames (mux.c) and keeps per-stream state.
+ *
+ * Output path: frames are queued in wslay; a uv_check handle flushes once
+ * per loop iteration, so every frame produced in one iteration leaves in
+ * one write. What the tunnel holds (wslay queue + unwritten bytes) is
+ * bounded: above TUN_HIGH, streams stop sending DATA and their owners stop
+ * reading their sources; below TUN_LOW they resume. */
+#include <stdlib.h>
+#include <wslay/wslay.h>
+
+#include "log.h"
+#include "tun.h"
+
+#define TUN_HIGH (1024 * 1024)
+#define TUN_LOW (256 * 1024)
+#define TUN_WBUF (64 * 1024)
+
+static _Thread_local uint8_t scratch[NW_MUX_MAX_FRAME];
+
+static void tun_do_close(nw_tun_t *t);
+static void strm_flush(nw_strm_t *s);
+
+/* ------------------------------------------------------------ helpers */
+
+static size_t tun_outq(nw_tun_t *t) {
+    return wslay_event_get_queued_msg_length(t->_ws) + t->_wlen + t->_conn->wbytes;
+}
+
+static void arm_flush(nw_tun_t *t);
+
+static int queue_frame(nw_tun_t *t, const uint8_t *p, size_t len) {
+    struct wslay_event_msg m;
+    int rc;
+    m.opcode = WSLAY_BINARY_FRAME;
+    m.msg = p;
+    m.msg_length = len;
+    rc = wslay_event_queue_msg(t->_ws, &m);
+    if (rc != 0)
+        return rc == WSLAY_ERR_NOMEM ? NW_ENOMEM : NW_ECLOSED;
+    if (!t->_congested && tun_outq(t) > TUN_HIGH)
+        t->_congested = 1;
+    arm_flush(t);
+    return 0;
+}
+
+/* ------------------------------------------------------- stream table */
+
+static nw_strm_t *strm_find(nw_tun_t *t, uint32_t sid) {
+    nw_strm_t *s;
+    if (!t->_nbuckets)
+        return NULL;
+    for (s = t->_buckets[sid & (t->_nbuckets - 1)]; s; s = s->_hnext)
+        if (s->sid == sid)
+            return s;
+    return NULL;
+}
+
+static int strm_insert(nw_tun_t *t, nw_strm_t *s) {
+    if (t->nstreams + 1 > t->_nbuckets) {
+        size_t n = t->_nbuckets ? t->_nbuckets * 2 : 16, i;
+        nw_strm_t **b = nw_calloc(n, sizeof(*b));
+        if (!b)
+            return NW_ENOMEM;
+        for (i = 0; i < t->_nbuckets; i++) {
+            nw_strm_t *x = t->_buckets[i], *next;
+            for (; x; x = next) {
+                next = x->_hnext;
+                x->_hnext = b[x->sid & (n - 1)];
+                b[x->sid & (n - 1)] = x;
+            }
+        }
+        nw_free(t->_buckets);
+        t->_buckets = b;
+        t->_nbuckets = n;
+    }
+    s->_hnext = t->_buckets[s->sid & (t->_nbuckets - 1)];
+    t->_buckets[s->sid & (t->_nbuckets - 1)] = s;
+    t->nstreams++;
+    return 0;
+}
+
+static void blocked_add(nw_tun_t *t, nw_strm_t *s) {
+    if (s->_blocked)
+        return;
+    s->_blocked = 1;
+    s->_bprev = NULL;
+    s->_bnext = t->_blocked;
+    if (t->_blocked)
+        t->_blocked->_bprev = s;
+    t->_blocked = s;
+}
+
+static void blocked_del(nw_tun_t *t, nw_strm_t *s) {
+    if (!s->_blocked)
+        return;
+    s->_blocked = 0;
+    if (s->_bprev)
+        s->_bprev->_bnext = s->_bnext;
+    else
+        t->_blocked = s->_bnext;
+    if (s->_bnext)
+        s->_bnext->_bprev = s->_bprev;
+}
+
+static nw_strm_t *strm_new(nw_tun_t *t, uint32_t sid) {
+    nw_strm_t *s = nw_calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->tun = t;
+    s->sid = sid;
+    s->_send_credit = t->_cfg.peer_window;
+    s->_recv_credit = t->_cfg.my_window;
+    if (strm_insert(t, s) != 0) {
+        nw_free(s);
+        return NULL;
+    }
+    t->active++;
+    return s;
+}
+
+static void strm_free(nw_strm_t *s) {
+    nw_tun_t *t = s->tun;
+    nw_strm_t **pp = &t->_buckets[s->sid & (t->_nbuckets - 1)];
+    while (*pp != s)
+        pp = &(*pp)->_hnext;
+    *pp = s->_hnext;
+    blocked_del(t, s);
+    nw_bufq_clear(&s->_pending);
+    if (!s->_detached)
+        t->active--;
+    t->nstreams--;
+    nw_free(s);
+}
+
+static void send_rst(nw_strm_t *s, uint32_t code) {
+    uint8_t b[16];
+    int n = nw_mux_pack_rst(b, sizeof(b), s->sid, code);
+    if (n > 0)
+        queue_frame(s->tun, b, (size_t)n);
+}
+
+/* A detached stream is freed once nothing is left to send; a peer that
+ * has not finished is told to stop. */
+static void strm_settle(nw_strm_t *s) {
+    if (s->_pending.bytes || (s->_pending_end && !s->_local_end))
+        return;
+    if (!s->_reset && !(s->_local_end && s->_remote_end))
+        send_rst(s, NW_RST_CANCEL);
+    strm_free(s);
+}
+
+/* Stream-level failure seen by the tunnel: tell the peer and the owner. */
+static void strm_abort(nw_strm_t *s, uint32_t code) {
+    nw_tun_t *t = s->tun;
+    send_rst(s, code);
+    s->_reset = 1;
+    nw_warn("tun=%llu agent=%s strm=%u reset sent: %s", (unsigned long long)t->id, t->agent,
+            s->sid, nw_mux_code_name(code));
+    if (!s->_detached && t->_cbs.on_reset) {
+        s->_detached = 1;
+        t->active--;
+        t->_cbs.on_reset(s, code);
+    }
+    strm_free(s);
+}
+
+/* ---------------------------------------------------------- send side */
+
+static int send_data(nw_strm_t *s, const void *p, size_t n, int end) {
+    nw_tun_t *t = s->tun;
+    int hl = nw_mux_pack_data_hdr(scratch, sizeof(scratch), s->sid, end ? NW_MUX_F_END : 0);
+    if (hl < 0)
+        return hl;
+    memcpy(scratch + hl, p, n);
+    s->_send_credit -= (int64_t)n;
+    if (end)
+        s->_local_end = 1;
+    return queue_frame(t, scratch, (size_t)hl + n);
+}
+
+/* Move queued bytes out while there is credit and tunnel room. */
+static void strm_flush(nw_strm_t *s) {
+    nw_tun_t *t = s->tun;
+    while (s->_pending.bytes && s->_send_credit > 0 && !t->_congested) {
+        const char *p;
+        size_t n = nw_bufq_peek(&s->_pending, &p, NW_MUX_MAX_DATA);
+        int last;
+        if ((int64_t)n > s->_send_credit)
+            n = (size_t)s->_send_credit;
+        last = s->_pending_end && n == s->_pending.bytes;
+        if (send_data(s, p, n, last) != 0) {
+            nw_tun_close(t, NW_ENOMEM);
+            return;
+        }
+        nw_bufq_drop(&s->_pending, n);
+    }
+    if (s->_pending.bytes) {
+        blocked_add(t, s);
+        return;
+    }
+    blocked_del(t, s);
+    if (s->_pending_end && !s->_local_end && send_data(s, "", 0, 1) != 0) {
+        nw_tun_close(t, NW_ENOMEM);
+        return;
+    }
+    if (s->_detached)
+        strm_settle(s);
+    else if (t->_cbs.on_drain)
+        t->_cbs.on_drain(s);
+}
+
+int nw_strm_send(nw_strm_t *s, const void *p, size_t len, int end) {
+    nw_tun_t *t = s->tun;
+    const char *b = p;
+    if (s->_local_end || s->_pending_end || s->_reset || t->_closing)
+        return NW_ECLOSED;
+    /* Fast path: nothing queued before us, so bytes go straight out. */
+    while (!s->_pending.bytes && !t->_congested && len && s->_send_credit > 0) {
+        size_t n = NW_MIN(len, NW_MUX_MAX_DATA);
+        if ((int64_t)n > s->_send_credit)
+            n = (size_t)s->_send_credit;
+        if (send_data(s, b, n, end && n == len) != 0)
+            return NW_ENOMEM;
+        b += n;
+        len -= n;
+    }
+    if (len && nw_bufq_push(&s->_pending, b, len) != 0)
+        return NW_ENOMEM;
+    if (s->_pending.bytes) {
+        if (end)
+            s->_pending_end = 1;
+        blocked_add(t, s);
+        return 1;
+    }
+    if (end && !s->_local_end && send_data(s, "", 0, 1) != 0)
+        return NW_ENOMEM;
+    return 0;
+}
+
+void nw_strm_consumed(nw_strm_t *s, size_t n) {
+    uint8_t b[16];
+    int k;
+    if (s->_remote_end || s->_reset || s->tun->_closing)
+        return;
+    s->_unacked += n;
+    if (s->_unacked < s->tun->_cfg.my_window / 2)
+        return;
+    k = nw_mux_pack_window(b, sizeof(b), s->sid, (uint32_t)s->_unacked);
+    if (k > 0 && queue_frame(s->tun, b, (size_t)k) == 0) {
+        s->_recv_credit += (int64_t)s->_unacked;
+        s->_unacked = 0;
+    }
+}
+
+void nw_strm_detach(nw_strm_t *s, uint32_t code) {
+    nw_tun_t *t = s->tun;
+    if (s->_detached)
+        return;
+    s->_detached = 1;
+    s->data = NULL;
+    t->active--;
+    if (t->_closing)
+        return; /* tun_do_close frees it */
+    if (code) {
+        if (!s->_reset && !(s->_local_end && s->_remote_end))
+            send_rst(s, code);
+        s->_reset = 1;
+        strm_free(s);
+        return;
+    }
+    strm_settle(s);
+}
+
+nw_strm_t *nw_tun_open(nw_tun_t *t, const char *method, size_t method_len, const char *target,
+                       size_t target_len, const nw_hdr_t *hdrs, size_t nhdrs, int end,
+                       int *err) {
+    nw_strm_t *s;
+    int n;
+    *err = NW_ECLOSED;
+    if (t->_closing || t->goaway_recv || t->_last_sid == 0xffffffffu)
+        return NULL;
+    n = nw_mux_pack_open(scratch, sizeof(scratch), t->_last_sid + 1, end ? NW_MUX_F_END : 0,
+                         method, method_len, target, target_len, hdrs, nhdrs);
+    if (n < 0) {
+        *err = n == NW_ENOSPC ? NW_ETOOBIG : n;
+        return NULL;
+    }
+    s = strm_new(t, t->_last_sid + 1);
+    if (!s || (*err = queue_frame(t, scratch, (size_t)n)) != 0) {
+        if (s)
+            strm_free(s);
+        *err = NW_ENOMEM;
+        return NULL;
+    }
+    t->_last_sid++;
+    s->_local_end = end ? 1 : 0;
+    *err = 0;
+    return s;
+}
+
+int nw_strm_head(nw_strm_t *s, uint16_t status, const char *reason, size_t reason_len,
+                 const nw_hdr_t *hdrs, size_t nhdrs, int end) {
+    int n = nw_mux_pack_head(scratch, sizeof(scratch), s->sid, end ? NW_MUX_F_END : 0, status,
+                             reason, reason_len, hdrs, nhdrs);
+    if (n < 0)
+        return n == NW_ENOSPC ? NW_ETOOBIG : n;
+    if (end)
+        s->_local_end = 1;
+    return queue_frame(s->tun, scratch, (size_t)n);
+}
+
+void nw_tun_goaway(nw_tun_t *t, uint32_t code) {
+    uint8_t b[16];
+    int n;
+    if (t->_closing || t->goaway_sent)
+        return;
+    n = nw_mux_pack_goaway(b, sizeof(b), t->_last_sid, code);
+    if (n > 0 && queue_frame(t, b, (size_t)n) == 0)
+        t->goaway_sent = 1;
+}
+
+/* ------------------------------------------------------- receive side */
+
+/* Tunnel-fatal: the peer broke the protocol. */
+static void tun_violation(nw_tun_t *t, const char *what, uint32_t sid) {
+    nw_warn("tun=%llu agent=%s protocol violation: %s (strm=%u); closing tunnel",
+            (unsigned long long)t->id, t->agent, what, sid);
+    wslay_event_queue_close(t->_ws, 1002, (const uint8_t *)what, strlen(what));
+    nw_tun_close(t, NW_EPROTO);
+}
+
+/* Look a stream up; ids that were never opened are fatal, closed ones are
+ * ignored (a frame may cross a RST in flight). */
+static nw_strm_t *lookup(nw_tun_t *t, const nw_mux_frame_t *f) {
+    nw_strm_t *s = strm_find(t, f->sid);
+    if (!s && f->sid > t->_last_sid)
+        tun_violation(t, "frame for a stream never opened", f->sid);
+    return s;
+}
+
+static void on_open_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
+    nw_strm_t *s;
+    if (!t->is_client) {
+        tun_violation(t, "OPEN sent to the server", f->sid);
+        return;
+    }
+    if (f->sid <= t->_last_sid) {
+        tun_violation(t, "stream id not increasing", f->sid);
+        return;
+    }
+    t->_last_sid = f->sid;
+    s = strm_new(t, f->sid);
+    if (!s) {
+        uint8_t b[16];
+        int n = nw_mux_pack_rst(b, sizeof(b), f->sid, NW_RST_INTERNAL);
+        if (n > 0)
+            queue_frame(t, b, (size_t)n);
+        return;
+    }
+    s->_remote_end = (f->flags & NW_MUX_F_END) ? 1 : 0;
+    if (t->goaway_sent) {
+        s->_detached = 1;
+        t->active--;
+        send_rst(s, NW_RST_REFUSED);
+        s->_reset = 1;
+        strm_free(s);
+        return;
+    }
+    t->_cbs.on_open(t, s, f);
+}
+
+static void on_head_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
+    nw_strm_t *s;
+    if (t->is_client) {
+        tun_violation(t, "HEAD sent to the agent", f->sid);
+        return;
+    }
+    if (!(s = lookup(t, f)) || s->_detached)
+        return;
+    if (s->_head_recv || s->_remote_end) {
+        strm_abort(s, NW_RST_PROTOCOL);
+        return;
+    }
+    s->_head_recv = 1;
+    if (f->flags & NW_MUX_F_END)
+        s->_remote_end = 1;
+    t->_cbs.on_head(s, f);
+}
+
+static void on_data_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
+    nw_strm_t *s = lookup(t, f);
+    int end = (f->flags & NW_MUX_F_END) ? 1 : 0;
+    if (!s)
+        return;
+    if (s->_remote_end || (!t->is_client && !s->_head_recv)) {
+        if (!s->_detached || !s->_remote_end)
+            strm_abort(s, NW_RST_PROTOCOL);
+        return;
+    }
+    if ((int64_t)f->data_len > s->_recv_credit) {
+        strm_abort(s, NW_RST_FLOW);
+        return;
+    }
+    s->_recv_credit -= (int64_t)f->data_len;
+    if (end)
+        s->_remote_end = 1;
+    if (s->_detached) {
+        if (end)
+            strm_settle(s);
+        return;
+    }
+    t->_cbs.on_data(s, f->data, f->data_len, end);
+}
+
+static void on_window_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
+    nw_strm_t *s = lookup(t, f);
+    if (!s || s->_reset)
+        return;
+    s->_send_credit += f->value;
+    if (s->_send_credit > (int64_t)NW_MUX_MAX_WINDOW) {
+        strm_abort(s, NW_RST_FLOW);
+        return;
+    }
+    strm_flush(s);
+}
+
+static void on_rst_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
+    nw_strm_t *s = lookup(t, f);
+    if (!s)
+        return;
+    s->_reset = 1;
+    nw_debug("tun=%llu strm=%u reset by peer: %s", (unsigned long long)t->id, s->sid,
+             nw_mux_code_name(f->value));
+    if (!s->_detached) {
+        s->_detached = 1;
+        t->active--;
+        t->_cbs.on_reset(s, f->value);
+    }
+    strm_free(s);
+}
+
+static void dispatch(nw_tun_t *t, const uint8_t *msg, size_t len) {
+    nw_hdr_t hdrs[NW_MUX_MAX_HDRS];
+    nw_mux_frame_t f;
+    int rc = nw_mux_decode(msg, len, &f, hdrs, NW_ARRAY_LEN(hdrs));
+    if (rc != 0) {
+        tun_violation(t, nw_strerror(rc), 0);
+        return;
+    }
+    switch (f.type) {
+    case NW_MUX_OPEN: on_open_frame(t, &f); break;
+    case NW_MUX_HEAD: on_head_frame(t, &f); break;
+    case NW_MUX_DATA: on_data_frame(t, &f); break;
+    case NW_MUX_WINDOW: on_window_frame(t, &f); break;
+    case NW_MUX_RST: on_rst_frame(t, &f); break;
+    case NW_MUX_GOAWAY:
+        t->goaway_recv = 1;
+        if (t->_cbs.on_goaway)
+            t->_cbs.on_goaway(t, f.last_sid, f.value);
+        break;
+    default: tun_violation(t, "unknown frame type", f.sid); break;
+    }
+}
+
+/* --------------------------------------------------------- wslay glue */
+
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                       void *ud) {
+    nw_tun_t *t = ud;
+    size_t n = NW_MIN(len, t->_rx_len);
+    (void)flags;
+    if (n == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    memcpy(buf, t->_rx, n);
+    t->_rx += n;
+    t->_rx_len -= n;
+    return (ssize_t)n;
+}
+
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *ud) {
+    nw_tun_t *t = ud;
+    size_t n;
+    (void)flags;
+    if (!t->_wbuf && !(t->_wbuf = nw_malloc(TUN_WBUF))) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    n = NW_MIN(len, TUN_WBUF - t->_wlen);
+    if (n == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    memcpy(t->_wbuf + t->_wlen, data, n);
+    t->_wlen += n;
+    return (ssize_t)n;
+}
+
+static int ws_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud) {
+    (void)ctx;
+    (void)ud;
+    extern int nw_random(void *, size_t);
+    return nw_random(buf, len) == 0 ? 0 : -1;
+}
+
+static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *a,
+                      void *ud) {
+    nw_tun_t *t = ud;
+    (void)ctx;
+    if (t->_closing)
+        return;
+    if (a->opcode == WSLAY_BINARY_FRAME)
+        dispatch(t, a->msg, a->msg_length);
+    else if (a->opcode == WSLAY_TEXT_FRAME) {
+        nw_warn("tun=%llu agent=%s text message on the tunnel; closing",
+                (unsigned long long)t->id, t->agent);
+        wslay_event_queue_close(t->_ws, 1003, NULL, 0);
+    } else if (a->opcode == WSLAY_CONNECTION_CLOSE) {
+        nw_info("tun=%llu agent=%s peer closed the tunnel (code %u)", (unsigned long long)t->id,
+                t->agent, a->status_code);
+    }
+}
+
+/* ---------------------------------------------------------- I/O driver */
+
+static void flush_out(nw_tun_t *t) {
+    if (t->_closing)
+        return;
+    while (t->_conn->wbytes < TUN_HIGH) {
+        if (wslay_event_want_write(t->_ws) && wslay_event_send(t->_ws) != 0) {
+            nw_tun_close(t, NW_EPROTO);
+            return;
+        }
+        if (!t->_wlen)
+            break;
+        if (nw_conn_write_owned(t->_conn, t->_wbuf, t->_wlen, 0) != 0) {
+            t->_wbuf = NULL;
+            t->_wlen = 0;
+            nw_tun_close(t, NW_ECLOSED);
+            return;
+        }
+        t->_wbuf = NULL;
+        t->_wlen = 0;
+    }
+    if (t->_congested && tun_outq(t) < TUN_LOW) {
+        t->_congested = 0;
+        /* Each stream flushed leaves the list or goes back on it; owners'
+         * on_drain only resumes reads, so the list is stable meanwhile. */
+        while (t->_blocked && !t->_congested) {
+            nw_strm_t *s = t->_blocked;
+            blocked_del(t, s);
+            strm_flush(s);
+            if (t->_closing)
+                return;
+            if (s == t->_blocked)
+                break; /* re-blocked for lack of credit: stop spinning */
+        }
+    }
+    if (!wslay_event_want_read(t->_ws) && !wslay_event_want_write(t->_ws) &&
+        t->_conn->wbytes == 0)
+        nw_tun_close(t, NW_ECLOSED);
+}
+
+static void on_flush(uv_check_t *h) {
+    nw_tun_t *t = h->data;
+    uv_check_stop(h);
+    t->_flush_armed = 0;
+    flush_out(t);
+}
+
+static void arm_flush(nw_tun_t *t) {
+    if (t->_flush_armed || t->_closing)
+        return;
+    t->_flush_armed = 1;
+    uv_check_start(&t->_flush, on_flush);
+}
+
+static void tun_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
+    nw_tun_t *t = c->data;
+    int rc;
+    if (nread < 0) {
+        nw_tun_close(t, (int)nread);
+        return;
+    }
+    t->_last_rx = uv_now(c->tcp.loop);
+    t->_rx = buf;
+    t->_rx_len = (size_t)nread;
+    t->_depth++;
+    rc = wslay_event_recv(t->_ws);
+    t->_depth--;
+    if (rc != 0 && !t->_closing) {
+        nw_warn("tun=%llu agent=%s websocket error %d; closing", (unsigned long long)t->id,
+                t->agent, rc);
+        t->_close_err = NW_EPROTO;
+    }
+    if (t->_close_err || t->_closing) {
+        tun_do_close(t);
+        return;
+    }
+    arm_flush(t);
+}
+
+static void tun_on_written(nw_conn_t *c, size_t credit) {
+    nw_tun_t *t = c->data;
+    (void)credit;
+    flush_out(t);
+}
+
+static void tun_maybe_free(nw_tun_t *t) {
+    if (--t->_handles > 0)
+        return;
+    wslay_event_context_free(t->_ws);
+    nw_free(t->_wbuf);
+    nw_free(t->_buckets);
+    nw_free(t);
+}
+
+static void tun_on_conn_close(nw_conn_t *c) { tun_maybe_free(c->data); }
+static void tun_on_handle_close(uv_handle_t *h) { tun_maybe_free(h->data); }
+
+static void on_ping(uv_timer_t *h) {
+    nw_tun_t *t = h->data;
+    uint64_t now = uv_now(h->loop);
+    struct wslay_event_msg m;
+    if (now - t->_last_rx >= 2 * t->_cfg.ping_interval_ms) {
+        nw_warn("tun=%llu agent=%s peer silent for %llu ms; dropping tunnel",
+                (unsigned long long)t->id, t->agent, (unsigned long long)(now - t->_last_rx));
+        nw_tun_close(t, NW_ETIMEOUT);
+        return;
+    }
+    m.opcode = WSLAY_PING;
+    m.msg = NULL;
+    m.msg_length = 0;
+    if (wslay_event_queue_msg(t->_ws, &m) == 0)
+        arm_flush(t);
+}
+
+nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_cfg_t *cfg,
+                     const nw_tun_cbs_t *cbs, void *owner) {
+    static const struct wslay_event_callbacks wcb = {ws_recv, ws_send, ws_genmask, NULL,
+                                                     NULL,    NULL,    ws_on_msg};
+    nw_tun_t *t = nw_calloc(1, sizeof(*t));
+    wslay_event_context_ptr ws = NULL;
+    int rc;
+    if (!t) {
+        nw_conn_close(c);
+        return NULL;
+    }
+    rc = is_client ? wslay_event_context_client_init(&ws, &wcb, t)
+                   : wslay_event_context_server_init(&ws, &wcb, t);
+    if (rc != 0) {
+        nw_free(t);
+        nw_conn_close(c);
+        return NULL;
+    }
+    wslay_event_config_set_max_recv_msg_length(ws, NW_MUX_MAX_FRAME);
+    t->data = owner;
+    t->is_client = is_client;
+    t->_ws = ws;
+    t->_cbs = *cbs;
+    t->_cfg = *cfg;
+    t->_conn = c;
+    t->_handles = 3;
+    nw_conn_set_owner(c, t, tun_on_read, tun_on_written, tun_on_conn_close);
+    uv_timer_init(loop, &t->_ping);
+    t->_ping.data = t;
+    uv_check_init(loop, &t->_flush);
+    t->_flush.data = t;
+    return t;
+}
+
+int nw_tun_start(nw_tun_t *t, const char *leftover, size_t len) {
+    uv_loop_t *loop = t->_conn->tcp.loop;
+    t->_last_rx = uv_now(loop);
+    uv_timer_start(&t->_ping, on_ping, t->_cfg.ping_interval_ms, t->_cfg.ping_interval_ms);
+    nw_conn_resume(t->_conn, NW_PAUSE_OWNER);
+    if (len)
+        tun_on_read(t->_conn, (ssize_t)len, leftover);
+    return 0;
+}
+
+static void tun_do_close(nw_tun_t *t) {
+    size_t i;
+    nw_strm_t *list = NULL, *s;
+    int err = t->_close_err ? t->_close_err : NW_ECLOSED;
+
+    if (t->_closing == 2)
+        return;
+    t->_closing = 2;
+    /* Collect first: owners' callbacks must not see a half-walked table. */
+    for (i = 0; i < t->_nbuckets; i++)
+        for (s = t->_buckets[i]; s; s = s->_hnext) {
+            s->_bnext = list;
+            list = s;
+        }
+    while (list) {
+        s = list;
+        list = s->_bnext;
+        s->_blocked = 0;
+        s->_reset = 1;
+        if (!s->_detached) {
+            s->_detached = 1;
+            t->active--;
+            t->_cbs.on_reset(s, NW_RST_TUNNEL_LOST);
+        }
+        strm_free(s);
+    }
+    if (t->_cbs.on_close)
+        t->_cbs.on_close(t, err);
+    uv_timer_stop(&t->_ping);
+    uv_check_stop(&t->_flush);
+    uv_close((uv_handle_t *)&t->_ping, tun_on_handle_close);
+    uv_close((uv_handle_t *)&t->_flush, tun_on_handle_close);
+    nw_conn_close(t->_conn);
+}
+
+void nw_tun_close(nw_tun_t *t, int err) {
+    if (t->_closing)
+        return;
+    if (!t->_close_err)
+        t->_close_err = err ? err : NW_ECLOSED;
+    t->_closing = 1;
+    if (t->_depth == 0)
+        tun_do_close(t);
+}

@@ -1,0 +1,117 @@
+/* tun.h: one tunnel session over a WebSocket (wslay): the stream table,
+ * per-stream credit windows, a bound on what the tunnel queues, liveness
+ * pings and GOAWAY. Used by both serve (streams out) and agent (streams in).
+ *
+ * Ownership: the tunnel owns its streams. An owner (a public connection on
+ * the server, a local request on the agent) may use a stream pointer until
+ * it calls nw_strm_detach() or until on_reset() for it returns. */
+#ifndef NW_TUN_H
+#define NW_TUN_H
+
+#include <uv.h>
+
+#include "buf.h"
+#include "conn.h"
+#include "mux.h"
+
+typedef struct nw_tun_s nw_tun_t;
+typedef struct nw_strm_s nw_strm_t;
+
+/* Not a wire code: the tunnel itself went away under the stream. */
+#define NW_RST_TUNNEL_LOST 0x100u
+
+typedef struct {
+    /* agent: the server opened stream s. The owner sets s->data, or
+     * detaches it with a code. */
+    void (*on_open)(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f);
+    /* server: the response head (f->flags & NW_MUX_F_END: no body). */
+    void (*on_head)(nw_strm_t *s, const nw_mux_frame_t *f);
+    /* body bytes; end is 1 on the last call (len may then be 0). */
+    void (*on_data)(nw_strm_t *s, const uint8_t *p, size_t len, int end);
+    /* the stream is aborted; it is freed when this returns. */
+    void (*on_reset)(nw_strm_t *s, uint32_t code);
+    /* everything queued by nw_strm_send left: resume reading the source. */
+    void (*on_drain)(nw_strm_t *s);
+    /* the peer will open/accept no streams above last_sid. */
+    void (*on_goaway)(nw_tun_t *t, uint32_t last_sid, uint32_t code);
+    /* the tunnel is closing (streams already reset); it frees itself later. */
+    void (*on_close)(nw_tun_t *t, int err);
+} nw_tun_cbs_t;
+
+typedef struct {
+    uint32_t my_window;   /* what the peer may send us per stream */
+    uint32_t peer_window; /* what we may send the peer per stream */
+    uint64_t ping_interval_ms;
+} nw_tun_cfg_t;
+
+struct nw_strm_s {
+    void *data; /* owner */
+    nw_tun_t *tun;
+    uint32_t sid;
+    /* private to tun.c */
+    int64_t _send_credit, _recv_credit;
+    size_t _unacked;       /* consumed but not yet granted back */
+    nw_bufq_t _pending;    /* bytes waiting for credit or tunnel room */
+    nw_strm_t *_hnext;     /* hash chain */
+    nw_strm_t *_bprev, *_bnext; /* blocked list */
+    unsigned _local_end : 1, _remote_end : 1, _pending_end : 1, _reset : 1, _detached : 1,
+        _head_recv : 1, _blocked : 1;
+};
+
+struct nw_tun_s {
+    void *data;          /* owner */
+    uint64_t id;         /* for logs */
+    char agent[129];     /* AGENT_ID, for logs */
+    size_t nstreams;     /* streams not yet freed */
+    size_t active;       /* streams the owner still holds (load balancing) */
+    int is_client;
+    int goaway_recv, goaway_sent;
+    /* private to tun.c */
+    nw_conn_t *_conn;
+    void *_ws;           /* wslay_event_context_ptr */
+    nw_tun_cbs_t _cbs;
+    nw_tun_cfg_t _cfg;
+    const char *_rx;
+    size_t _rx_len;
+    char *_wbuf;
+    size_t _wlen;
+    nw_strm_t **_buckets;
+    size_t _nbuckets;
+    uint32_t _last_sid;
+    nw_strm_t *_blocked;
+    uv_timer_t _ping;
+    uv_check_t _flush;
+    uint64_t _last_rx;
+    int _handles, _depth, _close_err, _closing, _congested, _flush_armed;
+};
+
+/* Create a tunnel around an upgraded connection (adopted here). Returns
+ * NULL on allocation failure (the conn is then closed). */
+nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_cfg_t *cfg,
+                     const nw_tun_cbs_t *cbs, void *owner);
+/* Start reading; leftover is what followed the handshake in the last read. */
+int nw_tun_start(nw_tun_t *t, const char *leftover, size_t len);
+/* Close the tunnel: streams are reset, on_close runs, then it is freed.
+ * Safe inside any tunnel callback (the work is deferred). Idempotent. */
+void nw_tun_close(nw_tun_t *t, int err);
+/* Send GOAWAY: this side opens/accepts no stream above what it has seen. */
+void nw_tun_goaway(nw_tun_t *t, uint32_t code);
+
+/* server: open a stream carrying a request head. NULL with *err set
+ * (NW_ETOOBIG when the head does not fit in a frame). */
+nw_strm_t *nw_tun_open(nw_tun_t *t, const char *method, size_t method_len, const char *target,
+                       size_t target_len, const nw_hdr_t *hdrs, size_t nhdrs, int end,
+                       int *err);
+/* agent: send the response head. */
+int nw_strm_head(nw_strm_t *s, uint16_t status, const char *reason, size_t reason_len,
+                 const nw_hdr_t *hdrs, size_t nhdrs, int end);
+/* Send body bytes (copied). Returns 0, 1 when the caller must stop reading
+ * its source until on_drain, or a negative error. */
+int nw_strm_send(nw_strm_t *s, const void *p, size_t len, int end);
+/* n body bytes delivered by on_data have left our buffers: grant credit. */
+void nw_strm_consumed(nw_strm_t *s, size_t n);
+/* The owner is done with s. code 0: finish sending what is queued, then
+ * close (reset with CANCEL if the peer is not finished); else reset now. */
+void nw_strm_detach(nw_strm_t *s, uint32_t code);
+
+#endif

@@ -1,0 +1,911 @@
+/* test_cfg.c: URLs, listen addresses, the .env parser, durations and sizes,
+ * and the serve/agent configuration layering (file < environment < flags).
+ * Temporary files live in one mkdtemp directory removed at exit. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "log.h"
+#include "unit.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static char tmp_root[64];
+static char tmp_files[16][128];
+static int ntmp_files;
+
+static void tmp_cleanup(void) {
+    int i;
+    for (i = 0; i < ntmp_files; i++)
+        unlink(tmp_files[i]);
+    if (tmp_root[0])
+        rmdir(tmp_root);
+}
+
+static const char *tmp_dir(void) {
+    if (!tmp_root[0]) {
+        snprintf(tmp_root, sizeof(tmp_root), "/tmp/nw_test_cfg.XXXXXX");
+        if (!mkdtemp(tmp_root)) {
+            perror("mkdtemp");
+            exit(1);
+        }
+        atexit(tmp_cleanup);
+    }
+    return tmp_root;
+}
+
+/* Write text to a new file in the temp directory; returns its path. */
+static const char *write_tmp(const char *text) {
+    char *path;
+    FILE *f;
+    int fd;
+
+    if (ntmp_files == (int)(sizeof(tmp_files) / sizeof(tmp_files[0])))
+        exit(1);
+    path = tmp_files[ntmp_files++];
+    snprintf(path, sizeof(tmp_files[0]), "%s/env.XXXXXX", tmp_dir());
+    fd = mkstemp(path);
+    if (fd < 0 || !(f = fdopen(fd, "w"))) {
+        perror("mkstemp");
+        exit(1);
+    }
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void clear_env(void) {
+    static const char *names[] = {"PORT", "RESPONSE_TIMEOUT", "PING_INTERVAL", "WINDOW",
+                                  "LOG_LEVEL", "MAX_HEAD", "AGENT_ID", "REMOTE_URL",
+                                  "LOCAL_URL", "CONNECT_TIMEOUT", "POOL_SIZE"};
+    size_t i;
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        unsetenv(names[i]);
+}
+
+#define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#define HAS(s, sub) (strstr((s), (sub)) != NULL)
+
+/* ---- URLs --------------------------------------------------------------- */
+
+UNIT_TEST(url_good) {
+    nw_url_t u;
+    char err[NW_CFG_ERRLEN];
+
+    CHECK_EQ(nw_url_parse("http://localhost:8000", &u, err, sizeof(err)), 0);
+    CHECK_EQ(u.tls, 0);
+    CHECK_STR(u.host, "localhost");
+    CHECK_EQ(u.port, 8000);
+    CHECK_STR(u.path, "");
+
+    CHECK_EQ(nw_url_parse("https://example.com", &u, err, sizeof(err)), 0);
+    CHECK_EQ(u.tls, 1);
+    CHECK_EQ(u.port, 443);
+    CHECK_STR(u.path, "");
+
+    CHECK_EQ(nw_url_parse("HTTP://Example.COM/", &u, err, sizeof(err)), 0);
+    CHECK_EQ(u.tls, 0);
+    CHECK_EQ(u.port, 80);
+    CHECK_STR(u.host, "Example.COM");
+    CHECK_STR(u.path, "");
+
+    CHECK_EQ(nw_url_parse("HttpS://h:8443/base/", &u, err, sizeof(err)), 0);
+    CHECK_EQ(u.tls, 1);
+    CHECK_EQ(u.port, 8443);
+    CHECK_STR(u.path, "/base");
+
+    CHECK_EQ(nw_url_parse("http://h/a/b//", &u, err, sizeof(err)), 0);
+    CHECK_STR(u.path, "/a/b");
+    CHECK_EQ(nw_url_parse("http://h/a/b@c", &u, err, sizeof(err)), 0);
+    CHECK_STR(u.path, "/a/b@c");
+
+    CHECK_EQ(nw_url_parse("http://[::1]:9000/x", &u, err, sizeof(err)), 0);
+    CHECK_STR(u.host, "::1");
+    CHECK_EQ(u.port, 9000);
+    CHECK_STR(u.path, "/x");
+
+    CHECK_EQ(nw_url_parse("https://[2001:db8::1]", &u, err, sizeof(err)), 0);
+    CHECK_STR(u.host, "2001:db8::1");
+    CHECK_EQ(u.port, 443);
+
+    CHECK_EQ(nw_url_parse("http://127.0.0.1:65535", &u, err, sizeof(err)), 0);
+    CHECK_STR(u.host, "127.0.0.1");
+    CHECK_EQ(u.port, 65535);
+
+    CHECK_EQ(nw_url_parse("http://my_host.local-1:1", &u, err, sizeof(err)), 0);
+    CHECK_STR(u.host, "my_host.local-1");
+    CHECK_EQ(u.port, 1);
+}
+
+static int url_fails(const char *s, const char *why) {
+    nw_url_t u;
+    char err[NW_CFG_ERRLEN] = "";
+
+    memset(&u, 0x5a, sizeof(u));
+    if (nw_url_parse(s, &u, err, sizeof(err)) != NW_ECONFIG) {
+        fprintf(stderr, "  accepted '%s'\n", s);
+        return 0;
+    }
+    if (!HAS(err, why)) {
+        fprintf(stderr, "  '%s': error \"%s\" lacks \"%s\"\n", s, err, why);
+        return 0;
+    }
+    return u.port == 0x5a5a; /* untouched on failure */
+}
+
+UNIT_TEST(url_bad) {
+    CHECK(url_fails("", "empty URL"));
+    CHECK(url_fails("ftp://x", "unsupported scheme 'ftp' (use http:// or https://)"));
+    CHECK(url_fails("ws://x", "unsupported scheme 'ws'"));
+    CHECK(url_fails("localhost:8000", "missing scheme"));
+    CHECK(url_fails("http:/x", "missing scheme"));
+    CHECK(url_fails("http://", "empty host"));
+    CHECK(url_fails("http:///path", "empty host"));
+    CHECK(url_fails("http://:80", "empty host"));
+    CHECK(url_fails("http://user@h", "user info"));
+    CHECK(url_fails("http://u:p@h:80/", "user info"));
+    CHECK(url_fails("http://h/?q=1", "query"));
+    CHECK(url_fails("http://h?q", "query"));
+    CHECK(url_fails("http://h/#frag", "fragment"));
+    CHECK(url_fails("http://h:0", "invalid port '0'"));
+    CHECK(url_fails("http://h:65536", "invalid port '65536'"));
+    CHECK(url_fails("http://h:abc", "invalid port 'abc'"));
+    CHECK(url_fails("http://h:-1", "invalid port"));
+    CHECK(url_fails("http://h:", "empty port"));
+    CHECK(url_fails("http://h /x", "whitespace"));
+    CHECK(url_fails("http://h\t", "whitespace"));
+    CHECK(url_fails(" http://h", "whitespace"));
+    CHECK(url_fails("http://h/\x01", "control"));
+    CHECK(url_fails("http://::1:80", "brackets"));
+    CHECK(url_fails("http://[::1", "missing ']'"));
+    CHECK(url_fails("http://[zz]:80", "invalid IPv6 address 'zz'"));
+    CHECK(url_fails("http://[]", "invalid IPv6"));
+    CHECK(url_fails("http://[::1]x", "after ']'"));
+    CHECK(url_fails("http://256.1.1.1", "invalid IPv4 address"));
+    CHECK(url_fails("http://a..b", "empty label"));
+    CHECK(url_fails("http://.a", "empty label"));
+    CHECK(url_fails("http://a*b", "invalid character '*'"));
+}
+
+/* ---- listen addresses --------------------------------------------------- */
+
+static int listen_is(const char *s, const char *host, int port) {
+    nw_listen_t l;
+    char err[NW_CFG_ERRLEN] = "";
+
+    if (nw_listen_parse(s, &l, err, sizeof(err)) != 0) {
+        fprintf(stderr, "  '%s' rejected: %s\n", s, err);
+        return 0;
+    }
+    return strcmp(l.host, host) == 0 && l.port == port;
+}
+
+static int listen_fails(const char *s, const char *why) {
+    nw_listen_t l;
+    char err[NW_CFG_ERRLEN] = "";
+
+    if (nw_listen_parse(s, &l, err, sizeof(err)) != NW_ECONFIG)
+        return 0;
+    if (!HAS(err, why)) {
+        fprintf(stderr, "  '%s': error \"%s\" lacks \"%s\"\n", s, err, why);
+        return 0;
+    }
+    return 1;
+}
+
+UNIT_TEST(listen_good) {
+    CHECK(listen_is(":8000", "", 8000));
+    CHECK(listen_is("8000", "", 8000));
+    CHECK(listen_is("0.0.0.0:8000", "0.0.0.0", 8000));
+    CHECK(listen_is("127.0.0.1:8000", "127.0.0.1", 8000));
+    CHECK(listen_is("[::1]:8000", "::1", 8000));
+    CHECK(listen_is("[::]:80", "::", 80));
+    CHECK(listen_is("localhost:8000", "localhost", 8000));
+    CHECK(listen_is(":0", "", 0));
+    CHECK(listen_is("127.0.0.1:0", "127.0.0.1", 0));
+    CHECK(listen_is(":65535", "", 65535));
+}
+
+UNIT_TEST(listen_bad) {
+    CHECK(listen_fails("", "empty"));
+    CHECK(listen_fails("abc", "missing port in 'abc'"));
+    CHECK(listen_fails("localhost", "missing port"));
+    CHECK(listen_fails("localhost:", "missing port"));
+    CHECK(listen_fails(":", "missing port"));
+    CHECK(listen_fails("[::1]", "missing port"));
+    CHECK(listen_fails("[::1]8000", "after ']'"));
+    CHECK(listen_fails(":99999", "invalid port in ':99999'"));
+    CHECK(listen_fails("99999", "invalid port in '99999'"));
+    CHECK(listen_fails("x:99999", "invalid port in 'x:99999'"));
+    CHECK(listen_fails(":-1", "invalid port"));
+    CHECK(listen_fails(":80x", "invalid port"));
+    CHECK(listen_fails("::1:8000", "brackets"));
+    CHECK(listen_fails("[zz]:80", "invalid IPv6"));
+    CHECK(listen_fails("a b:80", "invalid character ' '"));
+    CHECK(listen_fails("300.1.1.1:80", "invalid IPv4"));
+}
+
+/* ---- .env parser -------------------------------------------------------- */
+
+typedef struct {
+    int n;
+    int stop_after; /* return 7 after this many pairs; 0 never */
+    char key[16][32];
+    char val[16][128];
+} pairs_t;
+
+static int collect(const char *key, const char *val, void *ud) {
+    pairs_t *p = ud;
+
+    if (p->n < 16) {
+        snprintf(p->key[p->n], sizeof(p->key[0]), "%s", key);
+        snprintf(p->val[p->n], sizeof(p->val[0]), "%s", val);
+    }
+    p->n++;
+    return p->stop_after && p->n >= p->stop_after ? 7 : 0;
+}
+
+static int env_run(const char *text, pairs_t *p, char *err, size_t errlen) {
+    memset(p, 0, sizeof(*p));
+    err[0] = 0;
+    return nw_env_parse(text, strlen(text), collect, p, err, errlen);
+}
+
+UNIT_TEST(env_basic) {
+    pairs_t p;
+    char err[NW_CFG_ERRLEN];
+
+    CHECK_EQ(env_run("A=1\nB_2=two\n_c=3", &p, err, sizeof(err)), 0);
+    CHECK_EQ(p.n, 3);
+    CHECK_STR(p.key[0], "A");
+    CHECK_STR(p.val[0], "1");
+    CHECK_STR(p.key[1], "B_2");
+    CHECK_STR(p.val[1], "two");
+    CHECK_STR(p.key[2], "_c");
+    CHECK_STR(p.val[2], "3");
+
+    CHECK_EQ(env_run("", &p, err, sizeof(err)), 0);
+    CHECK_EQ(p.n, 0);
+
+    /* A later duplicate is delivered after the earlier one. */
+    CHECK_EQ(env_run("A=1\nA=2\n", &p, err, sizeof(err)), 0);
+    CHECK_EQ(p.n, 2);
+    CHECK_STR(p.val[1], "2");
+
+    /* Empty values. */
+    CHECK_EQ(env_run("A=\nB=  \nC=''\nD=\"\"", &p, err, sizeof(err)), 0);
+    CHECK_EQ(p.n, 4);
+    CHECK_STR(p.val[0], "");
+    CHECK_STR(p.val[1], "");
+    CHECK_STR(p.val[2], "");
+    CHECK_STR(p.val[3], "");
+
+    /* len bounds the text: no NUL terminator needed. */
+    memset(&p, 0, sizeof(p));
+    CHECK_EQ(nw_env_parse("A=1B=2", 3, collect, &p, err, sizeof(err)), 0);
+    CHECK_EQ(p.n, 1);
+    CHECK_STR(p.val[0], "1");
+}
+
+UNIT_TEST(env_comments_blank_export) {
+    pairs_t p;
+    char err[NW_CFG_ERRLEN];
+
+    CHECK_EQ(env_run("\n# comment\n   \n\t# indented = comment\nA=1\n\n", &p, err, sizeof(err)),
+             0);
+    CHECK_EQ(p.n, 1);
+    CHECK_STR(p.val[0], "1");
+
+    CHECK_EQ(env_run("export A=1\nexport\tB = 2\n  export   C=3\nexport=4", &p, err, sizeof(err)),
+             0);
+    CHECK_EQ(p.n, 4);
+    CHECK_STR(p.key[0], "A");
+    CHECK_STR(p.key[1], "B");
+    CHECK_STR(p.val[1], "2");
+    CHECK_STR(p.key[2], "C");
+    CHECK_STR(p.key[3], "export");
+    CHECK_STR(p.val[3], "4");
+}
+
+UNIT_TEST(env_unquoted) {
+    pairs_t p;
+    char err[NW_CFG_ERRLEN];
+
+    CHECK_EQ(env_run("A = hello world  \n"
+                     "B=val # comment\n"
+                     "C=val\t# tab comment\n"
+                     "D=a#b\n"
+                     "E=http://h/p#frag\n"
+                     "F=#x\n"
+                     "G= # only a comment\n"
+                     "H=a=b=c\n"
+                     "I=it's \"x\"\n",
+                     &p, err, sizeof(err)),
+             0);
+    CHECK_EQ(p.n, 9);
+    CHECK_STR(p.val[0], "hello world");
+    CHECK_STR(p.val[1], "val");
+    CHECK_STR(p.val[2], "val");
+    CHECK_STR(p.val[3], "a#b");
+    CHECK_STR(p.val[4], "http://h/p#frag");
+    CHECK_STR(p.val[5], "#x");
+    CHECK_STR(p.val[6], "");
+    CHECK_STR(p.val[7], "a=b=c");
+    CHECK_STR(p.val[8], "it's \"x\"");
+}
+
+UNIT_TEST(env_quoted) {
+    pairs_t p;
+    char err[NW_CFG_ERRLEN];
+
+    CHECK_EQ(env_run("A='x # y \\n $Z'\n"
+                     "B=\"a\\nb\\tc\\\"d\\\\e\"\n"
+                     "C=\"kept \\q\" # comment\n"
+                     "D='  padded  '   # c\n"
+                     "E=\"#not a comment\"\n"
+                     "F='dq \" inside'\n"
+                     "G=\"x\"#c\n",
+                     &p, err, sizeof(err)),
+             0);
+    CHECK_EQ(p.n, 7);
+    CHECK_STR(p.val[0], "x # y \\n $Z");
+    CHECK_STR(p.val[1], "a\nb\tc\"d\\e");
+    CHECK_STR(p.val[2], "kept \\q");
+    CHECK_STR(p.val[3], "  padded  ");
+    CHECK_STR(p.val[4], "#not a comment");
+    CHECK_STR(p.val[5], "dq \" inside");
+    CHECK_STR(p.val[6], "x");
+}
+
+UNIT_TEST(env_crlf) {
+    pairs_t p;
+    char err[NW_CFG_ERRLEN];
+
+    CHECK_EQ(env_run("# c\r\nA=1\r\nB='2'\r\nC=\"3\" # x\r\n\r\nD=4 # y\r\n", &p, err,
+                     sizeof(err)),
+             0);
+    CHECK_EQ(p.n, 4);
+    CHECK_STR(p.val[0], "1");
+    CHECK_STR(p.val[1], "2");
+    CHECK_STR(p.val[2], "3");
+    CHECK_STR(p.val[3], "4");
+
+    CHECK_EQ(env_run("\xEF\xBB\xBF" "A=bom\n", &p, err, sizeof(err)), 0);
+    CHECK_STR(p.key[0], "A");
+
+    /* A lone CR line, and a last line without a newline but with a CR. */
+    CHECK_EQ(env_run("\r\nA=1\r", &p, err, sizeof(err)), 0);
+    CHECK_EQ(p.n, 1);
+    CHECK_STR(p.val[0], "1");
+}
+
+UNIT_TEST(env_errors) {
+    pairs_t p;
+    char err[NW_CFG_ERRLEN];
+
+    CHECK_EQ(env_run("A=1\nB='x\n", &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK_STR(err, "line 2: unterminated quote");
+    CHECK_EQ(env_run("A=\"x\\\"\n", &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK_STR(err, "line 1: unterminated quote");
+    CHECK_EQ(env_run("A=\"multi\nline\"\n", &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK_STR(err, "line 1: unterminated quote");
+    CHECK_EQ(env_run("A=1\r\n\r\nnot a pair\r\n", &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK_STR(err, "line 3: expected KEY=VALUE");
+    CHECK_EQ(p.n, 1);
+    CHECK_EQ(env_run("export A\n", &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK_STR(err, "line 1: expected KEY=VALUE");
+    CHECK_EQ(env_run("1A=x", &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK(HAS(err, "line 1: invalid key '1A'"));
+    CHECK_EQ(env_run("A B=x", &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK(HAS(err, "invalid key"));
+    CHECK_EQ(env_run("=x", &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK(HAS(err, "invalid key"));
+    CHECK_EQ(env_run("\n\nA=\"x\" y", &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK_STR(err, "line 3: unexpected text after closing quote");
+
+    memset(&p, 0, sizeof(p));
+    CHECK_EQ(nw_env_parse("A=1\nB=\0\n", 7, collect, &p, err, sizeof(err)), NW_ECONFIG);
+    CHECK(HAS(err, "line 2"));
+}
+
+UNIT_TEST(env_callback_abort) {
+    pairs_t p;
+    char err[NW_CFG_ERRLEN] = "";
+
+    memset(&p, 0, sizeof(p));
+    p.stop_after = 2;
+    CHECK_EQ(nw_env_parse("A=1\nB=2\nC=3\n", 12, collect, &p, err, sizeof(err)), 7);
+    CHECK_EQ(p.n, 2);
+}
+
+static const char seed_env[] =
+    "AGENT_ID=mac@home # A unique identifier of the proxy client\n"
+    "REMOTE_URL=http://localhost:8000 # The base URL of the proxy server\n"
+    "LOCAL_URL=http://localhost:11434 # The base URL of the local HTTP server\n";
+
+UNIT_TEST(env_seed_example) {
+    pairs_t p;
+    char err[NW_CFG_ERRLEN];
+
+    CHECK_EQ(env_run(seed_env, &p, err, sizeof(err)), 0);
+    CHECK_EQ(p.n, 3);
+    CHECK_STR(p.key[0], "AGENT_ID");
+    CHECK_STR(p.val[0], "mac@home");
+    CHECK_STR(p.key[1], "REMOTE_URL");
+    CHECK_STR(p.val[1], "http://localhost:8000");
+    CHECK_STR(p.key[2], "LOCAL_URL");
+    CHECK_STR(p.val[2], "http://localhost:11434");
+}
+
+/* ---- durations and sizes ------------------------------------------------ */
+
+static long long secs(const char *s) {
+    uint64_t ms = 12345;
+    return nw_parse_secs(s, &ms) == 0 ? (long long)ms : -1;
+}
+
+static long long bytes(const char *s) {
+    uint64_t n = 12345;
+    return nw_parse_bytes(s, &n) == 0 ? (long long)n : -1;
+}
+
+UNIT_TEST(parse_secs) {
+    CHECK_EQ(secs("30"), 30000);
+    CHECK_EQ(secs("0"), 0);
+    CHECK_EQ(secs("0.5"), 500);
+    CHECK_EQ(secs("1.25"), 1250);
+    CHECK_EQ(secs("1.0005"), 1000);
+    CHECK_EQ(secs(".5"), 500);
+    CHECK_EQ(secs("2."), 2000);
+    CHECK_EQ(secs("1000000000"), 1000000000000LL);
+    CHECK_EQ(secs("1000000000.001"), -1);
+    CHECK_EQ(secs("1000000001"), -1);
+    CHECK_EQ(secs("99999999999999999999999"), -1);
+    CHECK_EQ(secs("-1"), -1);
+    CHECK_EQ(secs(""), -1);
+    CHECK_EQ(secs("."), -1);
+    CHECK_EQ(secs("abc"), -1);
+    CHECK_EQ(secs("1s"), -1);
+    CHECK_EQ(secs(" 1"), -1);
+    CHECK_EQ(secs("1 "), -1);
+    CHECK_EQ(secs("1.2.3"), -1);
+    CHECK_EQ(secs("+1"), -1);
+    CHECK_EQ(secs(NULL), -1);
+}
+
+UNIT_TEST(parse_bytes) {
+    uint64_t n = 0;
+
+    CHECK_EQ(bytes("65536"), 65536);
+    CHECK_EQ(bytes("0"), 0);
+    CHECK_EQ(bytes("64k"), 65536);
+    CHECK_EQ(bytes("64K"), 65536);
+    CHECK_EQ(bytes("1m"), 1048576);
+    CHECK_EQ(bytes("1M"), 1048576);
+    CHECK_EQ(bytes("1g"), 1073741824);
+    CHECK_EQ(bytes("2G"), 2147483648LL);
+    CHECK_EQ(nw_parse_bytes("18446744073709551615", &n), 0);
+    CHECK(n == UINT64_MAX);
+    CHECK_EQ(bytes("18446744073709551616"), -1);
+    CHECK_EQ(bytes("18014398509481984k"), -1);
+    CHECK_EQ(bytes("17179869184g"), -1);
+    CHECK_EQ(bytes(""), -1);
+    CHECK_EQ(bytes("k"), -1);
+    CHECK_EQ(bytes("-1"), -1);
+    CHECK_EQ(bytes("1x"), -1);
+    CHECK_EQ(bytes("64kb"), -1);
+    CHECK_EQ(bytes("1.5m"), -1);
+    CHECK_EQ(bytes(" 1"), -1);
+    CHECK_EQ(bytes(NULL), -1);
+}
+
+/* ---- serve -------------------------------------------------------------- */
+
+UNIT_TEST(serve_defaults) {
+    char *argv[] = {"serve"};
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_serve(ARGC(argv), argv, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.nlisten, 1);
+    CHECK_STR(c.listen[0].host, "");
+    CHECK_EQ(c.listen[0].port, 8000);
+    CHECK_EQ(c.response_timeout_ms, 60000);
+    CHECK_EQ(c.ping_interval_ms, 30000);
+    CHECK_EQ(c.max_head, 65536);
+    CHECK_EQ(c.window, 262144);
+    CHECK_EQ(c.log_level, NW_LOG_INFO);
+}
+
+UNIT_TEST(serve_flags) {
+    char *argv[] = {"serve", "--listen", "127.0.0.1:0", "--listen=[::1]:9",
+                    "--response-timeout", "1.5", "--ping-interval=2", "--max-head", "2k",
+                    "--window", "1m", "--log-level", "DEBUG"};
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_serve(ARGC(argv), argv, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.nlisten, 2);
+    CHECK_STR(c.listen[0].host, "127.0.0.1");
+    CHECK_EQ(c.listen[0].port, 0);
+    CHECK_STR(c.listen[1].host, "::1");
+    CHECK_EQ(c.listen[1].port, 9);
+    CHECK_EQ(c.response_timeout_ms, 1500);
+    CHECK_EQ(c.ping_interval_ms, 2000);
+    CHECK_EQ(c.max_head, 2048);
+    CHECK_EQ(c.window, 1048576);
+    CHECK_EQ(c.log_level, NW_LOG_DEBUG);
+}
+
+UNIT_TEST(serve_env) {
+    char *plain[] = {"serve"};
+    char *flags[] = {"serve", "--listen", ":7000", "--window=2m", "--ping-interval", "9"};
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    setenv("PORT", "9090", 1);
+    setenv("RESPONSE_TIMEOUT", "5", 1);
+    setenv("PING_INTERVAL", "0.25", 1);
+    setenv("WINDOW", "512k", 1);
+    setenv("LOG_LEVEL", "warn", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.nlisten, 1);
+    CHECK_STR(c.listen[0].host, "");
+    CHECK_EQ(c.listen[0].port, 9090);
+    CHECK_EQ(c.response_timeout_ms, 5000);
+    CHECK_EQ(c.ping_interval_ms, 250);
+    CHECK_EQ(c.window, 524288);
+    CHECK_EQ(c.log_level, NW_LOG_WARN);
+
+    /* Flags win over the environment; --listen replaces PORT. */
+    CHECK_EQ(nw_cfg_serve(ARGC(flags), flags, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.nlisten, 1);
+    CHECK_EQ(c.listen[0].port, 7000);
+    CHECK_EQ(c.window, 2097152);
+    CHECK_EQ(c.ping_interval_ms, 9000);
+    CHECK_EQ(c.response_timeout_ms, 5000);
+
+    /* An empty variable counts as unset. */
+    setenv("PORT", "", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.listen[0].port, 8000);
+
+    setenv("PORT", "abc", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), NW_ECONFIG);
+    CHECK(HAS(err, "PORT: invalid port 'abc'"));
+    setenv("PORT", "65536", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), NW_ECONFIG);
+    CHECK(HAS(err, "PORT"));
+    CHECK_EQ(nw_cfg_serve(ARGC(flags), flags, &c, err, sizeof(err)), 0); /* --listen wins */
+
+    unsetenv("PORT");
+    setenv("PING_INTERVAL", "abc", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), NW_ECONFIG);
+    CHECK(strncmp(err, "PING_INTERVAL: invalid duration 'abc'", 37) == 0);
+    /* ...but a flag that overrides the bad value makes it harmless. */
+    CHECK_EQ(nw_cfg_serve(ARGC(flags), flags, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.ping_interval_ms, 9000);
+    clear_env();
+}
+
+static int serve_fails(int argc, char **argv, const char *why) {
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    if (nw_cfg_serve(argc, argv, &c, err, sizeof(err)) != NW_ECONFIG)
+        return 0;
+    if (!HAS(err, why) || strchr(err, '\n')) {
+        fprintf(stderr, "  error \"%s\" lacks \"%s\"\n", err, why);
+        return 0;
+    }
+    return 1;
+}
+
+UNIT_TEST(serve_bad) {
+    char *a1[] = {"serve", "--foo"};
+    char *a2[] = {"serve", "--foo=1"};
+    char *a3[] = {"serve", "--listen"};
+    char *a4[] = {"serve", "--listen", "x:99999"};
+    char *a5[] = {"serve", "--max-head", "1000"};
+    char *a6[] = {"serve", "--window", "3g"};
+    char *a7[] = {"serve", "--window=lots"};
+    char *a8[] = {"serve", "--log-level", "loud"};
+    char *a9[] = {"serve", "extra"};
+    char *a10[] = {"serve", "--ping-interval", "0"};
+    char *a11[] = {"serve", "--response-timeout", "-1"};
+    char *a12[] = {"serve", "--listen", "--window", "2k"};
+    char *a13[] = {"serve", "--help=yes"};
+    char *a14[] = {"serve", "-x"};
+    char *a15[] = {"serve", "--id", "x"};
+    char *many[] = {"serve", "--listen=:1", "--listen=:2", "--listen=:3", "--listen=:4",
+                    "--listen=:5", "--listen=:6", "--listen=:7", "--listen=:8", "--listen=:9"};
+
+    clear_env();
+    CHECK(serve_fails(ARGC(a1), a1, "unknown flag --foo"));
+    CHECK(serve_fails(ARGC(a2), a2, "unknown flag --foo"));
+    CHECK(serve_fails(ARGC(a3), a3, "--listen: missing value"));
+    CHECK(serve_fails(ARGC(a4), a4, "--listen: invalid port in 'x:99999'"));
+    CHECK(serve_fails(ARGC(a5), a5, "--max-head: must be between 1024"));
+    CHECK(serve_fails(ARGC(a6), a6, "--window: must be between 1024 and 2147483647"));
+    CHECK(serve_fails(ARGC(a7), a7, "--window: invalid size 'lots'"));
+    CHECK(serve_fails(ARGC(a8), a8, "--log-level: invalid log level 'loud'"));
+    CHECK(serve_fails(ARGC(a9), a9, "unexpected argument 'extra'"));
+    CHECK(serve_fails(ARGC(a10), a10, "--ping-interval: must be greater than 0"));
+    CHECK(serve_fails(ARGC(a11), a11, "--response-timeout: invalid duration '-1'"));
+    CHECK(serve_fails(ARGC(a12), a12, "--listen: missing value"));
+    CHECK(serve_fails(ARGC(a13), a13, "--help takes no value"));
+    CHECK(serve_fails(ARGC(a14), a14, "unknown flag -x"));
+    CHECK(serve_fails(ARGC(a15), a15, "unknown flag --id"));
+    CHECK(serve_fails(ARGC(many), many, "--listen: at most 8"));
+    CHECK_EQ(serve_fails(ARGC(many) - 1, many, ""), 0); /* exactly 8 is fine */
+}
+
+UNIT_TEST(serve_help_version) {
+    char *h1[] = {"serve", "--help"};
+    char *h2[] = {"serve", "--bogus=1", "-h"};
+    char *h3[] = {"serve", "--window", "bad", "-h"};
+    char *v[] = {"serve", "--version"};
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_serve(ARGC(h1), h1, &c, err, sizeof(err)), 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(h3), h3, &c, err, sizeof(err)), 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(v), v, &c, err, sizeof(err)), 1);
+    /* Flags are read in order: an unknown flag before -h is reported. */
+    CHECK_EQ(nw_cfg_serve(ARGC(h2), h2, &c, err, sizeof(err)), NW_ECONFIG);
+    fflush(stdout);
+}
+
+/* ---- agent -------------------------------------------------------------- */
+
+UNIT_TEST(agent_precedence) {
+    const char *path = write_tmp("# natwrp agent\n"
+                                 "AGENT_ID=file@id\n"
+                                 "REMOTE_URL=https://proxy.example.com/base/\n"
+                                 "LOCAL_URL=http://127.0.0.1:11434/app\n"
+                                 "PING_INTERVAL=5\n"
+                                 "POOL_SIZE=3\n"
+                                 "WINDOW=1m\n"
+                                 "OTHER_KEY=ignored\n");
+    char *a1[] = {"agent", "--env", (char *)path};
+    char *a2[] = {"agent", "--env", (char *)path, "--id", "flag-id", "--pool-size=5"};
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_agent(ARGC(a1), a1, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.env_file, path);
+    CHECK_STR(c.agent_id, "file@id");
+    CHECK_EQ(c.remote.tls, 1);
+    CHECK_STR(c.remote.host, "proxy.example.com");
+    CHECK_EQ(c.remote.port, 443);
+    CHECK_STR(c.remote.path, "/base");
+    CHECK_STR(c.local.host, "127.0.0.1");
+    CHECK_EQ(c.local.port, 11434);
+    CHECK_STR(c.local.path, "/app");
+    CHECK_EQ(c.ping_interval_ms, 5000);
+    CHECK_EQ(c.pool_size, 3);
+    CHECK_EQ(c.window, 1048576);
+    CHECK_EQ(c.connect_timeout_ms, 10000);
+
+    /* The environment wins over the file. */
+    setenv("AGENT_ID", "env-id", 1);
+    setenv("POOL_SIZE", "4", 1);
+    setenv("CONNECT_TIMEOUT", "2.5", 1);
+    CHECK_EQ(nw_cfg_agent(ARGC(a1), a1, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.agent_id, "env-id");
+    CHECK_EQ(c.pool_size, 4);
+    CHECK_EQ(c.connect_timeout_ms, 2500);
+    CHECK_EQ(c.ping_interval_ms, 5000);
+
+    /* Flags win over both. */
+    CHECK_EQ(nw_cfg_agent(ARGC(a2), a2, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.agent_id, "flag-id");
+    CHECK_EQ(c.pool_size, 5);
+    CHECK_EQ(c.connect_timeout_ms, 2500);
+    clear_env();
+}
+
+UNIT_TEST(agent_defaults_and_flags) {
+    const char *empty = write_tmp("");
+    char *a1[] = {"agent", "--env", (char *)empty, "--id=a.b_c@d:e+f-g",
+                  "--remote", "http://[::1]:8000", "--local=http://localhost:11434/"};
+    char *a2[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l", "--ping-interval", "0.5", "--connect-timeout", "3",
+                  "--pool-size", "0", "--window", "64k", "--max-head", "1k",
+                  "--log-level", "error"};
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_agent(ARGC(a1), a1, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.agent_id, "a.b_c@d:e+f-g");
+    CHECK_STR(c.remote.host, "::1");
+    CHECK_EQ(c.remote.tls, 0);
+    CHECK_STR(c.local.path, "");
+    CHECK_EQ(c.ping_interval_ms, 30000);
+    CHECK_EQ(c.connect_timeout_ms, 10000);
+    CHECK_EQ(c.pool_size, 16);
+    CHECK_EQ(c.window, 262144);
+    CHECK_EQ(c.max_head, 65536);
+    CHECK_EQ(c.log_level, NW_LOG_INFO);
+
+    CHECK_EQ(nw_cfg_agent(ARGC(a2), a2, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.ping_interval_ms, 500);
+    CHECK_EQ(c.connect_timeout_ms, 3000);
+    CHECK_EQ(c.pool_size, 0);
+    CHECK_EQ(c.window, 65536);
+    CHECK_EQ(c.max_head, 1024);
+    CHECK_EQ(c.log_level, NW_LOG_ERROR);
+}
+
+UNIT_TEST(agent_seed_env_file) {
+    const char *path = write_tmp(seed_env);
+    char *argv[] = {"agent", "--env", (char *)path};
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_agent(ARGC(argv), argv, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.agent_id, "mac@home");
+    CHECK_STR(c.remote.host, "localhost");
+    CHECK_EQ(c.remote.port, 8000);
+    CHECK_STR(c.local.host, "localhost");
+    CHECK_EQ(c.local.port, 11434);
+}
+
+static int agent_fails(int argc, char **argv, const char *why) {
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    if (nw_cfg_agent(argc, argv, &c, err, sizeof(err)) != NW_ECONFIG) {
+        fprintf(stderr, "  accepted\n");
+        return 0;
+    }
+    if (!HAS(err, why) || strchr(err, '\n')) {
+        fprintf(stderr, "  error \"%s\" lacks \"%s\"\n", err, why);
+        return 0;
+    }
+    return 1;
+}
+
+UNIT_TEST(agent_missing_required) {
+    const char *empty = write_tmp("# nothing here\nAGENT_ID=\n");
+    char *a1[] = {"agent", "--env", (char *)empty};
+    char *a2[] = {"agent", "--env", (char *)empty, "--id", "x"};
+    char *a3[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r"};
+
+    clear_env();
+    CHECK(agent_fails(ARGC(a1), a1, "AGENT_ID is not set (use AGENT_ID=... in .env, the "
+                                    "environment, or --id)"));
+    CHECK(agent_fails(ARGC(a2), a2, "REMOTE_URL is not set (use REMOTE_URL=... in .env, the "
+                                    "environment, or --remote)"));
+    CHECK(agent_fails(ARGC(a3), a3, "LOCAL_URL is not set (use LOCAL_URL=... in .env, the "
+                                    "environment, or --local)"));
+    setenv("LOCAL_URL", "", 1); /* empty counts as unset */
+    CHECK(agent_fails(ARGC(a3), a3, "LOCAL_URL is not set"));
+    clear_env();
+}
+
+UNIT_TEST(agent_bad_values) {
+    const char *bad_pool = write_tmp("AGENT_ID=x\nREMOTE_URL=http://r\nLOCAL_URL=http://l\n"
+                                     "POOL_SIZE=abc\n");
+    const char *bad_quote = write_tmp("AGENT_ID=x\nREMOTE_URL='http://r\n");
+    const char *bad_url = write_tmp("AGENT_ID=x\nREMOTE_URL=ftp://r\nLOCAL_URL=http://l\n");
+    char *a1[] = {"agent", "--env", (char *)bad_pool};
+    char *a2[] = {"agent", "--env", (char *)bad_pool, "--pool-size", "2"};
+    char *a3[] = {"agent", "--env", (char *)bad_quote};
+    char *a4[] = {"agent", "--env", (char *)bad_url};
+    char *a5[] = {"agent", "--env", (char *)bad_url, "--remote", "ftp://r"};
+    char *a6[] = {"agent", "--env", "/nonexistent/natwrp.env"};
+    char *a7[] = {"agent", "--env", (char *)bad_pool, "--id", "has space"};
+    char *a8[] = {"agent", "--env", (char *)bad_pool, "--pool-size", "1025"};
+    char *a9[] = {"agent", "--env", (char *)bad_pool, "--pool-size", "1", "--connect-timeout",
+                  "0"};
+    char *a10[] = {"agent", "--env", (char *)bad_pool, "--pool-size", "1", "--local",
+                   "http://u@l"};
+    char *a11[] = {"agent", "--env", (char *)bad_pool, "--pool-size", "1", "--max-head", "1g",
+                   "--window", "abc"};
+    char *a12[] = {"agent", "--env", (char *)bad_pool, "--listen", ":1"};
+    char *a13[] = {"agent", "--env", (char *)tmp_dir()};
+    char long_id[140];
+    char *a14[] = {"agent", "--env", (char *)bad_pool, "--pool-size", "1", "--id", long_id};
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    memset(long_id, 'a', 129);
+    long_id[129] = 0;
+    CHECK(agent_fails(ARGC(a1), a1, "POOL_SIZE: invalid number 'abc'"));
+    CHECK_EQ(nw_cfg_agent(ARGC(a2), a2, &c, err, sizeof(err)), 0); /* overridden */
+    CHECK_EQ(c.pool_size, 2);
+    CHECK(agent_fails(ARGC(a3), a3, "line 2: unterminated quote"));
+    CHECK(agent_fails(ARGC(a3), a3, bad_quote));
+    CHECK(agent_fails(ARGC(a4), a4,
+                      "REMOTE_URL: unsupported scheme 'ftp' (use http:// or https://)"));
+    CHECK(agent_fails(ARGC(a5), a5, "--remote: unsupported scheme 'ftp'"));
+    CHECK(agent_fails(ARGC(a6), a6,
+                      "--env /nonexistent/natwrp.env: No such file or directory"));
+    CHECK(agent_fails(ARGC(a7), a7, "--id: invalid character ' '"));
+    CHECK(agent_fails(ARGC(a8), a8, "--pool-size: invalid number '1025' (use 0-1024)"));
+    CHECK(agent_fails(ARGC(a9), a9, "--connect-timeout: must be greater than 0"));
+    CHECK(agent_fails(ARGC(a10), a10, "--local: user info"));
+    CHECK(agent_fails(ARGC(a11), a11, "--window: invalid size 'abc'"));
+    CHECK(agent_fails(ARGC(a12), a12, "unknown flag --listen"));
+    CHECK(agent_fails(ARGC(a13), a13, "--env "));
+    CHECK(agent_fails(ARGC(a14), a14, "--id: must be 1 to 128 characters"));
+    long_id[128] = 0;
+    CHECK_EQ(nw_cfg_agent(ARGC(a14), a14, &c, err, sizeof(err)), 0);
+    CHECK_EQ(strlen(c.agent_id), 128);
+
+    setenv("WINDOW", "1k", 1);
+    setenv("MAX_HEAD", "100", 1);
+    CHECK(agent_fails(ARGC(a2), a2, "MAX_HEAD: must be between 1024"));
+    setenv("MAX_HEAD", "4k", 1);
+    CHECK_EQ(nw_cfg_agent(ARGC(a2), a2, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.window, 1024);
+    CHECK_EQ(c.max_head, 4096);
+    clear_env();
+}
+
+/* Without --env, ./.env is read when it exists and skipped when not. */
+UNIT_TEST(agent_default_env_file) {
+    char *argv[] = {"agent"};
+    char cwd[4096], path[128];
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+    FILE *f;
+    int rc1, rc2;
+
+    clear_env();
+    CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
+    CHECK_EQ(chdir(tmp_dir()), 0);
+    snprintf(path, sizeof(path), "%s/.env", tmp_dir());
+    f = fopen(path, "w");
+    if (f) {
+        fputs(seed_env, f);
+        fclose(f);
+    }
+    rc1 = nw_cfg_agent(ARGC(argv), argv, &c, err, sizeof(err));
+    unlink(path);
+    rc2 = NW_ECONFIG;
+    if (rc1 == 0 && strcmp(c.env_file, ".env") == 0 && strcmp(c.agent_id, "mac@home") == 0)
+        rc2 = nw_cfg_agent(ARGC(argv), argv, &c, err, sizeof(err));
+    CHECK_EQ(chdir(cwd), 0);
+    CHECK(f != NULL);
+    CHECK_EQ(rc1, 0);
+    CHECK_EQ(rc2, NW_ECONFIG);
+    CHECK_STR(c.env_file, "");
+    CHECK(HAS(err, "AGENT_ID is not set"));
+}
+
+UNIT_TEST(agent_help_version) {
+    char *h[] = {"agent", "--help"};
+    char *h2[] = {"agent", "--env", "/nonexistent", "-h"};
+    char *v[] = {"agent", "--version"};
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_agent(ARGC(h), h, &c, err, sizeof(err)), 1);
+    CHECK_EQ(nw_cfg_agent(ARGC(h2), h2, &c, err, sizeof(err)), 1);
+    CHECK_EQ(nw_cfg_agent(ARGC(v), v, &c, err, sizeof(err)), 1);
+    fflush(stdout);
+}
+
+UNIT_MAIN(UNIT_CASE(url_good), UNIT_CASE(url_bad), UNIT_CASE(listen_good),
+          UNIT_CASE(listen_bad), UNIT_CASE(env_basic), UNIT_CASE(env_comments_blank_export),
+          UNIT_CASE(env_unquoted), UNIT_CASE(env_quoted), UNIT_CASE(env_crlf),
+          UNIT_CASE(env_errors), UNIT_CASE(env_callback_abort), UNIT_CASE(env_seed_example),
+          UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_defaults),
+          UNIT_CASE(serve_flags), UNIT_CASE(serve_env), UNIT_CASE(serve_bad),
+          UNIT_CASE(serve_help_version), UNIT_CASE(agent_precedence),
+          UNIT_CASE(agent_defaults_and_flags), UNIT_CASE(agent_seed_env_file),
+          UNIT_CASE(agent_missing_required), UNIT_CASE(agent_bad_values),
+          UNIT_CASE(agent_default_env_file), UNIT_CASE(agent_help_version))
