@@ -618,7 +618,9 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
 static int on_message_complete(llhttp_t *p) {
     pconn_t *pc = p->data;
     pc->req_done = 1;
-    if (pc->strm && !pc->upgrade_other) {
+    if (pc->tunnel || pc->upgrade_other)
+        return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
+    if (pc->strm) {
         int rc = nw_strm_send(pc->strm, NULL, 0, 1);
         if (rc < 0 && rc != NW_ECLOSED)
             return pc_fail(p, 502);
@@ -645,6 +647,8 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
         return;
     }
     if (e == HPE_PAUSED_UPGRADE) {
+        if (pc->strm)
+            nw_strm_send(pc->strm, NULL, 0, 1);
         pc->req_done = 1;
         nw_conn_pause(pc->conn, NW_PAUSE_DONE);
         return;

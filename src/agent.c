@@ -1,0 +1,846 @@
+/* agent.c: `natwrp agent`. Dials REMOTE_URL, upgrades to a natwrp tunnel,
+ * and turns every stream the server opens into one HTTP/1.1 exchange with
+ * LOCAL_URL over a pool of keep-alive connections. Reconnects with
+ * exponential backoff and jitter after any loss. */
+#include <llhttp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "agent.h"
+#include "cfg.h"
+#include "conn.h"
+#include "http1.h"
+#include "log.h"
+#include "tun.h"
+#include "ws.h"
+
+#define BACKOFF_MIN_MS 500
+#define BACKOFF_MAX_MS 30000
+#define HEALTHY_MS 60000
+#define REFUSAL_BODY_MAX 512
+
+typedef struct agent_s agent_t;
+typedef struct lreq_s lreq_t;
+
+/* One connection to the local service. */
+typedef struct lconn_s {
+    agent_t *ag;
+    nw_conn_t *conn;
+    llhttp_t parser;
+    nw_hfields_t hf;
+    lreq_t *req;
+    struct lconn_s *next; /* idle pool */
+    unsigned reused : 1, got_bytes : 1, interim : 1, idle : 1, done : 1;
+} lconn_t;
+
+/* One stream's exchange with the local service. */
+struct lreq_s {
+    agent_t *ag;
+    nw_strm_t *strm;
+    lconn_t *lc;
+    nw_dial_t *dial;
+    nw_sbuf_t head;   /* serialized request head, kept for one retry */
+    nw_bufq_t early;  /* body that arrived before a connection was ready */
+    lreq_t *prev, *next;
+    unsigned req_end : 1, chunked : 1, body_sent : 1, is_head : 1, head_out : 1, resp_head : 1,
+        resp_end : 1, retried : 1;
+};
+
+struct agent_s {
+    uv_loop_t *loop;
+    nw_agent_cfg_t *cfg;
+    char remote_str[1400];
+    char local_str[1400];
+    char host_hdr[300]; /* LOCAL_URL's authority for Host */
+    nw_tun_t *tun;
+    nw_dial_t *dial;
+    nw_conn_t *hs;      /* connection while the handshake runs */
+    llhttp_t hs_parser;
+    nw_hfields_t hs_hf;
+    nw_sbuf_t hs_body;
+    char hs_key[25];
+    int hs_done;
+    uv_timer_t timer;   /* backoff, then handshake deadline */
+    unsigned attempt;
+    uint64_t up_since;
+    uint64_t tun_seq;
+    lconn_t *idle;
+    size_t nidle;
+    lreq_t *reqs;
+    uv_signal_t sig[2];
+    int stopping;
+};
+
+static llhttp_settings_t hs_settings, lc_settings;
+
+static void agent_connect(agent_t *ag);
+static void lreq_free(lreq_t *r);
+static void lc_close(lconn_t *lc);
+static void lreq_start(lreq_t *r);
+
+/* ------------------------------------------------------------ backoff */
+
+static void on_backoff(uv_timer_t *h) { agent_connect(h->data); }
+
+static void schedule_reconnect(agent_t *ag, const char *reason) {
+    uint64_t now = uv_now(ag->loop), delay;
+    unsigned r = 0;
+    if (ag->stopping)
+        return;
+    if (ag->up_since && now - ag->up_since >= HEALTHY_MS)
+        ag->attempt = 0; /* it was healthy: start over from the short delay */
+    ag->up_since = 0;
+    delay = BACKOFF_MIN_MS << NW_MIN(ag->attempt, 6u);
+    if (delay > BACKOFF_MAX_MS)
+        delay = BACKOFF_MAX_MS;
+    nw_random(&r, sizeof(r));
+    delay = delay * (80 + r % 41) / 100; /* +-20% so agents do not march in step */
+    ag->attempt++;
+    nw_warn("tunnel down agent=%s reason=%s; reconnecting in %.2fs (attempt %u)",
+            ag->cfg->agent_id, reason, (double)delay / 1000.0, ag->attempt);
+    uv_timer_start(&ag->timer, on_backoff, delay, 0);
+}
+
+/* ------------------------------------------------------ tunnel streams */
+
+static void lreq_fail(lreq_t *r, uint32_t code, const char *why) {
+    nw_warn("agent=%s strm=%u local request failed: %s", r->ag->cfg->agent_id,
+            r->strm ? r->strm->sid : 0, why);
+    if (r->strm) {
+        nw_strm_detach(r->strm, code);
+        r->strm = NULL;
+    }
+    if (r->lc) {
+        r->lc->req = NULL;
+        lc_close(r->lc);
+        r->lc = NULL;
+    }
+    lreq_free(r);
+}
+
+static int lc_write(lconn_t *lc, const void *p, size_t n, size_t credit) {
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    return nw_conn_write(lc->conn, &b, 1, credit);
+}
+
+/* Write body bytes to the local service, chunked when the length is
+ * unknown; credit flows back to the server when the write completes. */
+static int lreq_write_body(lreq_t *r, const void *p, size_t n, int end) {
+    char hdr[32];
+    uv_buf_t b[4];
+    unsigned k = 0;
+    if (n) {
+        if (r->chunked) {
+            int l = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+            b[k++] = uv_buf_init(hdr, (unsigned)l);
+        }
+        b[k++] = uv_buf_init((char *)p, (unsigned)n);
+        if (r->chunked)
+            b[k++] = uv_buf_init("\r\n", 2);
+        r->body_sent = 1;
+    }
+    if (end && r->chunked)
+        b[k++] = uv_buf_init("0\r\n\r\n", 5);
+    return k ? nw_conn_write(r->lc->conn, b, k, n) : 0;
+}
+
+static void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
+    lreq_t *r = s->data;
+    if (end)
+        r->req_end = 1;
+    if (!r->head_out) {
+        if (nw_bufq_push(&r->early, p, len) != 0)
+            lreq_fail(r, NW_RST_INTERNAL, "out of memory");
+        return;
+    }
+    if (lreq_write_body(r, p, len, end) != 0)
+        lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
+}
+
+static void ag_on_reset(nw_strm_t *s, uint32_t code) {
+    lreq_t *r = s->data;
+    nw_info("agent=%s strm=%u reset by server (%s): aborting the local request",
+            r->ag->cfg->agent_id, s->sid, nw_mux_code_name(code));
+    r->strm = NULL;
+    if (r->lc) {
+        r->lc->req = NULL;
+        lc_close(r->lc); /* never back to the pool: it is mid-exchange */
+        r->lc = NULL;
+    }
+    lreq_free(r);
+}
+
+static void ag_on_drain(nw_strm_t *s) {
+    lreq_t *r = s->data;
+    if (r->lc)
+        nw_conn_resume(r->lc->conn, NW_PAUSE_CREDIT);
+}
+
+static int target_ok(const char *t, size_t n) {
+    size_t i;
+    if (n == 0 || (t[0] != '/' && !(n == 1 && t[0] == '*')))
+        return 0;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)t[i] <= 0x20 || t[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
+    agent_t *ag = t->data;
+    lreq_t *r;
+    size_t i;
+    int has_cl = 0;
+    uint64_t cl;
+
+    if (!nw_http_token_ok(f->method, f->method_len) || !target_ok(f->target, f->target_len) ||
+        !nw_http_fields_ok(f->hdrs, f->nhdrs)) {
+        nw_warn("agent=%s strm=%u malformed request head from server", ag->cfg->agent_id, s->sid);
+        nw_strm_detach(s, NW_RST_PROTOCOL);
+        return;
+    }
+    r = nw_calloc(1, sizeof(*r));
+    if (!r) {
+        nw_strm_detach(s, NW_RST_INTERNAL);
+        return;
+    }
+    r->ag = ag;
+    r->strm = s;
+    s->data = r;
+    r->next = ag->reqs;
+    if (ag->reqs)
+        ag->reqs->prev = r;
+    ag->reqs = r;
+    r->req_end = (f->flags & NW_MUX_F_END) != 0;
+    r->is_head = nw_strieq(f->method, f->method_len, "HEAD");
+    /* Only LOCAL_URL's host and port are ever dialled; the target is
+     * appended to its base path. */
+    nw_sbuf_append(&r->head, f->method, f->method_len);
+    nw_sbuf_appendf(&r->head, " %s", ag->cfg->local.path);
+    if (f->target_len == 1 && f->target[0] == '*' && ag->cfg->local.path[0])
+        nw_sbuf_append(&r->head, "/", 1);
+    else
+        nw_sbuf_append(&r->head, f->target, f->target_len);
+    nw_sbuf_appendf(&r->head, " HTTP/1.1\r\nHost: %s\r\n", ag->host_hdr);
+    for (i = 0; i < f->nhdrs; i++) {
+        const nw_hdr_t *h = &f->hdrs[i];
+        if (nw_strieq(h->name, h->name_len, "host") || nw_http_is_hop(h->name, h->name_len))
+            continue;
+        if (nw_strieq(h->name, h->name_len, "content-length")) {
+            if (has_cl || nw_http_parse_cl(h->value, h->value_len, &cl) != 0) {
+                lreq_fail(r, NW_RST_PROTOCOL, "bad Content-Length from server");
+                return;
+            }
+            has_cl = 1;
+        }
+        nw_sbuf_append(&r->head, h->name, h->name_len);
+        nw_sbuf_append(&r->head, ": ", 2);
+        nw_sbuf_append(&r->head, h->value, h->value_len);
+        nw_sbuf_append(&r->head, "\r\n", 2);
+    }
+    if (!has_cl && !r->req_end) {
+        r->chunked = 1;
+        nw_sbuf_appends(&r->head, "Transfer-Encoding: chunked\r\n");
+    }
+    if (nw_sbuf_append(&r->head, "\r\n", 2) != 0) {
+        lreq_fail(r, NW_RST_INTERNAL, "out of memory");
+        return;
+    }
+    lreq_start(r);
+}
+
+/* ---------------------------------------------------- local connections */
+
+static void lc_on_conn_close(nw_conn_t *c) {
+    lconn_t *lc = c->data;
+    nw_hf_free(&lc->hf);
+    nw_free(lc);
+}
+
+static void pool_remove(agent_t *ag, lconn_t *lc) {
+    lconn_t **pp = &ag->idle;
+    while (*pp && *pp != lc)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = lc->next;
+        ag->nidle--;
+    }
+    lc->idle = 0;
+}
+
+static void lc_close(lconn_t *lc) {
+    if (lc->idle)
+        pool_remove(lc->ag, lc);
+    nw_conn_close(lc->conn);
+}
+
+/* The exchange finished cleanly: pool the connection if it can be reused. */
+static void lreq_done(lreq_t *r) {
+    lconn_t *lc = r->lc;
+    agent_t *ag = r->ag;
+    int reuse = lc && llhttp_should_keep_alive(&lc->parser) && r->req_end &&
+                !r->early.bytes && lc->conn->wbytes == 0 && !ag->stopping;
+    if (r->strm) {
+        nw_strm_detach(r->strm, 0);
+        r->strm = NULL;
+    }
+    if (lc) {
+        lc->req = NULL;
+        r->lc = NULL;
+        if (reuse && ag->nidle < ag->cfg->pool_size) {
+            llhttp_init(&lc->parser, HTTP_RESPONSE, &lc_settings);
+            lc->parser.data = lc;
+            lc->idle = 1;
+            lc->reused = 1;
+            lc->next = ag->idle;
+            ag->idle = lc;
+            ag->nidle++;
+            nw_conn_resume(lc->conn, NW_PAUSE_CREDIT | NW_PAUSE_DONE);
+        } else {
+            lc_close(lc);
+        }
+    }
+    lreq_free(r);
+}
+
+static int lc_on_message_begin(llhttp_t *p) {
+    lconn_t *lc = p->data;
+    nw_hf_reset(&lc->hf);
+    return 0;
+}
+
+static int lc_on_status(llhttp_t *p, const char *at, size_t n) {
+    return nw_hf_first(&((lconn_t *)p->data)->hf, at, n) == 0 ? 0 : -1;
+}
+static int lc_on_hname(llhttp_t *p, const char *at, size_t n) {
+    return nw_hf_name(&((lconn_t *)p->data)->hf, at, n) == 0 ? 0 : -1;
+}
+static int lc_on_hvalue(llhttp_t *p, const char *at, size_t n) {
+    return nw_hf_value(&((lconn_t *)p->data)->hf, at, n) == 0 ? 0 : -1;
+}
+
+static int lc_on_headers_complete(llhttp_t *p) {
+    lconn_t *lc = p->data;
+    lreq_t *r = lc->req;
+    nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS];
+    const char *drop[] = {NULL, NULL};
+    int n, end, rc;
+    unsigned st = p->status_code;
+
+    if (!r)
+        return -1;
+    if (st < 200) {
+        lc->interim = 1; /* 100 Continue and friends stay here */
+        return st == 101 ? -1 : 0;
+    }
+    if (p->flags & F_CHUNKED)
+        drop[0] = "content-length";
+    n = nw_http_filter(&lc->hf, hdrs, NW_ARRAY_LEN(hdrs), drop);
+    end = r->is_head || st == 204 || st == 304 ||
+          ((p->flags & F_CONTENT_LENGTH) && p->content_length == 0 && !(p->flags & F_CHUNKED));
+    rc = nw_strm_head(r->strm, (uint16_t)st, lc->hf.raw.p ? lc->hf.raw.p : "", lc->hf.first_len,
+                      hdrs, (size_t)(n < 0 ? 0 : n), end);
+    if (rc != 0) {
+        llhttp_set_error_reason(p, rc == NW_ETOOBIG ? "response head too large" : "tunnel");
+        return -1;
+    }
+    r->resp_head = 1;
+    r->resp_end = end ? 1 : 0;
+    return r->is_head ? 1 : 0;
+}
+
+static int lc_on_body(llhttp_t *p, const char *at, size_t n) {
+    lconn_t *lc = p->data;
+    lreq_t *r = lc->req;
+    int rc;
+    if (!r || !r->strm)
+        return -1;
+    rc = nw_strm_send(r->strm, at, n, 0);
+    if (rc < 0)
+        return -1;
+    if (rc == 1)
+        nw_conn_pause(lc->conn, NW_PAUSE_CREDIT);
+    return 0;
+}
+
+static int lc_on_message_complete(llhttp_t *p) {
+    lconn_t *lc = p->data;
+    lreq_t *r = lc->req;
+    if (lc->interim) {
+        lc->interim = 0;
+        return 0;
+    }
+    if (!r)
+        return -1;
+    if (!r->resp_end && r->strm && nw_strm_send(r->strm, NULL, 0, 1) < 0)
+        return -1;
+    r->resp_end = 1;
+    lc->done = 1;
+    return HPE_PAUSED; /* one response per request: nothing after it is ours */
+}
+
+static void lc_after_parse(lconn_t *lc, llhttp_errno_t e) {
+    lreq_t *r = lc->req;
+    if (lc->done) {
+        lc->done = 0;
+        if (r)
+            lreq_done(r);
+        return;
+    }
+    if (e == HPE_OK || !r)
+        return;
+    {
+        const char *why = llhttp_get_error_reason(&lc->parser);
+        char msg[160];
+        snprintf(msg, sizeof(msg), "bad response from the local service: %s",
+                 why ? why : llhttp_errno_name(e));
+        lreq_fail(r, strstr(msg, "too large") ? NW_RST_TOOBIG : NW_RST_UPSTREAM, msg);
+    }
+}
+
+static void lc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
+    lconn_t *lc = c->data;
+    lreq_t *r = lc->req;
+    llhttp_errno_t e;
+
+    if (!r) { /* idle in the pool: EOF or stray bytes end it */
+        lc_close(lc);
+        return;
+    }
+    if (nread < 0) {
+        if (!lc->got_bytes && lc->reused && !r->body_sent && !r->retried) {
+            /* The pooled connection was closed by the service while idle
+             * (a race every keep-alive client has): retry once, fresh. */
+            r->retried = 1;
+            lc->req = NULL;
+            r->lc = NULL;
+            r->head_out = 0;
+            lc_close(lc);
+            lreq_start(r);
+            return;
+        }
+        if (lc->got_bytes && llhttp_message_needs_eof(&lc->parser)) {
+            e = llhttp_finish(&lc->parser);
+            lc_after_parse(lc, e);
+            if (lc->req == NULL)
+                return;
+        }
+        lreq_fail(r, NW_RST_UPSTREAM,
+                  r->resp_head ? "local service closed mid-response"
+                               : "local service closed the connection before responding");
+        return;
+    }
+    lc->got_bytes = 1;
+    e = llhttp_execute(&lc->parser, buf, (size_t)nread);
+    lc_after_parse(lc, e);
+}
+
+static void lc_on_written(nw_conn_t *c, size_t credit) {
+    lconn_t *lc = c->data;
+    if (credit && lc->req && lc->req->strm)
+        nw_strm_consumed(lc->req->strm, credit);
+}
+
+/* Attach r to a ready connection: write the head and any early body. */
+static void lreq_attach(lreq_t *r, lconn_t *lc) {
+    const char *p;
+    size_t n;
+    r->lc = lc;
+    lc->req = r;
+    lc->got_bytes = 0;
+    if (lc_write(lc, r->head.p, r->head.len, 0) != 0) {
+        lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
+        return;
+    }
+    r->head_out = 1;
+    while ((n = nw_bufq_peek(&r->early, &p, 65536)) > 0) {
+        if (lreq_write_body(r, p, n, 0) != 0) {
+            lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
+            return;
+        }
+        nw_bufq_drop(&r->early, n);
+    }
+    if (r->req_end && r->chunked && lreq_write_body(r, NULL, 0, 1) != 0) {
+        lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
+        return;
+    }
+    nw_conn_resume(lc->conn, NW_PAUSE_OWNER | NW_PAUSE_CREDIT | NW_PAUSE_DONE);
+}
+
+static lconn_t *lc_new(agent_t *ag, nw_conn_t *c) {
+    lconn_t *lc = nw_calloc(1, sizeof(*lc));
+    if (!lc) {
+        nw_conn_close(c);
+        return NULL;
+    }
+    lc->ag = ag;
+    lc->conn = c;
+    nw_hf_init(&lc->hf, ag->cfg->max_head);
+    llhttp_init(&lc->parser, HTTP_RESPONSE, &lc_settings);
+    lc->parser.data = lc;
+    nw_conn_set_owner(c, lc, lc_on_read, lc_on_written, lc_on_conn_close);
+    return lc;
+}
+
+static void lreq_on_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
+    lreq_t *r = ud;
+    lconn_t *lc;
+    char msg[1600];
+    (void)d;
+    r->dial = NULL;
+    if (!c) {
+        snprintf(msg, sizeof(msg), "cannot connect to local service %s: %s",
+                 r->ag->local_str, nw_strerror(err));
+        lreq_fail(r, NW_RST_CONNECT, msg);
+        return;
+    }
+    if (!(lc = lc_new(r->ag, c))) {
+        lreq_fail(r, NW_RST_INTERNAL, "out of memory");
+        return;
+    }
+    lreq_attach(r, lc);
+}
+
+static void lreq_start(lreq_t *r) {
+    agent_t *ag = r->ag;
+    lconn_t *lc = ag->idle;
+    if (lc) {
+        pool_remove(ag, lc);
+        lreq_attach(r, lc);
+        return;
+    }
+    r->dial = nw_dial_start(ag->loop, ag->cfg->local.host, ag->cfg->local.port,
+                            ag->cfg->connect_timeout_ms, lreq_on_dial, r);
+    if (!r->dial)
+        lreq_fail(r, NW_RST_INTERNAL, "cannot start a connection");
+}
+
+static void lreq_free(lreq_t *r) {
+    agent_t *ag = r->ag;
+    if (r->dial)
+        nw_dial_cancel(r->dial);
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        ag->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    nw_sbuf_free(&r->head);
+    nw_bufq_clear(&r->early);
+    nw_free(r);
+}
+
+/* ---------------------------------------------------------- the tunnel */
+
+static void ag_on_tun_close(nw_tun_t *t, int err) {
+    agent_t *ag = t->data;
+    if (ag->tun == t)
+        ag->tun = NULL;
+    schedule_reconnect(ag, nw_strerror(err));
+}
+
+static void ag_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
+    (void)last;
+    nw_info("agent=%s server sent GOAWAY (%s) on tun=%llu", t->agent, nw_mux_code_name(code),
+            (unsigned long long)t->id);
+}
+
+static const nw_tun_cbs_t ag_tun_cbs = {ag_on_open,  NULL,         ag_on_data,     ag_on_reset,
+                                        ag_on_drain, ag_on_goaway, ag_on_tun_close};
+
+static void hs_fail(agent_t *ag, const char *why) {
+    uv_timer_stop(&ag->timer);
+    if (ag->hs) {
+        nw_conn_close(ag->hs);
+        ag->hs = NULL;
+    }
+    schedule_reconnect(ag, why);
+}
+
+static int hs_on_status(llhttp_t *p, const char *at, size_t n) {
+    return nw_hf_first(&((agent_t *)p->data)->hs_hf, at, n) == 0 ? 0 : -1;
+}
+static int hs_on_hname(llhttp_t *p, const char *at, size_t n) {
+    return nw_hf_name(&((agent_t *)p->data)->hs_hf, at, n) == 0 ? 0 : -1;
+}
+static int hs_on_hvalue(llhttp_t *p, const char *at, size_t n) {
+    return nw_hf_value(&((agent_t *)p->data)->hs_hf, at, n) == 0 ? 0 : -1;
+}
+static int hs_on_headers_complete(llhttp_t *p) {
+    return p->status_code == 101 ? 2 : 0;
+}
+static int hs_on_body(llhttp_t *p, const char *at, size_t n) {
+    agent_t *ag = p->data;
+    if (ag->hs_body.len < REFUSAL_BODY_MAX)
+        nw_sbuf_append(&ag->hs_body, at, NW_MIN(n, REFUSAL_BODY_MAX - ag->hs_body.len));
+    return 0;
+}
+static int hs_on_message_complete(llhttp_t *p) {
+    if (p->status_code == 101)
+        return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
+    ((agent_t *)p->data)->hs_done = 1;
+    return HPE_PAUSED;
+}
+
+/* The server answered something other than 101: say what it said. */
+static void hs_refused(agent_t *ag) {
+    char why[700];
+    size_t i, n = ag->hs_body.len;
+    const char *b = ag->hs_body.p ? ag->hs_body.p : "";
+    while (n && (b[n - 1] == '\n' || b[n - 1] == '\r'))
+        n--;
+    snprintf(why, sizeof(why), "server refused the tunnel: %u %.*s%s%.*s",
+             ag->hs_parser.status_code, (int)ag->hs_hf.first_len,
+             ag->hs_hf.raw.p ? ag->hs_hf.raw.p : "", n ? ": " : "", (int)n, b);
+    for (i = 0; why[i]; i++)
+        if ((unsigned char)why[i] < 0x20)
+            why[i] = ' ';
+    if (nw_hf_find(&ag->hs_hf, "x-natwrp-version", 0) >= 0)
+        nw_err("agent=%s protocol version mismatch with the server (agent speaks " NW_WS_SUBPROTO
+               ")", ag->cfg->agent_id);
+    hs_fail(ag, why);
+}
+
+static void hs_upgraded(agent_t *ag, const char *rest, size_t rest_len) {
+    nw_hfields_t *h = &ag->hs_hf;
+    char expect[29];
+    nw_hdr_t f;
+    nw_tun_cfg_t tc;
+    nw_conn_t *c = ag->hs;
+    uint64_t win = 262144;
+    int i;
+
+    nw_ws_accept(ag->hs_key, strlen(ag->hs_key), expect);
+    i = nw_hf_find(h, "sec-websocket-accept", 0);
+    if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_strieq(f.value, f.value_len, expect)) ||
+        f.value_len != strlen(expect) || memcmp(f.value, expect, f.value_len) != 0) {
+        hs_fail(ag, "bad Sec-WebSocket-Accept from server");
+        return;
+    }
+    i = nw_hf_find(h, "sec-websocket-protocol", 0);
+    if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_strieq(f.value, f.value_len, NW_WS_SUBPROTO))) {
+        nw_err("agent=%s protocol version mismatch: server did not select " NW_WS_SUBPROTO,
+               ag->cfg->agent_id);
+        hs_fail(ag, "protocol version mismatch");
+        return;
+    }
+    i = nw_hf_find(h, "x-natwrp-window", 0);
+    if (i >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        if (nw_http_parse_cl(f.value, f.value_len, &win) != 0 || win < 1024 ||
+            win > NW_MUX_MAX_WINDOW) {
+            hs_fail(ag, "invalid X-Natwrp-Window from server");
+            return;
+        }
+    }
+    uv_timer_stop(&ag->timer);
+    ag->hs = NULL;
+    tc.my_window = ag->cfg->window;
+    tc.peer_window = (uint32_t)win;
+    tc.ping_interval_ms = ag->cfg->ping_interval_ms;
+    ag->tun = nw_tun_new(ag->loop, c, 1, &tc, &ag_tun_cbs, ag);
+    if (!ag->tun) {
+        schedule_reconnect(ag, "out of memory");
+        return;
+    }
+    ag->tun->id = ++ag->tun_seq;
+    snprintf(ag->tun->agent, sizeof(ag->tun->agent), "%s", ag->cfg->agent_id);
+    ag->up_since = uv_now(ag->loop);
+    nw_info("tunnel up agent=%s remote=%s tun=%llu", ag->cfg->agent_id, ag->remote_str,
+            (unsigned long long)ag->tun->id);
+    nw_tun_start(ag->tun, rest, rest_len);
+}
+
+static void hs_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
+    agent_t *ag = c->data;
+    llhttp_errno_t e;
+    const char *pos;
+    if (nread < 0) {
+        if (ag->hs_parser.status_code && ag->hs_parser.status_code != 101 &&
+            llhttp_finish(&ag->hs_parser) == HPE_OK) {
+            hs_refused(ag);
+            return;
+        }
+        hs_fail(ag, nread == UV_EOF ? "server closed the connection during the handshake"
+                                    : nw_strerror((int)nread));
+        return;
+    }
+    e = llhttp_execute(&ag->hs_parser, buf, (size_t)nread);
+    if (e == HPE_PAUSED_UPGRADE) {
+        pos = llhttp_get_error_pos(&ag->hs_parser);
+        hs_upgraded(ag, pos, (size_t)(buf + nread - pos));
+    } else if (ag->hs_done) {
+        hs_refused(ag);
+    } else if (e != HPE_OK) {
+        hs_fail(ag, "malformed handshake response from server");
+    }
+}
+
+static void hs_on_close(nw_conn_t *c) { (void)c; }
+
+static void hs_on_timeout(uv_timer_t *h) { hs_fail(h->data, "handshake timed out"); }
+
+static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
+    agent_t *ag = ud;
+    nw_sbuf_t req = {0};
+    uv_buf_t b;
+    char reason[1600];
+    (void)d;
+    ag->dial = NULL;
+    if (!c) {
+        snprintf(reason, sizeof(reason), "cannot connect to %s: %s", ag->remote_str,
+                 nw_strerror(err));
+        schedule_reconnect(ag, reason);
+        return;
+    }
+    ag->hs = c;
+    nw_conn_set_owner(c, ag, hs_on_read, NULL, hs_on_close);
+    nw_hf_reset(&ag->hs_hf);
+    nw_sbuf_free(&ag->hs_body);
+    ag->hs_done = 0;
+    llhttp_init(&ag->hs_parser, HTTP_RESPONSE, &hs_settings);
+    ag->hs_parser.data = ag;
+    nw_ws_new_key(ag->hs_key);
+    nw_sbuf_appendf(&req,
+                    "GET %s" NW_TUNNEL_PATH " HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                    "Sec-WebSocket-Protocol: " NW_WS_SUBPROTO "\r\n"
+                    "X-Natwrp-Agent: %s\r\nX-Natwrp-Window: %u\r\n"
+                    "User-Agent: natwrp/" NW_VERSION "\r\n\r\n",
+                    ag->cfg->remote.path, strchr(ag->cfg->remote.host, ':') ? "[" : "",
+                    ag->cfg->remote.host, strchr(ag->cfg->remote.host, ':') ? "]" : "",
+                    ag->cfg->remote.port, ag->hs_key, ag->cfg->agent_id, ag->cfg->window);
+    b = uv_buf_init(req.p, (unsigned)req.len);
+    if (!req.p || nw_conn_write(c, &b, 1, 0) != 0) {
+        nw_sbuf_free(&req);
+        hs_fail(ag, "cannot send the handshake");
+        return;
+    }
+    nw_sbuf_free(&req);
+    uv_timer_start(&ag->timer, hs_on_timeout, ag->cfg->connect_timeout_ms, 0);
+    nw_conn_resume(c, NW_PAUSE_OWNER);
+}
+
+static void agent_connect(agent_t *ag) {
+    if (ag->stopping || ag->tun || ag->dial || ag->hs)
+        return;
+    nw_info("agent=%s connecting to %s", ag->cfg->agent_id, ag->remote_str);
+    ag->dial = nw_dial_start(ag->loop, ag->cfg->remote.host, ag->cfg->remote.port,
+                             ag->cfg->connect_timeout_ms, on_remote_dial, ag);
+    if (!ag->dial)
+        schedule_reconnect(ag, "cannot start a connection");
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void on_walk_close(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    agent_t *ag = h->data;
+    nw_info("agent=%s received %s: shutting down", ag->cfg->agent_id,
+            signum == SIGINT ? "SIGINT" : "SIGTERM");
+    ag->stopping = 1;
+    uv_timer_stop(&ag->timer);
+    if (ag->dial) {
+        nw_dial_cancel(ag->dial);
+        ag->dial = NULL;
+    }
+    if (ag->hs) {
+        nw_conn_close(ag->hs);
+        ag->hs = NULL;
+    }
+    if (ag->tun)
+        nw_tun_close(ag->tun, NW_ECLOSED); /* resets streams: frees requests */
+    while (ag->reqs)
+        lreq_fail(ag->reqs, NW_RST_CANCEL, "shutting down");
+    while (ag->idle)
+        lc_close(ag->idle);
+    uv_close((uv_handle_t *)&ag->sig[0], NULL);
+    uv_close((uv_handle_t *)&ag->sig[1], NULL);
+    uv_close((uv_handle_t *)&ag->timer, NULL);
+}
+
+static void fmt_url(char *out, size_t cap, const nw_url_t *u, const char *scheme) {
+    int v6 = strchr(u->host, ':') != NULL;
+    snprintf(out, cap, "%s://%s%s%s:%u%s", scheme, v6 ? "[" : "", u->host, v6 ? "]" : "",
+             u->port, u->path);
+}
+
+int nw_agent_main(int argc, char **argv) {
+    nw_agent_cfg_t cfg;
+    char err[NW_CFG_ERRLEN];
+    agent_t *ag;
+    uv_loop_t loop;
+    int rc, v6, dflt;
+
+    rc = nw_cfg_agent(argc, argv, &cfg, err, sizeof(err));
+    if (rc == 1)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "natwrp agent: %s\n", err);
+        return 2;
+    }
+    if (cfg.remote.tls || cfg.local.tls) {
+        fprintf(stderr, "natwrp agent: %s: https:// is not supported by this build yet\n",
+                cfg.remote.tls ? "REMOTE_URL" : "LOCAL_URL");
+        return 2;
+    }
+    nw_log_level = cfg.log_level;
+    llhttp_settings_init(&hs_settings);
+    hs_settings.on_status = hs_on_status;
+    hs_settings.on_header_field = hs_on_hname;
+    hs_settings.on_header_value = hs_on_hvalue;
+    hs_settings.on_headers_complete = hs_on_headers_complete;
+    hs_settings.on_body = hs_on_body;
+    hs_settings.on_message_complete = hs_on_message_complete;
+    llhttp_settings_init(&lc_settings);
+    lc_settings.on_message_begin = lc_on_message_begin;
+    lc_settings.on_status = lc_on_status;
+    lc_settings.on_header_field = lc_on_hname;
+    lc_settings.on_header_value = lc_on_hvalue;
+    lc_settings.on_headers_complete = lc_on_headers_complete;
+    lc_settings.on_body = lc_on_body;
+    lc_settings.on_message_complete = lc_on_message_complete;
+
+    ag = nw_calloc(1, sizeof(*ag));
+    if (!ag)
+        return 1;
+    uv_loop_init(&loop);
+    ag->loop = &loop;
+    ag->cfg = &cfg;
+    nw_hf_init(&ag->hs_hf, 16384);
+    fmt_url(ag->remote_str, sizeof(ag->remote_str), &cfg.remote, cfg.remote.tls ? "wss" : "ws");
+    fmt_url(ag->local_str, sizeof(ag->local_str), &cfg.local, cfg.local.tls ? "https" : "http");
+    v6 = strchr(cfg.local.host, ':') != NULL;
+    dflt = cfg.local.port == (cfg.local.tls ? 443 : 80);
+    snprintf(ag->host_hdr, sizeof(ag->host_hdr), "%s%s%s", v6 ? "[" : "", cfg.local.host,
+             v6 ? "]" : "");
+    if (!dflt)
+        snprintf(ag->host_hdr + strlen(ag->host_hdr), sizeof(ag->host_hdr) - strlen(ag->host_hdr),
+                 ":%u", cfg.local.port);
+    uv_timer_init(&loop, &ag->timer);
+    ag->timer.data = ag;
+    uv_signal_init(&loop, &ag->sig[0]);
+    uv_signal_init(&loop, &ag->sig[1]);
+    ag->sig[0].data = ag->sig[1].data = ag;
+    uv_signal_start(&ag->sig[0], on_signal, SIGINT);
+    uv_signal_start(&ag->sig[1], on_signal, SIGTERM);
+    nw_info("agent=%s local=%s env=%s", cfg.agent_id, ag->local_str,
+            cfg.env_file[0] ? cfg.env_file : "(none)");
+    agent_connect(ag);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_walk(&loop, on_walk_close, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        nw_err("event loop closed with handles still open");
+    nw_hf_free(&ag->hs_hf);
+    nw_sbuf_free(&ag->hs_body);
+    nw_free(ag);
+    return 0;
+}
