@@ -426,6 +426,7 @@ static int tunnel_handshake(pconn_t *pc, char *agent, uint32_t *peer_window) {
 }
 
 static void pc_maybe_free(pconn_t *pc);
+static void pc_on_timer_close(uv_handle_t *h);
 
 /* The connection becomes a tunnel; the pconn shell goes away. */
 static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
@@ -449,7 +450,7 @@ static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
     tc.ping_interval_ms = srv->cfg->ping_interval_ms;
     pc->conn = NULL;
     pc->state = PC_CLOSED;
-    uv_timer_stop(&pc->timer);
+    uv_close((uv_handle_t *)&pc->timer, pc_on_timer_close);
     pc_maybe_free(pc); /* drops the conn's share */
     t = nw_tun_new(srv->loop, c, 0, &tc, &srv_tun_cbs, srv);
     if (!t)
