@@ -24,6 +24,8 @@
 #define IDLE_TIMEOUT_MS 75000   /* keep-alive connections idle this long close */
 #define LINGER_MS 2000          /* drain input this long after an error reply */
 #define MAX_TUNNELS 1024
+#define PIPELINE_MAX (64 * 1024) /* pipelined bytes held while a response runs */
+#define DISCARD_MAX (1024 * 1024) /* request body read and dropped to keep a connection after an error */
 
 typedef struct serve_s serve_t;
 
@@ -44,9 +46,11 @@ typedef struct pconn_s {
     size_t stale_credit;     /* of those, bytes that belong to a finished stream */
     uint64_t cl_left;        /* response Content-Length still to come */
     int err_status;          /* status chosen by a parser callback */
+    int defer_status;        /* error to answer once the request body is read */
     struct pconn_s *prev, *next;
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
-        has_cl : 1, tunnel : 1, upgrade_other : 1, minor : 1, in_feed : 1;
+        has_cl : 1, tunnel : 1, upgrade_other : 1, minor : 1, in_feed : 1, paused : 1,
+        again : 1;
 } pconn_t;
 
 struct serve_s {
@@ -129,18 +133,34 @@ static void pc_linger(pconn_t *pc) {
     pc_arm(pc, LINGER_MS);
 }
 
+static void pc_response_done(pconn_t *pc);
+
+/* Answer with a short text error. The connection stays open when the
+ * request was read completely and the client wants keep-alive; otherwise
+ * it is closed (lingering). */
 static void pc_reply(pconn_t *pc, int status, const char *msg) {
     char buf[512];
     char body[256];
+    int keep = pc->keep_alive && pc->req_done && !pc->err_status;
     int bl = snprintf(body, sizeof(body), "natwrp: %s\n", msg);
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
-                     status, nw_http_reason(status), bl, pc->is_head ? "" : body);
+                     "Content-Length: %d\r\n%s\r\n%s",
+                     status, nw_http_reason(status), bl,
+                     !keep ? "Connection: close\r\n"
+                     : pc->minor ? ""
+                                 : "Connection: keep-alive\r\n",
+                     pc->is_head ? "" : body);
     if (n > 0)
         pc_write(pc, buf, (size_t)NW_MIN((size_t)n, sizeof(buf) - 1), 0);
     pc->head_sent = 1;
-    pc_linger(pc);
+    if (keep) {
+        pc->keep_alive = 1;
+        pc_response_done(pc);
+    } else {
+        pc->keep_alive = 0;
+        pc_linger(pc);
+    }
 }
 
 /* ------------------------------------------------------ stream callbacks */
@@ -159,14 +179,15 @@ static void pc_response_done(pconn_t *pc) {
     pc->state = PC_IDLE;
     pc_arm(pc, IDLE_TIMEOUT_MS);
     llhttp_resume(&pc->parser);
-    if (pc->pipeline.len) {
-        nw_sbuf_t rest = pc->pipeline;
-        memset(&pc->pipeline, 0, sizeof(pc->pipeline));
-        pc_feed(pc, rest.p, rest.len);
-        nw_sbuf_free(&rest);
+    pc->paused = 0;
+    if (pc->in_feed) {
+        pc->again = 1; /* pc_feed's loop picks the pipeline up */
+        return;
     }
-    if (pc->conn && (pc->state == PC_IDLE || pc->state == PC_HEAD))
+    if (pc->conn)
         nw_conn_resume(pc->conn, NW_PAUSE_PIPELINE);
+    if (pc->pipeline.len)
+        pc_feed(pc, NULL, 0);
 }
 
 static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
@@ -482,7 +503,7 @@ static int on_message_begin(llhttp_t *p) {
     nw_hf_reset(&pc->hf);
     pc->req_done = pc->head_sent = pc->is_head = pc->chunked_out = pc->has_cl = 0;
     pc->tunnel = pc->upgrade_other = 0;
-    pc->err_status = 0;
+    pc->err_status = pc->defer_status = 0;
     pc->state = PC_HEAD;
     pc_arm(pc, HEAD_TIMEOUT_MS);
     return 0;
@@ -594,6 +615,13 @@ static int on_headers_complete(llhttp_t *p) {
         end = 1;
     }
     status = open_stream(pc, target, tlen, form == 1, end);
+    if (status == 503 || status == 502) {
+        /* Read and drop a small body so the connection can be kept. */
+        if (!has_body || (!(p->flags & F_CHUNKED) && p->content_length <= DISCARD_MAX)) {
+            pc->defer_status = status;
+            return 0;
+        }
+    }
     if (status)
         return pc_fail(p, status);
     pc->state = PC_WAIT;
@@ -629,62 +657,100 @@ static int on_message_complete(llhttp_t *p) {
     return HPE_PAUSED; /* hold pipelined requests until this one is answered */
 }
 
+static const char *status_msg(int status) {
+    switch (status) {
+    case 431: return "request header fields too large";
+    case 414: return "request target too long";
+    case 501: return "method not implemented";
+    case 503: return "no agent is connected to this server";
+    case 502: return "could not forward the request";
+    default: return "malformed request";
+    }
+}
+
+/* A parse error: answer it (if no response has started) and close. */
+static void pc_parse_error(pconn_t *pc) {
+    int status = pc->err_status ? pc->err_status : 400;
+    const char *why = llhttp_get_error_reason(&pc->parser);
+    nw_info("conn=%llu client=%s bad request: %d (%s)", (unsigned long long)pc->id,
+            pc->conn ? pc->conn->peer : "-", status,
+            why && !pc->err_status ? why : nw_http_reason(status));
+    pc->err_status = status;
+    if (pc->head_sent) {
+        pc_close(pc);
+        return;
+    }
+    if (pc->strm) /* the request body broke mid-stream */
+        status = 400;
+    pc_reply(pc, status, pc->strm ? "malformed request body" : status_msg(status));
+}
+
+/* Parse client bytes. data == NULL means: parse the pipeline buffer. The
+ * loop (not recursion) handles many pipelined requests answered at once. */
 static void pc_feed(pconn_t *pc, const char *data, size_t len) {
+    nw_sbuf_t cur = {0};
     llhttp_errno_t e;
     const char *pos;
     size_t off;
 
-    pc->in_feed = 1;
-    e = llhttp_execute(&pc->parser, data, len);
-    pc->in_feed = 0;
-    if (pc->state == PC_CLOSED || pc->state == PC_LINGER)
-        return;
-    if (e == HPE_OK)
-        return;
-    pos = llhttp_get_error_pos(&pc->parser);
-    off = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
-    if (e == HPE_PAUSED_UPGRADE && pc->tunnel) {
-        pc_take_over(pc, data + off, len - off);
-        return;
+    if (!data) {
+        cur = pc->pipeline;
+        memset(&pc->pipeline, 0, sizeof(pc->pipeline));
+        data = cur.p;
+        len = cur.len;
     }
-    if (e == HPE_PAUSED_UPGRADE) {
-        if (pc->strm)
-            nw_strm_send(pc->strm, NULL, 0, 1);
-        pc->req_done = 1;
-        nw_conn_pause(pc->conn, NW_PAUSE_DONE);
-        return;
-    }
-    if (e == HPE_PAUSED) {
+    for (;;) {
+        pc->in_feed = 1;
+        e = llhttp_execute(&pc->parser, data, len);
+        pc->in_feed = 0;
+        if (pc->state == PC_CLOSED || pc->state == PC_LINGER || e == HPE_OK)
+            break;
+        pos = llhttp_get_error_pos(&pc->parser);
+        off = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
+        if (pc->tunnel && (e == HPE_PAUSED_UPGRADE || e == HPE_PAUSED)) {
+            pc_take_over(pc, data + off, len - off);
+            break;
+        }
+        if (e == HPE_PAUSED_UPGRADE) {
+            if (pc->strm)
+                nw_strm_send(pc->strm, NULL, 0, 1);
+            pc->req_done = 1;
+            nw_conn_pause(pc->conn, NW_PAUSE_DONE);
+            break;
+        }
+        if (e != HPE_PAUSED) {
+            pc_parse_error(pc);
+            break;
+        }
+        /* A request is complete; hold what follows until it is answered. */
+        pc->paused = 1;
         if (off < len && nw_sbuf_append(&pc->pipeline, data + off, len - off) != 0) {
             pc_close(pc);
-            return;
+            break;
         }
-        if (pc->state == PC_WAIT || pc->state == PC_STREAM)
-            nw_conn_pause(pc->conn, NW_PAUSE_PIPELINE);
-        return;
-    }
-    {
-        int status = pc->err_status ? pc->err_status : 400;
-        const char *why = llhttp_get_error_reason(&pc->parser);
-        nw_info("conn=%llu client=%s bad request: %d (%s)", (unsigned long long)pc->id,
-                pc->conn ? pc->conn->peer : "-", status,
-                pc->err_status ? nw_http_reason(status) : (why ? why : "parse error"));
-        if (pc->head_sent || pc->strm) {
-            /* Request body broke mid-stream: abort the exchange. */
-            if (!pc->head_sent) {
-                pc_reply(pc, status == 502 ? 502 : 400, "malformed request body");
-                return;
-            }
-            pc_close(pc);
-            return;
+        if (pc->defer_status) {
+            int st = pc->defer_status;
+            pc->defer_status = 0;
+            pc->in_feed = 1; /* pc_response_done must not re-enter */
+            pc_reply(pc, st, status_msg(st));
+            pc->in_feed = 0;
         }
-        pc_reply(pc, status, status == 431   ? "request header fields too large"
-                             : status == 414 ? "request target too long"
-                             : status == 501 ? "method not implemented"
-                             : status == 503 ? "no agent is connected to this server"
-                             : status == 502 ? "could not forward the request"
-                                             : "malformed request");
+        if (!pc->again)
+            break;
+        pc->again = 0;
+        if (pc->state == PC_CLOSED || pc->state == PC_LINGER)
+            break;
+        nw_sbuf_free(&cur);
+        cur = pc->pipeline;
+        memset(&pc->pipeline, 0, sizeof(pc->pipeline));
+        data = cur.p ? cur.p : "";
+        len = cur.len;
+        if (pc->conn)
+            nw_conn_resume(pc->conn, NW_PAUSE_PIPELINE);
     }
+    nw_sbuf_free(&cur);
+    if (pc->conn && pc->pipeline.len > PIPELINE_MAX)
+        nw_conn_pause(pc->conn, NW_PAUSE_PIPELINE);
 }
 
 /* ------------------------------------------------------ pconn lifecycle */
@@ -760,6 +826,17 @@ static void pc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     }
     if (pc->state == PC_LINGER)
         return; /* discard */
+    if (pc->paused) {
+        /* Still answering the previous request: keep reading (so a client
+         * that leaves is noticed) but only hold a bounded amount. */
+        if (nw_sbuf_append(&pc->pipeline, buf, (size_t)nread) != 0) {
+            pc_close(pc);
+            return;
+        }
+        if (pc->pipeline.len > PIPELINE_MAX)
+            nw_conn_pause(c, NW_PAUSE_PIPELINE);
+        return;
+    }
     pc_feed(pc, buf, (size_t)nread);
 }
 
