@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "tun.h"
+#include "ws.h"
 
 #define TUN_HIGH (1024 * 1024)
 #define TUN_LOW (256 * 1024)
@@ -502,7 +503,6 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 static int ws_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud) {
     (void)ctx;
     (void)ud;
-    extern int nw_random(void *, size_t);
     return nw_random(buf, len) == 0 ? 0 : -1;
 }
 
