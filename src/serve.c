@@ -625,7 +625,12 @@ static int on_headers_complete(llhttp_t *p) {
     if (status)
         return pc_fail(p, status);
     pc->state = PC_WAIT;
-    pc_arm(pc, pc->srv->cfg->response_timeout_ms);
+    /* The response timeout counts from the end of the request: a slow
+     * upload is not the local service being slow. */
+    if (end)
+        pc_arm(pc, pc->srv->cfg->response_timeout_ms);
+    else
+        uv_timer_stop(&pc->timer);
     if (has_body && pc->minor && nw_http_has_token(h, "expect", "100-continue"))
         pc_write(pc, "HTTP/1.1 100 Continue\r\n\r\n", 25, 0);
     return pc->upgrade_other ? 2 : 0;
@@ -649,6 +654,8 @@ static int on_message_complete(llhttp_t *p) {
     pc->req_done = 1;
     if (pc->tunnel || pc->upgrade_other)
         return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
+    if (pc->strm && pc->state == PC_WAIT)
+        pc_arm(pc, pc->srv->cfg->response_timeout_ms);
     if (pc->strm) {
         int rc = nw_strm_send(pc->strm, NULL, 0, 1);
         if (rc < 0 && rc != NW_ECLOSED)
