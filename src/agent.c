@@ -25,10 +25,10 @@ typedef struct lreq_s lreq_t;
 
 /* One connection to the local service. */
 typedef struct lconn_s {
+    nw_hfields_t hf; /* first: the shared llhttp head callbacks find it here */
     agent_t *ag;
     nw_conn_t *conn;
     llhttp_t parser;
-    nw_hfields_t hf;
     lreq_t *req;
     struct lconn_s *next; /* idle pool */
     unsigned reused : 1, got_bytes : 1, interim : 1, idle : 1, done : 1;
@@ -48,6 +48,7 @@ struct lreq_s {
 };
 
 struct agent_s {
+    nw_hfields_t hs_hf; /* first: the shared llhttp head callbacks find it here */
     uv_loop_t *loop;
     nw_agent_cfg_t *cfg;
     char remote_str[1400];
@@ -57,7 +58,6 @@ struct agent_s {
     nw_dial_t *dial;
     nw_conn_t *hs;      /* connection while the handshake runs */
     llhttp_t hs_parser;
-    nw_hfields_t hs_hf;
     nw_sbuf_t hs_body;
     char hs_key[25];
     int hs_done;
@@ -310,15 +310,6 @@ static int lc_on_message_begin(llhttp_t *p) {
     return 0;
 }
 
-static int lc_on_status(llhttp_t *p, const char *at, size_t n) {
-    return nw_hf_first(&((lconn_t *)p->data)->hf, at, n) == 0 ? 0 : -1;
-}
-static int lc_on_hname(llhttp_t *p, const char *at, size_t n) {
-    return nw_hf_name(&((lconn_t *)p->data)->hf, at, n) == 0 ? 0 : -1;
-}
-static int lc_on_hvalue(llhttp_t *p, const char *at, size_t n) {
-    return nw_hf_value(&((lconn_t *)p->data)->hf, at, n) == 0 ? 0 : -1;
-}
 
 static int lc_on_headers_complete(llhttp_t *p) {
     lconn_t *lc = p->data;
@@ -558,15 +549,6 @@ static void hs_fail(agent_t *ag, const char *why) {
     schedule_reconnect(ag, why);
 }
 
-static int hs_on_status(llhttp_t *p, const char *at, size_t n) {
-    return nw_hf_first(&((agent_t *)p->data)->hs_hf, at, n) == 0 ? 0 : -1;
-}
-static int hs_on_hname(llhttp_t *p, const char *at, size_t n) {
-    return nw_hf_name(&((agent_t *)p->data)->hs_hf, at, n) == 0 ? 0 : -1;
-}
-static int hs_on_hvalue(llhttp_t *p, const char *at, size_t n) {
-    return nw_hf_value(&((agent_t *)p->data)->hs_hf, at, n) == 0 ? 0 : -1;
-}
 static int hs_on_headers_complete(llhttp_t *p) {
     return p->status_code == 101 ? 2 : 0;
 }
@@ -793,17 +775,17 @@ int nw_agent_main(int argc, char **argv) {
     }
     nw_log_level = cfg.log_level;
     llhttp_settings_init(&hs_settings);
-    hs_settings.on_status = hs_on_status;
-    hs_settings.on_header_field = hs_on_hname;
-    hs_settings.on_header_value = hs_on_hvalue;
+    hs_settings.on_status = nw_http_cb_first;
+    hs_settings.on_header_field = nw_http_cb_name;
+    hs_settings.on_header_value = nw_http_cb_value;
     hs_settings.on_headers_complete = hs_on_headers_complete;
     hs_settings.on_body = hs_on_body;
     hs_settings.on_message_complete = hs_on_message_complete;
     llhttp_settings_init(&lc_settings);
     lc_settings.on_message_begin = lc_on_message_begin;
-    lc_settings.on_status = lc_on_status;
-    lc_settings.on_header_field = lc_on_hname;
-    lc_settings.on_header_value = lc_on_hvalue;
+    lc_settings.on_status = nw_http_cb_first;
+    lc_settings.on_header_field = nw_http_cb_name;
+    lc_settings.on_header_value = nw_http_cb_value;
     lc_settings.on_headers_complete = lc_on_headers_complete;
     lc_settings.on_body = lc_on_body;
     lc_settings.on_message_complete = lc_on_message_complete;

@@ -73,6 +73,18 @@ int nw_hf_find(const nw_hfields_t *h, const char *name, size_t start) {
     return -1;
 }
 
+int nw_http_cb_first(llhttp_t *p, const char *at, size_t n) {
+    return nw_hf_first((nw_hfields_t *)p->data, at, n) == 0 ? 0 : -1;
+}
+
+int nw_http_cb_name(llhttp_t *p, const char *at, size_t n) {
+    return nw_hf_name((nw_hfields_t *)p->data, at, n) == 0 ? 0 : -1;
+}
+
+int nw_http_cb_value(llhttp_t *p, const char *at, size_t n) {
+    return nw_hf_value((nw_hfields_t *)p->data, at, n) == 0 ? 0 : -1;
+}
+
 int nw_http_is_hop(const char *name, size_t len) {
     static const char *const hop[] = {"connection", "keep-alive", "te", "trailer",
                                       "transfer-encoding", "upgrade", "proxy-connection",

@@ -4,6 +4,8 @@
 #ifndef NW_HTTP1_H
 #define NW_HTTP1_H
 
+#include <llhttp.h>
+
 #include "buf.h"
 #include "mux.h"
 
@@ -35,6 +37,14 @@ int nw_hf_value(nw_hfields_t *h, const char *p, size_t n);
 void nw_hf_get(const nw_hfields_t *h, size_t i, nw_hdr_t *out);
 /* Index of the first field named name (case-insensitive) from start, or -1. */
 int nw_hf_find(const nw_hfields_t *h, const char *name, size_t start);
+
+/* llhttp span callbacks (on_url or on_status, on_header_field,
+ * on_header_value) that accumulate into the nw_hfields_t which the parser's
+ * data points at first: the owning struct must start with its nw_hfields_t.
+ * They return -1 when a cap is hit. */
+int nw_http_cb_first(llhttp_t *p, const char *at, size_t n);
+int nw_http_cb_name(llhttp_t *p, const char *at, size_t n);
+int nw_http_cb_value(llhttp_t *p, const char *at, size_t n);
 
 /* Hop-by-hop by definition (RFC 9110 7.6.1 and the usual Proxy-*). */
 int nw_http_is_hop(const char *name, size_t len);
