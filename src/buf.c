@@ -1,5 +1,6 @@
 /* buf.c: growable string and chunk FIFO. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "buf.h"
@@ -7,6 +8,8 @@
 static int sbuf_reserve(nw_sbuf_t *b, size_t extra) {
     size_t need = b->len + extra + 1, cap = b->cap ? b->cap : 256;
     char *p;
+    if (extra > SIZE_MAX / 4 - b->len)
+        return NW_ENOMEM; /* would overflow the doubling below */
     if (need <= b->cap)
         return 0;
     while (cap < need)

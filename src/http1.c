@@ -63,6 +63,10 @@ void nw_hf_get(const nw_hfields_t *h, size_t i, nw_hdr_t *out) {
     out->name_len = h->f[i].nl;
     out->value = h->f[i].vl ? h->raw.p + h->f[i].vo : "";
     out->value_len = h->f[i].vl;
+    /* llhttp drops leading whitespace but not trailing (RFC 9110 5.5). */
+    while (out->value_len &&
+           (out->value[out->value_len - 1] == ' ' || out->value[out->value_len - 1] == '\t'))
+        out->value_len--;
 }
 
 int nw_hf_find(const nw_hfields_t *h, const char *name, size_t start) {
