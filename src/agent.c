@@ -77,6 +77,7 @@ static llhttp_settings_t hs_settings, lc_settings;
 static void agent_connect(agent_t *ag);
 static void lreq_free(lreq_t *r);
 static void lc_close(lconn_t *lc);
+static void lc_abort(lconn_t *lc);
 static void lreq_start(lreq_t *r);
 
 /* ------------------------------------------------------------ backoff */
@@ -113,7 +114,7 @@ static void lreq_fail(lreq_t *r, uint32_t code, const char *why) {
     }
     if (r->lc) {
         r->lc->req = NULL;
-        lc_close(r->lc);
+        lc_abort(r->lc);
         r->lc = NULL;
     }
     lreq_free(r);
@@ -165,7 +166,7 @@ static void ag_on_reset(nw_strm_t *s, uint32_t code) {
     r->strm = NULL;
     if (r->lc) {
         r->lc->req = NULL;
-        lc_close(r->lc); /* never back to the pool: it is mid-exchange */
+        lc_abort(r->lc); /* never back to the pool: it is mid-exchange */
         r->lc = NULL;
     }
     lreq_free(r);
@@ -273,6 +274,14 @@ static void lc_close(lconn_t *lc) {
     if (lc->idle)
         pool_remove(lc->ag, lc);
     nw_conn_close(lc->conn);
+}
+
+/* Abort mid-exchange: a reset reaches the service even when the request
+ * body it never read is still queued in front of a FIN. */
+static void lc_abort(lconn_t *lc) {
+    if (lc->idle)
+        pool_remove(lc->ag, lc);
+    nw_conn_abort(lc->conn);
 }
 
 /* The exchange finished cleanly: pool the connection if it can be reused. */

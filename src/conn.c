@@ -5,13 +5,18 @@
  * idle. Writes are copied once into a block freed by the write callback. */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include "conn.h"
 #include "log.h"
 
 #define NW_READ_SIZE (64 * 1024)
+#define NW_PROBE_MS 1000
+/* Pauses that are waiting on someone else; OWNER and DONE are deliberate. */
+#define NW_PAUSE_WAITING (~(unsigned)(NW_PAUSE_OWNER | NW_PAUSE_DONE))
 
 static _Thread_local char read_scratch[NW_READ_SIZE];
 
@@ -37,7 +42,34 @@ static void on_uv_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         c->on_read(c, nread, buf->base);
 }
 
+/* With reads stopped and nothing to write, libuv does not watch the socket
+ * at all, so a peer that resets or leaves would go unnoticed for as long
+ * as the pause lasts. Peek at it now and then instead. */
+static void on_probe(uv_timer_t *h) {
+    nw_conn_t *c = nw_container_of(h, nw_conn_t, probe);
+    uv_os_fd_t fd;
+    char b;
+    ssize_t n;
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    if (c->closing || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return;
+    /* A reset shows in SO_ERROR even when unread bytes are queued (recv
+     * would hand those out first); a plain close shows as EOF. */
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr != 0) {
+        if (c->on_read)
+            c->on_read(c, -soerr, NULL);
+        return;
+    }
+    n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 && c->on_read)
+        c->on_read(c, UV_EOF, NULL);
+    else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && c->on_read)
+        c->on_read(c, -errno, NULL);
+}
+
 static void update_reading(nw_conn_t *c) {
+    int probe;
     if (c->closing)
         return;
     if (c->pause == 0 && !c->reading) {
@@ -47,6 +79,12 @@ static void update_reading(nw_conn_t *c) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
     }
+    probe = !c->reading && (c->pause & NW_PAUSE_WAITING) != 0;
+    if (probe && !c->probing)
+        uv_timer_start(&c->probe, on_probe, NW_PROBE_MS, NW_PROBE_MS);
+    else if (!probe && c->probing)
+        uv_timer_stop(&c->probe);
+    c->probing = probe ? 1 : 0;
 }
 
 nw_conn_t *nw_conn_new(uv_loop_t *loop) {
@@ -57,6 +95,8 @@ nw_conn_t *nw_conn_new(uv_loop_t *loop) {
         nw_free(c);
         return NULL;
     }
+    uv_timer_init(loop, &c->probe);
+    c->handles = 2;
     c->pause = NW_PAUSE_OWNER;
     return c;
 }
@@ -102,19 +142,28 @@ void nw_conn_resume(nw_conn_t *c, unsigned reason) {
 }
 
 static void on_close_done(uv_handle_t *h) {
-    nw_conn_t *c = nw_container_of(h, nw_conn_t, tcp);
+    nw_conn_t *c = h->data;
+    if (--c->handles > 0)
+        return;
     if (c->on_close)
         c->on_close(c);
     nw_free(c);
 }
 
-void nw_conn_close(nw_conn_t *c) {
+static void close_conn(nw_conn_t *c, int reset) {
     if (c->closing)
         return;
     c->closing = 1;
     c->reading = 0;
-    uv_close((uv_handle_t *)&c->tcp, on_close_done);
+    c->tcp.data = c;
+    c->probe.data = c;
+    uv_close((uv_handle_t *)&c->probe, on_close_done);
+    if (!reset || c->shutting || uv_tcp_close_reset(&c->tcp, on_close_done) != 0)
+        uv_close((uv_handle_t *)&c->tcp, on_close_done);
 }
+
+void nw_conn_close(nw_conn_t *c) { close_conn(c, 0); }
+void nw_conn_abort(nw_conn_t *c) { close_conn(c, 1); }
 
 typedef struct {
     uv_shutdown_t req;

@@ -29,6 +29,7 @@ enum {
 
 struct nw_conn_s {
     uv_tcp_t tcp;
+    uv_timer_t probe; /* while reads are paused: notice a peer that left */
     void *data; /* owner */
     nw_conn_read_cb on_read;
     nw_conn_written_cb on_written;
@@ -36,7 +37,8 @@ struct nw_conn_s {
     unsigned pause;
     size_t wbytes; /* queued to libuv, not yet written */
     int err;       /* first write error, if any */
-    unsigned closing : 1, shutting : 1, reading : 1;
+    int handles;   /* open uv handles; freed at 0 */
+    unsigned closing : 1, shutting : 1, reading : 1, probing : 1;
     char peer[64]; /* "ip:port" of the peer, for logs */
 };
 
@@ -58,6 +60,9 @@ void nw_conn_close_after_flush(nw_conn_t *c);
 void nw_conn_shutdown(nw_conn_t *c);
 /* Close now; queued writes are dropped. Idempotent. */
 void nw_conn_close(nw_conn_t *c);
+/* Close with a TCP reset: the peer learns at once even when unsent bytes
+ * are queued (a FIN would wait behind them). Idempotent. */
+void nw_conn_abort(nw_conn_t *c);
 
 /* --- dialer: resolve host, try each address in turn, with a timeout --- */
 typedef struct nw_dial_s nw_dial_t;

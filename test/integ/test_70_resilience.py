@@ -229,6 +229,7 @@ def test_client_abort_during_stalled_upload(t):
     # connection in a way the origin sees: a FIN would wait behind the
     # unread body, so that takes a TCP reset.
     o, s, a = t.stack()
+    problems = []
     for n, stall in ((1, False), (2, True)):
         path = "/hang/up%d" % n
         c, mark = _stalled_upload(s, o, path, stall)
@@ -238,15 +239,18 @@ def test_client_abort_during_stalled_upload(t):
         try:
             a.wait_for(r"strm=%d\b.*reset" % n, 10, since=amark)
         except AssertionError:
-            fail("%s: serve never reset stream %d to the agent (it does not notice a client "
-                 "that goes away while its reads are paused)" % (what, n))
+            problems.append("%s: serve never reset stream %d to the agent (it does not notice "
+                            "a client that goes away while its reads are paused)" % (what, n))
+            continue
         try:
             o.wait_event("aborted", path, since=mark, timeout=10)
         except AssertionError:
-            fail("%s: the agent got the reset but the origin never saw its request aborted "
-                 "(the local connection must be reset, not closed behind unread body bytes)"
-                 % what)
+            problems.append("%s: the agent got the reset but the origin never saw its request "
+                            "aborted (the local connection must be reset, not closed behind "
+                            "unread body bytes)" % what)
     eq(echo(s, "/echo?after=1")["path"], "/echo?after=1", "request afterwards")
+    if problems:
+        fail("; ".join(problems))
 
 
 @timed(60)
