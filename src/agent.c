@@ -70,6 +70,8 @@ struct agent_s {
     lreq_t *reqs;
     uv_signal_t sig[2];
     int stopping;
+    nw_tls_conf_t *remote_tls; /* NULL for http:// */
+    nw_tls_conf_t *local_tls;
 };
 
 static llhttp_settings_t hs_settings, lc_settings;
@@ -491,7 +493,7 @@ static void lreq_on_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     r->dial = NULL;
     if (!c) {
         snprintf(msg, sizeof(msg), "cannot connect to local service %s: %s",
-                 r->ag->local_str, nw_strerror(err));
+                 r->ag->local_str, nw_dial_strerror(d));
         lreq_fail(r, NW_RST_CONNECT, msg);
         return;
     }
@@ -511,7 +513,7 @@ static void lreq_start(lreq_t *r) {
         return;
     }
     r->dial = nw_dial_start(ag->loop, ag->cfg->local.host, ag->cfg->local.port,
-                            ag->cfg->connect_timeout_ms, lreq_on_dial, r);
+                            ag->cfg->connect_timeout_ms, ag->local_tls, lreq_on_dial, r);
     if (!r->dial)
         lreq_fail(r, NW_RST_INTERNAL, "cannot start a connection");
 }
@@ -677,14 +679,18 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     nw_sbuf_t req = {0};
     uv_buf_t b;
     char reason[1600];
-    (void)d;
     ag->dial = NULL;
     if (!c) {
         snprintf(reason, sizeof(reason), "cannot connect to %s: %s", ag->remote_str,
-                 nw_strerror(err));
+                 nw_dial_strerror(d));
+        if (err == NW_ETLS)
+            nw_err("agent=%s %s", ag->cfg->agent_id, reason);
         schedule_reconnect(ag, reason);
         return;
     }
+    if (c->tls)
+        nw_info("agent=%s tls: connected to %s with %s%s", ag->cfg->agent_id, ag->remote_str,
+                nw_tls_version(c->tls), ag->cfg->insecure ? " (certificate NOT verified)" : "");
     ag->hs = c;
     nw_conn_set_owner(c, ag, hs_on_read, NULL, hs_on_close);
     nw_hf_reset(&ag->hs_hf);
@@ -718,8 +724,12 @@ static void agent_connect(agent_t *ag) {
     if (ag->stopping || ag->tun || ag->dial || ag->hs)
         return;
     nw_info("agent=%s connecting to %s", ag->cfg->agent_id, ag->remote_str);
+    if (ag->remote_tls && ag->cfg->insecure)
+        nw_warn("agent=%s tls: TLS_INSECURE is set: the server's certificate is not verified "
+                "(insecure; anyone on the path can impersonate the server)",
+                ag->cfg->agent_id);
     ag->dial = nw_dial_start(ag->loop, ag->cfg->remote.host, ag->cfg->remote.port,
-                             ag->cfg->connect_timeout_ms, on_remote_dial, ag);
+                             ag->cfg->connect_timeout_ms, ag->remote_tls, on_remote_dial, ag);
     if (!ag->dial)
         schedule_reconnect(ag, "cannot start a connection");
 }
@@ -777,11 +787,6 @@ int nw_agent_main(int argc, char **argv) {
         fprintf(stderr, "natwrp agent: %s\n", err);
         return 2;
     }
-    if (cfg.remote.tls || cfg.local.tls) {
-        fprintf(stderr, "natwrp agent: %s: https:// is not supported by this build yet\n",
-                cfg.remote.tls ? "REMOTE_URL" : "LOCAL_URL");
-        return 2;
-    }
     nw_log_level = cfg.log_level;
     llhttp_settings_init(&hs_settings);
     hs_settings.on_status = nw_http_cb_first;
@@ -802,6 +807,25 @@ int nw_agent_main(int argc, char **argv) {
     ag = nw_calloc(1, sizeof(*ag));
     if (!ag)
         return 1;
+    if (cfg.remote.tls &&
+        !(ag->remote_tls = nw_tls_conf_client(cfg.ca_file[0] ? cfg.ca_file : NULL, cfg.insecure,
+                                              err, sizeof(err)))) {
+        fprintf(stderr, "natwrp agent: REMOTE_URL: %s\n", err);
+        nw_free(ag);
+        return 2;
+    }
+    if (cfg.local.tls &&
+        !(ag->local_tls = nw_tls_conf_client(cfg.local_ca_file[0] ? cfg.local_ca_file : NULL,
+                                             cfg.local_insecure, err, sizeof(err)))) {
+        fprintf(stderr, "natwrp agent: LOCAL_URL: %s\n", err);
+        if (ag->remote_tls)
+            nw_tls_conf_unref(ag->remote_tls);
+        nw_free(ag);
+        return 2;
+    }
+    if (ag->local_tls && cfg.local_insecure)
+        nw_warn("agent=%s tls: LOCAL_INSECURE is set: the local service's certificate is not "
+                "verified (insecure)", cfg.agent_id);
     uv_loop_init(&loop);
     ag->loop = &loop;
     ag->cfg = &cfg;
@@ -832,6 +856,10 @@ int nw_agent_main(int argc, char **argv) {
         nw_err("event loop closed with handles still open");
     nw_hf_free(&ag->hs_hf);
     nw_sbuf_free(&ag->hs_body);
+    if (ag->remote_tls)
+        nw_tls_conf_unref(ag->remote_tls);
+    if (ag->local_tls)
+        nw_tls_conf_unref(ag->local_tls);
     nw_free(ag);
     return 0;
 }

@@ -295,6 +295,14 @@ int nw_listen_parse(const char *s, nw_listen_t *l, char *err, size_t errlen) {
     uint64_t v;
     int rc;
 
+    l->scheme = NW_LISTEN_AUTO;
+    if (s && strncmp(s, "https://", 8) == 0) {
+        l->scheme = NW_LISTEN_TLS;
+        s += 8;
+    } else if (s && strncmp(s, "http://", 7) == 0) {
+        l->scheme = NW_LISTEN_PLAIN;
+        s += 7;
+    }
     if (!s || !*s)
         return fail(err, errlen, "empty address");
     n = strlen(s);
@@ -525,6 +533,8 @@ enum {
     OPT_LEVEL,   /* int log level */
     OPT_ID,      /* char[129] agent id */
     OPT_URL,     /* nw_url_t */
+    OPT_PATH,    /* char[1024] file name */
+    OPT_BOOL,    /* int; a flag without a value sets 1; env 1/true/yes or 0/false/no */
     OPT_LISTEN,  /* repeatable, handled by nw_cfg_serve */
     OPT_ENVFILE, /* handled by nw_cfg_agent */
 };
@@ -540,7 +550,7 @@ typedef struct {
     int required;     /* must be set in some layer */
 } opt_t;
 
-#define MAX_OPTS 12
+#define MAX_OPTS 16
 
 /* The raw values of every layer for one run. Nothing is validated until
  * the layers are merged; file values are owned copies. */
@@ -563,6 +573,9 @@ static const opt_t serve_opts[] = {
     {"--max-head", NULL, OPT_BYTES, SERVE_FIELD(max_head), 0, 0},
     {"--window", "WINDOW", OPT_BYTES, SERVE_FIELD(window), 0, 0},
     {"--log-level", "LOG_LEVEL", OPT_LEVEL, SERVE_FIELD(log_level), 0, 0},
+    {"--tls-cert", "TLS_CERT", OPT_PATH, SERVE_FIELD(tls_cert), 0, 0},
+    {"--tls-key", "TLS_KEY", OPT_PATH, SERVE_FIELD(tls_key), 0, 0},
+    {"--trust-proxy", "TRUST_PROXY", OPT_BOOL, SERVE_FIELD(trust_proxy), 0, 0},
 };
 
 #define AGENT_FIELD(f) offsetof(nw_agent_cfg_t, f)
@@ -577,6 +590,10 @@ static const opt_t agent_opts[] = {
     {"--window", "WINDOW", OPT_BYTES, AGENT_FIELD(window), 0, 0},
     {"--max-head", "MAX_HEAD", OPT_BYTES, AGENT_FIELD(max_head), 0, 0},
     {"--log-level", "LOG_LEVEL", OPT_LEVEL, AGENT_FIELD(log_level), 0, 0},
+    {"--ca-file", "CA_FILE", OPT_PATH, AGENT_FIELD(ca_file), 0, 0},
+    {"--insecure", "TLS_INSECURE", OPT_BOOL, AGENT_FIELD(insecure), 0, 0},
+    {"--local-ca-file", "LOCAL_CA_FILE", OPT_PATH, AGENT_FIELD(local_ca_file), 0, 0},
+    {"--local-insecure", "LOCAL_INSECURE", OPT_BOOL, AGENT_FIELD(local_insecure), 0, 0},
 };
 
 _Static_assert(NW_ARRAY_LEN(serve_opts) <= MAX_OPTS, "raise MAX_OPTS");
@@ -690,6 +707,26 @@ static int apply_id(char *field, const char *v, char *why, size_t whylen) {
     return 0;
 }
 
+static int apply_path(char *field, const char *v, char *why, size_t whylen) {
+    size_t n = strlen(v);
+    if (n == 0 || n >= 1024)
+        return fail(why, whylen, "file name must be 1 to 1023 characters");
+    memcpy(field, v, n + 1);
+    return 0;
+}
+
+static int apply_bool(int *field, const char *v, char *why, size_t whylen) {
+    static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off"};
+    size_t i;
+    for (i = 0; i < 4; i++) {
+        if (nw_strieq(v, strlen(v), yes[i]) || nw_strieq(v, strlen(v), no[i])) {
+            *field = nw_strieq(v, strlen(v), yes[i]);
+            return 0;
+        }
+    }
+    return fail(why, whylen, "invalid value '%.*s' (use 1 or 0)", QLEN, v);
+}
+
 static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t whylen) {
     char *field = (char *)cfg + o->off;
 
@@ -700,6 +737,8 @@ static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t
     case OPT_LEVEL: return apply_level((int *)(void *)field, v, why, whylen);
     case OPT_ID: return apply_id(field, v, why, whylen);
     case OPT_URL: return nw_url_parse(v, (nw_url_t *)(void *)field, why, whylen);
+    case OPT_PATH: return apply_path(field, v, why, whylen);
+    case OPT_BOOL: return apply_bool((int *)(void *)field, v, why, whylen);
     default: return 0;
     }
 }
@@ -777,6 +816,8 @@ static int parse_args(int argc, char **argv, layers_t *ly, void (*usage)(void), 
             return fail(err, errlen, "unknown flag %.*s", (int)NW_MIN(n, QLEN), a);
         if (eq)
             v = eq + 1;
+        else if (ly->opts[k].kind == OPT_BOOL)
+            v = "1"; /* a bare boolean flag switches it on */
         else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
             v = argv[++i];
         else
@@ -812,12 +853,21 @@ static void serve_usage(void) {
           "                           (default 262144; env WINDOW)\n"
           "  --log-level LEVEL        error, warn, info or debug\n"
           "                           (default info; env LOG_LEVEL)\n"
+          "  --tls-cert FILE          PEM certificate chain (leaf first); with --tls-key,\n"
+          "                           bare --listen addresses serve HTTPS and WSS, and\n"
+          "                           http://ADDR stays plain (env TLS_CERT). SIGHUP\n"
+          "                           reloads the pair; a bad new pair is refused.\n"
+          "  --tls-key FILE           PEM private key (env TLS_KEY)\n"
+          "  --trust-proxy            keep incoming X-Forwarded-For (appending the peer),\n"
+          "                           X-Forwarded-Proto and -Host: only behind a proxy\n"
+          "                           you run (env TRUST_PROXY=1). Without it the client\n"
+          "                           address replaces X-Forwarded-For.\n"
           "  -h, --help               show this help and exit\n"
           "  --version                print the version and exit\n",
           stdout);
     fputs("\n"
-          "Environment: PORT, RESPONSE_TIMEOUT, PING_INTERVAL, WINDOW, LOG_LEVEL (empty\n"
-          "values count as unset).\n"
+          "Environment: PORT, RESPONSE_TIMEOUT, PING_INTERVAL, WINDOW, LOG_LEVEL, TLS_CERT,\n"
+          "TLS_KEY, TRUST_PROXY (empty values count as unset).\n"
           "SECS may have a fraction (0.5). BYTES may end in k, m or g (64k = 65536).\n",
           stdout);
 }
@@ -847,6 +897,12 @@ static void agent_usage(void) {
           "  --max-head BYTES         MAX_HEAD: largest response head from the local\n"
           "                           service, at least 1k (default 65536)\n"
           "  --log-level LEVEL        LOG_LEVEL: error, warn, info or debug (default info)\n"
+          "  --ca-file FILE           CA_FILE: CA bundle to verify an https:// REMOTE_URL\n"
+          "                           (default the system bundle)\n"
+          "  --insecure               TLS_INSECURE=1: do not verify the server's\n"
+          "                           certificate (warned at every connect)\n"
+          "  --local-ca-file FILE     LOCAL_CA_FILE: CA bundle for an https:// LOCAL_URL\n"
+          "  --local-insecure         LOCAL_INSECURE=1: do not verify the local service\n"
           "  -h, --help               show this help and exit\n"
           "  --version                print the version and exit\n",
           stdout);
@@ -887,13 +943,26 @@ static int serve_listen(const layers_t *ly, nw_serve_cfg_t *cfg, char *err, size
             return fail(err, errlen, "--listen: %s", why);
     if (ly->nlisten > 0) {
         cfg->nlisten = ly->nlisten;
-        return 0;
+    } else if (port && port[0]) {
+        if (parse_uint(port, strlen(port), 65535, &v))
+            return fail(err, errlen, "PORT: invalid port '%.*s' (use 0-65535)", QLEN, port);
+        cfg->listen[0].port = (uint16_t)v;
     }
-    if (!port || !port[0])
-        return 0;
-    if (parse_uint(port, strlen(port), 65535, &v))
-        return fail(err, errlen, "PORT: invalid port '%.*s' (use 0-65535)", QLEN, port);
-    cfg->listen[0].port = (uint16_t)v;
+    return 0;
+}
+
+/* With a certificate, bare listeners serve TLS and http:// ones plain;
+ * without one, https:// listeners are an error. */
+static int serve_tls(nw_serve_cfg_t *cfg, char *err, size_t errlen) {
+    int i, have = cfg->tls_cert[0] != 0;
+    if (have != (cfg->tls_key[0] != 0))
+        return fail(err, errlen, "%s", have ? "--tls-cert needs --tls-key" : "--tls-key needs --tls-cert");
+    for (i = 0; i < cfg->nlisten; i++) {
+        nw_listen_t *l = &cfg->listen[i];
+        if (l->scheme == NW_LISTEN_TLS && !have)
+            return fail(err, errlen, "--listen: https:// needs --tls-cert and --tls-key");
+        l->tls = have && l->scheme != NW_LISTEN_PLAIN;
+    }
     return 0;
 }
 
@@ -908,7 +977,9 @@ int nw_cfg_serve(int argc, char **argv, nw_serve_cfg_t *cfg, char *err, size_t e
         return rc;
     layers_merge(&ly);
     rc = layers_apply(&ly, cfg, err, errlen);
-    return rc ? rc : serve_listen(&ly, cfg, err, errlen);
+    if (rc == 0)
+        rc = serve_listen(&ly, cfg, err, errlen);
+    return rc ? rc : serve_tls(cfg, err, errlen);
 }
 
 /* ---- agent -------------------------------------------------------------- */

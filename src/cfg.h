@@ -16,9 +16,13 @@ typedef struct {
     char path[1024];    /* base path without trailing '/'; "" for root */
 } nw_url_t;
 
+enum { NW_LISTEN_AUTO = 0, NW_LISTEN_TLS = 1, NW_LISTEN_PLAIN = 2 };
+
 typedef struct {
     char host[256]; /* "" means every interface */
     uint16_t port;
+    int scheme;     /* NW_LISTEN_*: "https://ADDR", "http://ADDR" or bare */
+    int tls;        /* resolved: serve TLS on this listener */
 } nw_listen_t;
 
 typedef struct {
@@ -29,6 +33,9 @@ typedef struct {
     uint32_t max_head;            /* --max-head BYTES, default 65536 */
     uint32_t window;              /* --window BYTES, per-stream receive window, default 262144 */
     int log_level;                /* 0 error 1 warn 2 info 3 debug; --log-level / LOG_LEVEL */
+    char tls_cert[1024];          /* --tls-cert / TLS_CERT: PEM chain, leaf first */
+    char tls_key[1024];           /* --tls-key / TLS_KEY */
+    int trust_proxy;              /* --trust-proxy / TRUST_PROXY: keep incoming X-Forwarded-* */
 } nw_serve_cfg_t;
 
 typedef struct {
@@ -41,6 +48,10 @@ typedef struct {
     uint32_t window;           /* WINDOW / --window: per-stream receive window, default 262144 */
     uint32_t max_head;         /* max response head from the local service, default 65536 */
     int log_level;
+    char ca_file[1024];        /* CA_FILE / --ca-file: CAs for REMOTE_URL ("" = system) */
+    int insecure;              /* TLS_INSECURE / --insecure: skip REMOTE_URL verification */
+    char local_ca_file[1024];  /* LOCAL_CA_FILE / --local-ca-file */
+    int local_insecure;        /* LOCAL_INSECURE / --local-insecure */
     char env_file[1024];       /* file actually read, "" if none */
 } nw_agent_cfg_t;
 
@@ -49,7 +60,8 @@ typedef struct {
  * with a reason in err. */
 int nw_url_parse(const char *s, nw_url_t *u, char *err, size_t errlen);
 
-/* Parse ":8000", "0.0.0.0:8000", "127.0.0.1:8000", "[::1]:8000", "8000". */
+/* Parse ":8000", "0.0.0.0:8000", "127.0.0.1:8000", "[::1]:8000", "8000",
+ * optionally prefixed "http://" (plain) or "https://" (TLS). */
 int nw_listen_parse(const char *s, nw_listen_t *l, char *err, size_t errlen);
 
 /* dotenv syntax: comments, blank lines, "export KEY=...", single and double

@@ -34,12 +34,86 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     *buf = uv_buf_init(read_scratch, sizeof(read_scratch));
 }
 
+static int submit_owned(nw_conn_t *c, char *p, size_t len, size_t credit);
+
+static void report(nw_conn_t *c, ssize_t nread, const char *buf) {
+    if (c->on_read)
+        c->on_read(c, nread, buf);
+}
+
+/* Send whatever TLS produced (handshake flights, alerts, tickets). */
+static void tls_flush(nw_conn_t *c) {
+    size_t len = 0;
+    char *p = nw_tls_take_out(c->tls, &len);
+    if (p && len)
+        submit_owned(c, p, len, 0);
+    else
+        nw_free(p);
+}
+
+/* Hand decrypted bytes to the owner while it wants them. */
+static void tls_drain(nw_conn_t *c) {
+    while (!c->closing && c->pause == 0) {
+        ssize_t n = nw_tls_read(c->tls, read_scratch, sizeof(read_scratch));
+        tls_flush(c);
+        if (n == 0)
+            return;
+        if (n < 0) {
+            report(c, n == NW_ECLOSED ? UV_EOF : NW_ETLS, NULL);
+            return;
+        }
+        report(c, n, read_scratch);
+    }
+}
+
+static void tls_input(nw_conn_t *c, const char *buf, size_t n) {
+    int rc;
+    if (nw_tls_feed(c->tls, buf, n) != 0) {
+        report(c, NW_ENOMEM, NULL);
+        return;
+    }
+    if (!c->tls_up) {
+        rc = nw_tls_handshake(c->tls);
+        tls_flush(c);
+        if (rc < 0) {
+            report(c, NW_ETLS, NULL);
+            return;
+        }
+        if (rc > 0)
+            return;
+        c->tls_up = 1;
+        if (c->on_handshake)
+            c->on_handshake(c);
+        if (c->closing)
+            return;
+    }
+    tls_drain(c);
+}
+
 static void on_uv_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     nw_conn_t *c = nw_container_of(s, nw_conn_t, tcp);
     if (nread == 0 || c->closing)
         return;
-    if (c->on_read)
-        c->on_read(c, nread, buf->base);
+    if (c->tls && nread > 0)
+        tls_input(c, buf->base, (size_t)nread);
+    else
+        report(c, nread, buf->base);
+}
+
+int nw_conn_start_tls(nw_conn_t *c, nw_tls_conf_t *conf, const char *host) {
+    int rc;
+    c->tls = nw_tls_new(conf, host);
+    if (!c->tls)
+        return NW_ENOMEM;
+    if (!host)
+        return 0;
+    rc = nw_tls_handshake(c->tls); /* the ClientHello */
+    tls_flush(c);
+    return rc < 0 ? NW_ETLS : 0;
+}
+
+const char *nw_conn_tls_error(const nw_conn_t *c) {
+    return c->tls ? nw_tls_error(c->tls) : "";
 }
 
 /* With reads stopped and nothing to write, libuv does not watch the socket
@@ -52,7 +126,14 @@ static void on_probe(uv_timer_t *h) {
     ssize_t n;
     int soerr = 0;
     socklen_t sl = sizeof(soerr);
-    if (c->closing || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+    if (c->closing)
+        return;
+    if (c->pause == 0) { /* armed by a resume: plaintext may wait in TLS */
+        if (c->tls && c->tls_up)
+            tls_drain(c);
+        return;
+    }
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
         return;
     /* A reset shows in SO_ERROR even when unread bytes are queued (recv
      * would hand those out first); a plain close shows as EOF. */
@@ -75,6 +156,13 @@ static void update_reading(nw_conn_t *c) {
     if (c->pause == 0 && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_uv_read) == 0)
             c->reading = 1;
+        if (c->tls && c->tls_up) {
+            /* Records already decrypted or buffered would otherwise wait for
+             * the next packet: drain them from the loop, not from here. */
+            uv_timer_start(&c->probe, on_probe, 0, 0);
+            c->probing = 0;
+            return;
+        }
     } else if (c->pause != 0 && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
@@ -147,6 +235,8 @@ static void on_close_done(uv_handle_t *h) {
         return;
     if (c->on_close)
         c->on_close(c);
+    if (c->tls)
+        nw_tls_free(c->tls);
     nw_free(c);
 }
 
@@ -184,6 +274,10 @@ static void shutdown_conn(nw_conn_t *c, int then_close) {
     shut_t *s;
     if (c->closing || c->shutting)
         return;
+    if (c->tls && c->tls_up) {
+        nw_tls_close_notify(c->tls); /* a clean end, unlike a cut body */
+        tls_flush(c);
+    }
     c->shutting = 1;
     s = nw_malloc(sizeof(*s));
     if (!s || uv_shutdown(&s->req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -234,10 +328,28 @@ static int submit(nw_conn_t *c, wreq_t *w) {
     return 0;
 }
 
+static int tls_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit) {
+    size_t len = 0;
+    unsigned i;
+    char *p;
+    if (!c->tls_up || c->closing || c->shutting)
+        return NW_ECLOSED;
+    for (i = 0; i < n; i++)
+        if (bufs[i].len && nw_tls_write(c->tls, bufs[i].base, bufs[i].len) != 0)
+            return NW_ETLS;
+    p = nw_tls_take_out(c->tls, &len);
+    if (!p)
+        return credit ? NW_ENOMEM : 0;
+    return submit_owned(c, p, len, credit);
+}
+
 int nw_conn_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit) {
     size_t total = 0, off = 0;
     unsigned i;
     wreq_t *w;
+
+    if (c->tls)
+        return tls_write(c, bufs, n, credit);
 
     for (i = 0; i < n; i++)
         total += bufs[i].len;
@@ -255,6 +367,16 @@ int nw_conn_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit)
 }
 
 int nw_conn_write_owned(nw_conn_t *c, char *p, size_t len, size_t credit) {
+    if (c->tls) {
+        uv_buf_t b = uv_buf_init(p, (unsigned)len);
+        int rc = tls_write(c, &b, 1, credit);
+        nw_free(p);
+        return rc;
+    }
+    return submit_owned(c, p, len, credit);
+}
+
+static int submit_owned(nw_conn_t *c, char *p, size_t len, size_t credit) {
     wreq_t *w = nw_malloc(sizeof(*w));
     if (!w) {
         nw_free(p);
@@ -279,14 +401,21 @@ struct nw_dial_s {
     nw_conn_t *c;
     uv_timer_t timer;
     int last_err;
+    nw_tls_conf_t *tls;
+    char host[256];
+    char msg[NW_TLS_ERRLEN + 64];
     unsigned gai_pending : 1, connect_pending : 1, timer_open : 1, done : 1;
 };
+
+const char *nw_dial_strerror(const nw_dial_t *d) { return d->msg; }
 
 static void dial_maybe_free(nw_dial_t *d) {
     if (!d->done || d->gai_pending || d->connect_pending || d->timer_open)
         return;
     if (d->res)
         uv_freeaddrinfo(d->res);
+    if (d->tls)
+        nw_tls_conf_unref(d->tls);
     nw_free(d);
 }
 
@@ -301,6 +430,8 @@ static void dial_finish(nw_dial_t *d, nw_conn_t *c, int err, int report) {
     if (d->done)
         return;
     d->done = 1;
+    if (err && !d->msg[0])
+        snprintf(d->msg, sizeof(d->msg), "%s", nw_strerror(err));
     if (!c && d->c) {
         nw_conn_close(d->c); /* fires the pending connect with ECANCELED */
         d->c = NULL;
@@ -315,6 +446,40 @@ static void dial_finish(nw_dial_t *d, nw_conn_t *c, int err, int report) {
 
 static void dial_try_next(nw_dial_t *d);
 
+/* TLS runs inside the dial: the owner only ever sees an established,
+ * verified connection (or the reason it is not). */
+static void dial_tls_up(nw_conn_t *c) {
+    nw_dial_t *d = c->data;
+    c->on_handshake = NULL;
+    nw_conn_pause(c, NW_PAUSE_OWNER);
+    d->c = NULL;
+    dial_finish(d, c, 0, 1);
+}
+
+static void dial_tls_read(nw_conn_t *c, ssize_t nread, const char *buf) {
+    nw_dial_t *d = c->data;
+    (void)buf;
+    if (nread >= 0)
+        return;
+    if (nread == NW_ETLS)
+        snprintf(d->msg, sizeof(d->msg), "tls: %s", nw_conn_tls_error(c));
+    else
+        snprintf(d->msg, sizeof(d->msg), "tls: connection lost during the handshake (%s)",
+                 nw_strerror((int)nread));
+    dial_finish(d, NULL, NW_ETLS, 1);
+}
+
+static void dial_start_tls(nw_dial_t *d, nw_conn_t *c) {
+    nw_conn_set_owner(c, d, dial_tls_read, NULL, NULL);
+    c->on_handshake = dial_tls_up;
+    if (nw_conn_start_tls(c, d->tls, d->host) != 0) {
+        snprintf(d->msg, sizeof(d->msg), "tls: %s", nw_conn_tls_error(c));
+        dial_finish(d, NULL, NW_ETLS, 1);
+        return;
+    }
+    nw_conn_resume(c, NW_PAUSE_OWNER);
+}
+
 static void dial_on_connect(uv_connect_t *req, int status) {
     nw_dial_t *d = req->data;
     nw_conn_t *c = d->c;
@@ -324,8 +489,12 @@ static void dial_on_connect(uv_connect_t *req, int status) {
         return;
     }
     if (status == 0) {
-        d->c = NULL;
         nw_conn_ready(c);
+        if (d->tls) {
+            dial_start_tls(d, c);
+            return;
+        }
+        d->c = NULL;
         dial_finish(d, c, 0, 1);
         return;
     }
@@ -387,7 +556,7 @@ static void dial_on_timeout(uv_timer_t *t) {
 }
 
 nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
-                         uint64_t timeout_ms, nw_dial_cb cb, void *ud) {
+                         uint64_t timeout_ms, nw_tls_conf_t *tls, nw_dial_cb cb, void *ud) {
     struct addrinfo hints;
     nw_dial_t *d = nw_calloc(1, sizeof(*d));
     if (!d)
@@ -396,6 +565,7 @@ nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
     d->port = port;
     d->cb = cb;
     d->ud = ud;
+    snprintf(d->host, sizeof(d->host), "%s", host);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -407,6 +577,7 @@ nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
         return NULL;
     }
     d->gai_pending = 1;
+    d->tls = tls ? nw_tls_conf_ref(tls) : NULL;
     uv_timer_init(loop, &d->timer);
     d->timer.data = d;
     d->timer_open = 1;

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "nw.h"
+#include "tls.h"
 
 typedef struct nw_conn_s nw_conn_t;
 
@@ -38,7 +39,9 @@ struct nw_conn_s {
     size_t wbytes; /* queued to libuv, not yet written */
     int err;       /* first write error, if any */
     int handles;   /* open uv handles; freed at 0 */
-    unsigned closing : 1, shutting : 1, reading : 1, probing : 1;
+    nw_tls_t *tls; /* NULL on plain TCP */
+    void (*on_handshake)(nw_conn_t *c); /* TLS established (dialer's use) */
+    unsigned closing : 1, shutting : 1, reading : 1, probing : 1, tls_up : 1;
     char peer[64]; /* "ip:port" of the peer, for logs */
 };
 
@@ -48,6 +51,12 @@ void nw_conn_set_owner(nw_conn_t *c, void *owner, nw_conn_read_cb on_read,
                        nw_conn_written_cb on_written, nw_conn_close_cb on_close);
 /* Called once the socket is connected/accepted: sets TCP_NODELAY, peer. */
 void nw_conn_ready(nw_conn_t *c);
+/* Run TLS on this connection from now on: a client (host != NULL, the name
+ * to verify) starts the handshake at once; a server waits for the hello.
+ * Owners then see plaintext only; a TLS failure reaches on_read as NW_ETLS
+ * and nw_conn_tls_error() says why. */
+int nw_conn_start_tls(nw_conn_t *c, nw_tls_conf_t *conf, const char *host);
+const char *nw_conn_tls_error(const nw_conn_t *c);
 void nw_conn_pause(nw_conn_t *c, unsigned reason);
 void nw_conn_resume(nw_conn_t *c, unsigned reason);
 /* Copy bufs into one block and queue it. 0 or a negative error. */
@@ -69,9 +78,13 @@ typedef struct nw_dial_s nw_dial_t;
 /* c is a connected conn (owner must adopt it) or NULL with err < 0. */
 typedef void (*nw_dial_cb)(nw_dial_t *d, nw_conn_t *c, int err, void *ud);
 /* Start a dial; returns NULL on allocation failure. The dial object frees
- * itself after cb has run; cb is never called from inside nw_dial_start. */
+ * itself after cb has run; cb is never called from inside nw_dial_start.
+ * With tls, the TLS handshake (SNI and verification against host) is part
+ * of the dial and its timeout. */
 nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
-                         uint64_t timeout_ms, nw_dial_cb cb, void *ud);
+                         uint64_t timeout_ms, nw_tls_conf_t *tls, nw_dial_cb cb, void *ud);
+/* During cb: a readable reason for a failed dial (TLS details included). */
+const char *nw_dial_strerror(const nw_dial_t *d);
 /* Abandon a dial: cb is not called; any connection made is closed. */
 void nw_dial_cancel(nw_dial_t *d);
 

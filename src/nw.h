@@ -31,7 +31,8 @@
     X(HANDSHAKE, -1010, "tunnel handshake refused")            \
     X(TIMEOUT, -1011, "timed out")                             \
     X(RESET, -1012, "stream reset")                            \
-    X(INVAL, -1013, "invalid argument")
+    X(INVAL, -1013, "invalid argument")                       \
+    X(TLS, -1014, "TLS failure")
 
 enum {
 #define NW_ERR_ENUM(name, val, msg) NW_E##name = (val),

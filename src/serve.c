@@ -50,15 +50,17 @@ typedef struct pconn_s {
     struct pconn_s *prev, *next;
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
         has_cl : 1, tunnel : 1, upgrade_other : 1, minor : 1, in_feed : 1, paused : 1,
-        again : 1;
+        again : 1, https : 1;
 } pconn_t;
 
 struct serve_s {
     uv_loop_t *loop;
     nw_serve_cfg_t *cfg;
     uv_tcp_t listeners[NW_CFG_MAX_LISTEN];
+    int listener_tls[NW_CFG_MAX_LISTEN];
     int nlisteners;
-    uv_signal_t sig[2];
+    uv_signal_t sig[3];
+    nw_tls_conf_t *tls; /* current server certificate; swapped by SIGHUP */
     nw_tun_t *tuns[MAX_TUNNELS];
     size_t ntuns;
     size_t rr;
@@ -528,6 +530,7 @@ static int on_hvalue(llhttp_t *p, const char *at, size_t n) {
 static int open_stream(pconn_t *pc, const char *target, size_t tlen, int slash, int end) {
     static const char *const drop[] = {"x-forwarded-for", "x-forwarded-proto",
                                        "x-forwarded-host", "expect", NULL};
+    int trust = pc->srv->cfg->trust_proxy;
     nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 3];
     nw_hfields_t *h = &pc->hf;
     nw_sbuf_t xff = {0}, tgt = {0};
@@ -542,15 +545,24 @@ static int open_stream(pconn_t *pc, const char *target, size_t tlen, int slash, 
     if (ip[0] == '[')
         ip++, iplen -= 2;
     n = nw_http_filter(h, hdrs, NW_HTTP_MAX_FIELDS, drop);
-    while ((i = nw_hf_find(h, "x-forwarded-for", (size_t)(i + 1))) >= 0) {
+    /* Only a proxy we were told to trust may speak for the client; from
+     * anyone else, X-Forwarded-* values are dropped, not extended. */
+    while (trust && (i = nw_hf_find(h, "x-forwarded-for", (size_t)(i + 1))) >= 0) {
         nw_hf_get(h, (size_t)i, &f);
         nw_sbuf_append(&xff, f.value, f.value_len);
         nw_sbuf_append(&xff, ", ", 2);
     }
     nw_sbuf_append(&xff, ip, iplen);
     hdrs[n++] = (nw_hdr_t){"X-Forwarded-For", 15, xff.p ? xff.p : "", xff.len};
-    hdrs[n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, "http", 4};
-    if ((i = nw_hf_find(h, "host", 0)) >= 0) {
+    if (trust && (i = nw_hf_find(h, "x-forwarded-proto", 0)) >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        hdrs[n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, f.value, f.value_len};
+    } else {
+        hdrs[n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, pc->https ? "https" : "http",
+                               pc->https ? 5u : 4u};
+    }
+    if ((trust && (i = nw_hf_find(h, "x-forwarded-host", 0)) >= 0) ||
+        (i = nw_hf_find(h, "host", 0)) >= 0) {
         nw_hf_get(h, (size_t)i, &f);
         hdrs[n++] = (nw_hdr_t){"X-Forwarded-Host", 16, f.value, f.value_len};
     }
@@ -825,6 +837,9 @@ static void pc_on_timer(uv_timer_t *h) {
 static void pc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     pconn_t *pc = c->data;
     if (nread < 0) {
+        if (nread == NW_ETLS)
+            nw_info("conn=%llu client=%s tls: handshake failed: %s", (unsigned long long)pc->id,
+                    c->peer, nw_conn_tls_error(c));
         if (pc->strm)
             nw_info("conn=%llu client=%s strm=%u client went away: %s", (unsigned long long)pc->id,
                     c->peer, pc->strm->sid, nw_strerror((int)nread));
@@ -864,6 +879,7 @@ static void pc_on_written(nw_conn_t *c, size_t credit) {
 
 static void on_connection(uv_stream_t *server, int status) {
     serve_t *srv = server->data;
+    int tls = srv->listener_tls[(uv_tcp_t *)server - srv->listeners];
     pconn_t *pc;
     nw_conn_t *c;
     if (status < 0)
@@ -891,6 +907,13 @@ static void on_connection(uv_stream_t *server, int status) {
     srv->pconns = pc;
     nw_conn_set_owner(c, pc, pc_on_read, pc_on_written, pc_on_conn_close);
     nw_conn_ready(c);
+    if (tls) {
+        pc->https = 1;
+        if (nw_conn_start_tls(c, srv->tls, NULL) != 0) {
+            pc_close(pc);
+            return;
+        }
+    }
     pc->state = PC_IDLE;
     pc_arm(pc, IDLE_TIMEOUT_MS);
     nw_conn_resume(c, NW_PAUSE_OWNER);
@@ -935,15 +958,16 @@ static int listen_one(serve_t *srv, const nw_listen_t *l) {
         uv_close((uv_handle_t *)h, NULL);
         return rc;
     }
-    srv->nlisteners++;
+    srv->listener_tls[srv->nlisteners++] = l->tls;
     uv_tcp_getsockname(h, (struct sockaddr *)&ss, &len);
     if (ss.ss_family == AF_INET6) {
         uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof(name));
-        nw_info("listening on http://[%s]:%d", name,
+        nw_info("listening on %s://[%s]:%d", l->tls ? "https" : "http", name,
                 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
     } else {
         uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof(name));
-        nw_info("listening on http://%s:%d", name, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        nw_info("listening on %s://%s:%d", l->tls ? "https" : "http", name,
+                ntohs(((struct sockaddr_in *)&ss)->sin_port));
     }
     return 0;
 }
@@ -952,6 +976,27 @@ static void on_walk_close(uv_handle_t *h, void *arg) {
     (void)arg;
     if (!uv_is_closing(h))
         uv_close(h, NULL);
+}
+
+/* SIGHUP: load the pair again. New handshakes use the new one; live
+ * sessions keep theirs (the configuration is reference-counted). */
+static void on_sighup(uv_signal_t *h, int signum) {
+    serve_t *srv = h->data;
+    char err[NW_TLS_ERRLEN];
+    nw_tls_conf_t *c;
+    (void)signum;
+    if (!srv->cfg->tls_cert[0]) {
+        nw_info("received SIGHUP: no certificate configured, nothing to reload");
+        return;
+    }
+    c = nw_tls_conf_server(srv->cfg->tls_cert, srv->cfg->tls_key, err, sizeof(err));
+    if (!c) {
+        nw_err("tls: reload failed, keeping the old certificate: %s", err);
+        return;
+    }
+    nw_tls_conf_unref(srv->tls);
+    srv->tls = c;
+    nw_info("tls: reloaded certificate %s and key %s", srv->cfg->tls_cert, srv->cfg->tls_key);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -979,6 +1024,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     }
     uv_close((uv_handle_t *)&srv->sig[0], NULL);
     uv_close((uv_handle_t *)&srv->sig[1], NULL);
+    uv_close((uv_handle_t *)&srv->sig[2], NULL);
 }
 
 int nw_serve_main(int argc, char **argv) {
@@ -1012,20 +1058,34 @@ int nw_serve_main(int argc, char **argv) {
     srv->loop = &loop;
     srv->cfg = &cfg;
     rc = 0;
+    if (cfg.tls_cert[0]) {
+        char terr[NW_TLS_ERRLEN];
+        srv->tls = nw_tls_conf_server(cfg.tls_cert, cfg.tls_key, terr, sizeof(terr));
+        if (!srv->tls) {
+            fprintf(stderr, "natwrp serve: %s\n", terr);
+            uv_loop_close(&loop);
+            nw_free(srv);
+            return 2;
+        }
+    }
     for (i = 0; i < cfg.nlisten && rc == 0; i++)
         rc = listen_one(srv, &cfg.listen[i]);
     if (rc == 0) {
-        uv_signal_init(&loop, &srv->sig[0]);
-        uv_signal_init(&loop, &srv->sig[1]);
-        srv->sig[0].data = srv->sig[1].data = srv;
+        for (i = 0; i < 3; i++) {
+            uv_signal_init(&loop, &srv->sig[i]);
+            srv->sig[i].data = srv;
+        }
         uv_signal_start(&srv->sig[0], on_signal, SIGINT);
         uv_signal_start(&srv->sig[1], on_signal, SIGTERM);
+        uv_signal_start(&srv->sig[2], on_sighup, SIGHUP);
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     uv_walk(&loop, on_walk_close, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         nw_err("event loop closed with handles still open");
+    if (srv->tls)
+        nw_tls_conf_unref(srv->tls);
     nw_free(srv);
     return rc == 0 ? 0 : 1;
 }
