@@ -2,6 +2,7 @@
 #   make            optimised build/natwrp
 #   make test       sanitizer build, unit + integration tests
 #   make demo       serve + agent + demo service on loopback
+#   make bench      plain vs TLS tunnel throughput (scripts/bench.sh)
 #   make install PREFIX=/usr/local
 
 CC      ?= cc
@@ -87,6 +88,13 @@ check-clang:
 demo: deps
 	$(MAKE) all
 	scripts/demo.sh
+
+# Throughput and latency, plain vs TLS tunnel, measured side by side in one
+# run; reports only (never asserts timings).
+bench:
+	scripts/deps.sh --bench
+	$(MAKE) all
+	scripts/bench.sh
 
 lint:
 	@! grep -nE '\b(strcpy|sprintf|atoi|gets)\s*\(' src/*.c || (echo "lint: banned call" && false)
