@@ -2,18 +2,40 @@
 # scripts/deps.sh: make sure the Debian packages natwrp needs are installed.
 # Idempotent and quick when everything is present. As root it installs what is
 # missing with apt-get; otherwise it prints the exact command and exits 1.
+#
+#   scripts/deps.sh            build and test dependencies (openssl included:
+#                              the TLS tests make their certificates with it)
+#   scripts/deps.sh --nginx    also nginx (the behind-a-reverse-proxy test)
+#   scripts/deps.sh --bench    also wrk and nginx (make bench)
+#
+# The same through the environment: DEPS_NGINX=1, DEPS_BENCH=1.
+# Installing nginx never starts its system service (no daemon on :80 is left
+# behind): the tests and the benchmark run their own nginx on loopback.
 set -eu
 
 PKGS="libuv1-dev libwslay-dev libmbedtls-dev node-llhttp pkg-config gcc make curl python3 openssl"
+EXTRA=""
+
+case "${DEPS_NGINX:-}" in 1|yes|true) EXTRA="$EXTRA nginx" ;; esac
+case "${DEPS_BENCH:-}" in 1|yes|true) EXTRA="$EXTRA nginx wrk" ;; esac
+for arg in "$@"; do
+    case "$arg" in
+        --nginx) EXTRA="$EXTRA nginx" ;;
+        --bench) EXTRA="$EXTRA nginx wrk" ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "deps: unknown argument $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
 
 if ! command -v dpkg >/dev/null 2>&1; then
     echo "deps: dpkg not found; this script knows Debian/Ubuntu only." >&2
-    echo "deps: install: $PKGS (llhttp C sources: set LLHTTP_DIR=...)" >&2
+    echo "deps: install: $PKGS$EXTRA (llhttp C sources: set LLHTTP_DIR=...)" >&2
     exit 1
 fi
 
 missing=""
-for p in $PKGS; do
+for p in $PKGS $EXTRA; do
+    case " $missing " in *" $p "*) continue ;; esac
     # dpkg -s succeeds for removed-but-configured packages too; check the state.
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
         missing="$missing $p"
@@ -27,6 +49,20 @@ fi
 echo "deps: missing:$missing"
 if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
+    # Keep package scripts from starting services (nginx would take :80 and
+    # keep running): a policy-rc.d that says no, only while we install.
+    tmp_policy=""
+    case "$missing" in
+        *nginx*)
+            if [ ! -e /usr/sbin/policy-rc.d ]; then
+                tmp_policy=/usr/sbin/policy-rc.d
+                printf '#!/bin/sh\n# scripts/deps.sh: no service starts during this install\nexit 101\n' \
+                    >"$tmp_policy"
+                chmod 0755 "$tmp_policy"
+                trap 'rm -f "$tmp_policy"' EXIT INT TERM
+            fi
+            ;;
+    esac
     apt-get update
     # shellcheck disable=SC2086
     apt-get install -y --no-install-recommends $missing

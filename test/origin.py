@@ -2,10 +2,17 @@
 """origin.py: the local HTTP service the natwrp integration tests proxy to.
 
 Usage:  python3 test/origin.py [--host 127.0.0.1] [--port 0] [--name A]
+                                [--tls-cert FILE --tls-key FILE]
 
 Prints "origin listening PORT" on stdout (flushed) once it accepts
 connections, then serves HTTP/1.1 with keep-alive until killed. One line per
 request and per event goes to stderr. Standard library only.
+
+With --tls-cert and --tls-key (PEM; the certificate file may hold a chain)
+it serves HTTPS instead (TLS 1.2 or later, ALPN http/1.1), with the same
+endpoints. Each handshake runs in the connection's own thread, so a client
+that stalls in it blocks nobody; a failed handshake is logged as
+"tls handshake failed from PORT: REASON".
 
 Any method is accepted on every endpoint; HEAD answers with the headers GET
 would send and no body. Request bodies may use Content-Length or chunked
@@ -74,6 +81,8 @@ import argparse
 import hashlib
 import json
 import select
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -126,12 +135,33 @@ class Origin(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, addr, name):
+    def __init__(self, addr, name, ssl_ctx=None):
         self.name = name
         self.events = []
         self.events_lock = threading.Lock()
         self.t0 = time.monotonic()
+        self.ssl_ctx = ssl_ctx
         super().__init__(addr, Handler)
+
+    def finish_request(self, request, client_address):
+        if self.ssl_ctx is None:
+            return super().finish_request(request, client_address)
+        # HTTPS: the handshake runs here, in the connection's thread (never
+        # in the accept loop), bounded so a stalled client cannot pin it.
+        try:
+            request.settimeout(30)
+            tls = self.ssl_ctx.wrap_socket(request, server_side=True)
+            tls.settimeout(None)
+        except (ssl.SSLError, OSError) as e:
+            log("tls handshake failed from %s: %s" % (client_address[1], e))
+            return None
+        try:
+            return super().finish_request(tls, client_address)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
 
     def record(self, event, path, **extra):
         ev = {"event": event, "path": path, "t": round(time.monotonic() - self.t0, 3)}
@@ -442,8 +472,18 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--name", default="A")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain)")
+    ap.add_argument("--tls-key", help="PEM private key for --tls-cert")
     a = ap.parse_args()
-    srv = Origin((a.host, a.port), a.name)
+    ctx = None
+    if a.tls_cert or a.tls_key:
+        if not (a.tls_cert and a.tls_key):
+            ap.error("--tls-cert and --tls-key go together")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+    srv = Origin((a.host, a.port), a.name, ctx)
     sys.stdout.write("origin listening %d\n" % srv.server_address[1])
     sys.stdout.flush()
     try:

@@ -1,0 +1,564 @@
+/* tls.c: mbedTLS sessions over memory buffers (see tls.h).
+ *
+ * Each session gets a pair of callbacks instead of a socket: recv drains an
+ * input buffer that nw_tls_feed fills with ciphertext from the network (and
+ * says MBEDTLS_ERR_SSL_WANT_READ when it is empty), send appends to an
+ * output buffer that always accepts and that nw_tls_take_out hands over.
+ * Nothing here blocks, touches a socket or knows about libuv.
+ *
+ * A configuration owns its certificates, key and a CTR-DRBG seeded once
+ * from the system entropy source. It is reference-counted: every session
+ * holds a reference, so a SIGHUP reload can drop the old server
+ * configuration while sessions that started with it finish normally.
+ * Neither configurations nor sessions are thread-safe; use them from the
+ * loop thread that made them.
+ *
+ * Built against mbedTLS 2.28 (Debian 12). The few calls that changed in
+ * 3.x are guarded by MBEDTLS_VERSION_NUMBER. Debian's 2.28 is built
+ * without MBEDTLS_SSL_PROTO_TLS1_3_EXPERIMENTAL, and that experimental
+ * code has no server side anyway, so here the maximum is TLS 1.2; with a
+ * 3.x library built with TLS 1.3 the library default (1.3) applies. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mbedtls/version.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
+#include "tls.h"
+
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+/* An input buffer larger than this is released once it has been drained,
+ * so idle sessions do not keep a burst-sized block. */
+#define IN_KEEP_MAX (64 * 1024)
+
+struct nw_tls_conf_s {
+    int refs;
+    int is_server;
+    mbedtls_ssl_config ssl;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt chain; /* server: own chain, leaf first; client: CAs */
+    mbedtls_pk_context key; /* server only */
+};
+
+struct nw_tls_s {
+    nw_tls_conf_t *conf;
+    mbedtls_ssl_context ssl;
+    char *in; /* ciphertext fed, not yet consumed: in[in_off..in_len) */
+    size_t in_off, in_len, in_cap;
+    char *out; /* ciphertext produced, not yet taken */
+    size_t out_len, out_cap;
+    int first_byte; /* first byte ever fed, -1 before any */
+    int done;       /* handshake complete */
+    int fatal;      /* latched failure (negative), 0 while healthy */
+    int closed;     /* peer's close_notify seen */
+    int oom;        /* the send callback could not grow the buffer */
+    char err[NW_TLS_ERRLEN];
+};
+
+static const char *alpn_list[] = {"http/1.1", NULL};
+
+/* ---- error text ---------------------------------------------------------- */
+
+static void fmt(char *buf, size_t len, const char *f, ...) {
+    va_list ap;
+    if (!buf || !len)
+        return;
+    va_start(ap, f);
+    vsnprintf(buf, len, f, ap);
+    va_end(ap);
+}
+
+/* "<mbedtls text> (-0xNNNN)" for an mbedTLS error code. */
+static void mbed_text(int code, char *buf, size_t len) {
+    size_t used;
+    mbedtls_strerror(code, buf, len);
+    used = strlen(buf);
+    if (used < len)
+        snprintf(buf + used, len - used, " (-0x%04x)", (unsigned)-code);
+}
+
+/* Short, stable words for the verification flags a user can act on; the
+ * rest fall back to mbedTLS's own description. */
+static void verify_text(uint32_t flags, char *buf, size_t len) {
+    static const struct {
+        uint32_t flag;
+        const char *text;
+    } words[] = {
+        {MBEDTLS_X509_BADCERT_NOT_TRUSTED, "not trusted (unknown CA)"},
+        {MBEDTLS_X509_BADCERT_EXPIRED, "expired"},
+        {MBEDTLS_X509_BADCERT_FUTURE, "not yet valid"},
+        {MBEDTLS_X509_BADCERT_CN_MISMATCH, "hostname mismatch"},
+        {MBEDTLS_X509_BADCERT_REVOKED, "revoked"},
+        {MBEDTLS_X509_BADCERT_MISSING, "no certificate"},
+        {MBEDTLS_X509_BADCERT_BAD_MD, "signature hash not allowed"},
+        {MBEDTLS_X509_BADCERT_BAD_PK, "key type not allowed"},
+        {MBEDTLS_X509_BADCERT_BAD_KEY, "key too weak"},
+        {MBEDTLS_X509_BADCERT_KEY_USAGE | MBEDTLS_X509_BADCERT_EXT_KEY_USAGE |
+             MBEDTLS_X509_BADCERT_NS_CERT_TYPE,
+         "not allowed for TLS server use (key usage)"},
+    };
+    const char *sep = "";
+    size_t i, used;
+    uint32_t rest = flags & ~(uint32_t)MBEDTLS_X509_BADCERT_SKIP_VERIFY;
+
+    used = (size_t)snprintf(buf, len, "certificate verify failed: ");
+    for (i = 0; i < NW_ARRAY_LEN(words) && used < len; i++) {
+        if (!(rest & words[i].flag))
+            continue;
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", sep, words[i].text);
+        sep = ", ";
+        rest &= ~words[i].flag;
+    }
+    if (rest && used < len) {
+        /* Unusual flags: let mbedTLS describe them, first line only. */
+        char info[200], *nl;
+        if (mbedtls_x509_crt_verify_info(info, sizeof(info), "", rest) <= 0)
+            snprintf(info, sizeof(info), "flags 0x%x", (unsigned)rest);
+        if ((nl = strchr(info, '\n')))
+            *nl = 0;
+        snprintf(buf + used, len - used, "%s%s", sep, info);
+    }
+}
+
+/* Latch a failure on the session and describe it. Returns the nw error. */
+static int fail(nw_tls_t *t, int code) {
+    int rc = NW_ETLS;
+
+    if (t->oom || code == MBEDTLS_ERR_SSL_ALLOC_FAILED) {
+        snprintf(t->err, sizeof(t->err), "out of memory");
+        rc = NW_ENOMEM;
+    } else if (code == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+        uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
+        if (flags == 0 || flags == (uint32_t)-1)
+            snprintf(t->err, sizeof(t->err), "certificate verify failed");
+        else
+            verify_text(flags, t->err, sizeof(t->err));
+    } else if (!t->done && t->first_byte >= 0 && t->first_byte != MBEDTLS_SSL_MSG_HANDSHAKE &&
+               t->first_byte != MBEDTLS_SSL_MSG_ALERT) {
+        /* The very first byte from the peer was not a TLS record type: it
+         * is speaking plain HTTP (or something else) to a TLS port, or
+         * answered our ClientHello in plain text. */
+        snprintf(t->err, sizeof(t->err), "peer does not speak TLS");
+        rc = NW_EPROTO;
+    } else {
+        mbed_text(code, t->err, sizeof(t->err));
+    }
+    t->fatal = rc;
+    return rc;
+}
+
+/* ---- memory BIO ---------------------------------------------------------- */
+
+static int bio_send(void *ctx, const unsigned char *p, size_t n) {
+    nw_tls_t *t = ctx;
+    if (n > (size_t)INT32_MAX)
+        n = (size_t)INT32_MAX;
+    if (t->out_cap - t->out_len < n) {
+        size_t cap = t->out_cap ? t->out_cap : 4096;
+        char *q;
+        while (cap - t->out_len < n)
+            cap *= 2;
+        q = nw_realloc(t->out, cap);
+        if (!q) {
+            t->oom = 1;
+            return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+        }
+        t->out = q;
+        t->out_cap = cap;
+    }
+    memcpy(t->out + t->out_len, p, n);
+    t->out_len += n;
+    return (int)n;
+}
+
+static int bio_recv(void *ctx, unsigned char *p, size_t n) {
+    nw_tls_t *t = ctx;
+    size_t avail = t->in_len - t->in_off;
+    if (avail == 0)
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    if (n > avail)
+        n = avail;
+    if (n > (size_t)INT32_MAX)
+        n = (size_t)INT32_MAX;
+    memcpy(p, t->in + t->in_off, n);
+    t->in_off += n;
+    if (t->in_off == t->in_len) {
+        t->in_off = t->in_len = 0;
+        if (t->in_cap > IN_KEEP_MAX) {
+            nw_free(t->in);
+            t->in = NULL;
+            t->in_cap = 0;
+        }
+    }
+    return (int)n;
+}
+
+/* ---- configurations ------------------------------------------------------ */
+
+static nw_tls_conf_t *conf_new(int endpoint, char *err, size_t errlen) {
+    static const char pers[] = "natwrp-tls";
+    nw_tls_conf_t *c = nw_calloc(1, sizeof(*c));
+    int rc;
+
+    if (!c) {
+        fmt(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->refs = 1;
+    c->is_server = endpoint == MBEDTLS_SSL_IS_SERVER;
+    mbedtls_ssl_config_init(&c->ssl);
+    mbedtls_entropy_init(&c->entropy);
+    mbedtls_ctr_drbg_init(&c->drbg);
+    mbedtls_x509_crt_init(&c->chain);
+    mbedtls_pk_init(&c->key);
+
+    rc = mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy,
+                               (const unsigned char *)pers, sizeof(pers) - 1);
+    if (rc == 0)
+        rc = mbedtls_ssl_config_defaults(&c->ssl, endpoint, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                         MBEDTLS_SSL_PRESET_DEFAULT);
+    if (rc == 0)
+        rc = mbedtls_ssl_conf_alpn_protocols(&c->ssl, alpn_list);
+    if (rc != 0) {
+        char m[160];
+        mbed_text(rc, m, sizeof(m));
+        fmt(err, errlen, "TLS setup failed: %s", m);
+        nw_tls_conf_unref(c);
+        return NULL;
+    }
+    mbedtls_ssl_conf_rng(&c->ssl, mbedtls_ctr_drbg_random, &c->drbg);
+#if MBEDTLS_VERSION_NUMBER >= 0x03020000
+    mbedtls_ssl_conf_min_tls_version(&c->ssl, MBEDTLS_SSL_VERSION_TLS1_2);
+#else
+    mbedtls_ssl_conf_min_version(&c->ssl, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(&c->ssl, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+#if defined(MBEDTLS_SSL_RENEGOTIATION)
+    mbedtls_ssl_conf_renegotiation(&c->ssl, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+#endif
+    return c;
+}
+
+/* Explain why path cannot be opened, if it cannot. 0 when readable. */
+static int check_readable(const char *what, const char *path, char *err, size_t errlen) {
+    if (!path || !*path) {
+        fmt(err, errlen, "%s: no file given", what);
+        return -1;
+    }
+    if (access(path, R_OK) != 0) {
+        fmt(err, errlen, "%s %s: %s", what, path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Parse a PEM/DER certificate file into chain. allow_partial accepts a
+ * bundle where some entries are unsupported, as long as one parsed. */
+static int load_certs(mbedtls_x509_crt *chain, const char *what, const char *path,
+                      int allow_partial, char *err, size_t errlen) {
+    int rc;
+    if (check_readable(what, path, err, errlen) != 0)
+        return -1;
+    rc = mbedtls_x509_crt_parse_file(chain, path);
+    if (rc < 0 || (rc > 0 && !allow_partial) || chain->version == 0) {
+        char m[160];
+        if (rc < 0)
+            mbed_text(rc, m, sizeof(m));
+        else if (rc > 0)
+            snprintf(m, sizeof(m), "%d certificate(s) could not be parsed", rc);
+        else
+            snprintf(m, sizeof(m), "no certificate found");
+        fmt(err, errlen, "%s %s: not a valid PEM certificate file: %s", what, path, m);
+        return -1;
+    }
+    return 0;
+}
+
+nw_tls_conf_t *nw_tls_conf_server(const char *cert_file, const char *key_file, char *err,
+                                  size_t errlen) {
+    nw_tls_conf_t *c;
+    int rc;
+
+    fmt(err, errlen, "%s", "");
+    if (!(c = conf_new(MBEDTLS_SSL_IS_SERVER, err, errlen)))
+        return NULL;
+    if (load_certs(&c->chain, "certificate file", cert_file, 0, err, errlen) != 0)
+        goto fail;
+    if (check_readable("key file", key_file, err, errlen) != 0)
+        goto fail;
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    rc = mbedtls_pk_parse_keyfile(&c->key, key_file, NULL, mbedtls_ctr_drbg_random, &c->drbg);
+#else
+    rc = mbedtls_pk_parse_keyfile(&c->key, key_file, NULL);
+#endif
+    if (rc != 0) {
+        char m[160];
+        if (rc == MBEDTLS_ERR_PK_PASSWORD_REQUIRED)
+            snprintf(m, sizeof(m), "the key is encrypted (passphrases are not supported)");
+        else
+            mbed_text(rc, m, sizeof(m));
+        fmt(err, errlen, "key file %s: not a valid PEM private key: %s", key_file, m);
+        goto fail;
+    }
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    rc = mbedtls_pk_check_pair(&c->chain.pk, &c->key, mbedtls_ctr_drbg_random, &c->drbg);
+#else
+    rc = mbedtls_pk_check_pair(&c->chain.pk, &c->key);
+#endif
+    if (rc != 0) {
+        fmt(err, errlen, "key file %s does not match the certificate in %s", key_file, cert_file);
+        goto fail;
+    }
+    rc = mbedtls_ssl_conf_own_cert(&c->ssl, &c->chain, &c->key);
+    if (rc != 0) {
+        char m[160];
+        mbed_text(rc, m, sizeof(m));
+        fmt(err, errlen, "certificate %s: %s", cert_file, m);
+        goto fail;
+    }
+    mbedtls_ssl_conf_authmode(&c->ssl, MBEDTLS_SSL_VERIFY_NONE);
+    return c;
+
+fail:
+    nw_tls_conf_unref(c);
+    return NULL;
+}
+
+nw_tls_conf_t *nw_tls_conf_client(const char *ca_file, int insecure, char *err, size_t errlen) {
+    nw_tls_conf_t *c;
+
+    fmt(err, errlen, "%s", "");
+    if (!(c = conf_new(MBEDTLS_SSL_IS_CLIENT, err, errlen)))
+        return NULL;
+    if (insecure) {
+        mbedtls_ssl_conf_authmode(&c->ssl, MBEDTLS_SSL_VERIFY_NONE);
+        return c;
+    }
+    if (ca_file) {
+        if (load_certs(&c->chain, "CA file", ca_file, 0, err, errlen) != 0)
+            goto fail;
+    } else if (load_certs(&c->chain, "system CA bundle", SYSTEM_CA_BUNDLE, 1, err, errlen) != 0) {
+        goto fail;
+    }
+    mbedtls_ssl_conf_ca_chain(&c->ssl, &c->chain, NULL);
+    mbedtls_ssl_conf_authmode(&c->ssl, MBEDTLS_SSL_VERIFY_REQUIRED);
+    return c;
+
+fail:
+    nw_tls_conf_unref(c);
+    return NULL;
+}
+
+nw_tls_conf_t *nw_tls_conf_ref(nw_tls_conf_t *c) {
+    if (c)
+        c->refs++;
+    return c;
+}
+
+void nw_tls_conf_unref(nw_tls_conf_t *c) {
+    if (!c || --c->refs > 0)
+        return;
+    mbedtls_ssl_config_free(&c->ssl);
+    mbedtls_x509_crt_free(&c->chain);
+    mbedtls_pk_free(&c->key);
+    mbedtls_ctr_drbg_free(&c->drbg);
+    mbedtls_entropy_free(&c->entropy);
+    nw_free(c);
+}
+
+/* ---- sessions ------------------------------------------------------------ */
+
+nw_tls_t *nw_tls_new(nw_tls_conf_t *conf, const char *host) {
+    nw_tls_t *t;
+
+    if (!conf || (host && conf->is_server))
+        return NULL;
+    if (!(t = nw_calloc(1, sizeof(*t))))
+        return NULL;
+    t->first_byte = -1;
+    mbedtls_ssl_init(&t->ssl);
+    if (mbedtls_ssl_setup(&t->ssl, &conf->ssl) != 0)
+        goto fail;
+    /* Always, even for IP literals: it is both SNI and the name the
+     * certificate is checked against (see the IP note in the report). */
+    if (!conf->is_server && mbedtls_ssl_set_hostname(&t->ssl, host) != 0)
+        goto fail;
+    mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+    t->conf = nw_tls_conf_ref(conf);
+    return t;
+
+fail:
+    mbedtls_ssl_free(&t->ssl);
+    nw_free(t);
+    return NULL;
+}
+
+void nw_tls_free(nw_tls_t *t) {
+    if (!t)
+        return;
+    mbedtls_ssl_free(&t->ssl);
+    nw_tls_conf_unref(t->conf);
+    nw_free(t->in);
+    nw_free(t->out);
+    nw_free(t);
+}
+
+int nw_tls_feed(nw_tls_t *t, const void *p, size_t n) {
+    size_t live;
+    if (n == 0)
+        return 0;
+    if (t->first_byte < 0)
+        t->first_byte = *(const unsigned char *)p;
+    live = t->in_len - t->in_off;
+    if (t->in_off && t->in_cap - t->in_len < n) {
+        memmove(t->in, t->in + t->in_off, live);
+        t->in_off = 0;
+        t->in_len = live;
+    }
+    if (t->in_cap - t->in_len < n) {
+        size_t cap = t->in_cap ? t->in_cap : 4096;
+        char *q;
+        while (cap - t->in_len < n) {
+            if (cap > SIZE_MAX / 2)
+                return NW_ENOMEM;
+            cap *= 2;
+        }
+        if (!(q = nw_realloc(t->in, cap)))
+            return NW_ENOMEM;
+        t->in = q;
+        t->in_cap = cap;
+    }
+    memcpy(t->in + t->in_len, p, n);
+    t->in_len += n;
+    return 0;
+}
+
+int nw_tls_handshake(nw_tls_t *t) {
+    int rc;
+    if (t->fatal)
+        return t->fatal;
+    if (t->done)
+        return 0;
+    for (;;) {
+        rc = mbedtls_ssl_handshake(&t->ssl);
+        if (rc == 0) {
+            t->done = 1;
+            return 0;
+        }
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ)
+            return 1;
+        /* WANT_WRITE cannot happen: bio_send always accepts. */
+#if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+        if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+            continue;
+#endif
+        return fail(t, rc);
+    }
+}
+
+int nw_tls_handshake_done(const nw_tls_t *t) { return t->done; }
+
+ssize_t nw_tls_read(nw_tls_t *t, void *buf, size_t cap) {
+    int rc;
+    if (t->fatal)
+        return t->fatal;
+    if (t->closed)
+        return NW_ECLOSED;
+    if (!t->done) {
+        rc = nw_tls_handshake(t);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+    }
+    if (cap == 0)
+        return 0;
+    if (cap > (size_t)INT32_MAX)
+        cap = (size_t)INT32_MAX;
+    for (;;) {
+        size_t before = t->in_len - t->in_off;
+        rc = mbedtls_ssl_read(&t->ssl, buf, cap);
+        if (rc > 0)
+            return rc;
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ)
+            return 0;
+        if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+            t->closed = 1;
+            snprintf(t->err, sizeof(t->err), "peer sent close_notify");
+            return NW_ECLOSED;
+        }
+#if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+        if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+            continue;
+#endif
+        if (rc == 0) {
+            /* An empty record: keep going while input is being consumed. */
+            if (t->in_len - t->in_off < before || mbedtls_ssl_get_bytes_avail(&t->ssl))
+                continue;
+            return 0;
+        }
+        return fail(t, rc);
+    }
+}
+
+size_t nw_tls_pending(const nw_tls_t *t) {
+    if (t->fatal || t->closed)
+        return 0;
+    return mbedtls_ssl_get_bytes_avail(&t->ssl);
+}
+
+int nw_tls_write(nw_tls_t *t, const void *p, size_t n) {
+    const unsigned char *s = p;
+    int rc;
+    if (t->fatal)
+        return t->fatal;
+    if (!t->done) {
+        snprintf(t->err, sizeof(t->err), "write before the handshake completed");
+        return NW_EINVAL;
+    }
+    while (n > 0) {
+        size_t chunk = n > 16384 ? 16384 : n;
+        rc = mbedtls_ssl_write(&t->ssl, s, chunk);
+        if (rc > 0) {
+            s += rc;
+            n -= (size_t)rc;
+            continue;
+        }
+        return fail(t, rc);
+    }
+    return 0;
+}
+
+void nw_tls_close_notify(nw_tls_t *t) {
+    if (t->fatal || !t->done)
+        return;
+    (void)mbedtls_ssl_close_notify(&t->ssl);
+}
+
+char *nw_tls_take_out(nw_tls_t *t, size_t *len) {
+    char *p = t->out;
+    *len = t->out_len;
+    if (!p || !t->out_len) {
+        *len = 0;
+        return NULL;
+    }
+    t->out = NULL;
+    t->out_len = t->out_cap = 0;
+    return p;
+}
+
+const char *nw_tls_error(const nw_tls_t *t) { return t->err; }
+
+const char *nw_tls_version(const nw_tls_t *t) { return mbedtls_ssl_get_version(&t->ssl); }
