@@ -302,10 +302,12 @@ class Origin:
 
 
 class Serve:
-    def __init__(self, proc, port, host="127.0.0.1"):
-        self.proc, self.port, self.host = proc, port, host
+    def __init__(self, proc, port, host="127.0.0.1", scheme="http"):
+        self.proc, self.port, self.host, self.scheme = proc, port, host, scheme
         hp = "[%s]" % host if ":" in host else host
-        self.url = "http://%s:%d" % (hp, port)
+        self.url = "%s://%s:%d" % (scheme, hp, port)
+        # For TLS: the name the test certificates are issued to.
+        self.name_url = "%s://localhost:%d" % (scheme, port)
 
     def wait_tunnel_open(self, agent_id, since=0, timeout=15.0):
         m = self.proc.wait_for(r"tunnel open tun=(\d+) agent=%s\b" % re.escape(agent_id),
@@ -350,17 +352,38 @@ class Ctx:
 
     # -- the three kinds of process -----------------------------------------
 
-    def origin(self, name="A"):
-        p = self.spawn("origin-" + name,
-                       [sys.executable, ORIGIN, "--port", "0", "--name", name])
+    def origin(self, name="A", tls=None):
+        """tls: (cert, key) to serve HTTPS; its url is then https://localhost:PORT."""
+        argv = [sys.executable, ORIGIN, "--port", "0", "--name", name]
+        if tls:
+            argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        p = self.spawn("origin-" + name, argv)
         m = p.wait_for(r"^origin listening (\d+)$", 10)
-        return Origin(p, int(m.group(1)), name)
+        o = Origin(p, int(m.group(1)), name)
+        if tls:
+            o.url = "https://localhost:%d" % o.port
+        return o
 
     def serve(self, *args, listen="127.0.0.1:0", label="serve", env=None):
         p = self.natwrp(label, ["serve", "--listen", listen] + list(args), env=env)
-        m = p.wait_for(r"listening on http://(\[[^\]]+\]|[^\s:]+):(\d+)", 15)
-        host = m.group(1).strip("[]")
-        return Serve(p, int(m.group(2)), host)
+        m = p.wait_for(r"listening on (https?)://(\[[^\]]+\]|[^\s:]+):(\d+)", 15)
+        host = m.group(2).strip("[]")
+        return Serve(p, int(m.group(3)), host, m.group(1))
+
+    def serve_multi(self, listens, *args, label="serve", env=None):
+        """serve with several --listen values; returns one Serve per listener,
+        in the order they were given (each log line names its scheme)."""
+        argv = ["serve"]
+        for l in listens:
+            argv += ["--listen", l]
+        p = self.natwrp(label, argv + list(args), env=env)
+        out = []
+        since = 0
+        for _ in listens:
+            m = p.wait_for(r"listening on (https?)://(\[[^\]]+\]|[^\s:]+):(\d+)", 15, since)
+            since = p.last_at + 1
+            out.append(Serve(p, int(m.group(3)), m.group(2).strip("[]"), m.group(1)))
+        return out
 
     def agent(self, serve, local, agent_id="a1", env=None, args=(), wait=True, label="agent",
               cwd=None):
@@ -368,6 +391,8 @@ class Ctx:
         (or a remote URL string); local an Origin (or a LOCAL_URL string).
         With wait, waits for 'tunnel up' on the agent and 'tunnel open' on serve."""
         remote = serve.url if isinstance(serve, Serve) else serve
+        if isinstance(serve, Serve) and serve.scheme == "https":
+            remote = serve.name_url  # verified against the certificate's name
         local_url = local.url if isinstance(local, Origin) else local
         e = {"AGENT_ID": agent_id, "REMOTE_URL": remote, "LOCAL_URL": local_url}
         if env:
@@ -730,6 +755,54 @@ def curl_download_sha256(url, timeout=120, extra=()):
     et.join(5)
     res = CurlResult(rc, b"", errbuf[0] if errbuf else b"")
     return rc, curl_status(res), n, h.hexdigest(), res.err
+
+
+# --------------------------------------------------------------------------
+# TLS
+# --------------------------------------------------------------------------
+
+PKI_DIR = os.path.join(ROOT, "build", "pki")
+
+
+def pki():
+    """The throwaway test PKI (test/mkpki.sh), made once per build dir.
+    Returns a function name -> path, e.g. pki()("ca.pem")."""
+    if not os.path.exists(os.path.join(PKI_DIR, "done")):
+        r = subprocess.run(["sh", os.path.join(ROOT, "test", "mkpki.sh"), PKI_DIR],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        check(r.returncode == 0, "test/mkpki.sh failed: %s" % r.stdout.decode()[-500:])
+    return lambda name: os.path.join(PKI_DIR, name)
+
+
+def tls_context(cafile=None, verify=True):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        ctx.load_verify_locations(cafile)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class TlsConn(Conn):
+    """A Conn over TLS (server name "localhost" unless given)."""
+
+    def __init__(self, port, cafile=None, server_name="localhost", timeout=10.0, verify=True):
+        super().__init__(port, timeout=timeout)
+        self.sock = tls_context(cafile, verify).wrap_socket(self.sock,
+                                                            server_hostname=server_name)
+
+    def peer_cert_der(self):
+        return self.sock.getpeercert(binary_form=True)
+
+
+def pem_to_der(path):
+    import ssl
+    with open(path) as f:
+        text = f.read()
+    first = text[: text.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+    return ssl.PEM_cert_to_DER_cert(first + "\n")
 
 
 # --------------------------------------------------------------------------

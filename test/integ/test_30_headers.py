@@ -9,13 +9,16 @@ def _names(e):
 
 
 def test_forwarded_headers_and_host(t):
+    """Without --trust-proxy (the default) the client's own X-Forwarded-*
+    values are dropped: X-Forwarded-For is exactly the client address, so a
+    client cannot spoof it (issue 3). With --trust-proxy see
+    test_trust_proxy_keeps_forwarded_values."""
     o, s, a = t.stack()
     e = echo(s, "/echo/fwd", headers=[("Host", "public.example:8443"),
                                       ("X-Forwarded-For", "10.1.2.3"),
                                       ("X-Custom", "kept")])
     eq(hdr(e, "Host"), ["127.0.0.1:%d" % o.port], "Host at the origin (LOCAL_URL's host:port)")
-    xff = ", ".join(hdr(e, "X-Forwarded-For")).replace(" ", "")
-    eq(xff, "10.1.2.3,127.0.0.1", "X-Forwarded-For (client address appended)")
+    eq(hdr(e, "X-Forwarded-For"), ["127.0.0.1"], "X-Forwarded-For (spoofed value dropped)")
     eq(hdr(e, "X-Forwarded-Proto"), ["http"], "X-Forwarded-Proto")
     eq(hdr(e, "X-Forwarded-Host"), ["public.example:8443"], "X-Forwarded-Host")
     eq(hdr(e, "X-Custom"), ["kept"], "ordinary header")
@@ -28,6 +31,27 @@ def test_forwarded_headers_and_host(t):
                                        ("X-Forwarded-Host", "evil.example")])
     eq(hdr(e, "X-Forwarded-Proto"), ["http"], "client-supplied X-Forwarded-Proto replaced")
     eq(hdr(e, "X-Forwarded-Host"), ["h3.example"], "client-supplied X-Forwarded-Host replaced")
+
+
+def test_trust_proxy_keeps_forwarded_values(t):
+    """--trust-proxy: the proxy in front speaks for the client; its
+    X-Forwarded-For is extended with the proxy's address, and its
+    X-Forwarded-Proto/Host are kept."""
+    o, s, a = t.stack(serve_args=("--trust-proxy",))
+    e = echo(s, "/echo/fwd", headers=[("Host", "public.example:8443"),
+                                      ("X-Forwarded-For", "10.1.2.3"),
+                                      ("X-Forwarded-For", "10.9.9.9"),
+                                      ("X-Forwarded-Proto", "https"),
+                                      ("X-Forwarded-Host", "front.example")])
+    xff = ", ".join(hdr(e, "X-Forwarded-For")).replace(" ", "")
+    eq(xff, "10.1.2.3,10.9.9.9,127.0.0.1", "X-Forwarded-For (client address appended)")
+    eq(hdr(e, "X-Forwarded-Proto"), ["https"], "X-Forwarded-Proto kept")
+    eq(hdr(e, "X-Forwarded-Host"), ["front.example"], "X-Forwarded-Host kept")
+    # Nothing from the proxy: serve fills them in as usual.
+    e = echo(s, "/echo/fwd2", headers=[("Host", "h2.example")])
+    eq(hdr(e, "X-Forwarded-For"), ["127.0.0.1"], "X-Forwarded-For without a proxy value")
+    eq(hdr(e, "X-Forwarded-Proto"), ["http"], "X-Forwarded-Proto without a proxy value")
+    eq(hdr(e, "X-Forwarded-Host"), ["h2.example"], "X-Forwarded-Host without a proxy value")
 
 
 def test_request_hop_by_hop_removed(t):
