@@ -171,7 +171,7 @@ def run_all(tests):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-k", dest="substr", help="only tests whose name contains this")
+    ap.add_argument("-k", dest="substr", help="only tests whose name (or file name) contains this")
     ap.add_argument("-l", "--list", action="store_true", help="list tests and exit")
     ap.add_argument("--run-one", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -181,7 +181,7 @@ def main():
         return 1
     tests = discover()
     if a.substr:
-        tests = [t for t in tests if a.substr in t[1]]
+        tests = [t for t in tests if a.substr in t[1] or a.substr in os.path.basename(t[0])]
     if a.list:
         for path, name, timeout in tests:
             print("%s %s (%ds)" % (os.path.basename(path), name, timeout))
