@@ -25,6 +25,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include <mbedtls/version.h>
 
 #include <mbedtls/ctr_drbg.h>
@@ -64,6 +66,8 @@ struct nw_tls_s {
     int fatal;      /* latched failure (negative), 0 while healthy */
     int closed;     /* peer's close_notify seen */
     int oom;        /* the send callback could not grow the buffer */
+    unsigned char ip[16]; /* client to an IP literal: the address to match */
+    size_t ip_len;        /* 4 or 16; 0 for a DNS name */
     char err[NW_TLS_ERRLEN];
 };
 
@@ -382,6 +386,23 @@ void nw_tls_conf_unref(nw_tls_conf_t *c) {
 
 /* ---- sessions ------------------------------------------------------------ */
 
+/* mbedTLS 2.28 matches only DNS names, but keeps a certificate's iPAddress
+ * SAN entries (tag [7], 4 or 16 raw bytes) in subject_alt_names: for a
+ * peer addressed by IP, the leaf must list exactly that address there. */
+static int verify_ip(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
+    nw_tls_t *t = ctx;
+    const mbedtls_x509_sequence *san;
+
+    if (depth != 0)
+        return 0;
+    for (san = &crt->subject_alt_names; san && san->buf.p; san = san->next)
+        if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && san->buf.len == t->ip_len &&
+            memcmp(san->buf.p, t->ip, t->ip_len) == 0)
+            return 0;
+    *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+    return 0;
+}
+
 nw_tls_t *nw_tls_new(nw_tls_conf_t *conf, const char *host) {
     nw_tls_t *t;
 
@@ -393,10 +414,18 @@ nw_tls_t *nw_tls_new(nw_tls_conf_t *conf, const char *host) {
     mbedtls_ssl_init(&t->ssl);
     if (mbedtls_ssl_setup(&t->ssl, &conf->ssl) != 0)
         goto fail;
-    /* Always, even for IP literals: it is both SNI and the name the
-     * certificate is checked against (see the IP note in the report). */
-    if (!conf->is_server && mbedtls_ssl_set_hostname(&t->ssl, host) != 0)
+    if (host && inet_pton(AF_INET, host, t->ip) == 1)
+        t->ip_len = 4;
+    else if (host && inet_pton(AF_INET6, host, t->ip) == 1)
+        t->ip_len = 16;
+    if (t->ip_len) {
+        /* No SNI for an address (RFC 6066 3) and no name check by the
+         * library; verify_ip matches the iPAddress SAN instead. */
+        mbedtls_ssl_set_verify(&t->ssl, verify_ip, t);
+    } else if (!conf->is_server && mbedtls_ssl_set_hostname(&t->ssl, host) != 0) {
+        /* A DNS name: both SNI and the name the certificate must carry. */
         goto fail;
+    }
     mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
     t->conf = nw_tls_conf_ref(conf);
     return t;

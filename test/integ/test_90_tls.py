@@ -61,6 +61,10 @@ def test_wss_tunnel_verified_end_to_end(t):
         eq(r.status, 200, "request %d on one TLS connection" % i)
         eq(r.json()["len"], 1000 * i + 1, "upload length %d" % i)
     c.close()
+    # Addressed by IP: verified against the certificate's IP:127.0.0.1 SAN.
+    t.agent("https://127.0.0.1:%d" % s.port, o, agent_id="by-ip",
+            env={"CA_FILE": P("ca.pem")}, label="agent-ip")
+    s.wait_tunnel_open("by-ip")
 
 
 def _refused(t, serve_cert, serve_key, agent_env, message):
