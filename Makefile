@@ -77,7 +77,9 @@ clean:
 deps:
 	scripts/deps.sh
 
-test: deps
+# nginx too: test/integ/test_95_proxy.py runs serve behind it.
+test:
+	scripts/deps.sh --nginx
 	$(MAKE) asan unit
 	scripts/test.sh
 
