@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <regex.h>
+
 #include "cfg.h"
 #include "log.h"
 
@@ -530,11 +532,15 @@ enum {
     OPT_SECS,    /* uint64_t ms, must be > 0 */
     OPT_BYTES,   /* uint32_t, BYTES_MIN..BYTES_MAX, k/m/g suffixes */
     OPT_COUNT,   /* uint32_t, 0..max */
+    OPT_COUNT1,  /* uint32_t, 1..max */
     OPT_LEVEL,   /* int log level */
     OPT_ID,      /* char[129] agent id */
     OPT_URL,     /* nw_url_t */
     OPT_PATH,    /* char[1024] file name */
     OPT_BOOL,    /* int; a flag without a value sets 1; env 1/true/yes or 0/false/no */
+    OPT_TOKEN,   /* char[NW_CFG_TOKEN_MAX + 1], visible ASCII */
+    OPT_REGEX,   /* char[1024], a POSIX extended regular expression that compiles */
+    OPT_BALANCE, /* int NW_BALANCE_* */
     OPT_LISTEN,  /* repeatable, handled by nw_cfg_serve */
     OPT_ENVFILE, /* handled by nw_cfg_agent */
 };
@@ -550,7 +556,7 @@ typedef struct {
     int required;     /* must be set in some layer */
 } opt_t;
 
-#define MAX_OPTS 16
+#define MAX_OPTS 32
 
 /* The raw values of every layer for one run. Nothing is validated until
  * the layers are merged; file values are owned copies. */
@@ -576,6 +582,22 @@ static const opt_t serve_opts[] = {
     {"--tls-cert", "TLS_CERT", OPT_PATH, SERVE_FIELD(tls_cert), 0, 0},
     {"--tls-key", "TLS_KEY", OPT_PATH, SERVE_FIELD(tls_key), 0, 0},
     {"--trust-proxy", "TRUST_PROXY", OPT_BOOL, SERVE_FIELD(trust_proxy), 0, 0},
+    {"--conn-token", "CONN_TOKEN", OPT_TOKEN, SERVE_FIELD(conn_token), 0, 0},
+    {"--allow-agent", "ALLOW_AGENT", OPT_REGEX, SERVE_FIELD(allow_agent), 0, 0},
+    {"--auth-token", "AUTH_TOKEN", OPT_TOKEN, SERVE_FIELD(auth_token), 0, 0},
+    {"--auth-rule", "AUTH_RULE", OPT_REGEX, SERVE_FIELD(auth_rule), 0, 0},
+    {"--max-headers", "MAX_HEADERS", OPT_COUNT1, SERVE_FIELD(max_headers), 1000, 0},
+    {"--max-url", "MAX_URL", OPT_BYTES, SERVE_FIELD(max_url), 0, 0},
+    {"--idle-timeout", "IDLE_TIMEOUT", OPT_SECS, SERVE_FIELD(idle_timeout_ms), 0, 0},
+    {"--head-timeout", "HEAD_TIMEOUT", OPT_SECS, SERVE_FIELD(head_timeout_ms), 0, 0},
+    {"--max-streams", "MAX_STREAMS", OPT_COUNT1, SERVE_FIELD(max_streams), 1000000, 0},
+    {"--queue-timeout", "QUEUE_TIMEOUT", OPT_SECS, SERVE_FIELD(queue_timeout_ms), 0, 0},
+    {"--max-conns", "MAX_CONNS", OPT_COUNT1, SERVE_FIELD(max_conns), 1000000, 0},
+    {"--max-tunnels", "MAX_TUNNELS", OPT_COUNT1, SERVE_FIELD(max_tunnels), 100000, 0},
+    {"--max-agent-tunnels", "MAX_AGENT_TUNNELS", OPT_COUNT1, SERVE_FIELD(max_agent_tunnels),
+     100000, 0},
+    {"--balance", "BALANCE", OPT_BALANCE, SERVE_FIELD(balance), 0, 0},
+    {"--grace", "GRACE", OPT_SECS, SERVE_FIELD(grace_ms), 0, 0},
 };
 
 #define AGENT_FIELD(f) offsetof(nw_agent_cfg_t, f)
@@ -594,6 +616,11 @@ static const opt_t agent_opts[] = {
     {"--insecure", "TLS_INSECURE", OPT_BOOL, AGENT_FIELD(insecure), 0, 0},
     {"--local-ca-file", "LOCAL_CA_FILE", OPT_PATH, AGENT_FIELD(local_ca_file), 0, 0},
     {"--local-insecure", "LOCAL_INSECURE", OPT_BOOL, AGENT_FIELD(local_insecure), 0, 0},
+    {"--conn-token", "CONN_TOKEN", OPT_TOKEN, AGENT_FIELD(conn_token), 0, 0},
+    {"--max-conn", "MAX_CONN", OPT_COUNT1, AGENT_FIELD(max_conn), 64, 0},
+    {"--max-local-conns", "MAX_LOCAL_CONNS", OPT_COUNT1, AGENT_FIELD(max_local), 65536, 0},
+    {"--local-queue", "LOCAL_QUEUE", OPT_COUNT, AGENT_FIELD(local_queue), 1000000, 0},
+    {"--grace", "GRACE", OPT_SECS, AGENT_FIELD(grace_ms), 0, 0},
 };
 
 _Static_assert(NW_ARRAY_LEN(serve_opts) <= MAX_OPTS, "raise MAX_OPTS");
@@ -727,6 +754,49 @@ static int apply_bool(int *field, const char *v, char *why, size_t whylen) {
     return fail(why, whylen, "invalid value '%.*s' (use 1 or 0)", QLEN, v);
 }
 
+static int apply_token(char *field, const char *v, char *why, size_t whylen) {
+    size_t i, n = strlen(v);
+    if (n == 0 || n > NW_CFG_TOKEN_MAX)
+        return fail(why, whylen, "must be 1 to %d characters long", NW_CFG_TOKEN_MAX);
+    for (i = 0; i < n; i++)
+        if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
+            return fail(why, whylen, "only visible ASCII characters (no spaces) are allowed");
+    memcpy(field, v, n + 1);
+    return 0;
+}
+
+/* Checked here so a bad expression stops the start with exit 2; the user
+ * (serve) compiles it again for use. */
+static int apply_regex(char *field, const char *v, char *why, size_t whylen) {
+    size_t n = strlen(v);
+    regex_t re;
+    int rc;
+    if (n == 0 || n >= 1024)
+        return fail(why, whylen, "regular expression must be 1 to 1023 characters");
+    rc = regcomp(&re, v, REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+        char m[128];
+        regerror(rc, &re, m, sizeof(m));
+        return fail(why, whylen, "invalid regular expression '%.*s': %s", QLEN, v, m);
+    }
+    regfree(&re);
+    memcpy(field, v, n + 1);
+    return 0;
+}
+
+static int apply_balance(int *field, const char *v, char *why, size_t whylen) {
+    static const char *names[] = {"least", "hash-ip", "round-robin"};
+    size_t i;
+    for (i = 0; i < NW_ARRAY_LEN(names); i++) {
+        if (nw_strieq(v, strlen(v), names[i])) {
+            *field = (int)i;
+            return 0;
+        }
+    }
+    return fail(why, whylen, "invalid balance '%.*s' (use least, hash-ip or round-robin)", QLEN,
+                v);
+}
+
 static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t whylen) {
     char *field = (char *)cfg + o->off;
 
@@ -734,11 +804,20 @@ static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t
     case OPT_SECS: return apply_secs((uint64_t *)(void *)field, v, why, whylen);
     case OPT_BYTES: return apply_bytes((uint32_t *)(void *)field, v, why, whylen);
     case OPT_COUNT: return apply_count((uint32_t *)(void *)field, o->max, v, why, whylen);
+    case OPT_COUNT1:
+        if (apply_count((uint32_t *)(void *)field, o->max, v, why, whylen))
+            return NW_ECONFIG;
+        if (*(uint32_t *)(void *)field == 0)
+            return fail(why, whylen, "must be at least 1");
+        return 0;
     case OPT_LEVEL: return apply_level((int *)(void *)field, v, why, whylen);
     case OPT_ID: return apply_id(field, v, why, whylen);
     case OPT_URL: return nw_url_parse(v, (nw_url_t *)(void *)field, why, whylen);
     case OPT_PATH: return apply_path(field, v, why, whylen);
     case OPT_BOOL: return apply_bool((int *)(void *)field, v, why, whylen);
+    case OPT_TOKEN: return apply_token(field, v, why, whylen);
+    case OPT_REGEX: return apply_regex(field, v, why, whylen);
+    case OPT_BALANCE: return apply_balance((int *)(void *)field, v, why, whylen);
     default: return 0;
     }
 }
@@ -862,12 +941,44 @@ static void serve_usage(void) {
           "                           X-Forwarded-Proto and -Host: only behind a proxy\n"
           "                           you run (env TRUST_PROXY=1). Without it the client\n"
           "                           address replaces X-Forwarded-For.\n"
+          "\n"
+          "Who may connect and pass:\n"
+          "  --conn-token TOKEN       agents must send \"Authorization: Bearer TOKEN\" when\n"
+          "                           opening a tunnel, else 401 (env CONN_TOKEN)\n"
+          "  --allow-agent REGEX      only AGENT_IDs matching this POSIX extended regex may\n"
+          "                           open tunnels, else 403 (env ALLOW_AGENT)\n"
+          "  --auth-token TOKEN       requests must carry it in X-Auth-Token (removed before\n"
+          "                           forwarding) or Authorization (\"Bearer \" optional),\n"
+          "                           else 401 (env AUTH_TOKEN)\n"
+          "  --auth-rule REGEX        with --auth-token: only paths matching this POSIX\n"
+          "                           extended regex need the token; others pass freely\n"
+          "                           (default: every path; env AUTH_RULE)\n"
+          "\n"
+          "Limits:\n"
+          "  --max-headers N          header fields per request, else 431 (default 100)\n"
+          "  --max-url BYTES          request target length, else 414 (default 8192)\n"
+          "  --head-timeout SECS      time to receive a whole request head, else 408\n"
+          "                           (default 30)\n"
+          "  --idle-timeout SECS      idle keep-alive connections close after (default 75)\n"
+          "  --max-streams N          in-flight requests per tunnel (default 1000)\n"
+          "  --queue-timeout SECS     a request waits this long for a free stream slot on\n"
+          "                           any tunnel, then 503 (default 5)\n"
+          "  --max-conns N            open public connections; more are refused with 503\n"
+          "                           and closed (default 10000)\n"
+          "  --max-tunnels N          tunnels in total, else 503 (default 256)\n"
+          "  --max-agent-tunnels N    tunnels per AGENT_ID, else 429 (default 16)\n"
+          "  --balance MODE           least (fewest in-flight streams, default), hash-ip\n"
+          "                           (sticky by client address) or round-robin\n"
+          "  --grace SECS             on SIGTERM/SIGINT: stop accepting, send GOAWAY to\n"
+          "                           every agent, let requests finish this long (default 30)\n"
           "  -h, --help               show this help and exit\n"
           "  --version                print the version and exit\n",
           stdout);
     fputs("\n"
           "Environment: PORT, RESPONSE_TIMEOUT, PING_INTERVAL, WINDOW, LOG_LEVEL, TLS_CERT,\n"
-          "TLS_KEY, TRUST_PROXY (empty values count as unset).\n"
+          "TLS_KEY, TRUST_PROXY, CONN_TOKEN, ALLOW_AGENT, AUTH_TOKEN, AUTH_RULE, and each\n"
+          "limit by its flag name in capitals (MAX_HEADERS, GRACE, ...). Empty values\n"
+          "count as unset.\n"
           "SECS may have a fraction (0.5). BYTES may end in k, m or g (64k = 65536).\n",
           stdout);
 }
@@ -903,6 +1014,16 @@ static void agent_usage(void) {
           "                           certificate (warned at every connect)\n"
           "  --local-ca-file FILE     LOCAL_CA_FILE: CA bundle for an https:// LOCAL_URL\n"
           "  --local-insecure         LOCAL_INSECURE=1: do not verify the local service\n"
+          "  --conn-token TOKEN       CONN_TOKEN: sent to the server as\n"
+          "                           \"Authorization: Bearer TOKEN\" when the tunnel opens\n"
+          "  --max-conn N             MAX_CONN: tunnels to open, 1 to 64 (default 1); with\n"
+          "                           more than one their ids are AGENT_ID-1 ... AGENT_ID-N\n"
+          "  --max-local-conns N      MAX_LOCAL_CONNS: concurrent connections to the local\n"
+          "                           service (default 64)\n"
+          "  --local-queue N          LOCAL_QUEUE: requests that may wait for one; beyond\n"
+          "                           that 503 (default 256)\n"
+          "  --grace SECS             GRACE: on SIGTERM/SIGINT, finish in-flight requests\n"
+          "                           for up to this long (default 30)\n"
           "  -h, --help               show this help and exit\n"
           "  --version                print the version and exit\n",
           stdout);
@@ -929,6 +1050,17 @@ static void serve_defaults(nw_serve_cfg_t *cfg) {
     cfg->max_head = 65536;
     cfg->window = 262144;
     cfg->log_level = NW_LOG_INFO;
+    cfg->max_headers = 100;
+    cfg->max_url = 8192;
+    cfg->idle_timeout_ms = 75000;
+    cfg->head_timeout_ms = 30000;
+    cfg->max_streams = 1000;
+    cfg->queue_timeout_ms = 5000;
+    cfg->max_conns = 10000;
+    cfg->max_tunnels = 256;
+    cfg->max_agent_tunnels = 16;
+    cfg->balance = NW_BALANCE_LEAST;
+    cfg->grace_ms = 30000;
 }
 
 /* --listen flags replace the default; without them PORT does. */
@@ -992,6 +1124,10 @@ static void agent_defaults(nw_agent_cfg_t *cfg) {
     cfg->window = 262144;
     cfg->max_head = 65536;
     cfg->log_level = NW_LOG_INFO;
+    cfg->max_conn = 1;
+    cfg->max_local = 64;
+    cfg->local_queue = 256;
+    cfg->grace_ms = 30000;
 }
 
 /* Keep a copy of each .env value that names a setting; ignore the rest. */

@@ -8,6 +8,7 @@
 #define NW_TUNNEL_PATH "/_natwrp/tunnel"
 #define NW_CFG_MAX_LISTEN 8
 #define NW_CFG_ERRLEN 256
+#define NW_CFG_TOKEN_MAX 256 /* CONN_TOKEN, AUTH_TOKEN: 1-256 visible ASCII characters */
 
 typedef struct {
     int tls;            /* https:// (wss) */
@@ -36,7 +37,26 @@ typedef struct {
     char tls_cert[1024];          /* --tls-cert / TLS_CERT: PEM chain, leaf first */
     char tls_key[1024];           /* --tls-key / TLS_KEY */
     int trust_proxy;              /* --trust-proxy / TRUST_PROXY: keep incoming X-Forwarded-* */
+    /* Who may open a tunnel, who may pass (issue 4). Empty strings: off. */
+    char conn_token[NW_CFG_TOKEN_MAX + 1]; /* --conn-token / CONN_TOKEN */
+    char allow_agent[1024];       /* --allow-agent / ALLOW_AGENT: POSIX ERE on AGENT_ID */
+    char auth_token[NW_CFG_TOKEN_MAX + 1]; /* --auth-token / AUTH_TOKEN */
+    char auth_rule[1024];         /* --auth-rule / AUTH_RULE: ERE on the path; "" = all */
+    /* Limits. */
+    uint32_t max_headers;         /* --max-headers N: header fields per request (431), 100 */
+    uint32_t max_url;             /* --max-url BYTES: request target (414), 8192 */
+    uint64_t idle_timeout_ms;     /* --idle-timeout SECS: idle keep-alive connection, 75 */
+    uint64_t head_timeout_ms;     /* --head-timeout SECS: whole request head (408), 30 */
+    uint32_t max_streams;         /* --max-streams N: in-flight streams per tunnel, 1000 */
+    uint64_t queue_timeout_ms;    /* --queue-timeout SECS: wait for a free slot (then 503), 5 */
+    uint32_t max_conns;           /* --max-conns N: open public connections, 10000 */
+    uint32_t max_tunnels;         /* --max-tunnels N: tunnels in total, 256 */
+    uint32_t max_agent_tunnels;   /* --max-agent-tunnels N: tunnels per AGENT_ID, 16 */
+    int balance;                  /* --balance least|hash-ip|round-robin (NW_BALANCE_*) */
+    uint64_t grace_ms;            /* --grace SECS: drain time on SIGTERM/SIGINT, 30 */
 } nw_serve_cfg_t;
+
+enum { NW_BALANCE_LEAST = 0, NW_BALANCE_HASH_IP = 1, NW_BALANCE_ROUND_ROBIN = 2 };
 
 typedef struct {
     char agent_id[129];        /* AGENT_ID / --id: [A-Za-z0-9._@:+-]{1,128} */
@@ -52,6 +72,11 @@ typedef struct {
     int insecure;              /* TLS_INSECURE / --insecure: skip REMOTE_URL verification */
     char local_ca_file[1024];  /* LOCAL_CA_FILE / --local-ca-file */
     int local_insecure;        /* LOCAL_INSECURE / --local-insecure */
+    char conn_token[NW_CFG_TOKEN_MAX + 1]; /* CONN_TOKEN / --conn-token, sent as Bearer */
+    uint32_t max_conn;         /* MAX_CONN / --max-conn: tunnels (ids ID-1..N when > 1), 1 */
+    uint32_t max_local;        /* MAX_LOCAL_CONNS: concurrent local connections, 64 */
+    uint32_t local_queue;      /* LOCAL_QUEUE: requests waiting for one (then 503), 256 */
+    uint64_t grace_ms;         /* GRACE / --grace SECS: finish streams on SIGTERM, 30 */
     char env_file[1024];       /* file actually read, "" if none */
 } nw_agent_cfg_t;
 
