@@ -1,7 +1,9 @@
-/* agent.c: `natwrp agent`. Dials REMOTE_URL, upgrades to a natwrp tunnel,
- * and turns every stream the server opens into one HTTP/1.1 exchange with
- * LOCAL_URL over a pool of keep-alive connections. Reconnects with
- * exponential backoff and jitter after any loss. */
+/* agent.c: `natwrp agent`. Keeps MAX_CONN tunnel slots, each dialling
+ * REMOTE_URL and upgrading to a natwrp tunnel, and turns every stream the
+ * server opens into one HTTP/1.1 exchange with LOCAL_URL over a bounded
+ * pool of keep-alive connections. A slot reconnects with exponential
+ * backoff and jitter after any loss, and at once when the server says
+ * GOAWAY (the old tunnel finishes its streams meanwhile). */
 #include <llhttp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,9 +21,27 @@
 #define BACKOFF_MAX_MS 30000
 #define HEALTHY_MS 60000
 #define REFUSAL_BODY_MAX 512
+#define MAX_TUNS 256            /* live tunnels: current ones plus retiring ones */
 
 typedef struct agent_s agent_t;
 typedef struct lreq_s lreq_t;
+
+/* One tunnel slot: the dial, the handshake, the tunnel, its backoff. */
+typedef struct slot_s {
+    nw_hfields_t hs_hf; /* first: the shared llhttp head callbacks find it here */
+    agent_t *ag;
+    char name[140];     /* the tunnel's id: AGENT_ID, or AGENT_ID-k with MAX_CONN > 1 */
+    nw_tun_t *tun;
+    nw_dial_t *dial;
+    nw_conn_t *hs;      /* connection while the handshake runs */
+    llhttp_t hs_parser;
+    nw_sbuf_t hs_body;
+    char hs_key[25];
+    int hs_done;
+    uv_timer_t timer;   /* backoff, then handshake deadline */
+    unsigned attempt;
+    uint64_t up_since;
+} slot_t;
 
 /* One connection to the local service. */
 typedef struct lconn_s {
@@ -43,66 +63,72 @@ struct lreq_s {
     nw_sbuf_t head;   /* serialized request head, kept for one retry */
     nw_bufq_t early;  /* body that arrived before a connection was ready */
     lreq_t *prev, *next;
+    lreq_t *wnext;    /* waiting for a local connection slot */
     unsigned req_end : 1, chunked : 1, body_sent : 1, is_head : 1, head_out : 1, resp_head : 1,
-        resp_end : 1, retried : 1;
+        resp_end : 1, retried : 1, admitted : 1, waiting : 1;
 };
 
 struct agent_s {
-    nw_hfields_t hs_hf; /* first: the shared llhttp head callbacks find it here */
     uv_loop_t *loop;
     nw_agent_cfg_t *cfg;
     char remote_str[1400];
     char local_str[1400];
     char host_hdr[300]; /* LOCAL_URL's authority for Host */
-    nw_tun_t *tun;
-    nw_dial_t *dial;
-    nw_conn_t *hs;      /* connection while the handshake runs */
-    llhttp_t hs_parser;
-    nw_sbuf_t hs_body;
-    char hs_key[25];
-    int hs_done;
-    uv_timer_t timer;   /* backoff, then handshake deadline */
-    unsigned attempt;
-    uint64_t up_since;
+    slot_t *slots;
+    unsigned nslots;
+    nw_tun_t *tuns[MAX_TUNS]; /* every live tunnel, current or retiring */
+    size_t ntuns;
     uint64_t tun_seq;
     lconn_t *idle;
     size_t nidle;
     lreq_t *reqs;
+    size_t nlocal;            /* requests holding or dialling a local connection */
+    lreq_t *wait_head, *wait_tail; /* requests waiting for one, oldest first */
+    size_t nwait;
+    int admitting;
     uv_signal_t sig[2];
-    int stopping;
+    uv_timer_t grace;         /* SIGTERM: the deadline for in-flight requests */
+    uv_check_t drain;         /* SIGTERM: checks after each I/O whether all is done */
+    int stopping;             /* 1 draining, 2 closing everything */
     nw_tls_conf_t *remote_tls; /* NULL for http:// */
     nw_tls_conf_t *local_tls;
 };
 
 static llhttp_settings_t hs_settings, lc_settings;
 
-static void agent_connect(agent_t *ag);
 static void lreq_free(lreq_t *r);
 static void lc_close(lconn_t *lc);
 static void lc_abort(lconn_t *lc);
 static void lreq_start(lreq_t *r);
+static void lreq_admit(lreq_t *r);
 
 /* ------------------------------------------------------------ backoff */
 
-static void on_backoff(uv_timer_t *h) { agent_connect(h->data); }
+static void slot_connect(slot_t *sl);
+static void agent_check_done(agent_t *ag);
 
-static void schedule_reconnect(agent_t *ag, const char *reason) {
+static void on_backoff(uv_timer_t *h) { slot_connect(h->data); }
+
+/* slow: the server refused us for a reason a retry will not fix soon
+ * (401/403): wait the full cap, never a tight loop. */
+static void schedule_reconnect(slot_t *sl, const char *reason, int slow) {
+    agent_t *ag = sl->ag;
     uint64_t now = uv_now(ag->loop), delay;
     unsigned r = 0;
     if (ag->stopping)
         return;
-    if (ag->up_since && now - ag->up_since >= HEALTHY_MS)
-        ag->attempt = 0; /* it was healthy: start over from the short delay */
-    ag->up_since = 0;
-    delay = BACKOFF_MIN_MS << NW_MIN(ag->attempt, 6u);
+    if (sl->up_since && now - sl->up_since >= HEALTHY_MS)
+        sl->attempt = 0; /* it was healthy: start over from the short delay */
+    sl->up_since = 0;
+    delay = slow ? BACKOFF_MAX_MS : BACKOFF_MIN_MS << NW_MIN(sl->attempt, 6u);
     if (delay > BACKOFF_MAX_MS)
         delay = BACKOFF_MAX_MS;
     nw_random(&r, sizeof(r));
     delay = delay * (80 + r % 41) / 100; /* +-20% so agents do not march in step */
-    ag->attempt++;
-    nw_warn("tunnel down agent=%s reason=%s; reconnecting in %.2fs (attempt %u)",
-            ag->cfg->agent_id, reason, (double)delay / 1000.0, ag->attempt);
-    uv_timer_start(&ag->timer, on_backoff, delay, 0);
+    sl->attempt++;
+    nw_warn("tunnel down agent=%s reason=%s; reconnecting in %.2fs (attempt %u)", sl->name,
+            reason, (double)delay / 1000.0, sl->attempt);
+    uv_timer_start(&sl->timer, on_backoff, delay, 0);
 }
 
 /* ------------------------------------------------------ tunnel streams */
@@ -250,7 +276,7 @@ static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
         lreq_fail(r, NW_RST_INTERNAL, "out of memory");
         return;
     }
-    lreq_start(r);
+    lreq_admit(r);
 }
 
 /* ---------------------------------------------------- local connections */
@@ -518,8 +544,79 @@ static void lreq_start(lreq_t *r) {
         lreq_fail(r, NW_RST_INTERNAL, "cannot start a connection");
 }
 
+/* Start waiting requests while local connection slots are free. */
+static void admit_waiters(agent_t *ag) {
+    if (ag->admitting)
+        return;
+    ag->admitting = 1;
+    while (ag->wait_head && ag->nlocal < ag->cfg->max_local) {
+        lreq_t *r = ag->wait_head;
+        ag->wait_head = r->wnext;
+        if (!ag->wait_head)
+            ag->wait_tail = NULL;
+        ag->nwait--;
+        r->waiting = 0;
+        r->admitted = 1;
+        ag->nlocal++;
+        lreq_start(r);
+    }
+    ag->admitting = 0;
+}
+
+/* At most MAX_LOCAL_CONNS exchanges with the local service at once; up to
+ * LOCAL_QUEUE more wait (their bodies are held by the stream's window);
+ * beyond that the request is answered 503 through the tunnel. */
+static void lreq_admit(lreq_t *r) {
+    agent_t *ag = r->ag;
+    static const char body[] = "natwrp agent: too many requests for the local service; "
+                               "try again\n";
+    char cl[24];
+    nw_hdr_t h[3];
+    if (ag->nlocal < ag->cfg->max_local && !ag->wait_head) {
+        r->admitted = 1;
+        ag->nlocal++;
+        lreq_start(r);
+        return;
+    }
+    if (ag->nwait < ag->cfg->local_queue) {
+        r->waiting = 1;
+        r->wnext = NULL;
+        if (ag->wait_tail)
+            ag->wait_tail->wnext = r;
+        else
+            ag->wait_head = r;
+        ag->wait_tail = r;
+        ag->nwait++;
+        return;
+    }
+    nw_warn("agent=%s strm=%u %zu local connections busy and %zu requests waiting: 503",
+            ag->cfg->agent_id, r->strm->sid, ag->nlocal, ag->nwait);
+    snprintf(cl, sizeof(cl), "%zu", sizeof(body) - 1);
+    h[0] = (nw_hdr_t){"Content-Type", 12, "text/plain; charset=utf-8", 25};
+    h[1] = (nw_hdr_t){"Content-Length", 14, cl, strlen(cl)};
+    h[2] = (nw_hdr_t){"Retry-After", 11, "1", 1};
+    if (nw_strm_head(r->strm, 503, "Service Unavailable", 19, h, 3, 0) == 0)
+        nw_strm_send(r->strm, body, sizeof(body) - 1, 1);
+    nw_strm_detach(r->strm, 0);
+    r->strm = NULL;
+    lreq_free(r);
+}
+
 static void lreq_free(lreq_t *r) {
     agent_t *ag = r->ag;
+    if (r->waiting) {
+        lreq_t **pp = &ag->wait_head, *prev = NULL;
+        while (*pp && *pp != r)
+            prev = *pp, pp = &(*pp)->wnext;
+        if (*pp) {
+            *pp = r->wnext;
+            if (ag->wait_tail == r)
+                ag->wait_tail = prev;
+            ag->nwait--;
+        }
+    }
+    if (r->admitted)
+        ag->nlocal--;
     if (r->dial)
         nw_dial_cancel(r->dial);
     if (r->prev)
@@ -531,91 +628,137 @@ static void lreq_free(lreq_t *r) {
     nw_sbuf_free(&r->head);
     nw_bufq_clear(&r->early);
     nw_free(r);
+    admit_waiters(ag);
+    agent_check_done(ag);
 }
 
 /* ---------------------------------------------------------- the tunnel */
 
-static void ag_on_tun_close(nw_tun_t *t, int err) {
-    agent_t *ag = t->data;
-    if (ag->tun == t)
-        ag->tun = NULL;
-    schedule_reconnect(ag, nw_strerror(err));
+static void tuns_remove(agent_t *ag, nw_tun_t *t) {
+    size_t i;
+    for (i = 0; i < ag->ntuns; i++)
+        if (ag->tuns[i] == t) {
+            ag->tuns[i] = ag->tuns[--ag->ntuns];
+            return;
+        }
 }
 
+static slot_t *slot_of(agent_t *ag, nw_tun_t *t) {
+    unsigned i;
+    for (i = 0; i < ag->nslots; i++)
+        if (ag->slots[i].tun == t)
+            return &ag->slots[i];
+    return NULL;
+}
+
+static void ag_on_tun_close(nw_tun_t *t, int err) {
+    agent_t *ag = t->data;
+    slot_t *sl = slot_of(ag, t);
+    tuns_remove(ag, t);
+    if (sl) {
+        sl->tun = NULL;
+        schedule_reconnect(sl, nw_strerror(err), 0);
+    } else {
+        nw_info("agent=%s retired tun=%llu closed", t->agent, (unsigned long long)t->id);
+    }
+    agent_check_done(ag);
+}
+
+/* The server is going away (draining for a restart): connect a fresh
+ * tunnel now, which lands on whichever process listens on the port,
+ * while this one finishes the streams it carries. */
 static void ag_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
+    agent_t *ag = t->data;
+    slot_t *sl = slot_of(ag, t);
     (void)last;
-    nw_info("agent=%s server sent GOAWAY (%s) on tun=%llu", t->agent, nw_mux_code_name(code),
-            (unsigned long long)t->id);
+    nw_info("agent=%s server sent GOAWAY (%s) on tun=%llu%s", t->agent, nw_mux_code_name(code),
+            (unsigned long long)t->id,
+            sl && !ag->stopping ? ": connecting a new tunnel, this one finishes its streams" : "");
+    if (!sl || ag->stopping)
+        return;
+    sl->tun = NULL; /* retiring: stays in ag->tuns until the server closes it */
+    sl->attempt = 0;
+    sl->up_since = 0;
+    slot_connect(sl);
 }
 
 static const nw_tun_cbs_t ag_tun_cbs = {ag_on_open,  NULL,         ag_on_data,     ag_on_reset,
                                         ag_on_drain, ag_on_goaway, ag_on_tun_close};
 
-static void hs_fail(agent_t *ag, const char *why) {
-    uv_timer_stop(&ag->timer);
-    if (ag->hs) {
-        nw_conn_close(ag->hs);
-        ag->hs = NULL;
+static void hs_fail(slot_t *sl, const char *why, int slow) {
+    uv_timer_stop(&sl->timer);
+    if (sl->hs) {
+        nw_conn_close(sl->hs);
+        sl->hs = NULL;
     }
-    schedule_reconnect(ag, why);
+    schedule_reconnect(sl, why, slow);
+    agent_check_done(sl->ag);
 }
 
 static int hs_on_headers_complete(llhttp_t *p) {
     return p->status_code == 101 ? 2 : 0;
 }
 static int hs_on_body(llhttp_t *p, const char *at, size_t n) {
-    agent_t *ag = p->data;
-    if (ag->hs_body.len < REFUSAL_BODY_MAX)
-        nw_sbuf_append(&ag->hs_body, at, NW_MIN(n, REFUSAL_BODY_MAX - ag->hs_body.len));
+    slot_t *sl = p->data;
+    if (sl->hs_body.len < REFUSAL_BODY_MAX)
+        nw_sbuf_append(&sl->hs_body, at, NW_MIN(n, REFUSAL_BODY_MAX - sl->hs_body.len));
     return 0;
 }
 static int hs_on_message_complete(llhttp_t *p) {
     if (p->status_code == 101)
         return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
-    ((agent_t *)p->data)->hs_done = 1;
+    ((slot_t *)p->data)->hs_done = 1;
     return HPE_PAUSED;
 }
 
 /* The server answered something other than 101: say what it said. */
-static void hs_refused(agent_t *ag) {
+static void hs_refused(slot_t *sl) {
     char why[700];
-    size_t i, n = ag->hs_body.len;
-    const char *b = ag->hs_body.p ? ag->hs_body.p : "";
+    size_t i, n = sl->hs_body.len;
+    unsigned st = sl->hs_parser.status_code;
+    const char *b = sl->hs_body.p ? sl->hs_body.p : "";
     while (n && (b[n - 1] == '\n' || b[n - 1] == '\r'))
         n--;
-    snprintf(why, sizeof(why), "server refused the tunnel: %u %.*s%s%.*s",
-             ag->hs_parser.status_code, (int)ag->hs_hf.first_len,
-             ag->hs_hf.raw.p ? ag->hs_hf.raw.p : "", n ? ": " : "", (int)n, b);
+    snprintf(why, sizeof(why), "server refused the tunnel: %u %.*s%s%.*s", st,
+             (int)sl->hs_hf.first_len, sl->hs_hf.raw.p ? sl->hs_hf.raw.p : "", n ? ": " : "",
+             (int)n, b);
     for (i = 0; why[i]; i++)
         if ((unsigned char)why[i] < 0x20)
             why[i] = ' ';
-    if (nw_hf_find(&ag->hs_hf, "x-natwrp-version", 0) >= 0)
+    if (nw_hf_find(&sl->hs_hf, "x-natwrp-version", 0) >= 0)
         nw_err("agent=%s protocol version mismatch with the server (agent speaks " NW_WS_SUBPROTO
-               ")", ag->cfg->agent_id);
-    hs_fail(ag, why);
+               ")", sl->name);
+    if (st == 401)
+        nw_err("agent=%s unauthorized: check CONN_TOKEN (the server wants the same token; "
+               "retrying every %ds)", sl->name, BACKOFF_MAX_MS / 1000);
+    if (st == 403)
+        nw_err("agent=%s forbidden: the server does not allow this AGENT_ID (--allow-agent)",
+               sl->name);
+    hs_fail(sl, why, st == 401 || st == 403);
 }
 
-static void hs_upgraded(agent_t *ag, const char *rest, size_t rest_len) {
-    nw_hfields_t *h = &ag->hs_hf;
+static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
+    agent_t *ag = sl->ag;
+    nw_hfields_t *h = &sl->hs_hf;
     char expect[29];
     nw_hdr_t f;
     nw_tun_cfg_t tc;
-    nw_conn_t *c = ag->hs;
+    nw_conn_t *c = sl->hs;
     uint64_t win = 262144;
     int i;
 
-    nw_ws_accept(ag->hs_key, strlen(ag->hs_key), expect);
+    nw_ws_accept(sl->hs_key, strlen(sl->hs_key), expect);
     i = nw_hf_find(h, "sec-websocket-accept", 0);
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_strieq(f.value, f.value_len, expect)) ||
         f.value_len != strlen(expect) || memcmp(f.value, expect, f.value_len) != 0) {
-        hs_fail(ag, "bad Sec-WebSocket-Accept from server");
+        hs_fail(sl, "bad Sec-WebSocket-Accept from server", 0);
         return;
     }
     i = nw_hf_find(h, "sec-websocket-protocol", 0);
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_strieq(f.value, f.value_len, NW_WS_SUBPROTO))) {
         nw_err("agent=%s protocol version mismatch: server did not select " NW_WS_SUBPROTO,
-               ag->cfg->agent_id);
-        hs_fail(ag, "protocol version mismatch");
+               sl->name);
+        hs_fail(sl, "protocol version mismatch", 0);
         return;
     }
     i = nw_hf_find(h, "x-natwrp-window", 0);
@@ -623,115 +766,129 @@ static void hs_upgraded(agent_t *ag, const char *rest, size_t rest_len) {
         nw_hf_get(h, (size_t)i, &f);
         if (nw_http_parse_cl(f.value, f.value_len, &win) != 0 || win < 1024 ||
             win > NW_MUX_MAX_WINDOW) {
-            hs_fail(ag, "invalid X-Natwrp-Window from server");
+            hs_fail(sl, "invalid X-Natwrp-Window from server", 0);
             return;
         }
     }
-    uv_timer_stop(&ag->timer);
-    ag->hs = NULL;
+    uv_timer_stop(&sl->timer);
+    sl->hs = NULL;
+    if (ag->ntuns == MAX_TUNS) {
+        nw_conn_close(c);
+        schedule_reconnect(sl, "too many retiring tunnels", 0);
+        return;
+    }
     tc.my_window = ag->cfg->window;
     tc.peer_window = (uint32_t)win;
     tc.ping_interval_ms = ag->cfg->ping_interval_ms;
-    ag->tun = nw_tun_new(ag->loop, c, 1, &tc, &ag_tun_cbs, ag);
-    if (!ag->tun) {
-        schedule_reconnect(ag, "out of memory");
+    sl->tun = nw_tun_new(ag->loop, c, 1, &tc, &ag_tun_cbs, ag);
+    if (!sl->tun) {
+        schedule_reconnect(sl, "out of memory", 0);
         return;
     }
-    ag->tun->id = ++ag->tun_seq;
-    snprintf(ag->tun->agent, sizeof(ag->tun->agent), "%s", ag->cfg->agent_id);
-    ag->up_since = uv_now(ag->loop);
-    nw_info("tunnel up agent=%s remote=%s tun=%llu", ag->cfg->agent_id, ag->remote_str,
-            (unsigned long long)ag->tun->id);
-    nw_tun_start(ag->tun, rest, rest_len);
+    ag->tuns[ag->ntuns++] = sl->tun;
+    sl->tun->id = ++ag->tun_seq;
+    snprintf(sl->tun->agent, sizeof(sl->tun->agent), "%s", sl->name);
+    sl->up_since = uv_now(ag->loop);
+    nw_info("tunnel up agent=%s remote=%s tun=%llu", sl->name, ag->remote_str,
+            (unsigned long long)sl->tun->id);
+    nw_tun_start(sl->tun, rest, rest_len);
 }
 
 static void hs_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
-    agent_t *ag = c->data;
+    slot_t *sl = c->data;
     llhttp_errno_t e;
     const char *pos;
     if (nread < 0) {
-        if (ag->hs_parser.status_code && ag->hs_parser.status_code != 101 &&
-            llhttp_finish(&ag->hs_parser) == HPE_OK) {
-            hs_refused(ag);
+        if (sl->hs_parser.status_code && sl->hs_parser.status_code != 101 &&
+            llhttp_finish(&sl->hs_parser) == HPE_OK) {
+            hs_refused(sl);
             return;
         }
-        hs_fail(ag, nread == UV_EOF ? "server closed the connection during the handshake"
-                                    : nw_strerror((int)nread));
+        hs_fail(sl, nread == UV_EOF ? "server closed the connection during the handshake"
+                                    : nw_strerror((int)nread), 0);
         return;
     }
-    e = llhttp_execute(&ag->hs_parser, buf, (size_t)nread);
+    e = llhttp_execute(&sl->hs_parser, buf, (size_t)nread);
     if (e == HPE_PAUSED_UPGRADE) {
-        pos = llhttp_get_error_pos(&ag->hs_parser);
-        hs_upgraded(ag, pos, (size_t)(buf + nread - pos));
-    } else if (ag->hs_done) {
-        hs_refused(ag);
+        pos = llhttp_get_error_pos(&sl->hs_parser);
+        hs_upgraded(sl, pos, (size_t)(buf + nread - pos));
+    } else if (sl->hs_done) {
+        hs_refused(sl);
     } else if (e != HPE_OK) {
-        hs_fail(ag, "malformed handshake response from server");
+        hs_fail(sl, "malformed handshake response from server", 0);
     }
 }
 
 static void hs_on_close(nw_conn_t *c) { (void)c; }
 
-static void hs_on_timeout(uv_timer_t *h) { hs_fail(h->data, "handshake timed out"); }
+static void hs_on_timeout(uv_timer_t *h) { hs_fail(h->data, "handshake timed out", 0); }
 
 static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
-    agent_t *ag = ud;
+    slot_t *sl = ud;
+    agent_t *ag = sl->ag;
+    const nw_agent_cfg_t *cfg = ag->cfg;
     nw_sbuf_t req = {0};
     uv_buf_t b;
     char reason[1600];
-    ag->dial = NULL;
+    int v6 = strchr(cfg->remote.host, ':') != NULL;
+    sl->dial = NULL;
     if (!c) {
         snprintf(reason, sizeof(reason), "cannot connect to %s: %s", ag->remote_str,
                  nw_dial_strerror(d));
         if (err == NW_ETLS)
-            nw_err("agent=%s %s", ag->cfg->agent_id, reason);
-        schedule_reconnect(ag, reason);
+            nw_err("agent=%s %s", sl->name, reason);
+        schedule_reconnect(sl, reason, 0);
         return;
     }
     if (c->tls)
-        nw_info("agent=%s tls: connected to %s with %s%s", ag->cfg->agent_id, ag->remote_str,
-                nw_tls_version(c->tls), ag->cfg->insecure ? " (certificate NOT verified)" : "");
-    ag->hs = c;
-    nw_conn_set_owner(c, ag, hs_on_read, NULL, hs_on_close);
-    nw_hf_reset(&ag->hs_hf);
-    nw_sbuf_free(&ag->hs_body);
-    ag->hs_done = 0;
-    llhttp_init(&ag->hs_parser, HTTP_RESPONSE, &hs_settings);
-    ag->hs_parser.data = ag;
-    nw_ws_new_key(ag->hs_key);
+        nw_info("agent=%s tls: connected to %s with %s%s", sl->name, ag->remote_str,
+                nw_tls_version(c->tls), cfg->insecure ? " (certificate NOT verified)" : "");
+    sl->hs = c;
+    nw_conn_set_owner(c, sl, hs_on_read, NULL, hs_on_close);
+    nw_hf_reset(&sl->hs_hf);
+    nw_sbuf_free(&sl->hs_body);
+    sl->hs_done = 0;
+    llhttp_init(&sl->hs_parser, HTTP_RESPONSE, &hs_settings);
+    sl->hs_parser.data = sl;
+    nw_ws_new_key(sl->hs_key);
+    /* The token goes in a header, never the URL, to stay out of logs. */
     nw_sbuf_appendf(&req,
                     "GET %s" NW_TUNNEL_PATH " HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                     "Sec-WebSocket-Protocol: " NW_WS_SUBPROTO "\r\n"
-                    "X-Natwrp-Agent: %s\r\nX-Natwrp-Window: %u\r\n"
-                    "User-Agent: natwrp/" NW_VERSION "\r\n\r\n",
-                    ag->cfg->remote.path, strchr(ag->cfg->remote.host, ':') ? "[" : "",
-                    ag->cfg->remote.host, strchr(ag->cfg->remote.host, ':') ? "]" : "",
-                    ag->cfg->remote.port, ag->hs_key, ag->cfg->agent_id, ag->cfg->window);
+                    "X-Natwrp-Agent: %s\r\nX-Natwrp-Window: %u\r\n",
+                    cfg->remote.path, v6 ? "[" : "", cfg->remote.host, v6 ? "]" : "",
+                    cfg->remote.port, sl->hs_key, sl->name, cfg->window);
+    if (ag->nslots > 1)
+        nw_sbuf_appendf(&req, "X-Natwrp-Group: %s\r\n", cfg->agent_id);
+    if (cfg->conn_token[0])
+        nw_sbuf_appendf(&req, "Authorization: Bearer %s\r\n", cfg->conn_token);
+    nw_sbuf_appends(&req, "User-Agent: natwrp/" NW_VERSION "\r\n\r\n");
     b = uv_buf_init(req.p, (unsigned)req.len);
     if (!req.p || nw_conn_write(c, &b, 1, 0) != 0) {
         nw_sbuf_free(&req);
-        hs_fail(ag, "cannot send the handshake");
+        hs_fail(sl, "cannot send the handshake", 0);
         return;
     }
     nw_sbuf_free(&req);
-    uv_timer_start(&ag->timer, hs_on_timeout, ag->cfg->connect_timeout_ms, 0);
+    uv_timer_start(&sl->timer, hs_on_timeout, cfg->connect_timeout_ms, 0);
     nw_conn_resume(c, NW_PAUSE_OWNER);
 }
 
-static void agent_connect(agent_t *ag) {
-    if (ag->stopping || ag->tun || ag->dial || ag->hs)
+static void slot_connect(slot_t *sl) {
+    agent_t *ag = sl->ag;
+    if (ag->stopping || sl->tun || sl->dial || sl->hs)
         return;
-    nw_info("agent=%s connecting to %s", ag->cfg->agent_id, ag->remote_str);
+    nw_info("agent=%s connecting to %s", sl->name, ag->remote_str);
     if (ag->remote_tls && ag->cfg->insecure)
         nw_warn("agent=%s tls: TLS_INSECURE is set: the server's certificate is not verified "
                 "(insecure; anyone on the path can impersonate the server)",
-                ag->cfg->agent_id);
-    ag->dial = nw_dial_start(ag->loop, ag->cfg->remote.host, ag->cfg->remote.port,
-                             ag->cfg->connect_timeout_ms, ag->remote_tls, on_remote_dial, ag);
-    if (!ag->dial)
-        schedule_reconnect(ag, "cannot start a connection");
+                sl->name);
+    sl->dial = nw_dial_start(ag->loop, ag->cfg->remote.host, ag->cfg->remote.port,
+                             ag->cfg->connect_timeout_ms, ag->remote_tls, on_remote_dial, sl);
+    if (!sl->dial)
+        schedule_reconnect(sl, "cannot start a connection", 0);
 }
 
 /* ---------------------------------------------------------------- main */
@@ -742,29 +899,105 @@ static void on_walk_close(uv_handle_t *h, void *arg) {
         uv_close(h, NULL);
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-    agent_t *ag = h->data;
-    nw_info("agent=%s received %s: shutting down", ag->cfg->agent_id,
-            signum == SIGINT ? "SIGINT" : "SIGTERM");
-    ag->stopping = 1;
-    uv_timer_stop(&ag->timer);
-    if (ag->dial) {
-        nw_dial_cancel(ag->dial);
-        ag->dial = NULL;
+/* Close everything now; in-flight requests are cut. */
+static void agent_stop(agent_t *ag) {
+    unsigned i;
+    if (ag->stopping == 2)
+        return;
+    ag->stopping = 2;
+    for (i = 0; i < ag->nslots; i++) {
+        slot_t *sl = &ag->slots[i];
+        uv_timer_stop(&sl->timer);
+        if (sl->dial) {
+            nw_dial_cancel(sl->dial);
+            sl->dial = NULL;
+        }
+        if (sl->hs) {
+            nw_conn_close(sl->hs);
+            sl->hs = NULL;
+        }
+        sl->tun = NULL;
+        uv_close((uv_handle_t *)&sl->timer, NULL);
     }
-    if (ag->hs) {
-        nw_conn_close(ag->hs);
-        ag->hs = NULL;
-    }
-    if (ag->tun)
-        nw_tun_close(ag->tun, NW_ECLOSED); /* resets streams: frees requests */
+    while (ag->ntuns)
+        nw_tun_close(ag->tuns[ag->ntuns - 1], NW_ECLOSED); /* resets streams, removes itself */
     while (ag->reqs)
         lreq_fail(ag->reqs, NW_RST_CANCEL, "shutting down");
     while (ag->idle)
         lc_close(ag->idle);
     uv_close((uv_handle_t *)&ag->sig[0], NULL);
     uv_close((uv_handle_t *)&ag->sig[1], NULL);
-    uv_close((uv_handle_t *)&ag->timer, NULL);
+    uv_close((uv_handle_t *)&ag->grace, NULL);
+    uv_close((uv_handle_t *)&ag->drain, NULL);
+}
+
+/* Draining: done when no request is in flight and every stream's last
+ * bytes have left (a tunnel frees a stream once all of it is queued). */
+static void agent_check_done(agent_t *ag) {
+    size_t i, streams = 0;
+    if (ag->stopping != 1 || ag->reqs)
+        return;
+    for (i = 0; i < ag->ntuns; i++)
+        streams += ag->tuns[i]->nstreams;
+    if (streams)
+        return;
+    nw_info("agent=%s drained: every request finished; closing %zu tunnel(s)",
+            ag->cfg->agent_id, ag->ntuns);
+    for (i = 0; i < ag->ntuns; i++)
+        nw_tun_shutdown(ag->tuns[i]); /* close frame after what is queued */
+    if (ag->ntuns == 0)
+        agent_stop(ag);
+}
+
+static void on_drain_check(uv_check_t *h) { agent_check_done(h->data); }
+
+static void on_grace(uv_timer_t *h) {
+    agent_t *ag = h->data;
+    size_t n = 0;
+    lreq_t *r;
+    for (r = ag->reqs; r; r = r->next)
+        n++;
+    nw_warn("agent=%s grace period (%llu ms) over: cutting %zu request(s) still running",
+            ag->cfg->agent_id, (unsigned long long)ag->cfg->grace_ms, n);
+    agent_stop(ag);
+}
+
+/* SIGTERM/SIGINT: stop taking streams (GOAWAY on every tunnel; the server
+ * sends new requests elsewhere), finish the ones in flight within GRACE,
+ * then exit 0. A second signal stops at once. */
+static void on_signal(uv_signal_t *h, int signum) {
+    agent_t *ag = h->data;
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    size_t i, n = 0;
+    unsigned k;
+    lreq_t *r;
+    if (ag->stopping) {
+        nw_info("agent=%s received %s again: stopping now", ag->cfg->agent_id, name);
+        agent_stop(ag);
+        return;
+    }
+    for (r = ag->reqs; r; r = r->next)
+        n++;
+    nw_info("agent=%s received %s: shutting down (%zu request(s) in flight, grace %llu ms)",
+            ag->cfg->agent_id, name, n, (unsigned long long)ag->cfg->grace_ms);
+    ag->stopping = 1;
+    for (k = 0; k < ag->nslots; k++) {
+        slot_t *sl = &ag->slots[k];
+        uv_timer_stop(&sl->timer);
+        if (sl->dial) {
+            nw_dial_cancel(sl->dial);
+            sl->dial = NULL;
+        }
+        if (sl->hs) {
+            nw_conn_close(sl->hs);
+            sl->hs = NULL;
+        }
+    }
+    for (i = 0; i < ag->ntuns; i++)
+        nw_tun_goaway(ag->tuns[i], 0);
+    uv_timer_start(&ag->grace, on_grace, ag->cfg->grace_ms, 0);
+    uv_check_start(&ag->drain, on_drain_check);
+    agent_check_done(ag);
 }
 
 static void fmt_url(char *out, size_t cap, const nw_url_t *u, const char *scheme) {
@@ -779,6 +1012,7 @@ int nw_agent_main(int argc, char **argv) {
     agent_t *ag;
     uv_loop_t loop;
     int rc, v6, dflt;
+    unsigned k;
 
     rc = nw_cfg_agent(argc, argv, &cfg, err, sizeof(err));
     if (rc == 1)
@@ -826,10 +1060,15 @@ int nw_agent_main(int argc, char **argv) {
     if (ag->local_tls && cfg.local_insecure)
         nw_warn("agent=%s tls: LOCAL_INSECURE is set: the local service's certificate is not "
                 "verified (insecure)", cfg.agent_id);
+    ag->nslots = cfg.max_conn;
+    ag->slots = nw_calloc(ag->nslots, sizeof(*ag->slots));
+    if (!ag->slots) {
+        nw_free(ag);
+        return 1;
+    }
     uv_loop_init(&loop);
     ag->loop = &loop;
     ag->cfg = &cfg;
-    nw_hf_init(&ag->hs_hf, 16384);
     fmt_url(ag->remote_str, sizeof(ag->remote_str), &cfg.remote, cfg.remote.tls ? "wss" : "ws");
     fmt_url(ag->local_str, sizeof(ag->local_str), &cfg.local, cfg.local.tls ? "https" : "http");
     v6 = strchr(cfg.local.host, ':') != NULL;
@@ -839,23 +1078,40 @@ int nw_agent_main(int argc, char **argv) {
     if (!dflt)
         snprintf(ag->host_hdr + strlen(ag->host_hdr), sizeof(ag->host_hdr) - strlen(ag->host_hdr),
                  ":%u", cfg.local.port);
-    uv_timer_init(&loop, &ag->timer);
-    ag->timer.data = ag;
+    for (k = 0; k < ag->nslots; k++) {
+        slot_t *sl = &ag->slots[k];
+        sl->ag = ag;
+        if (ag->nslots > 1)
+            snprintf(sl->name, sizeof(sl->name), "%s-%u", cfg.agent_id, k + 1);
+        else
+            snprintf(sl->name, sizeof(sl->name), "%s", cfg.agent_id);
+        nw_hf_init(&sl->hs_hf, 16384);
+        uv_timer_init(&loop, &sl->timer);
+        sl->timer.data = sl;
+    }
+    uv_timer_init(&loop, &ag->grace);
+    ag->grace.data = ag;
+    uv_check_init(&loop, &ag->drain);
+    ag->drain.data = ag;
     uv_signal_init(&loop, &ag->sig[0]);
     uv_signal_init(&loop, &ag->sig[1]);
     ag->sig[0].data = ag->sig[1].data = ag;
     uv_signal_start(&ag->sig[0], on_signal, SIGINT);
     uv_signal_start(&ag->sig[1], on_signal, SIGTERM);
-    nw_info("agent=%s local=%s env=%s", cfg.agent_id, ag->local_str,
-            cfg.env_file[0] ? cfg.env_file : "(none)");
-    agent_connect(ag);
+    nw_info("agent=%s local=%s env=%s tunnels=%u", cfg.agent_id, ag->local_str,
+            cfg.env_file[0] ? cfg.env_file : "(none)", ag->nslots);
+    for (k = 0; k < ag->nslots; k++)
+        slot_connect(&ag->slots[k]);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_walk(&loop, on_walk_close, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         nw_err("event loop closed with handles still open");
-    nw_hf_free(&ag->hs_hf);
-    nw_sbuf_free(&ag->hs_body);
+    for (k = 0; k < ag->nslots; k++) {
+        nw_hf_free(&ag->slots[k].hs_hf);
+        nw_sbuf_free(&ag->slots[k].hs_body);
+    }
+    nw_free(ag->slots);
     if (ag->remote_tls)
         nw_tls_conf_unref(ag->remote_tls);
     if (ag->local_tls)

@@ -586,14 +586,14 @@ static const opt_t serve_opts[] = {
     {"--allow-agent", "ALLOW_AGENT", OPT_REGEX, SERVE_FIELD(allow_agent), 0, 0},
     {"--auth-token", "AUTH_TOKEN", OPT_TOKEN, SERVE_FIELD(auth_token), 0, 0},
     {"--auth-rule", "AUTH_RULE", OPT_REGEX, SERVE_FIELD(auth_rule), 0, 0},
-    {"--max-headers", "MAX_HEADERS", OPT_COUNT1, SERVE_FIELD(max_headers), 1000, 0},
+    {"--max-headers", "MAX_HEADERS", OPT_COUNT1, SERVE_FIELD(max_headers), 200, 0},
     {"--max-url", "MAX_URL", OPT_BYTES, SERVE_FIELD(max_url), 0, 0},
     {"--idle-timeout", "IDLE_TIMEOUT", OPT_SECS, SERVE_FIELD(idle_timeout_ms), 0, 0},
     {"--head-timeout", "HEAD_TIMEOUT", OPT_SECS, SERVE_FIELD(head_timeout_ms), 0, 0},
     {"--max-streams", "MAX_STREAMS", OPT_COUNT1, SERVE_FIELD(max_streams), 1000000, 0},
     {"--queue-timeout", "QUEUE_TIMEOUT", OPT_SECS, SERVE_FIELD(queue_timeout_ms), 0, 0},
     {"--max-conns", "MAX_CONNS", OPT_COUNT1, SERVE_FIELD(max_conns), 1000000, 0},
-    {"--max-tunnels", "MAX_TUNNELS", OPT_COUNT1, SERVE_FIELD(max_tunnels), 100000, 0},
+    {"--max-tunnels", "MAX_TUNNELS", OPT_COUNT1, SERVE_FIELD(max_tunnels), 1024, 0},
     {"--max-agent-tunnels", "MAX_AGENT_TUNNELS", OPT_COUNT1, SERVE_FIELD(max_agent_tunnels),
      100000, 0},
     {"--balance", "BALANCE", OPT_BALANCE, SERVE_FIELD(balance), 0, 0},
@@ -955,7 +955,8 @@ static void serve_usage(void) {
           "                           (default: every path; env AUTH_RULE)\n"
           "\n"
           "Limits:\n"
-          "  --max-headers N          header fields per request, else 431 (default 100)\n"
+          "  --max-headers N          header fields per request, at most 200, else 431\n"
+          "                           (default 200)\n"
           "  --max-url BYTES          request target length, else 414 (default 8192)\n"
           "  --head-timeout SECS      time to receive a whole request head, else 408\n"
           "                           (default 30)\n"
@@ -1002,7 +1003,7 @@ static void agent_usage(void) {
           "  --ping-interval SECS     PING_INTERVAL: keepalive ping interval (default 30)\n"
           "  --connect-timeout SECS   CONNECT_TIMEOUT: connect timeout (default 10)\n"
           "  --pool-size N            POOL_SIZE: idle local connections kept, 0 to 1024\n"
-          "                           (default 16)\n"
+          "                           (default 64)\n"
           "  --window BYTES           WINDOW: per-stream flow-control window, 1k to\n"
           "                           2147483647 (default 262144)\n"
           "  --max-head BYTES         MAX_HEAD: largest response head from the local\n"
@@ -1050,7 +1051,7 @@ static void serve_defaults(nw_serve_cfg_t *cfg) {
     cfg->max_head = 65536;
     cfg->window = 262144;
     cfg->log_level = NW_LOG_INFO;
-    cfg->max_headers = 100;
+    cfg->max_headers = 200;
     cfg->max_url = 8192;
     cfg->idle_timeout_ms = 75000;
     cfg->head_timeout_ms = 30000;
@@ -1120,7 +1121,7 @@ static void agent_defaults(nw_agent_cfg_t *cfg) {
     memset(cfg, 0, sizeof(*cfg));
     cfg->ping_interval_ms = 30000;
     cfg->connect_timeout_ms = 10000;
-    cfg->pool_size = 16;
+    cfg->pool_size = 64;
     cfg->window = 262144;
     cfg->max_head = 65536;
     cfg->log_level = NW_LOG_INFO;

@@ -6,8 +6,10 @@
  * One request per connection is in flight: pipelined requests wait in the
  * parser (paused) until the previous response is written, so responses
  * leave in order. */
+#include <errno.h>
 #include <llhttp.h>
 #include <regex.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,16 +22,17 @@
 #include "tun.h"
 #include "ws.h"
 
-#define HEAD_TIMEOUT_MS 30000   /* a request head must arrive within this */
-#define IDLE_TIMEOUT_MS 75000   /* keep-alive connections idle this long close */
 #define LINGER_MS 2000          /* drain input this long after an error reply */
-#define MAX_TUNNELS 1024
+#define MAX_TUNNELS 1024        /* the array bound; --max-tunnels is at most this */
+#define MAX_TRIES 3             /* dispatch attempts for a request never sent */
 #define PIPELINE_MAX (64 * 1024) /* pipelined bytes held while a response runs */
 #define DISCARD_MAX (1024 * 1024) /* request body read and dropped to keep a connection after an error */
 
 typedef struct serve_s serve_t;
 
-enum pc_state { PC_IDLE, PC_HEAD, PC_WAIT, PC_STREAM, PC_LINGER, PC_CLOSED };
+/* PC_QUEUED: the head is parsed, every tunnel is at --max-streams; the
+ * parser is paused until a slot frees or --queue-timeout passes. */
+enum pc_state { PC_IDLE, PC_HEAD, PC_QUEUED, PC_WAIT, PC_STREAM, PC_LINGER, PC_CLOSED };
 
 typedef struct pconn_s {
     serve_t *srv;
@@ -48,9 +51,12 @@ typedef struct pconn_s {
     int err_status;          /* status chosen by a parser callback */
     int defer_status;        /* error to answer once the request body is read */
     struct pconn_s *prev, *next;
+    struct pconn_s *qprev, *qnext; /* wait queue for a stream slot */
+    unsigned tries;          /* dispatch attempts for this request */
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
         has_cl : 1, tunnel : 1, upgrade_other : 1, minor : 1, in_feed : 1, paused : 1,
-        again : 1, https : 1;
+        again : 1, https : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
+        body_started : 1;
 } pconn_t;
 
 struct serve_s {
@@ -66,6 +72,14 @@ struct serve_s {
     size_t rr;
     uint64_t next_tun_id, next_pc_id;
     pconn_t *pconns;
+    size_t npconns;               /* public connections counted against --max-conns */
+    pconn_t *wq_head, *wq_tail;   /* requests waiting for a stream slot, oldest first */
+    int in_wq;
+    regex_t allow_re, auth_re;
+    int has_allow, has_auth_rule;
+    uv_timer_t grace;             /* SIGTERM: the drain deadline */
+    uv_check_t wq_check;          /* runs the wait queue while it is not empty */
+    int draining;
     int stopping;
 };
 
@@ -85,23 +99,58 @@ static void reg_remove(serve_t *srv, nw_tun_t *t) {
         }
 }
 
-/* Fewest in-flight streams wins; ties go round-robin. */
-static nw_tun_t *reg_pick(serve_t *srv) {
+/* FNV-1a over the client address and the tunnel's name: rendezvous
+ * hashing, so a client keeps its tunnel while others come and go, and a
+ * reconnecting agent (same name) gets its clients back. */
+static uint64_t hrw(const char *ip, size_t iplen, const char *name) {
+    uint64_t h = 1469598103934665603ull;
+    size_t i;
+    for (i = 0; i < iplen; i++)
+        h = (h ^ (unsigned char)ip[i]) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (; *name; name++)
+        h = (h ^ (unsigned char)*name) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+}
+
+/* A tunnel with a free stream slot by --balance, or NULL: *any says
+ * whether any usable tunnel exists at all (then the caller may wait). */
+static nw_tun_t *reg_pick(serve_t *srv, const char *ip, size_t iplen, int *any) {
     nw_tun_t *best = NULL;
+    uint64_t best_score = 0;
     size_t i, bi = 0;
+    *any = 0;
     for (i = 0; i < srv->ntuns; i++) {
         size_t k = (srv->rr + i) % srv->ntuns;
         nw_tun_t *t = srv->tuns[k];
-        if (t->goaway_recv)
+        if (t->goaway_recv || nw_tun_closing(t))
             continue;
-        if (!best || t->active < best->active) {
-            best = t;
-            bi = k;
+        *any = 1;
+        if (t->active >= srv->cfg->max_streams)
+            continue;
+        if (srv->cfg->balance == NW_BALANCE_HASH_IP) {
+            uint64_t sc = hrw(ip, iplen, t->agent);
+            if (!best || sc > best_score)
+                best = t, best_score = sc, bi = k;
+        } else if (srv->cfg->balance == NW_BALANCE_ROUND_ROBIN) {
+            best = t, bi = k;
+            break;
+        } else if (!best || t->active < best->active) {
+            best = t, bi = k; /* fewest in flight; ties rotate */
         }
     }
     if (best)
         srv->rr = bi + 1;
     return best;
+}
+
+static size_t reg_count_group(serve_t *srv, const char *group) {
+    size_t i, n = 0;
+    for (i = 0; i < srv->ntuns; i++)
+        n += strcmp(srv->tuns[i]->group, group) == 0;
+    return n;
 }
 
 /* ------------------------------------------------------------- writing */
@@ -122,9 +171,26 @@ static void pc_arm(pconn_t *pc, uint64_t ms) {
 /* After an error reply: half-close, then read and drop whatever the client
  * still sends until it closes or LINGER_MS passes, so the reply is not lost
  * to a TCP reset caused by unread input. */
+static void wq_remove(pconn_t *pc) {
+    serve_t *srv = pc->srv;
+    if (!pc->queued)
+        return;
+    if (pc->qprev)
+        pc->qprev->qnext = pc->qnext;
+    else
+        srv->wq_head = pc->qnext;
+    if (pc->qnext)
+        pc->qnext->qprev = pc->qprev;
+    else
+        srv->wq_tail = pc->qprev;
+    pc->qprev = pc->qnext = NULL;
+    pc->queued = 0;
+}
+
 static void pc_linger(pconn_t *pc) {
     if (pc->state == PC_LINGER || pc->state == PC_CLOSED || !pc->conn)
         return;
+    wq_remove(pc);
     pc->state = PC_LINGER;
     if (pc->strm) {
         nw_strm_detach(pc->strm, NW_RST_CANCEL);
@@ -136,6 +202,9 @@ static void pc_linger(pconn_t *pc) {
 }
 
 static void pc_response_done(pconn_t *pc);
+static void pc_unpause(pconn_t *pc);
+static int pc_dispatch(pconn_t *pc);
+static void pc_sent(pconn_t *pc);
 
 /* Answer with a short text error. The connection stays open when the
  * request was read completely and the client wants keep-alive; otherwise
@@ -145,10 +214,13 @@ static void pc_reply(pconn_t *pc, int status, const char *msg) {
     char body[256];
     int keep = pc->keep_alive && pc->req_done && !pc->err_status;
     int bl = snprintf(body, sizeof(body), "natwrp: %s\n", msg);
+    const char *extra = status == 401 ? "WWW-Authenticate: Bearer realm=\"natwrp\"\r\n"
+                        : status == 503 ? "Retry-After: 1\r\n"
+                                        : "";
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     "Content-Length: %d\r\n%s\r\n%s",
-                     status, nw_http_reason(status), bl,
+                     "%sContent-Length: %d\r\n%s\r\n%s",
+                     status, nw_http_reason(status), extra, bl,
                      !keep ? "Connection: close\r\n"
                      : pc->minor ? ""
                                  : "Connection: keep-alive\r\n",
@@ -179,7 +251,13 @@ static void pc_response_done(pconn_t *pc) {
     }
     /* Next request: take what the client pipelined, then read again. */
     pc->state = PC_IDLE;
-    pc_arm(pc, IDLE_TIMEOUT_MS);
+    pc_arm(pc, pc->srv->cfg->idle_timeout_ms);
+    pc_unpause(pc);
+}
+
+/* Let the parser go on with what the client sent after the point where
+ * it was paused (a finished request, or a head waiting for a slot). */
+static void pc_unpause(pconn_t *pc) {
     llhttp_resume(&pc->parser);
     pc->paused = 0;
     if (pc->in_feed) {
@@ -239,7 +317,7 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         else
             pc->keep_alive = 0; /* close-delimited body */
     }
-    if (!pc->req_done)
+    if (!pc->req_done || pc->srv->draining)
         pc->keep_alive = 0; /* the rest of the request body would be unread */
     if (!pc->keep_alive)
         nw_sbuf_appends(&out, "Connection: close\r\n");
@@ -315,7 +393,8 @@ static int code_status(uint32_t code, const char **msg) {
     case NW_RST_CONNECT: *msg = "the agent could not connect to the local service"; return 502;
     case NW_RST_REFUSED: *msg = "the agent refused the request"; return 503;
     case NW_RST_TIMEOUT: *msg = "the local service timed out"; return 504;
-    case NW_RST_TUNNEL_LOST: *msg = "the tunnel to the agent was lost"; return 502;
+    case NW_RST_TUNNEL_LOST:
+    case NW_RST_UNSENT: *msg = "the tunnel to the agent was lost"; return 502;
     case NW_RST_TOOBIG: *msg = "the response head was too large"; return 502;
     default: *msg = "the local service failed"; return 502;
     }
@@ -326,6 +405,28 @@ static void srv_on_reset(nw_strm_t *s, uint32_t code) {
     const char *msg;
     int status = code_status(code, &msg);
     pc->strm = NULL;
+    /* Never processed (refused by an agent that is going away, or still in
+     * our queue when its tunnel died): a request that was wholly in its
+     * OPEN frame can go to another tunnel. One with a body cannot, as the
+     * body bytes already went to the lost stream. */
+    if (!pc->head_sent && (code == NW_RST_UNSENT || code == NW_RST_REFUSED) && pc->end_at_open &&
+        pc->tries < MAX_TRIES && pc->state == PC_WAIT) {
+        int st;
+        nw_info("conn=%llu client=%s strm=%u not processed by tun=%llu agent=%s (%s): "
+                "retrying on another tunnel",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->sid,
+                (unsigned long long)s->tun->id, s->tun->agent,
+                code == NW_RST_UNSENT ? "tunnel lost before it was sent" : "refused");
+        st = pc_dispatch(pc);
+        if (st == 0)
+            pc_sent(pc);
+        if (st <= 1)
+            return;
+        status = st;
+        msg = st == 503 ? "no agent is connected to this server" : "could not forward the request";
+    }
+    if (code == NW_RST_UNSENT)
+        code = NW_RST_TUNNEL_LOST;
     if (!pc->head_sent) {
         nw_warn("conn=%llu client=%s strm=%u failed before the response head: %s (%s)",
                 (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->sid,
@@ -363,9 +464,10 @@ static const nw_tun_cbs_t srv_tun_cbs = {NULL,         srv_on_head,   srv_on_dat
 
 /* -------------------------------------------------------- tunnel upgrade */
 
-static int agent_id_ok(const char *p, size_t n) {
+/* AGENT_ID's syntax; a MAX_CONN tunnel's id adds "-k" (max_len 139). */
+static int agent_id_ok(const char *p, size_t n, size_t max_len) {
     size_t i;
-    if (n == 0 || n > 128)
+    if (n == 0 || n > max_len)
         return 0;
     for (i = 0; i < n; i++) {
         char c = p[i];
@@ -378,7 +480,43 @@ static int agent_id_ok(const char *p, size_t n) {
 
 /* Validate the upgrade; on success write the 101 and return 0, else write
  * the refusal and return -1. */
-static int tunnel_handshake(pconn_t *pc, char *agent, uint32_t *peer_window) {
+/* got == want, in time that depends only on want's length (the secret's
+ * bytes are never the cause of an early exit). */
+static int token_eq(const char *got, size_t glen, const char *want, size_t wlen) {
+    unsigned char d = glen != wlen;
+    size_t i;
+    for (i = 0; i < wlen; i++)
+        d |= (unsigned char)(want[i] ^ (i < glen ? got[i] : 0));
+    return d == 0;
+}
+
+/* The credential in an Authorization value: after "Bearer " (any case)
+ * when bearer_only, else that or the whole value. */
+static int auth_value(const nw_hdr_t *f, int bearer_only, const char **tok, size_t *len) {
+    if (f->value_len > 7 && nw_strieq(f->value, 7, "bearer ")) {
+        *tok = f->value + 7;
+        *len = f->value_len - 7;
+        while (*len && **tok == ' ')
+            (*tok)++, (*len)--;
+        return 1;
+    }
+    if (bearer_only)
+        return 0;
+    *tok = f->value;
+    *len = f->value_len;
+    return 1;
+}
+
+/* Refuse a tunnel upgrade with a status and a one-line reason. */
+static void tunnel_refuse(pconn_t *pc, int status, const char *agent, const char *why) {
+    nw_warn("tunnel refused from %s agent=%s: %d %s", pc->conn->peer, agent && *agent ? agent : "-",
+            status, why);
+    pc->keep_alive = 0;
+    pc_reply(pc, status, why);
+}
+
+static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *peer_window) {
+    const nw_serve_cfg_t *cfg = pc->srv->cfg;
     nw_hfields_t *h = &pc->hf;
     nw_hdr_t f;
     char accept[29], msg[256], resp[512];
@@ -423,13 +561,64 @@ static int tunnel_handshake(pconn_t *pc, char *agent, uint32_t *peer_window) {
         return -1;
     }
     i = nw_hf_find(h, "x-natwrp-agent", 0);
-    if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !agent_id_ok(f.value, f.value_len))) {
+    if (i < 0 || (nw_hf_get(h, (size_t)i, &f),
+                  !agent_id_ok(f.value, f.value_len,
+                               nw_hf_find(h, "x-natwrp-group", 0) >= 0 ? 139 : 128))) {
         nw_warn("tunnel refused from %s: missing or invalid X-Natwrp-Agent", pc->conn->peer);
         pc_reply(pc, 400, "missing or invalid X-Natwrp-Agent (1-128 of A-Z a-z 0-9 . _ @ : + -)");
         return -1;
     }
     memcpy(agent, f.value, f.value_len);
     agent[f.value_len] = 0;
+    /* MAX_CONN agents name each tunnel AGENT_ID-k and send AGENT_ID here. */
+    i = nw_hf_find(h, "x-natwrp-group", 0);
+    if (i >= 0 && (nw_hf_get(h, (size_t)i, &f), !agent_id_ok(f.value, f.value_len, 128))) {
+        tunnel_refuse(pc, 400, agent, "invalid X-Natwrp-Group");
+        return -1;
+    }
+    if (i >= 0) {
+        memcpy(group, f.value, f.value_len);
+        group[f.value_len] = 0;
+    } else {
+        memcpy(group, agent, strlen(agent) + 1);
+    }
+    if (cfg->conn_token[0]) {
+        const char *tok = NULL;
+        size_t tlen = 0;
+        i = nw_hf_find(h, "authorization", 0);
+        if (i >= 0)
+            nw_hf_get(h, (size_t)i, &f);
+        if (i < 0 || !auth_value(&f, 1, &tok, &tlen) ||
+            !token_eq(tok, tlen, cfg->conn_token, strlen(cfg->conn_token))) {
+            tunnel_refuse(pc, 401, agent,
+                          i < 0 ? "unauthorized: no CONN_TOKEN presented (Authorization: Bearer)"
+                                : "unauthorized: wrong CONN_TOKEN");
+            return -1;
+        }
+    }
+    if (pc->srv->has_allow && regexec(&pc->srv->allow_re, group, 0, NULL, 0) != 0) {
+        tunnel_refuse(pc, 403, agent, "forbidden: AGENT_ID not allowed by --allow-agent");
+        return -1;
+    }
+    {
+        /* A same-name tunnel is replaced, so it does not count. */
+        size_t k, total = pc->srv->ntuns, mine = reg_count_group(pc->srv, group);
+        for (k = 0; k < pc->srv->ntuns; k++)
+            if (strcmp(pc->srv->tuns[k]->agent, agent) == 0)
+                total--, mine -= strcmp(pc->srv->tuns[k]->group, group) == 0;
+        if (total >= cfg->max_tunnels) {
+            tunnel_refuse(pc, 503, agent, "too many tunnels on this server (--max-tunnels)");
+            return -1;
+        }
+        if (mine >= cfg->max_agent_tunnels) {
+            tunnel_refuse(pc, 429, agent, "too many tunnels for this AGENT_ID (--max-agent-tunnels)");
+            return -1;
+        }
+    }
+    if (pc->srv->draining) {
+        tunnel_refuse(pc, 503, agent, "server is shutting down");
+        return -1;
+    }
     i = nw_hf_find(h, "x-natwrp-window", 0);
     if (i >= 0) {
         nw_hf_get(h, (size_t)i, &f);
@@ -454,20 +643,15 @@ static void pc_on_timer_close(uv_handle_t *h);
 /* The connection becomes a tunnel; the pconn shell goes away. */
 static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
     serve_t *srv = pc->srv;
-    char agent[129];
+    char agent[140], group[140];
     uint32_t peer_window = 0;
     nw_tun_cfg_t tc;
     nw_tun_t *t;
     nw_conn_t *c = pc->conn;
     size_t i;
 
-    if (tunnel_handshake(pc, agent, &peer_window) != 0)
+    if (tunnel_handshake(pc, agent, group, &peer_window) != 0)
         return;
-    if (srv->ntuns == MAX_TUNNELS) {
-        nw_warn("tunnel refused from %s: %d tunnels already", c->peer, MAX_TUNNELS);
-        pc_close(pc);
-        return;
-    }
     tc.my_window = srv->cfg->window;
     tc.peer_window = peer_window;
     tc.ping_interval_ms = srv->cfg->ping_interval_ms;
@@ -480,6 +664,7 @@ static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
         return;
     t->id = ++srv->next_tun_id;
     snprintf(t->agent, sizeof(t->agent), "%s", agent);
+    snprintf(t->group, sizeof(t->group), "%s", group);
     for (i = 0; i < srv->ntuns; i++)
         if (strcmp(srv->tuns[i]->agent, agent) == 0) {
             nw_info("tunnel replaced tun=%llu agent=%s by tun=%llu",
@@ -505,19 +690,26 @@ static int on_message_begin(llhttp_t *p) {
     nw_hf_reset(&pc->hf);
     pc->req_done = pc->head_sent = pc->is_head = pc->chunked_out = pc->has_cl = 0;
     pc->tunnel = pc->upgrade_other = 0;
+    pc->body_started = pc->hold_parser = 0;
     pc->err_status = pc->defer_status = 0;
     pc->state = PC_HEAD;
-    pc_arm(pc, HEAD_TIMEOUT_MS);
+    pc_arm(pc, pc->srv->cfg->head_timeout_ms);
     return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t n) {
-    int rc = nw_hf_first(&((pconn_t *)p->data)->hf, at, n);
+    pconn_t *pc = p->data;
+    int rc = nw_hf_first(&pc->hf, at, n);
+    if (rc == 0 && pc->hf.first_len > pc->srv->cfg->max_url)
+        return pc_fail(p, 414);
     return rc == 0 ? 0 : pc_fail(p, rc == NW_HF_TOOBIG ? 414 : 500);
 }
 
 static int on_hname(llhttp_t *p, const char *at, size_t n) {
-    int rc = nw_hf_name(&((pconn_t *)p->data)->hf, at, n);
+    pconn_t *pc = p->data;
+    int rc = nw_hf_name(&pc->hf, at, n);
+    if (rc == 0 && pc->hf.n > pc->srv->cfg->max_headers)
+        return pc_fail(p, 431);
     return rc == 0 ? 0 : pc_fail(p, rc == NW_HF_NOMEM ? 500 : 431);
 }
 
@@ -526,25 +718,70 @@ static int on_hvalue(llhttp_t *p, const char *at, size_t n) {
     return rc == 0 ? 0 : pc_fail(p, rc == NW_HF_NOMEM ? 500 : 431);
 }
 
-/* Build the forwarded head and open a stream. Returns an llhttp code. */
-static int open_stream(pconn_t *pc, const char *target, size_t tlen, int slash, int end) {
-    static const char *const drop[] = {"x-forwarded-for", "x-forwarded-proto",
-                                       "x-forwarded-host", "expect", NULL};
-    int trust = pc->srv->cfg->trust_proxy;
+static void wq_on_check(uv_check_t *h);
+
+static void wq_append(pconn_t *pc) {
+    serve_t *srv = pc->srv;
+    pc->queued = 1;
+    pc->qnext = NULL;
+    pc->qprev = srv->wq_tail;
+    if (srv->wq_tail)
+        srv->wq_tail->qnext = pc;
+    else
+        srv->wq_head = pc;
+    srv->wq_tail = pc;
+    uv_check_start(&srv->wq_check, wq_on_check);
+}
+
+/* The client's address without the port ("ip:port" or "[ip]:port"). */
+static const char *pc_ip(const pconn_t *pc, size_t *len) {
+    const char *ip = pc->conn->peer;
+    *len = (size_t)(strrchr(ip, ':') - ip);
+    if (ip[0] == '[')
+        ip++, *len -= 2;
+    return ip;
+}
+
+/* Build the forwarded head from pc->hf and open a stream for it on a
+ * tunnel with a free slot. 0 when open; 1 when every tunnel is full and
+ * the request now waits in the queue; else an HTTP status. */
+static int pc_dispatch(pconn_t *pc) {
+    /* X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's. */
+    static const char *const drop[] = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                                       "expect", NULL, NULL};
+    static const char *const drop_auth[] = {"x-forwarded-for", "x-forwarded-proto",
+                                            "x-forwarded-host", "expect", "x-auth-token", NULL};
+    serve_t *srv = pc->srv;
+    int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any;
     nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 3];
     nw_hfields_t *h = &pc->hf;
     nw_sbuf_t xff = {0}, tgt = {0};
     nw_hdr_t f;
     nw_tun_t *t;
-    const char *ip = pc->conn->peer;
-    size_t iplen;
+    const char *ip, *target;
+    size_t iplen, tlen;
     int n, i = -1, err = 0;
 
-    /* The peer string is "ip:port" or "[ip]:port": keep the address. */
-    iplen = (size_t)(strrchr(ip, ':') - ip);
-    if (ip[0] == '[')
-        ip++, iplen -= 2;
-    n = nw_http_filter(h, hdrs, NW_HTTP_MAX_FIELDS, drop);
+    ip = pc_ip(pc, &iplen);
+    t = reg_pick(srv, ip, iplen, &any);
+    if (!t && any && !pc->upgrade_other) {
+        if (pc->state != PC_QUEUED) {
+            nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
+                    (unsigned long long)pc->id, pc->conn->peer, srv->cfg->max_streams);
+            pc_arm(pc, srv->cfg->queue_timeout_ms);
+        }
+        pc->state = PC_QUEUED;
+        wq_append(pc);
+        return 1;
+    }
+    if (!t) {
+        nw_warn("conn=%llu client=%s no agent connected: 503", (unsigned long long)pc->id,
+                pc->conn->peer);
+        return 503;
+    }
+    pc->tries++;
+    slash = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen) == 1;
+    n = nw_http_filter(h, hdrs, NW_HTTP_MAX_FIELDS, srv->cfg->auth_token[0] ? drop_auth : drop);
     /* Only a proxy we were told to trust may speak for the client; from
      * anyone else, X-Forwarded-* values are dropped, not extended. */
     while (trust && (i = nw_hf_find(h, "x-forwarded-for", (size_t)(i + 1))) >= 0) {
@@ -572,25 +809,118 @@ static int open_stream(pconn_t *pc, const char *target, size_t tlen, int slash, 
         target = tgt.p;
         tlen = tgt.len;
     }
-    t = reg_pick(pc->srv);
-    if (!t) {
-        nw_sbuf_free(&xff);
-        nw_sbuf_free(&tgt);
-        nw_warn("conn=%llu client=%s no agent connected: 503", (unsigned long long)pc->id,
-                pc->conn->peer);
-        return 503;
-    }
     pc->strm = nw_tun_open(t, llhttp_method_name((llhttp_method_t)pc->parser.method),
                            strlen(llhttp_method_name((llhttp_method_t)pc->parser.method)),
                            target, tlen, hdrs, (size_t)n, end, &err);
+    if (pc->strm) {
+        pc->strm->data = pc;
+        nw_debug("conn=%llu client=%s tun=%llu agent=%s strm=%u %s %.*s",
+                 (unsigned long long)pc->id, pc->conn->peer, (unsigned long long)t->id, t->agent,
+                 pc->strm->sid, llhttp_method_name((llhttp_method_t)pc->parser.method),
+                 (int)tlen, target);
+    }
     nw_sbuf_free(&xff);
     nw_sbuf_free(&tgt);
     if (!pc->strm)
         return err == NW_ETOOBIG ? 431 : 502;
-    pc->strm->data = pc;
-    nw_debug("conn=%llu tun=%llu strm=%u %s %.*s", (unsigned long long)pc->id,
-             (unsigned long long)t->id, pc->strm->sid,
-             llhttp_method_name((llhttp_method_t)pc->parser.method), (int)tlen, target);
+    return 0;
+}
+
+/* The request went out on a stream: wait for the response head. */
+static void pc_sent(pconn_t *pc) {
+    llhttp_t *p = &pc->parser;
+    pc->state = PC_WAIT;
+    /* The response timeout counts from the end of the request: a slow
+     * upload is not the local service being slow. */
+    if (pc->end_at_open || pc->req_done)
+        pc_arm(pc, pc->srv->cfg->response_timeout_ms);
+    else
+        uv_timer_stop(&pc->timer);
+    if (!pc->end_at_open && pc->minor && !pc->body_started &&
+        nw_http_has_token(&pc->hf, "expect", "100-continue"))
+        pc_write(pc, "HTTP/1.1 100 Continue\r\n\r\n", 25, 0);
+    (void)p;
+}
+
+/* Requests waiting for a slot, oldest first, while tunnels have room. A
+ * uv_check runs this after each loop iteration in which the queue is not
+ * empty, so slots freed in any callback are used without re-entering it. */
+static void wq_on_check(uv_check_t *h) {
+    serve_t *srv = h->data;
+    while (srv->wq_head) {
+        pconn_t *pc = srv->wq_head;
+        int st;
+        wq_remove(pc);
+        st = pc_dispatch(pc);
+        if (st == 1) {
+            /* Still no room: it went back to the tail; put it first again. */
+            wq_remove(pc);
+            pc->queued = 1;
+            pc->qprev = NULL;
+            pc->qnext = srv->wq_head;
+            if (srv->wq_head)
+                srv->wq_head->qprev = pc;
+            else
+                srv->wq_tail = pc;
+            srv->wq_head = pc;
+            return;
+        }
+        if (st != 0) {
+            pc->keep_alive = 0;
+            pc_reply(pc, st, st == 503 ? "no agent is connected to this server"
+                                       : "could not forward the request");
+            continue;
+        }
+        pc_sent(pc);
+        if (pc->hold_parser) {
+            pc->hold_parser = 0;
+            pc_unpause(pc); /* the body, if any, flows to the stream now */
+        }
+    }
+    uv_check_stop(&srv->wq_check);
+}
+
+/* AUTH_TOKEN: 1 when the request may pass. The token comes in
+ * X-Auth-Token, or in Authorization with or without "Bearer ". With
+ * AUTH_RULE only paths it matches (a search, like grep -E; the query is
+ * not part of the path) need it. */
+static int pc_auth(pconn_t *pc, const char *target, size_t tlen) {
+    serve_t *srv = pc->srv;
+    const char *want = srv->cfg->auth_token, *tok;
+    size_t wlen = strlen(want), plen, len;
+    nw_hdr_t f;
+    int i;
+    if (!wlen)
+        return 1;
+    if (srv->has_auth_rule) {
+        char path[8192 + 2];
+        for (plen = 0; plen < tlen && target[plen] != '?'; plen++)
+            ;
+        if (plen >= sizeof(path) - 1)
+            plen = sizeof(path) - 2;
+        if (plen == 0 || target[0] != '/')
+            path[0] = '/', memcpy(path + 1, target, plen), plen++;
+        else
+            memcpy(path, target, plen);
+        path[plen] = 0;
+        if (regexec(&srv->auth_re, path, 0, NULL, 0) != 0)
+            return 1;
+    }
+    if ((i = nw_hf_find(&pc->hf, "x-auth-token", 0)) >= 0) {
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        if (token_eq(f.value, f.value_len, want, wlen))
+            return 1;
+    }
+    if ((i = nw_hf_find(&pc->hf, "authorization", 0)) >= 0) {
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        if (auth_value(&f, 0, &tok, &len) && token_eq(tok, len, want, wlen))
+            return 1;
+    }
+    nw_info("conn=%llu client=%s unauthorized: %s: 401", (unsigned long long)pc->id,
+            pc->conn->peer, nw_hf_find(&pc->hf, "x-auth-token", 0) >= 0 ||
+                                    nw_hf_find(&pc->hf, "authorization", 0) >= 0
+                                ? "wrong token"
+                                : "no token");
     return 0;
 }
 
@@ -619,6 +949,8 @@ static int on_headers_complete(llhttp_t *p) {
     }
     has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
     end = !has_body;
+    if (pc->srv->draining)
+        pc->keep_alive = 0; /* answer this one, then close */
     if (p->upgrade) {
         /* WebSocket and other upgrades to the local service are not piped
          * yet: forward as a plain request, then close. */
@@ -626,8 +958,17 @@ static int on_headers_complete(llhttp_t *p) {
         pc->keep_alive = 0;
         end = 1;
     }
-    status = open_stream(pc, target, tlen, form == 1, end);
-    if (status == 503 || status == 502) {
+    pc->end_at_open = end;
+    pc->tries = 0;
+    status = pc_auth(pc, target, tlen) ? 0 : 401;
+    if (status == 0)
+        status = pc_dispatch(pc);
+    if (status == 1) {
+        /* Queued: hold the parser (and the body) until a slot frees. */
+        pc->hold_parser = 1;
+        return HPE_PAUSED;
+    }
+    if (status == 503 || status == 502 || status == 401) {
         /* Read and drop a small body so the connection can be kept. */
         if (!has_body || (!(p->flags & F_CHUNKED) && p->content_length <= DISCARD_MAX)) {
             pc->defer_status = status;
@@ -636,15 +977,7 @@ static int on_headers_complete(llhttp_t *p) {
     }
     if (status)
         return pc_fail(p, status);
-    pc->state = PC_WAIT;
-    /* The response timeout counts from the end of the request: a slow
-     * upload is not the local service being slow. */
-    if (end)
-        pc_arm(pc, pc->srv->cfg->response_timeout_ms);
-    else
-        uv_timer_stop(&pc->timer);
-    if (has_body && pc->minor && nw_http_has_token(h, "expect", "100-continue"))
-        pc_write(pc, "HTTP/1.1 100 Continue\r\n\r\n", 25, 0);
+    pc_sent(pc);
     return pc->upgrade_other ? 2 : 0;
 }
 
@@ -653,6 +986,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
     int rc;
     if (!pc->strm)
         return 0; /* the response already ended or failed: drop */
+    pc->body_started = 1;
     rc = nw_strm_send(pc->strm, at, n, 0);
     if (rc < 0)
         return pc_fail(p, 502);
@@ -682,6 +1016,7 @@ static const char *status_msg(int status) {
     case 414: return "request target too long";
     case 501: return "method not implemented";
     case 503: return "no agent is connected to this server";
+    case 401: return "unauthorized: this path needs the access token (X-Auth-Token)";
     case 502: return "could not forward the request";
     default: return "malformed request";
     }
@@ -774,9 +1109,14 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
 
 /* ------------------------------------------------------ pconn lifecycle */
 
+static void srv_check_drained(serve_t *srv);
+
 static void pc_maybe_free(pconn_t *pc) {
+    serve_t *srv = pc->srv;
     if (--pc->handles > 0)
         return;
+    if (pc->counted)
+        srv->npconns--;
     if (pc->prev)
         pc->prev->next = pc->next;
     else
@@ -786,6 +1126,7 @@ static void pc_maybe_free(pconn_t *pc) {
     nw_hf_free(&pc->hf);
     nw_sbuf_free(&pc->pipeline);
     nw_free(pc);
+    srv_check_drained(srv);
 }
 
 static void pc_on_conn_close(nw_conn_t *c) {
@@ -800,6 +1141,7 @@ static void pc_on_timer_close(uv_handle_t *h) { pc_maybe_free(h->data); }
 static void pc_close(pconn_t *pc) {
     if (pc->state == PC_CLOSED)
         return;
+    wq_remove(pc);
     pc->state = PC_CLOSED;
     if (pc->strm) {
         nw_strm_detach(pc->strm, NW_RST_CANCEL);
@@ -817,6 +1159,14 @@ static void pc_on_timer(uv_timer_t *h) {
         nw_info("conn=%llu client=%s request head not received in time: 408",
                 (unsigned long long)pc->id, pc->conn->peer);
         pc_reply(pc, 408, "request head not received in time");
+        break;
+    case PC_QUEUED:
+        nw_warn("conn=%llu client=%s every tunnel stayed at --max-streams (%u) for %llu ms: 503",
+                (unsigned long long)pc->id, pc->conn->peer, pc->srv->cfg->max_streams,
+                (unsigned long long)pc->srv->cfg->queue_timeout_ms);
+        wq_remove(pc);
+        pc->keep_alive = 0;
+        pc_reply(pc, 503, "every tunnel is busy; try again");
         break;
     case PC_WAIT:
         nw_warn("conn=%llu client=%s strm=%u no response head within %llu ms: 504",
@@ -896,6 +1246,10 @@ static void on_connection(uv_stream_t *server, int status) {
     pc->conn = c;
     pc->id = ++srv->next_pc_id;
     pc->handles = 2;
+    if (srv->npconns < srv->cfg->max_conns) {
+        pc->counted = 1;
+        srv->npconns++;
+    }
     nw_hf_init(&pc->hf, srv->cfg->max_head);
     llhttp_init(&pc->parser, HTTP_REQUEST, &pc_settings);
     pc->parser.data = pc;
@@ -907,6 +1261,19 @@ static void on_connection(uv_stream_t *server, int status) {
     srv->pconns = pc;
     nw_conn_set_owner(c, pc, pc_on_read, pc_on_written, pc_on_conn_close);
     nw_conn_ready(c);
+    if (!pc->counted) {
+        /* Over --max-conns: existing connections are untouched; this one
+         * gets a plain 503 (or, on a TLS port, just a close). */
+        nw_warn("conn=%llu client=%s refused: --max-conns (%u) reached: 503",
+                (unsigned long long)pc->id, c->peer, srv->cfg->max_conns);
+        if (tls) {
+            pc_close(pc);
+        } else {
+            pc->state = PC_IDLE;
+            pc_reply(pc, 503, "too many connections; try again");
+        }
+        return;
+    }
     if (tls) {
         pc->https = 1;
         if (nw_conn_start_tls(c, srv->tls, NULL) != 0) {
@@ -915,11 +1282,47 @@ static void on_connection(uv_stream_t *server, int status) {
         }
     }
     pc->state = PC_IDLE;
-    pc_arm(pc, IDLE_TIMEOUT_MS);
+    pc_arm(pc, srv->cfg->idle_timeout_ms);
     nw_conn_resume(c, NW_PAUSE_OWNER);
 }
 
 /* ---------------------------------------------------------------- main */
+
+/* Bind with SO_REUSEPORT so that a new serve process can listen on the
+ * same port before this one drains away (rolling restart; Linux allows it
+ * only between processes of the same user). libuv 1.44 has no flag for
+ * it, so the socket is made here and handed over with uv_tcp_open. */
+static int bind_reuseport(uv_tcp_t *h, const struct sockaddr *sa) {
+    int one = 1, fd, rc;
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return uv_translate_sys_error(errno);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, sa, len) != 0) {
+        rc = uv_translate_sys_error(errno);
+        close(fd);
+        return rc;
+    }
+    rc = uv_tcp_open(h, fd);
+    if (rc != 0)
+        close(fd);
+    return rc;
+}
+
+static int listen_on(serve_t *srv, uv_tcp_t *h, const struct sockaddr *sa) {
+    int rc;
+    uv_tcp_init(srv->loop, h);
+    h->data = srv;
+    rc = bind_reuseport(h, sa);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)h, 1024, on_connection);
+    if (rc != 0)
+        uv_close((uv_handle_t *)h, NULL);
+    return rc;
+}
 
 static int listen_one(serve_t *srv, const nw_listen_t *l) {
     uv_tcp_t *h = &srv->listeners[srv->nlisteners];
@@ -937,25 +1340,15 @@ static int listen_one(serve_t *srv, const nw_listen_t *l) {
         nw_err("--listen %s:%u: not an IP address", l->host, l->port);
         return rc;
     }
-    uv_tcp_init(srv->loop, h);
-    h->data = srv;
-    rc = uv_tcp_bind(h, (struct sockaddr *)&ss, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)h, 1024, on_connection);
+    rc = listen_on(srv, h, (struct sockaddr *)&ss);
     if (rc != 0 && !l->host[0]) {
         /* No IPv6 here: fall back to every IPv4 interface. */
-        uv_close((uv_handle_t *)h, NULL);
-        uv_tcp_init(srv->loop, h);
-        h->data = srv;
         uv_ip4_addr("0.0.0.0", l->port, (struct sockaddr_in *)&ss);
-        rc = uv_tcp_bind(h, (struct sockaddr *)&ss, 0);
-        if (rc == 0)
-            rc = uv_listen((uv_stream_t *)h, 1024, on_connection);
+        rc = listen_on(srv, h, (struct sockaddr *)&ss);
     }
     if (rc != 0) {
         nw_err("cannot listen on %s:%u: %s", l->host[0] ? l->host : "*", l->port,
                uv_strerror(rc));
-        uv_close((uv_handle_t *)h, NULL);
         return rc;
     }
     srv->listener_tls[srv->nlisteners++] = l->tls;
@@ -999,32 +1392,79 @@ static void on_sighup(uv_signal_t *h, int signum) {
     nw_info("tls: reloaded certificate %s and key %s", srv->cfg->tls_cert, srv->cfg->tls_key);
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-    serve_t *srv = h->data;
+/* Close everything now: listeners, tunnels (their streams are cut),
+ * public connections, then the handles that keep the loop alive. */
+static void srv_stop(serve_t *srv) {
+    pconn_t *pc;
     int i;
-    nw_info("received %s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    if (srv->stopping)
+        return;
     srv->stopping = 1;
     for (i = 0; i < srv->nlisteners; i++)
         uv_close((uv_handle_t *)&srv->listeners[i], NULL);
     srv->nlisteners = 0;
     while (srv->ntuns)
         nw_tun_close(srv->tuns[0], NW_ECLOSED); /* removes itself */
-    while (srv->pconns && srv->pconns->state != PC_CLOSED) {
-        pconn_t *pc;
-        for (pc = srv->pconns; pc && pc->state == PC_CLOSED; pc = pc->next)
-            ;
-        if (!pc)
-            break;
+    for (pc = srv->pconns; pc; pc = pc->next)
         pc_close(pc);
+    for (i = 0; i < 3; i++)
+        uv_close((uv_handle_t *)&srv->sig[i], NULL);
+    uv_close((uv_handle_t *)&srv->grace, NULL);
+    uv_close((uv_handle_t *)&srv->wq_check, NULL);
+}
+
+/* Draining ends when the last public connection is gone. */
+static void srv_check_drained(serve_t *srv) {
+    if (!srv->draining || srv->stopping || srv->pconns)
+        return;
+    nw_info("drained: every request finished; closing %zu tunnel(s)", srv->ntuns);
+    srv_stop(srv);
+}
+
+static void on_grace(uv_timer_t *h) {
+    serve_t *srv = h->data;
+    size_t n = 0;
+    pconn_t *pc;
+    for (pc = srv->pconns; pc; pc = pc->next)
+        n++;
+    nw_warn("grace period (%llu ms) over: closing %zu connection(s) still open",
+            (unsigned long long)srv->cfg->grace_ms, n);
+    srv_stop(srv);
+}
+
+/* SIGTERM/SIGINT: stop accepting (a new process may already listen on
+ * the port with SO_REUSEPORT), tell every agent with GOAWAY so it
+ * connects a new tunnel, close idle connections, let requests in flight
+ * finish within --grace, then exit 0. A second signal stops at once. */
+static void on_signal(uv_signal_t *h, int signum) {
+    serve_t *srv = h->data;
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    pconn_t *pc, *next;
+    size_t i, busy = 0;
+    int k;
+    if (srv->draining) {
+        nw_info("received %s again: stopping now", name);
+        srv_stop(srv);
+        return;
     }
-    {
-        pconn_t *pc;
-        for (pc = srv->pconns; pc; pc = pc->next)
+    srv->draining = 1;
+    for (k = 0; k < srv->nlisteners; k++)
+        uv_close((uv_handle_t *)&srv->listeners[k], NULL);
+    srv->nlisteners = 0;
+    for (i = 0; i < srv->ntuns; i++)
+        nw_tun_goaway(srv->tuns[i], 0);
+    for (pc = srv->pconns; pc; pc = next) {
+        next = pc->next;
+        if (pc->state == PC_IDLE && !pc->pipeline.len && !pc->paused)
             pc_close(pc);
+        else if (pc->state != PC_CLOSED)
+            busy++;
     }
-    uv_close((uv_handle_t *)&srv->sig[0], NULL);
-    uv_close((uv_handle_t *)&srv->sig[1], NULL);
-    uv_close((uv_handle_t *)&srv->sig[2], NULL);
+    nw_info("received %s: draining: listeners closed, GOAWAY sent on %zu tunnel(s), %zu "
+            "connection(s) finishing (grace %llu ms)",
+            name, srv->ntuns, busy, (unsigned long long)srv->cfg->grace_ms);
+    uv_timer_start(&srv->grace, on_grace, srv->cfg->grace_ms, 0);
+    srv_check_drained(srv);
 }
 
 int nw_serve_main(int argc, char **argv) {
@@ -1054,6 +1494,11 @@ int nw_serve_main(int argc, char **argv) {
     srv = nw_calloc(1, sizeof(*srv));
     if (!srv)
         return 1;
+    /* cfg checked that both compile. */
+    if (cfg.allow_agent[0] && regcomp(&srv->allow_re, cfg.allow_agent, REG_EXTENDED | REG_NOSUB) == 0)
+        srv->has_allow = 1;
+    if (cfg.auth_rule[0] && regcomp(&srv->auth_re, cfg.auth_rule, REG_EXTENDED | REG_NOSUB) == 0)
+        srv->has_auth_rule = 1;
     uv_loop_init(&loop);
     srv->loop = &loop;
     srv->cfg = &cfg;
@@ -1064,10 +1509,18 @@ int nw_serve_main(int argc, char **argv) {
         if (!srv->tls) {
             fprintf(stderr, "natwrp serve: %s\n", terr);
             uv_loop_close(&loop);
+            if (srv->has_allow)
+                regfree(&srv->allow_re);
+            if (srv->has_auth_rule)
+                regfree(&srv->auth_re);
             nw_free(srv);
             return 2;
         }
     }
+    uv_timer_init(&loop, &srv->grace);
+    srv->grace.data = srv;
+    uv_check_init(&loop, &srv->wq_check);
+    srv->wq_check.data = srv;
     for (i = 0; i < cfg.nlisten && rc == 0; i++)
         rc = listen_one(srv, &cfg.listen[i]);
     if (rc == 0) {
@@ -1086,6 +1539,10 @@ int nw_serve_main(int argc, char **argv) {
         nw_err("event loop closed with handles still open");
     if (srv->tls)
         nw_tls_conf_unref(srv->tls);
+    if (srv->has_allow)
+        regfree(&srv->allow_re);
+    if (srv->has_auth_rule)
+        regfree(&srv->auth_re);
     nw_free(srv);
     return rc == 0 ? 0 : 1;
 }

@@ -39,6 +39,7 @@ static int queue_frame(nw_tun_t *t, const uint8_t *p, size_t len) {
     rc = wslay_event_queue_msg(t->_ws, &m);
     if (rc != 0)
         return rc == WSLAY_ERR_NOMEM ? NW_ENOMEM : NW_ECLOSED;
+    t->_msgs++;
     if (!t->_congested && tun_outq(t) > TUN_HIGH)
         t->_congested = 1;
     arm_flush(t);
@@ -295,6 +296,7 @@ nw_strm_t *nw_tun_open(nw_tun_t *t, const char *method, size_t method_len, const
         return NULL;
     }
     t->_last_sid++;
+    s->_open_seq = t->_msgs;
     s->_local_end = end ? 1 : 0;
     *err = 0;
     return s;
@@ -321,13 +323,23 @@ void nw_tun_goaway(nw_tun_t *t, uint32_t code) {
         t->goaway_sent = 1;
 }
 
+void nw_tun_shutdown(nw_tun_t *t) {
+    static const char why[] = "going away";
+    if (t->_closing || wslay_event_get_close_sent(t->_ws))
+        return;
+    if (wslay_event_queue_close(t->_ws, 1001, (const uint8_t *)why, sizeof(why) - 1) == 0)
+        t->_msgs++;
+    arm_flush(t);
+}
+
 /* ------------------------------------------------------- receive side */
 
 /* Tunnel-fatal: the peer broke the protocol. */
 static void tun_violation(nw_tun_t *t, const char *what, uint32_t sid) {
     nw_warn("tun=%llu agent=%s protocol violation: %s (strm=%u); closing tunnel",
             (unsigned long long)t->id, t->agent, what, sid);
-    wslay_event_queue_close(t->_ws, 1002, (const uint8_t *)what, strlen(what));
+    if (wslay_event_queue_close(t->_ws, 1002, (const uint8_t *)what, strlen(what)) == 0)
+        t->_msgs++;
     nw_tun_close(t, NW_EPROTO);
 }
 
@@ -517,7 +529,8 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     else if (a->opcode == WSLAY_TEXT_FRAME) {
         nw_warn("tun=%llu agent=%s text message on the tunnel; closing",
                 (unsigned long long)t->id, t->agent);
-        wslay_event_queue_close(t->_ws, 1003, NULL, 0);
+        if (wslay_event_queue_close(t->_ws, 1003, NULL, 0) == 0)
+            t->_msgs++;
     } else if (a->opcode == WSLAY_CONNECTION_CLOSE) {
         nw_info("tun=%llu agent=%s peer closed the tunnel (code %u)", (unsigned long long)t->id,
                 t->agent, a->status_code);
@@ -588,9 +601,16 @@ static void tun_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     t->_last_rx = uv_now(c->tcp.loop);
     t->_rx = buf;
     t->_rx_len = (size_t)nread;
-    t->_depth++;
-    rc = wslay_event_recv(t->_ws);
-    t->_depth--;
+    {
+        /* wslay queues pongs and close replies by itself: count them too,
+         * so that strm_unsent's arithmetic stays exact. */
+        uint64_t mine = t->_msgs;
+        size_t before = wslay_event_get_queued_msg_count(t->_ws);
+        t->_depth++;
+        rc = wslay_event_recv(t->_ws);
+        t->_depth--;
+        t->_msgs += (wslay_event_get_queued_msg_count(t->_ws) - before) - (t->_msgs - mine);
+    }
     if (rc != 0 && !t->_closing) {
         nw_warn("tun=%llu agent=%s websocket error %d; closing", (unsigned long long)t->id,
                 t->agent, rc);
@@ -634,8 +654,21 @@ static void on_ping(uv_timer_t *h) {
     m.opcode = WSLAY_PING;
     m.msg = NULL;
     m.msg_length = 0;
-    if (wslay_event_queue_msg(t->_ws, &m) == 0)
+    if (wslay_event_queue_msg(t->_ws, &m) == 0) {
+        t->_msgs++;
         arm_flush(t);
+    }
+}
+
+/* Did the stream's OPEN certainly stay in wslay's queue? Messages leave
+ * in order (control frames may jump ahead, which only makes this more
+ * cautious); the oldest queued one may be partly written, so it counts as
+ * sent. */
+static int strm_unsent(const nw_strm_t *s) {
+    const nw_tun_t *t = s->tun;
+    uint64_t queued = wslay_event_get_queued_msg_count(t->_ws);
+    uint64_t sent = t->_msgs - NW_MIN(queued, t->_msgs);
+    return s->_open_seq > sent + 1;
 }
 
 nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_cfg_t *cfg,
@@ -704,7 +737,7 @@ static void tun_do_close(nw_tun_t *t) {
         if (!s->_detached) {
             s->_detached = 1;
             t->active--;
-            t->_cbs.on_reset(s, NW_RST_TUNNEL_LOST);
+            t->_cbs.on_reset(s, strm_unsent(s) ? NW_RST_UNSENT : NW_RST_TUNNEL_LOST);
         }
         strm_free(s);
     }

@@ -17,8 +17,11 @@
 typedef struct nw_tun_s nw_tun_t;
 typedef struct nw_strm_s nw_strm_t;
 
-/* Not a wire code: the tunnel itself went away under the stream. */
+/* Not wire codes: the tunnel itself went away under the stream, and
+ * either its request may have reached the peer (LOST) or certainly did not
+ * leave this process (UNSENT: safe to retry elsewhere). */
 #define NW_RST_TUNNEL_LOST 0x100u
+#define NW_RST_UNSENT 0x101u
 
 typedef struct {
     /* agent: the server opened stream s. The owner sets s->data, or
@@ -50,6 +53,7 @@ struct nw_strm_s {
     uint32_t sid;
     /* private to tun.c */
     int64_t _send_credit, _recv_credit;
+    uint64_t _open_seq;    /* tunnel message number of the OPEN frame */
     size_t _unacked;       /* consumed but not yet granted back */
     nw_bufq_t _pending;    /* bytes waiting for credit or tunnel room */
     nw_strm_t *_hnext;     /* hash chain */
@@ -61,7 +65,8 @@ struct nw_strm_s {
 struct nw_tun_s {
     void *data;          /* owner */
     uint64_t id;         /* for logs */
-    char agent[129];     /* AGENT_ID, for logs */
+    char agent[140];     /* tunnel id (AGENT_ID, or AGENT_ID-k with MAX_CONN), for logs */
+    char group[140];     /* the AGENT_ID it belongs to (per-agent limits, balancing) */
     size_t nstreams;     /* streams not yet freed */
     size_t active;       /* streams the owner still holds (load balancing) */
     int is_client;
@@ -82,6 +87,7 @@ struct nw_tun_s {
     uv_timer_t _ping;
     uv_check_t _flush;
     uint64_t _last_rx;
+    uint64_t _msgs;      /* WebSocket messages queued so far */
     int _handles, _depth, _close_err, _closing, _congested, _flush_armed;
 };
 
@@ -96,6 +102,11 @@ int nw_tun_start(nw_tun_t *t, const char *leftover, size_t len);
 void nw_tun_close(nw_tun_t *t, int err);
 /* Send GOAWAY: this side opens/accepts no stream above what it has seen. */
 void nw_tun_goaway(nw_tun_t *t, uint32_t code);
+/* Close gracefully: a WebSocket close (1001) goes out after everything
+ * already queued; the tunnel closes when the peer answers. Idempotent. */
+void nw_tun_shutdown(nw_tun_t *t);
+/* Closing (nw_tun_close was called): open nothing more on it. */
+static inline int nw_tun_closing(const nw_tun_t *t) { return t->_closing != 0; }
 
 /* server: open a stream carrying a request head. NULL with *err set
  * (NW_ETOOBIG when the head does not fit in a frame). */

@@ -46,7 +46,10 @@ SANITIZER_RE = re.compile(
 
 # Settings natwrp reads from the environment: never inherit them.
 AGENT_VARS = ("AGENT_ID", "REMOTE_URL", "LOCAL_URL", "PING_INTERVAL", "POOL_SIZE", "WINDOW",
-              "CONNECT_TIMEOUT", "LOG_LEVEL", "PORT", "RESPONSE_TIMEOUT", "MAX_HEAD")
+              "CONNECT_TIMEOUT", "LOG_LEVEL", "PORT", "RESPONSE_TIMEOUT", "MAX_HEAD", "GRACE",
+              "CONN_TOKEN", "AUTH_TOKEN", "AUTH_RULE", "ALLOW_AGENT", "MAX_CONN", "BALANCE",
+              "TLS_CERT", "TLS_KEY", "TRUST_PROXY", "CA_FILE", "TLS_INSECURE", "LOCAL_CA_FILE",
+              "LOCAL_INSECURE", "MAX_LOCAL_CONNS", "LOCAL_QUEUE", "MAX_STREAMS", "MAX_CONNS")
 
 TUNNEL_PATH = "/_natwrp/tunnel"
 
@@ -82,6 +85,9 @@ def base_env(extra=None):
     env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
     env["PYTHONUNBUFFERED"] = "1"
+    # A short drain on SIGTERM, so that cleanup (5 s) never waits for the
+    # 30 s default; tests of the drain itself set their own.
+    env["GRACE"] = "2"
     if extra:
         env.update(extra)
     return env

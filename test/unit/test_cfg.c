@@ -731,7 +731,7 @@ UNIT_TEST(agent_defaults_and_flags) {
     CHECK_STR(c.local.path, "");
     CHECK_EQ(c.ping_interval_ms, 30000);
     CHECK_EQ(c.connect_timeout_ms, 10000);
-    CHECK_EQ(c.pool_size, 16);
+    CHECK_EQ(c.pool_size, 64);
     CHECK_EQ(c.window, 262144);
     CHECK_EQ(c.max_head, 65536);
     CHECK_EQ(c.log_level, NW_LOG_INFO);
