@@ -238,6 +238,9 @@ const char *nw_http_reason(int status) {
     }
 }
 
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static int is_alpha(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
 /* RFC 9110 token characters. */
 static int is_tchar(unsigned char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -285,4 +288,90 @@ int nw_http_parse_cl(const char *p, size_t n, uint64_t *out) {
     }
     *out = v;
     return 0;
+}
+
+/* ---- request-head scanner ------------------------------------------------ */
+
+void nw_headscan_init(nw_headscan_t *s) { memset(s, 0, sizeof(*s)); }
+
+int nw_headscan(nw_headscan_t *s, const char *p, size_t n, size_t *used) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '\n') {
+            if (s->prev != '\r') {
+                s->why = "bare LF in the request head";
+                return -1;
+            }
+            if (s->line_len == 0 && s->line > 0) {
+                *used = i + 1;
+                return 1; /* the empty line that ends the head */
+            }
+            if (s->line_len > 0) {
+                if (s->line == 0 && s->spaces != 2) {
+                    s->why = "request line is not 'method SP target SP version'";
+                    return -1;
+                }
+                s->line++;
+            }
+            s->line_len = 0;
+        } else if (c != '\r') {
+            if (s->prev == '\r') {
+                s->why = "bare CR in the request head";
+                return -1;
+            }
+            if (s->line_len == 0 && s->line > 0 && (c == ' ' || c == '\t')) {
+                s->why = "obsolete line folding (obs-fold)";
+                return -1;
+            }
+            if (s->line == 0 && (c == '\t' || (c == ' ' && (s->prev == ' ' || s->line_len == 0)))) {
+                s->why = "whitespace in the request line";
+                return -1;
+            }
+            if (s->line == 0 && c == ' ')
+                s->spaces++;
+            s->line_len++;
+        } else if (s->prev == '\r') {
+            s->why = "bare CR in the request head";
+            return -1;
+        }
+        s->prev = c;
+    }
+    *used = n;
+    return 0;
+}
+
+int nw_http_host_ok(const char *p, size_t n) {
+    size_t i = 0, colon = n;
+    if (n && p[0] == '[') {
+        while (i < n && p[i] != ']') {
+            if (!(is_digit((unsigned char)p[i]) || (p[i] && strchr("[:.abcdefABCDEF", p[i]))))
+                return 0;
+            i++;
+        }
+        if (i == n)
+            return 0;
+        i++;
+        if (i < n && p[i] != ':')
+            return 0;
+        colon = i;
+    } else {
+        for (; i < n; i++) {
+            unsigned char c = (unsigned char)p[i];
+            if (c == ':') {
+                colon = i;
+                break;
+            }
+            if (!(is_alpha(c) || is_digit(c) || (c && strchr("-._~!$&'()*+,;=%", c))))
+                return 0;
+        }
+    }
+    if (colon < n) {
+        if (colon + 1 == n || n - colon - 1 > 5)
+            return 0;
+        for (i = colon + 1; i < n; i++)
+            if (!is_digit((unsigned char)p[i]))
+                return 0;
+    }
+    return 1;
 }

@@ -72,6 +72,29 @@ int nw_http_fields_ok(const nw_hdr_t *h, size_t n);
 /* Strict Content-Length: digits only, at most 19 of them. */
 int nw_http_parse_cl(const char *p, size_t n, uint64_t *out);
 
+/* A request head checked byte by byte before llhttp sees it, for what
+ * llhttp 8 accepts even in strict mode and a front-end must not (request
+ * smuggling): a bare LF, obs-fold (a field line starting with SP or HTAB),
+ * and a request line that is not exactly "method SP target SP version"
+ * (double spaces, tabs). Leading empty lines are allowed (RFC 9112 2.2). */
+typedef struct {
+    unsigned line;     /* 0 = request line */
+    size_t line_len;   /* bytes on this line so far, CR excluded */
+    unsigned spaces;   /* SPs on the request line */
+    unsigned char prev;
+    const char *why;   /* set on a violation */
+} nw_headscan_t;
+
+void nw_headscan_init(nw_headscan_t *s);
+/* Scan n bytes. Returns -1 on a violation (s->why says which), 1 when the
+ * head ended (*used = bytes up to and including its final LF), else 0
+ * (*used = n: all of it belongs to the head so far). */
+int nw_headscan(nw_headscan_t *s, const char *p, size_t n, size_t *used);
+
+/* A Host value: reg-name, IPv4 or [IPv6] with an optional port; empty
+ * allowed (RFC 9112 3.2). */
+int nw_http_host_ok(const char *p, size_t n);
+
 /* Standard reason phrase for a status code ("" when unknown). */
 const char *nw_http_reason(int status);
 

@@ -25,6 +25,7 @@
 #define LINGER_MS 2000          /* drain input this long after an error reply */
 #define MAX_TUNNELS 1024        /* the array bound; --max-tunnels is at most this */
 #define MAX_TRIES 3             /* dispatch attempts for a request never sent */
+#define FRESH_DRAIN_MS 2000     /* draining: a connection with no request yet gets this long */
 #define PIPELINE_MAX (64 * 1024) /* pipelined bytes held while a response runs */
 #define DISCARD_MAX (1024 * 1024) /* request body read and dropped to keep a connection after an error */
 
@@ -52,10 +53,14 @@ typedef struct pconn_s {
     int defer_status;        /* error to answer once the request body is read */
     struct pconn_s *prev, *next;
     struct pconn_s *qprev, *qnext; /* wait queue for a stream slot */
+    nw_headscan_t scan;      /* checks each request head before llhttp does */
+    const char *feed_end;    /* end of the bytes llhttp is parsing now */
+    uint64_t chunk_left;     /* request chunk data still to come */
+    unsigned crlf_check;     /* bytes of the CRLF after chunk data in the next read */
     unsigned tries;          /* dispatch attempts for this request */
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
         has_cl : 1, tunnel : 1, upgrade_other : 1, minor : 1, in_feed : 1, paused : 1,
-        again : 1, https : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
+        again : 1, https : 1, used : 1, scanning : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
         body_started : 1;
 } pconn_t;
 
@@ -78,6 +83,7 @@ struct serve_s {
     regex_t allow_re, auth_re;
     int has_allow, has_auth_rule;
     uv_timer_t grace;             /* SIGTERM: the drain deadline */
+    uint64_t started;             /* loop time at start */
     uv_check_t wq_check;          /* runs the wait queue while it is not empty */
     int draining;
     int stopping;
@@ -245,8 +251,8 @@ static void pc_response_done(pconn_t *pc) {
         nw_strm_detach(pc->strm, 0);
         pc->strm = NULL;
     }
-    if (!pc->req_done || !pc->keep_alive) {
-        pc_linger(pc);
+    if (!pc->req_done || !pc->keep_alive || pc->srv->draining) {
+        pc_linger(pc); /* draining: the client's next request goes elsewhere */
         return;
     }
     /* Next request: take what the client pipelined, then read again. */
@@ -693,6 +699,7 @@ static int on_message_begin(llhttp_t *p) {
     pc->body_started = pc->hold_parser = 0;
     pc->err_status = pc->defer_status = 0;
     pc->state = PC_HEAD;
+    pc->used = 1;
     pc_arm(pc, pc->srv->cfg->head_timeout_ms);
     return 0;
 }
@@ -764,6 +771,10 @@ static int pc_dispatch(pconn_t *pc) {
 
     ip = pc_ip(pc, &iplen);
     t = reg_pick(srv, ip, iplen, &any);
+    /* Just started (a rolling restart, or agents still connecting): wait
+     * for a first tunnel as for a free slot. */
+    if (!any && uv_now(srv->loop) - srv->started < srv->cfg->queue_timeout_ms)
+        any = 1;
     if (!t && any && !pc->upgrade_other) {
         if (pc->state != PC_QUEUED) {
             nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
@@ -880,6 +891,33 @@ static void wq_on_check(uv_check_t *h) {
     uv_check_stop(&srv->wq_check);
 }
 
+/* What llhttp 8 lets through and a front-end must refuse: field names that
+ * are not tokens, control bytes in values, a Host that is not a host, and
+ * any Transfer-Encoding but a single "chunked" on HTTP/1.1 (RFC 9112 6.1:
+ * an unknown coding cannot be framed; on 1.0 it invites smuggling). */
+static int pc_fields_ok(pconn_t *pc) {
+    nw_hfields_t *h = &pc->hf;
+    const char *why = NULL;
+    size_t i, te = 0;
+    nw_hdr_t f;
+    for (i = 0; i < h->n && !why; i++) {
+        nw_hf_get(h, i, &f);
+        if (!nw_http_token_ok(f.name, f.name_len))
+            why = "invalid header field name";
+        else if (!nw_http_value_ok(f.value, f.value_len))
+            why = "control character in a header value";
+        else if (nw_strieq(f.name, f.name_len, "host") && !nw_http_host_ok(f.value, f.value_len))
+            why = "invalid Host";
+        else if (nw_strieq(f.name, f.name_len, "transfer-encoding") &&
+                 (te++ || !pc->minor || !nw_strieq(f.value, f.value_len, "chunked")))
+            why = "unsupported Transfer-Encoding (only a single 'chunked' on HTTP/1.1)";
+    }
+    if (why)
+        nw_info("conn=%llu client=%s bad request: 400 (%s)", (unsigned long long)pc->id,
+                pc->conn->peer, why);
+    return why == NULL;
+}
+
 /* AUTH_TOKEN: 1 when the request may pass. The token comes in
  * X-Auth-Token, or in Authorization with or without "Bearer ". With
  * AUTH_RULE only paths it matches (a search, like grep -E; the query is
@@ -941,6 +979,8 @@ static int on_headers_complete(llhttp_t *p) {
         return pc_fail(p, 400); /* RFC 9112 3.2: HTTP/1.1 requires Host */
     if (nw_hf_find(h, "host", (size_t)nw_hf_find(h, "host", 0) + 1) >= 0)
         return pc_fail(p, 400);
+    if (!pc_fields_ok(pc))
+        return pc_fail(p, 400);
     for (plen = 0; plen < tlen && target[plen] != '?'; plen++)
         ;
     if (form == 0 && nw_strieq(target, plen, NW_TUNNEL_PATH)) {
@@ -981,9 +1021,35 @@ static int on_headers_complete(llhttp_t *p) {
     return pc->upgrade_other ? 2 : 0;
 }
 
+static int on_chunk_header(llhttp_t *p) {
+    ((pconn_t *)p->data)->chunk_left = p->content_length;
+    return 0;
+}
+
+/* llhttp 8 takes any two bytes after chunk data as its CRLF: check them. */
+static int crlf_after_chunk(pconn_t *pc, const char *q, size_t avail) {
+    static const char crlf[] = "\r\n";
+    while (pc->crlf_check && avail) {
+        if (*q != crlf[2 - pc->crlf_check])
+            return -1;
+        q++, avail--, pc->crlf_check--;
+    }
+    return 0;
+}
+
+static int pc_chunk_data(pconn_t *pc, const char *at, size_t n) {
+    pc->chunk_left -= NW_MIN(pc->chunk_left, n);
+    if (pc->chunk_left)
+        return 0;
+    pc->crlf_check = 2;
+    return crlf_after_chunk(pc, at + n, (size_t)(pc->feed_end - (at + n)));
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t n) {
     pconn_t *pc = p->data;
     int rc;
+    if ((p->flags & F_CHUNKED) && pc_chunk_data(pc, at, n) != 0)
+        return pc_fail(p, 400);
     if (!pc->strm)
         return 0; /* the response already ended or failed: drop */
     pc->body_started = 1;
@@ -998,6 +1064,8 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
 static int on_message_complete(llhttp_t *p) {
     pconn_t *pc = p->data;
     pc->req_done = 1;
+    pc->scanning = 1; /* what follows is the next request's head */
+    nw_headscan_init(&pc->scan);
     if (pc->tunnel || pc->upgrade_other)
         return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
     if (pc->strm && pc->state == PC_WAIT)
@@ -1054,6 +1122,32 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
         len = cur.len;
     }
     for (;;) {
+        size_t used;
+        if (pc->scanning && nw_headscan(&pc->scan, data, len, &used) != 0) {
+            if (pc->scan.why) {
+                nw_info("conn=%llu client=%s bad request: 400 (%s)", (unsigned long long)pc->id,
+                        pc->conn ? pc->conn->peer : "-", pc->scan.why);
+                pc->err_status = 400;
+                pc_reply(pc, 400, "malformed request");
+                break;
+            }
+            pc->scanning = 0; /* the head ends in these bytes */
+        }
+        if (pc->crlf_check && crlf_after_chunk(pc, data, len) != 0) {
+            nw_info("conn=%llu client=%s bad request: 400 (no CRLF after chunk data)",
+                    (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-");
+            pc->err_status = 400;
+            if (pc->strm) {
+                nw_strm_detach(pc->strm, NW_RST_CANCEL);
+                pc->strm = NULL;
+            }
+            if (pc->head_sent)
+                pc_close(pc);
+            else
+                pc_reply(pc, 400, "malformed request body");
+            break;
+        }
+        pc->feed_end = data + len;
         pc->in_feed = 1;
         e = llhttp_execute(&pc->parser, data, len);
         pc->in_feed = 0;
@@ -1227,19 +1321,20 @@ static void pc_on_written(nw_conn_t *c, size_t credit) {
         nw_strm_consumed(pc->strm, credit);
 }
 
-static void on_connection(uv_stream_t *server, int status) {
-    serve_t *srv = server->data;
-    int tls = srv->listener_tls[(uv_tcp_t *)server - srv->listeners];
+/* A new public connection: from the listener (server) or, while a drain
+ * starts, a socket already accepted by hand (fd >= 0). */
+static void pc_accept(serve_t *srv, uv_stream_t *server, int fd, int tls) {
     pconn_t *pc;
     nw_conn_t *c;
-    if (status < 0)
-        return;
     c = nw_conn_new(srv->loop);
     pc = nw_calloc(1, sizeof(*pc));
-    if (!c || !pc || uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    if (!c || !pc ||
+        (fd >= 0 ? uv_tcp_open(&c->tcp, fd) : uv_accept(server, (uv_stream_t *)&c->tcp)) != 0) {
         nw_free(pc);
         if (c)
             nw_conn_close(c);
+        else if (fd >= 0)
+            close(fd);
         return;
     }
     pc->srv = srv;
@@ -1282,8 +1377,17 @@ static void on_connection(uv_stream_t *server, int status) {
         }
     }
     pc->state = PC_IDLE;
-    pc_arm(pc, srv->cfg->idle_timeout_ms);
+    pc->scanning = 1;
+    nw_headscan_init(&pc->scan);
+    pc_arm(pc, srv->draining ? FRESH_DRAIN_MS : srv->cfg->idle_timeout_ms);
     nw_conn_resume(c, NW_PAUSE_OWNER);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+    serve_t *srv = server->data;
+    if (status < 0)
+        return;
+    pc_accept(srv, server, -1, srv->listener_tls[(uv_tcp_t *)server - srv->listeners]);
 }
 
 /* ---------------------------------------------------------------- main */
@@ -1448,16 +1552,29 @@ static void on_signal(uv_signal_t *h, int signum) {
         return;
     }
     srv->draining = 1;
-    for (k = 0; k < srv->nlisteners; k++)
+    for (k = 0; k < srv->nlisteners; k++) {
+        /* Take what the kernel already queued for us first: closing the
+         * socket would reset those clients. */
+        uv_os_fd_t fd;
+        int cfd;
+        if (uv_fileno((uv_handle_t *)&srv->listeners[k], &fd) == 0)
+            while ((cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
+                pc_accept(srv, NULL, cfd, srv->listener_tls[k]);
         uv_close((uv_handle_t *)&srv->listeners[k], NULL);
+    }
     srv->nlisteners = 0;
     for (i = 0; i < srv->ntuns; i++)
         nw_tun_goaway(srv->tuns[i], 0);
     for (pc = srv->pconns; pc; pc = next) {
         next = pc->next;
-        if (pc->state == PC_IDLE && !pc->pipeline.len && !pc->paused)
-            pc_close(pc);
-        else if (pc->state != PC_CLOSED)
+        if (pc->state == PC_IDLE && !pc->pipeline.len && !pc->paused) {
+            if (pc->used) {
+                pc_close(pc); /* idle keep-alive: the client reconnects elsewhere */
+                continue;
+            }
+            pc_arm(pc, FRESH_DRAIN_MS); /* just connected: its request is on the way */
+        }
+        if (pc->state != PC_CLOSED)
             busy++;
     }
     nw_info("received %s: draining: listeners closed, GOAWAY sent on %zu tunnel(s), %zu "
@@ -1489,6 +1606,7 @@ int nw_serve_main(int argc, char **argv) {
     pc_settings.on_header_value = on_hvalue;
     pc_settings.on_headers_complete = on_headers_complete;
     pc_settings.on_body = on_body;
+    pc_settings.on_chunk_header = on_chunk_header;
     pc_settings.on_message_complete = on_message_complete;
 
     srv = nw_calloc(1, sizeof(*srv));
@@ -1521,6 +1639,7 @@ int nw_serve_main(int argc, char **argv) {
     srv->grace.data = srv;
     uv_check_init(&loop, &srv->wq_check);
     srv->wq_check.data = srv;
+    srv->started = uv_now(&loop);
     for (i = 0; i < cfg.nlisten && rc == 0; i++)
         rc = listen_one(srv, &cfg.listen[i]);
     if (rc == 0) {

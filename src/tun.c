@@ -323,13 +323,24 @@ void nw_tun_goaway(nw_tun_t *t, uint32_t code) {
         t->goaway_sent = 1;
 }
 
-void nw_tun_shutdown(nw_tun_t *t) {
+/* wslay sends control frames ahead of queued messages, so the close must
+ * wait until every data message has left, or the peer would lose them. */
+static void tun_send_close(nw_tun_t *t) {
     static const char why[] = "going away";
-    if (t->_closing || wslay_event_get_close_sent(t->_ws))
-        return;
+    t->_shutdown = 0;
     if (wslay_event_queue_close(t->_ws, 1001, (const uint8_t *)why, sizeof(why) - 1) == 0)
         t->_msgs++;
     arm_flush(t);
+}
+
+void nw_tun_shutdown(nw_tun_t *t) {
+    if (t->_closing || t->_shutdown || wslay_event_get_close_sent(t->_ws))
+        return;
+    t->_shutdown = 1;
+    if (wslay_event_get_queued_msg_count(t->_ws) == 0)
+        tun_send_close(t);
+    else
+        arm_flush(t);
 }
 
 /* ------------------------------------------------------- receive side */
@@ -571,6 +582,10 @@ static void flush_out(nw_tun_t *t) {
             if (s == t->_blocked)
                 break; /* re-blocked for lack of credit: stop spinning */
         }
+    }
+    if (t->_shutdown && wslay_event_get_queued_msg_count(t->_ws) == 0) {
+        tun_send_close(t);
+        return;
     }
     if (!wslay_event_want_read(t->_ws) && !wslay_event_want_write(t->_ws) &&
         t->_conn->wbytes == 0)

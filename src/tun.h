@@ -88,7 +88,7 @@ struct nw_tun_s {
     uv_check_t _flush;
     uint64_t _last_rx;
     uint64_t _msgs;      /* WebSocket messages queued so far */
-    int _handles, _depth, _close_err, _closing, _congested, _flush_armed;
+    int _handles, _depth, _close_err, _closing, _congested, _flush_armed, _shutdown;
 };
 
 /* Create a tunnel around an upgraded connection (adopted here). Returns

@@ -1148,7 +1148,88 @@ UNIT_TEST(test_llhttp_value_trailing_ows) {
     CHECK(ok_cl);
 }
 
-UNIT_MAIN(UNIT_CASE(test_hf_whole_fields), UNIT_CASE(test_hf_first_in_pieces),
+/* ---- head scanner ---------------------------------------------------------- */
+
+/* Scan s in pieces of `piece` bytes; returns the scanner's final verdict
+ * and, for 1, the offset just past the head. */
+static int scan_pieces(const char *s, size_t piece, size_t *end, const char **why) {
+    nw_headscan_t sc;
+    size_t off = 0, n = strlen(s), used;
+    int rc = 0;
+    nw_headscan_init(&sc);
+    while (off < n) {
+        size_t k = n - off < piece ? n - off : piece;
+        rc = nw_headscan(&sc, s + off, k, &used);
+        if (rc != 0) {
+            *end = off + used;
+            *why = sc.why;
+            return rc;
+        }
+        off += k;
+    }
+    *why = sc.why;
+    return rc;
+}
+
+UNIT_TEST(test_headscan_accepts_good_heads) {
+    static const char good[] = "GET /a?b HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\nBODY\nbare";
+    const char *why;
+    size_t end = 0, piece;
+    for (piece = 1; piece <= sizeof(good); piece++) {
+        CHECK_EQ(scan_pieces(good, piece, &end, &why), 1);
+        CHECK_EQ(end, strlen("GET /a?b HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n"));
+    }
+    /* RFC 9112 2.2: empty lines before the request line are ignored. */
+    CHECK_EQ(scan_pieces("\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 3, &end, &why), 1);
+    /* A head not yet complete. */
+    CHECK_EQ(scan_pieces("GET / HTTP/1.1\r\nHost: x\r\n", 5, &end, &why), 0);
+}
+
+UNIT_TEST(test_headscan_refuses_smuggling_shapes) {
+    static const char *const bad[] = {
+        "GET / HTTP/1.1\nHost: x\r\n\r\n",         /* bare LF after the request line */
+        "GET / HTTP/1.1\r\nHost: x\n\r\n",         /* bare LF after a field */
+        "GET / HTTP/1.1\r\nX-A: 1\r\n more\r\n\r\n", /* obs-fold, SP */
+        "GET / HTTP/1.1\r\nX-A: 1\r\n\tmore\r\n\r\n", /* obs-fold, HTAB */
+        "GET  / HTTP/1.1\r\n\r\n",                 /* double space */
+        "GET /  HTTP/1.1\r\n\r\n",
+        "GET /\tHTTP/1.1\r\n\r\n",                 /* tab */
+        " GET / HTTP/1.1\r\n\r\n",                  /* leading space */
+        "GET / HTTP/1.1 x\r\n\r\n",                 /* three parts */
+        "GET /\r\n\r\n",                            /* HTTP/0.9 form */
+        "GET / HTTP/1.1\r\nX-A: 1\rX\r\n\r\n",     /* bare CR */
+    };
+    size_t i, piece, end;
+    const char *why;
+    for (i = 0; i < NW_ARRAY_LEN(bad); i++)
+        for (piece = 1; piece < 8; piece++) {
+            if (scan_pieces(bad[i], piece, &end, &why) != -1) {
+                fprintf(stderr, "  accepted: %zu (piece %zu)\n", i, piece);
+                CHECK(0);
+            }
+            CHECK(why != NULL);
+        }
+}
+
+UNIT_TEST(test_host_ok) {
+    static const char *const good[] = {"", "example.com", "a-b.c:8080", "127.0.0.1:1",
+                                       "[::1]", "[::1]:8000", "xn--80ak6aa92e.com", "h_1"};
+    static const char *const bad[] = {"a b", "a/b", "a:", "a:99999999", "[::1", "[::1]x",
+                                      "a:8o", "a@b", "a\tb", "[g::1]"};
+    size_t i;
+    for (i = 0; i < NW_ARRAY_LEN(good); i++)
+        CHECK(nw_http_host_ok(good[i], strlen(good[i])));
+    for (i = 0; i < NW_ARRAY_LEN(bad); i++) {
+        if (nw_http_host_ok(bad[i], strlen(bad[i]))) {
+            fprintf(stderr, "  accepted host '%s'\n", bad[i]);
+            CHECK(0);
+        }
+    }
+}
+
+UNIT_MAIN(UNIT_CASE(test_headscan_accepts_good_heads),
+          UNIT_CASE(test_headscan_refuses_smuggling_shapes), UNIT_CASE(test_host_ok),
+          UNIT_CASE(test_hf_whole_fields), UNIT_CASE(test_hf_first_in_pieces),
           UNIT_CASE(test_hf_name_split), UNIT_CASE(test_hf_value_split),
           UNIT_CASE(test_hf_value_then_name_starts_field), UNIT_CASE(test_hf_empty_values),
           UNIT_CASE(test_hf_zero_length_pieces), UNIT_CASE(test_hf_value_before_name_ignored),
