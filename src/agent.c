@@ -50,8 +50,9 @@ typedef struct lconn_s {
     nw_conn_t *conn;
     llhttp_t parser;
     lreq_t *req;
+    const char *parse_end; /* end of the bytes being parsed */
     struct lconn_s *next; /* idle pool */
-    unsigned reused : 1, got_bytes : 1, interim : 1, idle : 1, done : 1;
+    unsigned reused : 1, got_bytes : 1, interim : 1, idle : 1, done : 1, piped : 1;
 } lconn_t;
 
 /* One stream's exchange with the local service. */
@@ -65,7 +66,10 @@ struct lreq_s {
     lreq_t *prev, *next;
     lreq_t *wnext;    /* waiting for a local connection slot */
     unsigned req_end : 1, chunked : 1, body_sent : 1, is_head : 1, head_out : 1, resp_head : 1,
-        resp_end : 1, retried : 1, admitted : 1, waiting : 1;
+        resp_end : 1, retried : 1, admitted : 1, waiting : 1,
+        upgrade : 1,  /* the request carries Upgrade: its bytes after the head are raw */
+        piped : 1,    /* the local service answered 101: a raw pipe both ways */
+        in_eof : 1;   /* piped: the server's side (the client) ended */
 };
 
 struct agent_s {
@@ -89,6 +93,7 @@ struct agent_s {
     uv_signal_t sig[2];
     uv_timer_t grace;         /* SIGTERM: the deadline for in-flight requests */
     uv_check_t drain;         /* SIGTERM: checks after each I/O whether all is done */
+    uv_idle_t kick;           /* one non-blocking loop turn after work done in a check */
     int stopping;             /* 1 draining, 2 closing everything */
     nw_tls_conf_t *remote_tls; /* NULL for http:// */
     nw_tls_conf_t *local_tls;
@@ -101,6 +106,7 @@ static void lc_close(lconn_t *lc);
 static void lc_abort(lconn_t *lc);
 static void lreq_start(lreq_t *r);
 static void lreq_admit(lreq_t *r);
+static void lreq_done(lreq_t *r);
 
 /* ------------------------------------------------------------ backoff */
 
@@ -171,7 +177,14 @@ static int lreq_write_body(lreq_t *r, const void *p, size_t n, int end) {
     }
     if (end && r->chunked)
         b[k++] = uv_buf_init("0\r\n\r\n", 5);
-    return k ? nw_conn_write(r->lc->conn, b, k, n) : 0;
+    if (k && nw_conn_write(r->lc->conn, b, k, n) != 0)
+        return NW_ECLOSED;
+    if (end && r->upgrade) {
+        /* The client ended its side of the pipe: half-close ours. */
+        r->in_eof = 1;
+        nw_conn_shutdown(r->lc->conn);
+    }
+    return 0;
 }
 
 static void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
@@ -183,8 +196,12 @@ static void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
             lreq_fail(r, NW_RST_INTERNAL, "out of memory");
         return;
     }
-    if (lreq_write_body(r, p, len, end) != 0)
+    if (lreq_write_body(r, p, len, end) != 0) {
         lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
+        return;
+    }
+    if (end && r->piped && r->resp_end)
+        lreq_done(r); /* both sides of the pipe ended */
 }
 
 static void ag_on_reset(nw_strm_t *s, uint32_t code) {
@@ -254,6 +271,15 @@ static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
     nw_sbuf_appendf(&r->head, " HTTP/1.1\r\nHost: %s\r\n", ag->host_hdr);
     for (i = 0; i < f->nhdrs; i++) {
         const nw_hdr_t *h = &f->hdrs[i];
+        if (nw_strieq(h->name, h->name_len, "upgrade") && !r->req_end && !r->upgrade) {
+            /* An upgrade (WebSocket, h2c): ask the local service for it. */
+            r->upgrade = 1;
+            nw_sbuf_appends(&r->head, "Connection: Upgrade\r\n");
+            nw_sbuf_append(&r->head, "Upgrade: ", 9);
+            nw_sbuf_append(&r->head, h->value, h->value_len);
+            nw_sbuf_append(&r->head, "\r\n", 2);
+            continue;
+        }
         if (nw_strieq(h->name, h->name_len, "host") || nw_http_is_hop(h->name, h->name_len))
             continue;
         if (nw_strieq(h->name, h->name_len, "content-length")) {
@@ -268,7 +294,7 @@ static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
         nw_sbuf_append(&r->head, h->value, h->value_len);
         nw_sbuf_append(&r->head, "\r\n", 2);
     }
-    if (!has_cl && !r->req_end) {
+    if (!has_cl && !r->req_end && !r->upgrade) {
         r->chunked = 1;
         nw_sbuf_appends(&r->head, "Transfer-Encoding: chunked\r\n");
     }
@@ -316,7 +342,7 @@ static void lc_abort(lconn_t *lc) {
 static void lreq_done(lreq_t *r) {
     lconn_t *lc = r->lc;
     agent_t *ag = r->ag;
-    int reuse = lc && llhttp_should_keep_alive(&lc->parser) && r->req_end &&
+    int reuse = lc && !r->upgrade && llhttp_should_keep_alive(&lc->parser) && r->req_end &&
                 !r->early.bytes && lc->conn->wbytes == 0 && !ag->stopping;
     if (r->strm) {
         nw_strm_detach(r->strm, 0);
@@ -358,6 +384,30 @@ static int lc_on_headers_complete(llhttp_t *p) {
 
     if (!r)
         return -1;
+    if (st == 101 && r->upgrade) {
+        /* Switching protocols: pass the head with Upgrade and Connection,
+         * then everything after it is raw (llhttp stops with
+         * HPE_PAUSED_UPGRADE; lc_after_parse sends the rest). */
+        size_t k, m = 0;
+        n = nw_http_filter(&lc->hf, hdrs, NW_ARRAY_LEN(hdrs) - 2, drop);
+        for (k = 0; k < lc->hf.n && n >= 0; k++) {
+            nw_hdr_t f;
+            nw_hf_get(&lc->hf, k, &f);
+            if (nw_strieq(f.name, f.name_len, "upgrade") ||
+                nw_strieq(f.name, f.name_len, "connection"))
+                hdrs[n + (int)m++] = f;
+            if (m == 2)
+                break;
+        }
+        rc = nw_strm_head(r->strm, 101, lc->hf.raw.p ? lc->hf.raw.p : "", lc->hf.first_len, hdrs,
+                          (size_t)(n < 0 ? 0 : n + (int)m), 0);
+        if (rc != 0)
+            return -1;
+        r->resp_head = 1;
+        r->piped = 1;
+        lc->piped = 1;
+        return 0;
+    }
     if (st < 200) {
         lc->interim = 1; /* 100 Continue and friends stay here */
         return st == 101 ? -1 : 0;
@@ -395,6 +445,8 @@ static int lc_on_body(llhttp_t *p, const char *at, size_t n) {
 static int lc_on_message_complete(llhttp_t *p) {
     lconn_t *lc = p->data;
     lreq_t *r = lc->req;
+    if (lc->piped)
+        return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
     if (lc->interim) {
         lc->interim = 0;
         return 0;
@@ -408,8 +460,37 @@ static int lc_on_message_complete(llhttp_t *p) {
     return HPE_PAUSED; /* one response per request: nothing after it is ours */
 }
 
+/* Raw bytes from the local service into a piped stream (NULL: its EOF). */
+static void lc_pipe_out(lconn_t *lc, const char *p, size_t n) {
+    lreq_t *r = lc->req;
+    int rc;
+    if (!r || !r->strm)
+        return;
+    rc = nw_strm_send(r->strm, p, n, p == NULL);
+    if (rc < 0) {
+        lreq_fail(r, NW_RST_UPSTREAM, "tunnel stream closed");
+        return;
+    }
+    if (rc == 1)
+        nw_conn_pause(lc->conn, NW_PAUSE_CREDIT);
+    if (!p) {
+        /* The service ended its side. The pipe is done when the client's
+         * side has ended too; until then its bytes may still flow. */
+        r->resp_end = 1;
+        nw_conn_pause(lc->conn, NW_PAUSE_DONE);
+        if (r->in_eof)
+            lreq_done(r);
+    }
+}
+
 static void lc_after_parse(lconn_t *lc, llhttp_errno_t e) {
     lreq_t *r = lc->req;
+    if (e == HPE_PAUSED_UPGRADE && lc->piped && r) {
+        const char *pos = llhttp_get_error_pos(&lc->parser);
+        if (pos && pos < lc->parse_end)
+            lc_pipe_out(lc, pos, (size_t)(lc->parse_end - pos));
+        return;
+    }
     if (lc->done) {
         lc->done = 0;
         if (r)
@@ -436,6 +517,13 @@ static void lc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
         lc_close(lc);
         return;
     }
+    if (lc->piped) {
+        if (nread < 0 && nread != UV_EOF)
+            lreq_fail(r, NW_RST_UPSTREAM, "local service connection failed mid-pipe");
+        else
+            lc_pipe_out(lc, nread < 0 ? NULL : buf, nread < 0 ? 0 : (size_t)nread);
+        return;
+    }
     if (nread < 0) {
         if (!lc->got_bytes && lc->reused && !r->body_sent && !r->retried) {
             /* The pooled connection was closed by the service while idle
@@ -460,6 +548,7 @@ static void lc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
         return;
     }
     lc->got_bytes = 1;
+    lc->parse_end = buf + nread;
     e = llhttp_execute(&lc->parser, buf, (size_t)nread);
     lc_after_parse(lc, e);
 }
@@ -929,6 +1018,7 @@ static void agent_stop(agent_t *ag) {
     uv_close((uv_handle_t *)&ag->sig[1], NULL);
     uv_close((uv_handle_t *)&ag->grace, NULL);
     uv_close((uv_handle_t *)&ag->drain, NULL);
+    uv_close((uv_handle_t *)&ag->kick, NULL);
 }
 
 /* Draining: done when no request is in flight and every stream's last
@@ -949,7 +1039,26 @@ static void agent_check_done(agent_t *ag) {
         agent_stop(ag);
 }
 
-static void on_drain_check(uv_check_t *h) { agent_check_done(h->data); }
+/* An active idle handle makes the next poll return at once. It must
+ * still be active when that poll's timeout is computed, which comes after
+ * the idle callbacks: so it stops on its second run, not its first. */
+static void on_kick(uv_idle_t *h) {
+    if (h->data) {
+        h->data = NULL;
+        uv_idle_stop(h);
+    } else {
+        h->data = h;
+    }
+}
+
+/* Tunnel flushes armed from here are check handles too; they would wait
+ * for the next poll, so that poll must not block. */
+static void on_drain_check(uv_check_t *h) {
+    agent_t *ag = h->data;
+    ag->kick.data = NULL;
+    uv_idle_start(&ag->kick, on_kick);
+    agent_check_done(ag);
+}
 
 static void on_grace(uv_timer_t *h) {
     agent_t *ag = h->data;
@@ -1093,6 +1202,7 @@ int nw_agent_main(int argc, char **argv) {
     ag->grace.data = ag;
     uv_check_init(&loop, &ag->drain);
     ag->drain.data = ag;
+    uv_idle_init(&loop, &ag->kick);
     uv_signal_init(&loop, &ag->sig[0]);
     uv_signal_init(&loop, &ag->sig[1]);
     ag->sig[0].data = ag->sig[1].data = ag;

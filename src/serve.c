@@ -59,9 +59,12 @@ typedef struct pconn_s {
     unsigned crlf_check;     /* bytes of the CRLF after chunk data in the next read */
     unsigned tries;          /* dispatch attempts for this request */
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
-        has_cl : 1, tunnel : 1, upgrade_other : 1, minor : 1, in_feed : 1, paused : 1,
+        has_cl : 1, tunnel : 1, upgrade : 1, minor : 1, in_feed : 1, paused : 1,
         again : 1, https : 1, used : 1, scanning : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
-        body_started : 1;
+        body_started : 1,
+        piped : 1,   /* 101 answered: the stream is a raw byte pipe both ways */
+        in_eof : 1,  /* piped: the client ended its side */
+        out_eof : 1; /* piped: the local service ended its side */
 } pconn_t;
 
 struct serve_s {
@@ -85,6 +88,7 @@ struct serve_s {
     uv_timer_t grace;             /* SIGTERM: the drain deadline */
     uint64_t started;             /* loop time at start */
     uv_check_t wq_check;          /* runs the wait queue while it is not empty */
+    uv_idle_t kick;               /* one non-blocking loop turn (see wq_on_check) */
     int draining;
     int stopping;
 };
@@ -92,6 +96,9 @@ struct serve_s {
 static llhttp_settings_t pc_settings;
 
 static void pc_feed(pconn_t *pc, const char *data, size_t len);
+static void pc_pipe_in(pconn_t *pc, const char *p, size_t n);
+static void pc_pipe_done(pconn_t *pc);
+static void pc_on_timer_close(uv_handle_t *h);
 static void pc_close(pconn_t *pc);
 
 /* ------------------------------------------------------------ registry */
@@ -276,12 +283,49 @@ static void pc_unpause(pconn_t *pc) {
         pc_feed(pc, NULL, 0);
 }
 
+/* 101 Switching Protocols: pass the head (Upgrade and Connection
+ * included), then the stream is a raw pipe with no timeout of its own:
+ * an idle WebSocket stays open as long as the tunnel does. */
+static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
+    nw_sbuf_t out = {0};
+    size_t i;
+    uv_timer_stop(&pc->timer);
+    pc->state = PC_STREAM;
+    pc->piped = 1;
+    nw_sbuf_appendf(&out, "HTTP/1.1 101 %.*s\r\n", (int)f->reason_len, f->reason);
+    for (i = 0; i < f->nhdrs; i++) {
+        const nw_hdr_t *h = &f->hdrs[i];
+        if (nw_http_is_hop(h->name, h->name_len) && !nw_strieq(h->name, h->name_len, "upgrade") &&
+            !nw_strieq(h->name, h->name_len, "connection"))
+            continue;
+        nw_sbuf_append(&out, h->name, h->name_len);
+        nw_sbuf_append(&out, ": ", 2);
+        nw_sbuf_append(&out, h->value, h->value_len);
+        nw_sbuf_append(&out, "\r\n", 2);
+    }
+    nw_sbuf_append(&out, "\r\n", 2);
+    if (!out.p || pc_write(pc, out.p, out.len, 0) != 0) {
+        nw_sbuf_free(&out);
+        pc_close(pc);
+        return;
+    }
+    nw_sbuf_free(&out);
+    pc->head_sent = 1;
+    nw_debug("conn=%llu client=%s strm=%u switched protocols: piping", (unsigned long long)pc->id,
+             pc->conn ? pc->conn->peer : "-", s->sid);
+}
+
 static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     pconn_t *pc = s->data;
     nw_sbuf_t out = {0};
     size_t i;
     int end = (f->flags & NW_MUX_F_END) != 0;
     int nobody = pc->is_head || f->status == 204 || f->status == 304 || f->status < 200;
+    if (f->status == 101 && pc->upgrade && !end && nw_http_fields_ok(f->hdrs, f->nhdrs) &&
+        nw_http_value_ok(f->reason, f->reason_len)) {
+        pc_switch(pc, s, f);
+        return;
+    }
     if (f->status < 200 || !nw_http_fields_ok(f->hdrs, f->nhdrs) ||
         !nw_http_value_ok(f->reason, f->reason_len)) {
         nw_warn("conn=%llu strm=%u invalid response head from agent", (unsigned long long)pc->id,
@@ -353,6 +397,23 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     unsigned n = 0;
     int skip = pc->is_head;
 
+    if (pc->piped) {
+        uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
+        if (len && nw_conn_write(pc->conn, &pb, 1, len) != 0) {
+            pc_close(pc);
+            return;
+        }
+        pc->body_inflight += len;
+        if (end) {
+            /* The local side ended: half-close towards the client; the
+             * pipe is done once the client has ended too. */
+            pc->out_eof = 1;
+            if (!pc->in_eof)
+                nw_conn_shutdown(pc->conn);
+            pc_pipe_done(pc);
+        }
+        return;
+    }
     if (pc->has_cl) {
         if (len > pc->cl_left) {
             nw_warn("conn=%llu strm=%u body longer than Content-Length; cutting",
@@ -695,7 +756,7 @@ static int on_message_begin(llhttp_t *p) {
     pconn_t *pc = p->data;
     nw_hf_reset(&pc->hf);
     pc->req_done = pc->head_sent = pc->is_head = pc->chunked_out = pc->has_cl = 0;
-    pc->tunnel = pc->upgrade_other = 0;
+    pc->tunnel = pc->upgrade = 0;
     pc->body_started = pc->hold_parser = 0;
     pc->err_status = pc->defer_status = 0;
     pc->state = PC_HEAD;
@@ -760,7 +821,7 @@ static int pc_dispatch(pconn_t *pc) {
                                             "x-forwarded-host", "expect", "x-auth-token", NULL};
     serve_t *srv = pc->srv;
     int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any;
-    nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 3];
+    nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 5];
     nw_hfields_t *h = &pc->hf;
     nw_sbuf_t xff = {0}, tgt = {0};
     nw_hdr_t f;
@@ -775,7 +836,7 @@ static int pc_dispatch(pconn_t *pc) {
      * for a first tunnel as for a free slot. */
     if (!any && uv_now(srv->loop) - srv->started < srv->cfg->queue_timeout_ms)
         any = 1;
-    if (!t && any && !pc->upgrade_other) {
+    if (!t && any && !pc->upgrade) {
         if (pc->state != PC_QUEUED) {
             nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
                     (unsigned long long)pc->id, pc->conn->peer, srv->cfg->max_streams);
@@ -814,6 +875,11 @@ static int pc_dispatch(pconn_t *pc) {
         nw_hf_get(h, (size_t)i, &f);
         hdrs[n++] = (nw_hdr_t){"X-Forwarded-Host", 16, f.value, f.value_len};
     }
+    if (pc->upgrade && (i = nw_hf_find(h, "upgrade", 0)) >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        hdrs[n++] = (nw_hdr_t){"Connection", 10, "Upgrade", 7};
+        hdrs[n++] = (nw_hdr_t){"Upgrade", 7, f.value, f.value_len};
+    }
     if (slash) {
         nw_sbuf_append(&tgt, "/", 1);
         nw_sbuf_append(&tgt, target, tlen);
@@ -843,7 +909,7 @@ static void pc_sent(pconn_t *pc) {
     pc->state = PC_WAIT;
     /* The response timeout counts from the end of the request: a slow
      * upload is not the local service being slow. */
-    if (pc->end_at_open || pc->req_done)
+    if (pc->end_at_open || pc->req_done || pc->upgrade)
         pc_arm(pc, pc->srv->cfg->response_timeout_ms);
     else
         uv_timer_stop(&pc->timer);
@@ -856,8 +922,27 @@ static void pc_sent(pconn_t *pc) {
 /* Requests waiting for a slot, oldest first, while tunnels have room. A
  * uv_check runs this after each loop iteration in which the queue is not
  * empty, so slots freed in any callback are used without re-entering it. */
+/* An active idle handle makes the next poll return at once. It must
+ * still be active when that poll's timeout is computed, which comes after
+ * the idle callbacks: so it stops on its second run, not its first. */
+static void on_kick(uv_idle_t *h) {
+    if (h->data) {
+        h->data = NULL;
+        uv_idle_stop(h);
+    } else {
+        h->data = h;
+    }
+}
+
 static void wq_on_check(uv_check_t *h) {
     serve_t *srv = h->data;
+    /* Streams opened here arm their tunnel's flush, another check handle,
+     * which would only run after the next poll: keep that poll from
+     * blocking. */
+    if (srv->wq_head) {
+        srv->kick.data = NULL;
+        uv_idle_start(&srv->kick, on_kick);
+    }
     while (srv->wq_head) {
         pconn_t *pc = srv->wq_head;
         int st;
@@ -992,11 +1077,13 @@ static int on_headers_complete(llhttp_t *p) {
     if (pc->srv->draining)
         pc->keep_alive = 0; /* answer this one, then close */
     if (p->upgrade) {
-        /* WebSocket and other upgrades to the local service are not piped
-         * yet: forward as a plain request, then close. */
-        pc->upgrade_other = 1;
+        /* WebSocket, h2c, ...: forwarded with its Upgrade header; what the
+         * client sends after the head goes raw into the stream. If the local
+         * service answers 101 the stream becomes a pipe, else the ordinary
+         * response ends the connection. */
+        pc->upgrade = 1;
         pc->keep_alive = 0;
-        end = 1;
+        end = 0;
     }
     pc->end_at_open = end;
     pc->tries = 0;
@@ -1018,7 +1105,7 @@ static int on_headers_complete(llhttp_t *p) {
     if (status)
         return pc_fail(p, status);
     pc_sent(pc);
-    return pc->upgrade_other ? 2 : 0;
+    return pc->upgrade ? 2 : 0;
 }
 
 static int on_chunk_header(llhttp_t *p) {
@@ -1066,7 +1153,7 @@ static int on_message_complete(llhttp_t *p) {
     pc->req_done = 1;
     pc->scanning = 1; /* what follows is the next request's head */
     nw_headscan_init(&pc->scan);
-    if (pc->tunnel || pc->upgrade_other)
+    if (pc->tunnel || pc->upgrade)
         return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
     if (pc->strm && pc->state == PC_WAIT)
         pc_arm(pc, pc->srv->cfg->response_timeout_ms);
@@ -1160,10 +1247,11 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
             break;
         }
         if (e == HPE_PAUSED_UPGRADE) {
-            if (pc->strm)
-                nw_strm_send(pc->strm, NULL, 0, 1);
+            /* From here on the client's bytes are the pipe's (see pc_pipe_in). */
             pc->req_done = 1;
-            nw_conn_pause(pc->conn, NW_PAUSE_DONE);
+            pc->scanning = 0;
+            if (off < len)
+                pc_pipe_in(pc, data + off, len - off);
             break;
         }
         if (e != HPE_PAUSED) {
@@ -1280,6 +1368,14 @@ static void pc_on_timer(uv_timer_t *h) {
 
 static void pc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     pconn_t *pc = c->data;
+    if (pc->upgrade && pc->req_done && pc->state != PC_LINGER && pc->state != PC_CLOSED) {
+        if (nread < 0 && nread != UV_EOF) {
+            pc_close(pc);
+            return;
+        }
+        pc_pipe_in(pc, nread < 0 ? NULL : buf, nread < 0 ? 0 : (size_t)nread);
+        return;
+    }
     if (nread < 0) {
         if (nread == NW_ETLS)
             nw_info("conn=%llu client=%s tls: handshake failed: %s", (unsigned long long)pc->id,
@@ -1304,6 +1400,45 @@ static void pc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
         return;
     }
     pc_feed(pc, buf, (size_t)nread);
+}
+
+/* An upgrade request's raw bytes from the client (NULL: its EOF) go into
+ * the stream as they come; flow control pauses reading as for bodies. */
+static void pc_pipe_in(pconn_t *pc, const char *p, size_t n) {
+    int rc;
+    if (!pc->strm) {
+        if (!p)
+            pc_close(pc); /* nothing to carry it any more */
+        return;
+    }
+    if (!p) {
+        pc->in_eof = 1;
+        nw_conn_pause(pc->conn, NW_PAUSE_DONE);
+    }
+    rc = nw_strm_send(pc->strm, p, n, p == NULL);
+    if (rc < 0) {
+        pc_close(pc);
+        return;
+    }
+    if (rc == 1)
+        nw_conn_pause(pc->conn, NW_PAUSE_CREDIT);
+    if (!p)
+        pc_pipe_done(pc);
+}
+
+/* Both sides of a pipe ended: let the last bytes out, then close. */
+static void pc_pipe_done(pconn_t *pc) {
+    if (!pc->in_eof || !pc->out_eof || pc->state == PC_CLOSED)
+        return;
+    wq_remove(pc);
+    pc->state = PC_CLOSED;
+    if (pc->strm) {
+        nw_strm_detach(pc->strm, 0);
+        pc->strm = NULL;
+    }
+    uv_close((uv_handle_t *)&pc->timer, pc_on_timer_close);
+    if (pc->conn)
+        nw_conn_close_after_flush(pc->conn);
 }
 
 static void pc_on_written(nw_conn_t *c, size_t credit) {
@@ -1515,6 +1650,7 @@ static void srv_stop(serve_t *srv) {
         uv_close((uv_handle_t *)&srv->sig[i], NULL);
     uv_close((uv_handle_t *)&srv->grace, NULL);
     uv_close((uv_handle_t *)&srv->wq_check, NULL);
+    uv_close((uv_handle_t *)&srv->kick, NULL);
 }
 
 /* Draining ends when the last public connection is gone. */
@@ -1639,6 +1775,7 @@ int nw_serve_main(int argc, char **argv) {
     srv->grace.data = srv;
     uv_check_init(&loop, &srv->wq_check);
     srv->wq_check.data = srv;
+    uv_idle_init(&loop, &srv->kick);
     srv->started = uv_now(&loop);
     for (i = 0; i < cfg.nlisten && rc == 0; i++)
         rc = listen_one(srv, &cfg.listen[i]);
