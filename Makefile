@@ -77,9 +77,10 @@ clean:
 deps:
 	scripts/deps.sh
 
-# nginx too: test/integ/test_95_proxy.py runs serve behind it.
+# nginx and chromium too: serve behind nginx (test_95_proxy.py) and a
+# headless browser through the tunnel (test_c1_browser.py).
 test:
-	scripts/deps.sh --nginx
+	scripts/deps.sh --nginx --browser
 	$(MAKE) asan unit
 	scripts/test.sh
 
@@ -100,3 +101,77 @@ bench:
 
 lint:
 	@! grep -nE '\b(strcpy|sprintf|atoi|gets)\s*\(' src/*.c || (echo "lint: banned call" && false)
+
+# --- fuzzing ---------------------------------------------------------------
+# libFuzzer targets (test/fuzz/fuzz_*.c) for the frame codec, the .env parser
+# and request-head parsing, built with clang's -fsanitize=fuzzer plus ASan and
+# UBSan (libFuzzer comes with Debian's clang, in libclang-rt-14-dev).
+#   make fuzz                  build all three, run each for FUZZ_TIME seconds
+#   make fuzz FUZZ_TIME=60
+#   make fuzz-build            build only
+#   build/fuzz/fuzz_head FILE  replay one input (e.g. a crash artifact)
+# Each run starts from a copy of test/fuzz/corpus/NAME/ in
+# build/fuzz/corpus-NAME/ (the repo's seeds are never written); what a run
+# finds stays there for the next one. Crashes, leaks, timeouts and OOMs go to
+# build/fuzz/artifacts/NAME-* and fail the make after all targets have run.
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 20
+FUZZ_DIR   := $(BUILD)/fuzz
+FUZZ_NAMES := mux env head
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# Library code gets coverage instrumentation only (fuzzer-no-link); the
+# targets link libFuzzer's main as well.
+FUZZ_OBJ_CFLAGS := -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_BIN_CFLAGS := -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer
+FUZZ_LIB   := $(FUZZ_DIR)/libnatwrp.a
+FUZZ_LL    := $(FUZZ_DIR)/llhttp.a
+FUZZ_BINS  := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+FUZZ_OPTS  := -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_DIR)/obj/%.o: src/%.c src/*.h | $(FUZZ_DIR)/obj
+	$(FUZZ_CC) $(BASE) $(WARN) $(FUZZ_OBJ_CFLAGS) -c -o $@ $<
+
+# An archive, so each target pulls in only the modules it uses (main.c is
+# left out: libFuzzer brings its own main).
+$(FUZZ_LIB): $(LIB_SRCS:src/%.c=$(FUZZ_DIR)/obj/%.o)
+	rm -f $@ && ar rcs $@ $^
+
+# llhttp is instrumented too: its state machine is most of what fuzz_head
+# explores.
+$(FUZZ_LL): $(LLHTTP_SRCS) | $(FUZZ_DIR)/ll
+	cd $(FUZZ_DIR)/ll && for f in $(LLHTTP_SRCS); do \
+	  $(FUZZ_CC) -w $(FUZZ_OBJ_CFLAGS) -I$(LLHTTP_INC) -c -o ll_$$(basename $$f .c).o $$f || exit 1; done
+	rm -f $@ && ar rcs $@ $(FUZZ_DIR)/ll/ll_*.o
+
+$(FUZZ_DIR)/fuzz_%: test/fuzz/fuzz_%.c $(FUZZ_LIB) $(FUZZ_LL)
+	$(FUZZ_CC) $(BASE) $(WARN) $(FUZZ_BIN_CFLAGS) -o $@ $< $(FUZZ_LIB) $(FUZZ_LL) $(DEP_LIBS)
+
+$(FUZZ_DIR)/obj $(FUZZ_DIR)/ll:
+	mkdir -p $@
+
+# Every target runs (single process) even if an earlier one failed; the log
+# of each is build/fuzz/NAME.log. On failure the report (up to SUMMARY) and
+# the artifact's name are shown.
+fuzz: $(FUZZ_BINS)
+	@mkdir -p $(FUZZ_DIR)/artifacts; failed=""; \
+	for t in $(FUZZ_NAMES); do \
+	  mkdir -p $(FUZZ_DIR)/corpus-$$t && cp test/fuzz/corpus/$$t/* $(FUZZ_DIR)/corpus-$$t/; \
+	  echo "== fuzz_$$t: $(FUZZ_TIME) s"; \
+	  if UBSAN_OPTIONS=print_stacktrace=1 $(FUZZ_DIR)/fuzz_$$t $(FUZZ_OPTS) \
+	       -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- $(FUZZ_DIR)/corpus-$$t \
+	       >$(FUZZ_DIR)/$$t.log 2>&1; then \
+	    grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
+	      $(FUZZ_DIR)/$$t.log; \
+	  else \
+	    sed -n '/check failed\|runtime error\|==ERROR\|ERROR: libFuzzer/,/^SUMMARY/p' \
+	      $(FUZZ_DIR)/$$t.log | head -n 60; \
+	    grep -E 'Test unit written|^Base64' $(FUZZ_DIR)/$$t.log; failed="$$failed $$t"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "fuzz: FAILED:$$failed (reproducers in $(FUZZ_DIR)/artifacts/, logs in $(FUZZ_DIR)/*.log)"; exit 1; \
+	fi; \
+	echo "fuzz: no crash, leak or timeout in $(FUZZ_NAMES)"
