@@ -6,9 +6,10 @@
 #   scripts/deps.sh            build and test dependencies (openssl included:
 #                              the TLS tests make their certificates with it)
 #   scripts/deps.sh --nginx    also nginx (the behind-a-reverse-proxy test)
+#   scripts/deps.sh --browser  also chromium (the headless browser test)
 #   scripts/deps.sh --bench    also wrk and nginx (make bench)
 #
-# The same through the environment: DEPS_NGINX=1, DEPS_BENCH=1.
+# The same through the environment: DEPS_NGINX=1, DEPS_BROWSER=1, DEPS_BENCH=1.
 # Installing nginx never starts its system service (no daemon on :80 is left
 # behind): the tests and the benchmark run their own nginx on loopback.
 set -eu
@@ -18,11 +19,13 @@ EXTRA=""
 
 case "${DEPS_NGINX:-}" in 1|yes|true) EXTRA="$EXTRA nginx" ;; esac
 case "${DEPS_BENCH:-}" in 1|yes|true) EXTRA="$EXTRA nginx wrk" ;; esac
+case "${DEPS_BROWSER:-}" in 1|yes|true) EXTRA="$EXTRA chromium" ;; esac
 for arg in "$@"; do
     case "$arg" in
         --nginx) EXTRA="$EXTRA nginx" ;;
+        --browser) EXTRA="$EXTRA chromium" ;;
         --bench) EXTRA="$EXTRA nginx wrk" ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "deps: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
