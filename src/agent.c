@@ -95,6 +95,7 @@ struct agent_s {
     uv_check_t drain;         /* SIGTERM: checks after each I/O whether all is done */
     uv_idle_t kick;           /* one non-blocking loop turn after work done in a check */
     int stopping;             /* 1 draining, 2 closing everything */
+    int drained;              /* draining: every request done, tunnels closing */
     nw_tls_conf_t *remote_tls; /* NULL for http:// */
     nw_tls_conf_t *local_tls;
 };
@@ -1031,8 +1032,11 @@ static void agent_check_done(agent_t *ag) {
         streams += ag->tuns[i]->nstreams;
     if (streams)
         return;
-    nw_info("agent=%s drained: every request finished; closing %zu tunnel(s)",
-            ag->cfg->agent_id, ag->ntuns);
+    if (!ag->drained) {
+        ag->drained = 1;
+        nw_info("agent=%s drained: every request finished; closing %zu tunnel(s)",
+                ag->cfg->agent_id, ag->ntuns);
+    }
     for (i = 0; i < ag->ntuns; i++)
         nw_tun_shutdown(ag->tuns[i]); /* close frame after what is queued */
     if (ag->ntuns == 0)

@@ -1126,8 +1126,8 @@ static void agent_defaults(nw_agent_cfg_t *cfg) {
     cfg->max_head = 65536;
     cfg->log_level = NW_LOG_INFO;
     cfg->max_conn = 1;
-    cfg->max_local = 64;
-    cfg->local_queue = 256;
+    cfg->max_local = 256;
+    cfg->local_queue = 1024;
     cfg->grace_ms = 30000;
 }
 

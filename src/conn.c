@@ -257,37 +257,44 @@ void nw_conn_abort(nw_conn_t *c) { close_conn(c, 1); }
 
 typedef struct {
     uv_shutdown_t req;
-    int then_close;
 } shut_t;
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
     shut_t *s = nw_container_of(req, shut_t, req);
     nw_conn_t *c = req->data;
-    int then_close = s->then_close;
-    (void)status;
     nw_free(s);
-    if (then_close)
+    c->shut_done = 1;
+    if (status != UV_ECANCELED && !c->closing && c->close_after_shut)
         nw_conn_close(c);
 }
 
 static void shutdown_conn(nw_conn_t *c, int then_close) {
     shut_t *s;
-    if (c->closing || c->shutting)
+    if (c->closing)
         return;
+    if (c->shutting) {
+        /* Already half-closed (or on the way): close once that is done. */
+        if (then_close && c->shut_done)
+            nw_conn_close(c);
+        else if (then_close)
+            c->close_after_shut = 1;
+        return;
+    }
     if (c->tls && c->tls_up) {
         nw_tls_close_notify(c->tls); /* a clean end, unlike a cut body */
         tls_flush(c);
     }
     c->shutting = 1;
+    c->close_after_shut = then_close ? 1 : 0;
     s = nw_malloc(sizeof(*s));
     if (!s || uv_shutdown(&s->req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         nw_free(s);
+        c->shut_done = 1;
         if (then_close)
             nw_conn_close(c);
         return;
     }
     s->req.data = c;
-    s->then_close = then_close;
 }
 
 void nw_conn_close_after_flush(nw_conn_t *c) { shutdown_conn(c, 1); }

@@ -41,7 +41,8 @@ struct nw_conn_s {
     int handles;   /* open uv handles; freed at 0 */
     nw_tls_t *tls; /* NULL on plain TCP */
     void (*on_handshake)(nw_conn_t *c); /* TLS established (dialer's use) */
-    unsigned closing : 1, shutting : 1, reading : 1, probing : 1, tls_up : 1;
+    unsigned closing : 1, shutting : 1, reading : 1, probing : 1, tls_up : 1, shut_done : 1,
+        close_after_shut : 1; /* nw_conn_close_after_flush while a shutdown runs */
     char peer[64]; /* "ip:port" of the peer, for logs */
 };
 
