@@ -989,6 +989,19 @@ static void on_walk_close(uv_handle_t *h, void *arg) {
         uv_close(h, NULL);
 }
 
+/* Stop a slot's backoff, dial or handshake (its tunnel is left alone). */
+static void slot_cancel(slot_t *sl) {
+    uv_timer_stop(&sl->timer);
+    if (sl->dial) {
+        nw_dial_cancel(sl->dial);
+        sl->dial = NULL;
+    }
+    if (sl->hs) {
+        nw_conn_close(sl->hs);
+        sl->hs = NULL;
+    }
+}
+
 /* Close everything now; in-flight requests are cut. */
 static void agent_stop(agent_t *ag) {
     unsigned i;
@@ -996,18 +1009,9 @@ static void agent_stop(agent_t *ag) {
         return;
     ag->stopping = 2;
     for (i = 0; i < ag->nslots; i++) {
-        slot_t *sl = &ag->slots[i];
-        uv_timer_stop(&sl->timer);
-        if (sl->dial) {
-            nw_dial_cancel(sl->dial);
-            sl->dial = NULL;
-        }
-        if (sl->hs) {
-            nw_conn_close(sl->hs);
-            sl->hs = NULL;
-        }
-        sl->tun = NULL;
-        uv_close((uv_handle_t *)&sl->timer, NULL);
+        slot_cancel(&ag->slots[i]);
+        ag->slots[i].tun = NULL;
+        uv_close((uv_handle_t *)&ag->slots[i].timer, NULL);
     }
     while (ag->ntuns)
         nw_tun_close(ag->tuns[ag->ntuns - 1], NW_ECLOSED); /* resets streams, removes itself */
@@ -1043,24 +1047,11 @@ static void agent_check_done(agent_t *ag) {
         agent_stop(ag);
 }
 
-/* An active idle handle makes the next poll return at once. It must
- * still be active when that poll's timeout is computed, which comes after
- * the idle callbacks: so it stops on its second run, not its first. */
-static void on_kick(uv_idle_t *h) {
-    if (h->data) {
-        h->data = NULL;
-        uv_idle_stop(h);
-    } else {
-        h->data = h;
-    }
-}
-
 /* Tunnel flushes armed from here are check handles too; they would wait
  * for the next poll, so that poll must not block. */
 static void on_drain_check(uv_check_t *h) {
     agent_t *ag = h->data;
-    ag->kick.data = NULL;
-    uv_idle_start(&ag->kick, on_kick);
+    nw_loop_kick(&ag->kick);
     agent_check_done(ag);
 }
 
@@ -1094,18 +1085,8 @@ static void on_signal(uv_signal_t *h, int signum) {
     nw_info("agent=%s received %s: shutting down (%zu request(s) in flight, grace %llu ms)",
             ag->cfg->agent_id, name, n, (unsigned long long)ag->cfg->grace_ms);
     ag->stopping = 1;
-    for (k = 0; k < ag->nslots; k++) {
-        slot_t *sl = &ag->slots[k];
-        uv_timer_stop(&sl->timer);
-        if (sl->dial) {
-            nw_dial_cancel(sl->dial);
-            sl->dial = NULL;
-        }
-        if (sl->hs) {
-            nw_conn_close(sl->hs);
-            sl->hs = NULL;
-        }
-    }
+    for (k = 0; k < ag->nslots; k++)
+        slot_cancel(&ag->slots[k]);
     for (i = 0; i < ag->ntuns; i++)
         nw_tun_goaway(ag->tuns[i], 0);
     uv_timer_start(&ag->grace, on_grace, ag->cfg->grace_ms, 0);

@@ -283,6 +283,13 @@ static void pc_unpause(pconn_t *pc) {
         pc_feed(pc, NULL, 0);
 }
 
+static void put_field(nw_sbuf_t *out, const nw_hdr_t *h) {
+    nw_sbuf_append(out, h->name, h->name_len);
+    nw_sbuf_append(out, ": ", 2);
+    nw_sbuf_append(out, h->value, h->value_len);
+    nw_sbuf_append(out, "\r\n", 2);
+}
+
 /* 101 Switching Protocols: pass the head (Upgrade and Connection
  * included), then the stream is a raw pipe with no timeout of its own:
  * an idle WebSocket stays open as long as the tunnel does. */
@@ -298,10 +305,7 @@ static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
         if (nw_http_is_hop(h->name, h->name_len) && !nw_strieq(h->name, h->name_len, "upgrade") &&
             !nw_strieq(h->name, h->name_len, "connection"))
             continue;
-        nw_sbuf_append(&out, h->name, h->name_len);
-        nw_sbuf_append(&out, ": ", 2);
-        nw_sbuf_append(&out, h->value, h->value_len);
-        nw_sbuf_append(&out, "\r\n", 2);
+        put_field(&out, h);
     }
     nw_sbuf_append(&out, "\r\n", 2);
     if (!out.p || pc_write(pc, out.p, out.len, 0) != 0) {
@@ -353,10 +357,7 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
             }
             pc->has_cl = 1;
         }
-        nw_sbuf_append(&out, h->name, h->name_len);
-        nw_sbuf_append(&out, ": ", 2);
-        nw_sbuf_append(&out, h->value, h->value_len);
-        nw_sbuf_append(&out, "\r\n", 2);
+        put_field(&out, h);
     }
     if (nobody) {
         pc->has_cl = 0;
@@ -922,27 +923,13 @@ static void pc_sent(pconn_t *pc) {
 /* Requests waiting for a slot, oldest first, while tunnels have room. A
  * uv_check runs this after each loop iteration in which the queue is not
  * empty, so slots freed in any callback are used without re-entering it. */
-/* An active idle handle makes the next poll return at once. It must
- * still be active when that poll's timeout is computed, which comes after
- * the idle callbacks: so it stops on its second run, not its first. */
-static void on_kick(uv_idle_t *h) {
-    if (h->data) {
-        h->data = NULL;
-        uv_idle_stop(h);
-    } else {
-        h->data = h;
-    }
-}
-
 static void wq_on_check(uv_check_t *h) {
     serve_t *srv = h->data;
     /* Streams opened here arm their tunnel's flush, another check handle,
      * which would only run after the next poll: keep that poll from
      * blocking. */
-    if (srv->wq_head) {
-        srv->kick.data = NULL;
-        uv_idle_start(&srv->kick, on_kick);
-    }
+    if (srv->wq_head)
+        nw_loop_kick(&srv->kick);
     while (srv->wq_head) {
         pconn_t *pc = srv->wq_head;
         int st;
