@@ -1,9 +1,11 @@
 /* tun.c: tunnel session. wslay frames the WebSocket; this file maps
  * messages to natwrp frames (mux.c) and keeps per-stream state.
  *
- * Output path: frames are queued in wslay; a uv_check handle flushes once
- * per loop iteration, so every frame produced in one iteration leaves in
- * one write. What the tunnel holds (wslay queue + unwritten bytes) is
+ * Output path: frames are queued in wslay; an idle handle flushes them at
+ * the next loop turn, so every frame produced in one turn leaves in one
+ * write. (An idle handle, not a check handle: it also keeps the next poll
+ * from blocking, so frames queued from a timer, e.g. a ping or a reset
+ * after a timeout, leave at once instead of at the next I/O event.) What the tunnel holds (wslay queue + unwritten bytes) is
  * bounded: above TUN_HIGH, streams stop sending DATA and their owners stop
  * reading their sources; below TUN_LOW they resume. */
 #include <stdlib.h>
@@ -592,9 +594,9 @@ static void flush_out(nw_tun_t *t) {
         nw_tun_close(t, NW_ECLOSED);
 }
 
-static void on_flush(uv_check_t *h) {
+static void on_flush(uv_idle_t *h) {
     nw_tun_t *t = h->data;
-    uv_check_stop(h);
+    uv_idle_stop(h);
     t->_flush_armed = 0;
     flush_out(t);
 }
@@ -603,7 +605,7 @@ static void arm_flush(nw_tun_t *t) {
     if (t->_flush_armed || t->_closing)
         return;
     t->_flush_armed = 1;
-    uv_check_start(&t->_flush, on_flush);
+    uv_idle_start(&t->_flush, on_flush);
 }
 
 static void tun_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
@@ -715,7 +717,7 @@ nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_
     nw_conn_set_owner(c, t, tun_on_read, tun_on_written, tun_on_conn_close);
     uv_timer_init(loop, &t->_ping);
     t->_ping.data = t;
-    uv_check_init(loop, &t->_flush);
+    uv_idle_init(loop, &t->_flush);
     t->_flush.data = t;
     return t;
 }
@@ -759,7 +761,7 @@ static void tun_do_close(nw_tun_t *t) {
     if (t->_cbs.on_close)
         t->_cbs.on_close(t, err);
     uv_timer_stop(&t->_ping);
-    uv_check_stop(&t->_flush);
+    uv_idle_stop(&t->_flush);
     uv_close((uv_handle_t *)&t->_ping, tun_on_handle_close);
     uv_close((uv_handle_t *)&t->_flush, tun_on_handle_close);
     nw_conn_close(t->_conn);

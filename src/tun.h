@@ -85,7 +85,7 @@ struct nw_tun_s {
     uint32_t _last_sid;
     nw_strm_t *_blocked;
     uv_timer_t _ping;
-    uv_check_t _flush;
+    uv_idle_t _flush;    /* flushes queued frames at the next loop turn */
     uint64_t _last_rx;
     uint64_t _msgs;      /* WebSocket messages queued so far */
     int _handles, _depth, _close_err, _closing, _congested, _flush_armed, _shutdown;

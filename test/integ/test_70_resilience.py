@@ -280,3 +280,23 @@ def test_dead_server_found_by_agent_ping(t):
     eq(echo(s, "/echo?back=1")["path"], "/echo?back=1", "after serve came back")
     if not a.alive():
         fail("agent died")
+
+
+@timed(30)
+def test_idle_tunnel_kept_alive_by_pings(t):
+    """A tunnel with no traffic at all must survive many ping intervals:
+    the pings themselves keep both sides' liveness clocks fresh. (Pings
+    queued from a timer used to leave only at the next I/O event, up to an
+    interval late, so an idle peer looked dead after two intervals.) The
+    wait is the point of the test: six intervals of silence."""
+    o = t.origin()
+    s = t.serve("--ping-interval", "0.5")
+    a = t.agent(s, o, env={"PING_INTERVAL": "0.5"})
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        time.sleep(0.1)  # deliberate idle period; nothing to wait on
+    for p in (s.proc, a):
+        check(p.count(r"peer silent|tunnel down|tunnel closed") == 0,
+              "%s dropped an idle tunnel:\n%s" % (p.label, p.tail_text()))
+    eq(echo(s, "/echo/after-idle")["path"], "/echo/after-idle", "request after the idle period")
+    eq(s.proc.count(r"tunnel open"), 1, "tunnels opened")
