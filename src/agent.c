@@ -1132,6 +1132,9 @@ int nw_agent_main(int argc, char **argv) {
     lc_settings.on_body = lc_on_body;
     lc_settings.on_message_complete = lc_on_message_complete;
 
+    /* Lookups (a host name in REMOTE_URL or LOCAL_URL) are rare; libuv's
+     * default of 4 pool threads costs memory for nothing. */
+    setenv("UV_THREADPOOL_SIZE", "2", 0);
     ag = nw_calloc(1, sizeof(*ag));
     if (!ag)
         return 1;

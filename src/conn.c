@@ -411,7 +411,10 @@ struct nw_dial_s {
     nw_tls_conf_t *tls;
     char host[256];
     char msg[NW_TLS_ERRLEN + 64];
-    unsigned gai_pending : 1, connect_pending : 1, timer_open : 1, done : 1;
+    struct addrinfo num_ai;          /* an IP-literal host needs no lookup */
+    struct sockaddr_storage num_ss;
+    uint64_t timeout_ms;
+    unsigned gai_pending : 1, connect_pending : 1, timer_open : 1, done : 1, numeric : 1;
 };
 
 const char *nw_dial_strerror(const nw_dial_t *d) { return d->msg; }
@@ -419,7 +422,7 @@ const char *nw_dial_strerror(const nw_dial_t *d) { return d->msg; }
 static void dial_maybe_free(nw_dial_t *d) {
     if (!d->done || d->gai_pending || d->connect_pending || d->timer_open)
         return;
-    if (d->res)
+    if (d->res && !d->numeric)
         uv_freeaddrinfo(d->res);
     if (d->tls)
         nw_tls_conf_unref(d->tls);
@@ -562,6 +565,31 @@ static void dial_on_timeout(uv_timer_t *t) {
     dial_finish(d, NULL, UV_ETIMEDOUT, 1);
 }
 
+/* IP-literal host: the connect starts from the first timer run (never
+ * from inside nw_dial_start), which then becomes the dial's deadline. */
+static void dial_on_start(uv_timer_t *t) {
+    nw_dial_t *d = t->data;
+    uv_timer_start(&d->timer, dial_on_timeout, d->timeout_ms, 0);
+    d->res = d->cur = &d->num_ai;
+    dial_try_next(d);
+}
+
+static int dial_numeric(nw_dial_t *d, const char *host) {
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&d->num_ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&d->num_ss;
+    if (uv_ip4_addr(host, 0, a4) == 0)
+        d->num_ai.ai_addrlen = sizeof(*a4);
+    else if (uv_ip6_addr(host, 0, a6) == 0 && strchr(host, ':'))
+        d->num_ai.ai_addrlen = sizeof(*a6);
+    else
+        return 0;
+    d->num_ai.ai_family = d->num_ss.ss_family;
+    d->num_ai.ai_socktype = SOCK_STREAM;
+    d->num_ai.ai_addr = (struct sockaddr *)&d->num_ss;
+    d->numeric = 1;
+    return 1;
+}
+
 nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
                          uint64_t timeout_ms, nw_tls_conf_t *tls, nw_dial_cb cb, void *ud) {
     struct addrinfo hints;
@@ -573,12 +601,22 @@ nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
     d->cb = cb;
     d->ud = ud;
     snprintf(d->host, sizeof(d->host), "%s", host);
+    d->timeout_ms = timeout_ms;
+    if (dial_numeric(d, host)) {
+        /* No thread pool for addresses: it costs threads and memory. */
+        d->tls = tls ? nw_tls_conf_ref(tls) : NULL;
+        uv_timer_init(loop, &d->timer);
+        d->timer.data = d;
+        d->timer_open = 1;
+        uv_timer_start(&d->timer, dial_on_start, 0, 0);
+        return d;
+    }
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     d->gai.data = d;
-    /* Numeric hosts resolve without a lookup; getaddrinfo runs on the
-     * thread pool either way, so cb never fires from inside this call. */
+    /* getaddrinfo runs on the thread pool, so cb never fires from inside
+     * this call. */
     if (uv_getaddrinfo(loop, &d->gai, dial_on_gai, host, NULL, &hints) != 0) {
         nw_free(d);
         return NULL;
