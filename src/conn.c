@@ -240,9 +240,63 @@ static void on_close_done(uv_handle_t *h) {
     nw_free(c);
 }
 
+/* Writes that complete inside nw_conn_write (uv_try_write) need no
+ * uv_write_t, no copy and no epoll_ctl; their credit still reaches the
+ * owner asynchronously, as for uv_write, from this idle handle (one per
+ * process: natwrp runs one loop). */
+static uv_idle_t credit_idle;
+static int credit_idle_init;
+static nw_conn_t *credit_head;
+
+static void credit_unlist(nw_conn_t *c) {
+    if (!c->credit_listed)
+        return;
+    if (c->credit_prev)
+        c->credit_prev->credit_next = c->credit_next;
+    else
+        credit_head = c->credit_next;
+    if (c->credit_next)
+        c->credit_next->credit_prev = c->credit_prev;
+    c->credit_prev = c->credit_next = NULL;
+    c->credit_listed = 0;
+}
+
+static void credit_on_idle(uv_idle_t *h) {
+    uv_idle_stop(h);
+    while (credit_head) {
+        nw_conn_t *c = credit_head;
+        size_t credit = c->credit_due;
+        credit_unlist(c);
+        c->credit_due = 0;
+        if (!c->closing && c->on_written)
+            c->on_written(c, credit);
+    }
+}
+
+static void credit_add(nw_conn_t *c, size_t credit) {
+    if (!credit)
+        return;
+    c->credit_due += credit;
+    if (!c->credit_listed) {
+        c->credit_listed = 1;
+        c->credit_prev = NULL;
+        c->credit_next = credit_head;
+        if (credit_head)
+            credit_head->credit_prev = c;
+        credit_head = c;
+    }
+    if (!credit_idle_init) {
+        uv_idle_init(c->tcp.loop, &credit_idle);
+        uv_unref((uv_handle_t *)&credit_idle); /* never keeps the loop alive */
+        credit_idle_init = 1;
+    }
+    uv_idle_start(&credit_idle, credit_on_idle);
+}
+
 static void close_conn(nw_conn_t *c, int reset) {
     if (c->closing)
         return;
+    credit_unlist(c);
     c->closing = 1;
     c->reading = 0;
     c->tcp.data = c;
@@ -351,7 +405,7 @@ static int tls_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t cred
 }
 
 int nw_conn_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit) {
-    size_t total = 0, off = 0;
+    size_t total = 0, off = 0, skip = 0;
     unsigned i;
     wreq_t *w;
 
@@ -360,14 +414,26 @@ int nw_conn_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit)
 
     for (i = 0; i < n; i++)
         total += bufs[i].len;
-    w = nw_malloc(sizeof(*w) + total);
+    if (c->wbytes == 0 && !c->closing && !c->shutting) {
+        /* Nothing queued: try to write now, and only queue the rest. */
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (rc > 0 && (size_t)rc == total) {
+            credit_add(c, credit);
+            return 0;
+        }
+        if (rc > 0)
+            skip = (size_t)rc;
+    }
+    w = nw_malloc(sizeof(*w) + total - skip);
     if (!w)
         return NW_ENOMEM;
     for (i = 0; i < n; i++) {
-        memcpy(w->data + off, bufs[i].base, bufs[i].len);
-        off += bufs[i].len;
+        size_t k = bufs[i].len, drop = NW_MIN(skip, k);
+        skip -= drop;
+        memcpy(w->data + off, bufs[i].base + drop, k - drop);
+        off += k - drop;
     }
-    w->buf = uv_buf_init(w->data, (unsigned)total);
+    w->buf = uv_buf_init(w->data, (unsigned)off);
     w->credit = credit;
     w->owned = NULL;
     return submit(c, w);
@@ -384,12 +450,25 @@ int nw_conn_write_owned(nw_conn_t *c, char *p, size_t len, size_t credit) {
 }
 
 static int submit_owned(nw_conn_t *c, char *p, size_t len, size_t credit) {
-    wreq_t *w = nw_malloc(sizeof(*w));
+    wreq_t *w;
+    size_t skip = 0;
+    if (c->wbytes == 0 && !c->closing && !c->shutting) {
+        uv_buf_t b = uv_buf_init(p, (unsigned)len);
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (rc > 0 && (size_t)rc == len) {
+            nw_free(p);
+            credit_add(c, credit);
+            return 0;
+        }
+        if (rc > 0)
+            skip = (size_t)rc;
+    }
+    w = nw_malloc(sizeof(*w));
     if (!w) {
         nw_free(p);
         return NW_ENOMEM;
     }
-    w->buf = uv_buf_init(p, (unsigned)len);
+    w->buf = uv_buf_init(p + skip, (unsigned)(len - skip));
     w->credit = credit;
     w->owned = p;
     return submit(c, w);

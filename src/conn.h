@@ -37,12 +37,15 @@ struct nw_conn_s {
     nw_conn_close_cb on_close;
     unsigned pause;
     size_t wbytes; /* queued to libuv, not yet written */
+    size_t credit_due; /* written at once (uv_try_write): reported next turn */
+    nw_conn_t *credit_prev, *credit_next;
     int err;       /* first write error, if any */
     int handles;   /* open uv handles; freed at 0 */
     nw_tls_t *tls; /* NULL on plain TCP */
     void (*on_handshake)(nw_conn_t *c); /* TLS established (dialer's use) */
     unsigned closing : 1, shutting : 1, reading : 1, probing : 1, tls_up : 1, shut_done : 1,
-        close_after_shut : 1; /* nw_conn_close_after_flush while a shutdown runs */
+        close_after_shut : 1, /* nw_conn_close_after_flush while a shutdown runs */
+        credit_listed : 1;
     char peer[64]; /* "ip:port" of the peer, for logs */
 };
 

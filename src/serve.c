@@ -53,6 +53,8 @@ typedef struct pconn_s {
     int defer_status;        /* error to answer once the request body is read */
     struct pconn_s *prev, *next;
     struct pconn_s *qprev, *qnext; /* wait queue for a stream slot */
+    struct pconn_s *hprev, *hnext; /* response heads not yet written */
+    nw_sbuf_t head_out;      /* a response head held for its first body bytes */
     nw_headscan_t scan;      /* checks each request head before llhttp does */
     const char *feed_end;    /* end of the bytes llhttp is parsing now */
     uint64_t chunk_left;     /* request chunk data still to come */
@@ -60,7 +62,7 @@ typedef struct pconn_s {
     unsigned tries;          /* dispatch attempts for this request */
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
         has_cl : 1, tunnel : 1, upgrade : 1, minor : 1, in_feed : 1, paused : 1,
-        again : 1, https : 1, used : 1, scanning : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
+        again : 1, https : 1, used : 1, scanning : 1, head_pending : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
         body_started : 1,
         piped : 1,   /* 101 answered: the stream is a raw byte pipe both ways */
         in_eof : 1,  /* piped: the client ended its side */
@@ -89,6 +91,8 @@ struct serve_s {
     uint64_t started;             /* loop time at start */
     uv_check_t wq_check;          /* runs the wait queue while it is not empty */
     uv_idle_t kick;               /* one non-blocking loop turn (see wq_on_check) */
+    pconn_t *heads;               /* pconns holding a response head (see pc_hold_head) */
+    uv_idle_t heads_idle;         /* writes those heads at the next loop turn */
     int draining;
     int stopping;
 };
@@ -175,6 +179,63 @@ static int pc_write(pconn_t *pc, const void *p, size_t n, size_t credit) {
     return nw_conn_write(pc->conn, &b, 1, credit);
 }
 
+/* A response head usually arrives in the same read as the first body
+ * bytes (often all of the body): holding it until the end of this loop
+ * turn lets head and body leave in one write, one syscall instead of two.
+ * Whatever is still held when the turn ends is written on its own. */
+static void heads_unlink(pconn_t *pc) {
+    serve_t *srv = pc->srv;
+    if (!pc->head_pending)
+        return;
+    if (pc->hprev)
+        pc->hprev->hnext = pc->hnext;
+    else
+        srv->heads = pc->hnext;
+    if (pc->hnext)
+        pc->hnext->hprev = pc->hprev;
+    pc->hprev = pc->hnext = NULL;
+    pc->head_pending = 0;
+}
+
+static void heads_on_idle(uv_idle_t *h);
+
+static void pc_hold_head(pconn_t *pc, nw_sbuf_t *out) {
+    serve_t *srv = pc->srv;
+    pc->head_out = *out;
+    memset(out, 0, sizeof(*out));
+    pc->head_pending = 1;
+    pc->hprev = NULL;
+    pc->hnext = srv->heads;
+    if (srv->heads)
+        srv->heads->hprev = pc;
+    srv->heads = pc;
+    uv_idle_start(&srv->heads_idle, heads_on_idle);
+}
+
+/* Write a held head now (alone). 0, or an error (the caller closes). */
+static int pc_flush_head(pconn_t *pc) {
+    int rc = 0;
+    if (!pc->head_pending)
+        return 0;
+    heads_unlink(pc);
+    if (pc->conn)
+        rc = pc_write(pc, pc->head_out.p, pc->head_out.len, 0);
+    nw_sbuf_free(&pc->head_out);
+    return rc;
+}
+
+static void pc_close(pconn_t *pc);
+
+static void heads_on_idle(uv_idle_t *h) {
+    serve_t *srv = h->data;
+    uv_idle_stop(h);
+    while (srv->heads) {
+        pconn_t *pc = srv->heads;
+        if (pc_flush_head(pc) != 0)
+            pc_close(pc);
+    }
+}
+
 static void pc_on_timer(uv_timer_t *h);
 
 static void pc_arm(pconn_t *pc, uint64_t ms) {
@@ -204,6 +265,7 @@ static void pc_linger(pconn_t *pc) {
     if (pc->state == PC_LINGER || pc->state == PC_CLOSED || !pc->conn)
         return;
     wq_remove(pc);
+    pc_flush_head(pc);
     pc->state = PC_LINGER;
     if (pc->strm) {
         nw_strm_detach(pc->strm, NW_RST_CANCEL);
@@ -375,13 +437,21 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     else if (pc->minor == 0)
         nw_sbuf_appends(&out, "Connection: keep-alive\r\n");
     nw_sbuf_append(&out, "\r\n", 2);
-    if (!out.p || pc_write(pc, out.p, out.len, 0) != 0) {
+    if (!out.p) {
+        pc_close(pc);
+        return;
+    }
+    pc->head_sent = 1;
+    if (!end) {
+        pc_hold_head(pc, &out); /* goes out with the first body bytes */
+        return;
+    }
+    if (pc_write(pc, out.p, out.len, 0) != 0) {
         nw_sbuf_free(&out);
         pc_close(pc);
         return;
     }
     nw_sbuf_free(&out);
-    pc->head_sent = 1;
     if (end) {
         if (pc->has_cl && pc->cl_left) {
             pc_close(pc); /* promised a body, sent none: cut */
@@ -394,9 +464,9 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
 static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     pconn_t *pc = s->data;
     char hdr[32];
-    uv_buf_t b[4];
+    uv_buf_t b[5];
     unsigned n = 0;
-    int skip = pc->is_head;
+    int skip = pc->is_head, rc;
 
     if (pc->piped) {
         uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
@@ -424,6 +494,10 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
         }
         pc->cl_left -= len;
     }
+    if (pc->head_pending) {
+        heads_unlink(pc);
+        b[n++] = uv_buf_init(pc->head_out.p, (unsigned)pc->head_out.len);
+    }
     if (len && !skip) {
         if (pc->chunked_out) {
             int k = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
@@ -436,7 +510,9 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     if (end && pc->chunked_out)
         b[n++] = uv_buf_init("0\r\n\r\n", 5);
     if (n) {
-        if (nw_conn_write(pc->conn, b, n, skip ? 0 : len) != 0) {
+        rc = nw_conn_write(pc->conn, b, n, skip ? 0 : len);
+        nw_sbuf_free(&pc->head_out);
+        if (rc != 0) {
             pc_close(pc);
             return;
         }
@@ -1311,6 +1387,8 @@ static void pc_close(pconn_t *pc) {
     if (pc->state == PC_CLOSED)
         return;
     wq_remove(pc);
+    heads_unlink(pc);
+    nw_sbuf_free(&pc->head_out);
     pc->state = PC_CLOSED;
     if (pc->strm) {
         nw_strm_detach(pc->strm, NW_RST_CANCEL);
@@ -1638,6 +1716,7 @@ static void srv_stop(serve_t *srv) {
     uv_close((uv_handle_t *)&srv->grace, NULL);
     uv_close((uv_handle_t *)&srv->wq_check, NULL);
     uv_close((uv_handle_t *)&srv->kick, NULL);
+    uv_close((uv_handle_t *)&srv->heads_idle, NULL);
 }
 
 /* Draining ends when the last public connection is gone. */
@@ -1763,6 +1842,8 @@ int nw_serve_main(int argc, char **argv) {
     uv_check_init(&loop, &srv->wq_check);
     srv->wq_check.data = srv;
     uv_idle_init(&loop, &srv->kick);
+    uv_idle_init(&loop, &srv->heads_idle);
+    srv->heads_idle.data = srv;
     srv->started = uv_now(&loop);
     for (i = 0; i < cfg.nlisten && rc == 0; i++)
         rc = listen_one(srv, &cfg.listen[i]);
