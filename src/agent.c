@@ -433,11 +433,17 @@ static int lc_on_body(llhttp_t *p, const char *at, size_t n) {
     lconn_t *lc = p->data;
     lreq_t *r = lc->req;
     int rc;
+    int last;
     if (!r || !r->strm)
         return -1;
-    rc = nw_strm_send(r->strm, at, n, 0);
+    /* llhttp has already counted this span off Content-Length: when
+     * nothing is left, END rides on this DATA frame (one frame, not two). */
+    last = (p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED) && p->content_length == 0;
+    rc = nw_strm_send(r->strm, at, n, last);
     if (rc < 0)
         return -1;
+    if (last)
+        r->resp_end = 1;
     if (rc == 1)
         nw_conn_pause(lc->conn, NW_PAUSE_CREDIT);
     return 0;
