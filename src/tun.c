@@ -27,25 +27,95 @@ static void strm_flush(nw_strm_t *s);
 /* ------------------------------------------------------------ helpers */
 
 static size_t tun_outq(nw_tun_t *t) {
-    return wslay_event_get_queued_msg_length(t->_ws) + t->_wlen + t->_conn->wbytes;
+    return wslay_event_get_queued_msg_length(t->_ws) + t->_wlen + t->_olen + t->_conn->wbytes;
 }
 
 static void arm_flush(nw_tun_t *t);
 
-static int queue_frame(nw_tun_t *t, const uint8_t *p, size_t len) {
-    struct wslay_event_msg m;
-    int rc;
-    m.opcode = WSLAY_BINARY_FRAME;
-    m.msg = p;
-    m.msg_length = len;
-    rc = wslay_event_queue_msg(t->_ws, &m);
-    if (rc != 0)
-        return rc == WSLAY_ERR_NOMEM ? NW_ENOMEM : NW_ECLOSED;
+/* XOR-copy with a 4-byte key, eight bytes at a time (RFC 6455 5.3). */
+static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4],
+                      size_t phase) {
+    uint8_t k8[8];
+    uint64_t k, v;
+    size_t i = 0, j;
+    for (j = 0; j < 8; j++)
+        k8[j] = key[(phase + j) & 3];
+    memcpy(&k, k8, 8);
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&v, src + i, 8);
+        v ^= k;
+        memcpy(dst + i, &v, 8);
+    }
+    for (; i < n; i++)
+        dst[i] = src[i] ^ key[(phase + i) & 3];
+}
+
+/* Data messages bypass wslay's send side: one binary frame each, framed
+ * (and, from the agent, masked) straight into _obuf from its parts. wslay,
+ * which still parses what arrives, only sends control frames (pongs,
+ * pings, close); flush_out never writes _obuf while wslay is in the middle
+ * of one, so frames never interleave. Saves wslay's copy, its byte-by-byte
+ * masking loop and its per-message allocation. */
+static int queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8_t *b,
+                        size_t blen) {
+    size_t len = alen + blen, need = len + 14, h = 0;
+    uint8_t *o;
+    if (t->_closing || wslay_event_get_close_sent(t->_ws))
+        return NW_ECLOSED;
+    if (t->_ocap - t->_olen < need) {
+        size_t cap = t->_ocap ? t->_ocap : 16384;
+        char *q;
+        while (cap - t->_olen < need)
+            cap *= 2;
+        if (!(q = nw_realloc(t->_obuf, cap)))
+            return NW_ENOMEM;
+        t->_obuf = q;
+        t->_ocap = cap;
+    }
+    o = (uint8_t *)t->_obuf + t->_olen;
+    o[h++] = 0x82; /* FIN, binary */
+    if (len < 126) {
+        o[h++] = (uint8_t)len;
+    } else if (len <= 0xffff) {
+        o[h++] = 126;
+        nw_put16(o + h, (uint16_t)len);
+        h += 2;
+    } else {
+        o[h++] = 127;
+        nw_put32(o + h, 0);
+        nw_put32(o + h + 4, (uint32_t)len);
+        h += 8;
+    }
+    if (t->is_client) {
+        const uint8_t *key;
+        if (t->_rnd_left < 4) {
+            if (nw_random(t->_rnd, sizeof(t->_rnd)) != 0)
+                return NW_ENOMEM;
+            t->_rnd_left = sizeof(t->_rnd);
+        }
+        key = t->_rnd + sizeof(t->_rnd) - t->_rnd_left;
+        t->_rnd_left -= 4;
+        o[1] |= 0x80;
+        memcpy(o + h, key, 4);
+        h += 4;
+        mask_copy(o + h, a, alen, key, 0);
+        if (blen)
+            mask_copy(o + h + alen, b, blen, key, alen);
+    } else {
+        memcpy(o + h, a, alen);
+        if (blen)
+            memcpy(o + h + alen, b, blen);
+    }
+    t->_olen += h + len;
     t->_msgs++;
     if (!t->_congested && tun_outq(t) > TUN_HIGH)
         t->_congested = 1;
     arm_flush(t);
     return 0;
+}
+
+static int queue_frame(nw_tun_t *t, const uint8_t *p, size_t len) {
+    return queue_frame2(t, p, len, NULL, 0);
 }
 
 /* ------------------------------------------------------- stream table */
@@ -173,14 +243,14 @@ static void strm_abort(nw_strm_t *s, uint32_t code) {
 
 static int send_data(nw_strm_t *s, const void *p, size_t n, int end) {
     nw_tun_t *t = s->tun;
-    int hl = nw_mux_pack_data_hdr(scratch, sizeof(scratch), s->sid, end ? NW_MUX_F_END : 0);
+    uint8_t hdr[16];
+    int hl = nw_mux_pack_data_hdr(hdr, sizeof(hdr), s->sid, end ? NW_MUX_F_END : 0);
     if (hl < 0)
         return hl;
-    memcpy(scratch + hl, p, n);
     s->_send_credit -= (int64_t)n;
     if (end)
         s->_local_end = 1;
-    return queue_frame(t, scratch, (size_t)hl + n);
+    return queue_frame2(t, hdr, (size_t)hl, p, n);
 }
 
 /* Move queued bytes out while there is credit and tunnel room. */
@@ -330,8 +400,7 @@ void nw_tun_goaway(nw_tun_t *t, uint32_t code) {
 static void tun_send_close(nw_tun_t *t) {
     static const char why[] = "going away";
     t->_shutdown = 0;
-    if (wslay_event_queue_close(t->_ws, 1001, (const uint8_t *)why, sizeof(why) - 1) == 0)
-        t->_msgs++;
+    wslay_event_queue_close(t->_ws, 1001, (const uint8_t *)why, sizeof(why) - 1);
     arm_flush(t);
 }
 
@@ -339,7 +408,7 @@ void nw_tun_shutdown(nw_tun_t *t) {
     if (t->_closing || t->_shutdown || wslay_event_get_close_sent(t->_ws))
         return;
     t->_shutdown = 1;
-    if (wslay_event_get_queued_msg_count(t->_ws) == 0)
+    if (t->_olen == 0 && wslay_event_get_queued_msg_count(t->_ws) == 0)
         tun_send_close(t);
     else
         arm_flush(t);
@@ -351,8 +420,7 @@ void nw_tun_shutdown(nw_tun_t *t) {
 static void tun_violation(nw_tun_t *t, const char *what, uint32_t sid) {
     nw_warn("tun=%llu agent=%s protocol violation: %s (strm=%u); closing tunnel",
             (unsigned long long)t->id, t->agent, what, sid);
-    if (wslay_event_queue_close(t->_ws, 1002, (const uint8_t *)what, strlen(what)) == 0)
-        t->_msgs++;
+    wslay_event_queue_close(t->_ws, 1002, (const uint8_t *)what, strlen(what));
     nw_tun_close(t, NW_EPROTO);
 }
 
@@ -542,8 +610,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     else if (a->opcode == WSLAY_TEXT_FRAME) {
         nw_warn("tun=%llu agent=%s text message on the tunnel; closing",
                 (unsigned long long)t->id, t->agent);
-        if (wslay_event_queue_close(t->_ws, 1003, NULL, 0) == 0)
-            t->_msgs++;
+        wslay_event_queue_close(t->_ws, 1003, NULL, 0);
     } else if (a->opcode == WSLAY_CONNECTION_CLOSE) {
         nw_info("tun=%llu agent=%s peer closed the tunnel (code %u)", (unsigned long long)t->id,
                 t->agent, a->status_code);
@@ -556,20 +623,39 @@ static void flush_out(nw_tun_t *t) {
     if (t->_closing)
         return;
     while (t->_conn->wbytes < TUN_HIGH) {
+        int moved = 0;
         if (wslay_event_want_write(t->_ws) && wslay_event_send(t->_ws) != 0) {
             nw_tun_close(t, NW_EPROTO);
             return;
         }
-        if (!t->_wlen)
-            break;
-        if (nw_conn_write_owned(t->_conn, t->_wbuf, t->_wlen, 0) != 0) {
+        if (t->_wlen) {
+            char *p = t->_wbuf;
+            size_t n = t->_wlen;
             t->_wbuf = NULL;
             t->_wlen = 0;
-            nw_tun_close(t, NW_ECLOSED);
-            return;
+            if (nw_conn_write_owned(t->_conn, p, n, 0) != 0) {
+                nw_tun_close(t, NW_ECLOSED);
+                return;
+            }
+            moved = 1;
         }
-        t->_wbuf = NULL;
-        t->_wlen = 0;
+        if (wslay_event_get_close_sent(t->_ws))
+            t->_olen = 0; /* nothing may follow a close frame */
+        if (t->_olen && !wslay_event_want_write(t->_ws)) {
+            /* wslay is between frames: the data frames can go. */
+            char *p = t->_obuf;
+            size_t n = t->_olen;
+            t->_obuf = NULL;
+            t->_olen = t->_ocap = 0;
+            t->_msgs_out = t->_msgs;
+            if (nw_conn_write_owned(t->_conn, p, n, 0) != 0) {
+                nw_tun_close(t, NW_ECLOSED);
+                return;
+            }
+            moved = 1;
+        }
+        if (!moved)
+            break;
     }
     if (t->_congested && tun_outq(t) < TUN_LOW) {
         t->_congested = 0;
@@ -585,11 +671,11 @@ static void flush_out(nw_tun_t *t) {
                 break; /* re-blocked for lack of credit: stop spinning */
         }
     }
-    if (t->_shutdown && wslay_event_get_queued_msg_count(t->_ws) == 0) {
+    if (t->_shutdown && t->_olen == 0 && wslay_event_get_queued_msg_count(t->_ws) == 0) {
         tun_send_close(t);
         return;
     }
-    if (!wslay_event_want_read(t->_ws) && !wslay_event_want_write(t->_ws) &&
+    if (!wslay_event_want_read(t->_ws) && !wslay_event_want_write(t->_ws) && t->_olen == 0 &&
         t->_conn->wbytes == 0)
         nw_tun_close(t, NW_ECLOSED);
 }
@@ -618,16 +704,9 @@ static void tun_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     t->_last_rx = uv_now(c->tcp.loop);
     t->_rx = buf;
     t->_rx_len = (size_t)nread;
-    {
-        /* wslay queues pongs and close replies by itself: count them too,
-         * so that strm_unsent's arithmetic stays exact. */
-        uint64_t mine = t->_msgs;
-        size_t before = wslay_event_get_queued_msg_count(t->_ws);
-        t->_depth++;
-        rc = wslay_event_recv(t->_ws);
-        t->_depth--;
-        t->_msgs += (wslay_event_get_queued_msg_count(t->_ws) - before) - (t->_msgs - mine);
-    }
+    t->_depth++;
+    rc = wslay_event_recv(t->_ws);
+    t->_depth--;
     if (rc != 0 && !t->_closing) {
         nw_warn("tun=%llu agent=%s websocket error %d; closing", (unsigned long long)t->id,
                 t->agent, rc);
@@ -651,6 +730,7 @@ static void tun_maybe_free(nw_tun_t *t) {
         return;
     wslay_event_context_free(t->_ws);
     nw_free(t->_wbuf);
+    nw_free(t->_obuf);
     nw_free(t->_buckets);
     nw_free(t);
 }
@@ -671,21 +751,15 @@ static void on_ping(uv_timer_t *h) {
     m.opcode = WSLAY_PING;
     m.msg = NULL;
     m.msg_length = 0;
-    if (wslay_event_queue_msg(t->_ws, &m) == 0) {
-        t->_msgs++;
+    if (wslay_event_queue_msg(t->_ws, &m) == 0)
         arm_flush(t);
-    }
 }
 
-/* Did the stream's OPEN certainly stay in wslay's queue? Messages leave
- * in order (control frames may jump ahead, which only makes this more
- * cautious); the oldest queued one may be partly written, so it counts as
- * sent. */
+/* Did the stream's OPEN never leave this process? Data messages reach the
+ * connection in order, all of _obuf at once, so any message numbered
+ * above what has been handed over is still in _obuf. */
 static int strm_unsent(const nw_strm_t *s) {
-    const nw_tun_t *t = s->tun;
-    uint64_t queued = wslay_event_get_queued_msg_count(t->_ws);
-    uint64_t sent = t->_msgs - NW_MIN(queued, t->_msgs);
-    return s->_open_seq > sent + 1;
+    return s->_open_seq > s->tun->_msgs_out;
 }
 
 nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_cfg_t *cfg,

@@ -78,8 +78,13 @@ struct nw_tun_s {
     nw_tun_cfg_t _cfg;
     const char *_rx;
     size_t _rx_len;
-    char *_wbuf;
+    char *_wbuf;         /* control frames from wslay (pongs, close), ready to write */
     size_t _wlen;
+    char *_obuf;         /* data messages, framed (and masked) by us, ready to write */
+    size_t _olen, _ocap;
+    uint64_t _msgs_out;  /* data messages handed to the connection so far */
+    uint8_t _rnd[256];   /* masking keys, drawn in bulk */
+    size_t _rnd_left;
     nw_strm_t **_buckets;
     size_t _nbuckets;
     uint32_t _last_sid;
@@ -87,7 +92,7 @@ struct nw_tun_s {
     uv_timer_t _ping;
     uv_idle_t _flush;    /* flushes queued frames at the next loop turn */
     uint64_t _last_rx;
-    uint64_t _msgs;      /* WebSocket messages queued so far */
+    uint64_t _msgs;      /* data messages queued so far */
     int _handles, _depth, _close_err, _closing, _congested, _flush_armed, _shutdown;
 };
 
