@@ -85,6 +85,14 @@ struct nw_tun_s {
     uint64_t _msgs_out;  /* data messages handed to the connection so far */
     uint8_t _rnd[256];   /* masking keys, drawn in bulk */
     size_t _rnd_left;
+    /* Receive side (see tun_on_read): data frames are parsed here, control
+     * frames are handed whole to wslay. */
+    uint8_t _hbuf[14], _fkey[4], _cbuf[14 + 125];
+    size_t _hlen, _clen;
+    uint64_t _fleft, _fpos;
+    int _rstate, _ffin, _in_msg;
+    uint8_t *_msg;
+    size_t _mlen, _mcap;
     nw_strm_t **_buckets;
     size_t _nbuckets;
     uint32_t _last_sid;
