@@ -2,7 +2,7 @@
 #   make            optimised build/natwrp
 #   make test       sanitizer build, unit + integration tests
 #   make demo       serve + agent + demo service on loopback
-#   make bench      plain vs TLS tunnel throughput (scripts/bench.sh)
+#   make bench      natwrp vs nginx vs direct: req/s, MB/s, latency, memory (scripts/bench.sh)
 #   make install PREFIX=/usr/local
 
 CC      ?= cc
@@ -92,8 +92,10 @@ demo: deps
 	$(MAKE) all
 	scripts/demo.sh
 
-# Throughput and latency, plain vs TLS tunnel, measured side by side in one
-# run; reports only (never asserts timings).
+# natwrp (plain and wss tunnels) beside nginx as a one-hop proxy and a direct
+# connection, interleaved in one run: req/s, latency, MB/s, streaming delay,
+# head-of-line, memory per open stream. Reports only (never asserts timings);
+# see docs/benchmarks.md.
 bench:
 	scripts/deps.sh --bench
 	$(MAKE) all
