@@ -86,6 +86,8 @@ struct agent_s {
     lconn_t *idle;
     size_t nidle;
     lreq_t *reqs;
+    size_t nreqs;
+    nw_trimmer_t trim;        /* returns memory after a burst of requests */
     size_t nlocal;            /* requests holding or dialling a local connection */
     lreq_t *wait_head, *wait_tail; /* requests waiting for one, oldest first */
     size_t nwait;
@@ -259,6 +261,7 @@ static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
     if (ag->reqs)
         ag->reqs->prev = r;
     ag->reqs = r;
+    nw_trimmer_load(&ag->trim, ++ag->nreqs);
     r->req_end = (f->flags & NW_MUX_F_END) != 0;
     r->is_head = nw_strieq(f->method, f->method_len, "HEAD");
     /* Only LOCAL_URL's host and port are ever dialled; the target is
@@ -715,6 +718,7 @@ static void lreq_free(lreq_t *r) {
         ag->nlocal--;
     if (r->dial)
         nw_dial_cancel(r->dial);
+    nw_trimmer_load(&ag->trim, --ag->nreqs);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -1197,6 +1201,7 @@ int nw_agent_main(int argc, char **argv) {
     uv_check_init(&loop, &ag->drain);
     ag->drain.data = ag;
     uv_idle_init(&loop, &ag->kick);
+    nw_trimmer_start(&loop, &ag->trim);
     uv_signal_init(&loop, &ag->sig[0]);
     uv_signal_init(&loop, &ag->sig[1]);
     ag->sig[0].data = ag->sig[1].data = ag;

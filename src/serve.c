@@ -93,6 +93,7 @@ struct serve_s {
     uv_idle_t kick;               /* one non-blocking loop turn (see wq_on_check) */
     pconn_t *heads;               /* pconns holding a response head (see pc_hold_head) */
     uv_idle_t heads_idle;         /* writes those heads at the next loop turn */
+    nw_trimmer_t trim;            /* returns memory after a burst of connections */
     int draining;
     int stopping;
 };
@@ -1360,8 +1361,10 @@ static void pc_maybe_free(pconn_t *pc) {
     serve_t *srv = pc->srv;
     if (--pc->handles > 0)
         return;
-    if (pc->counted)
+    if (pc->counted) {
         srv->npconns--;
+        nw_trimmer_load(&srv->trim, srv->npconns);
+    }
     if (pc->prev)
         pc->prev->next = pc->next;
     else
@@ -1544,6 +1547,7 @@ static void pc_accept(serve_t *srv, uv_stream_t *server, int fd, int tls) {
     if (srv->npconns < srv->cfg->max_conns) {
         pc->counted = 1;
         srv->npconns++;
+        nw_trimmer_load(&srv->trim, srv->npconns);
     }
     nw_hf_init(&pc->hf, srv->cfg->max_head);
     llhttp_init(&pc->parser, HTTP_REQUEST, &pc_settings);
@@ -1844,6 +1848,7 @@ int nw_serve_main(int argc, char **argv) {
     uv_idle_init(&loop, &srv->kick);
     uv_idle_init(&loop, &srv->heads_idle);
     srv->heads_idle.data = srv;
+    nw_trimmer_start(&loop, &srv->trim);
     srv->started = uv_now(&loop);
     for (i = 0; i < cfg.nlisten && rc == 0; i++)
         rc = listen_one(srv, &cfg.listen[i]);

@@ -393,6 +393,10 @@ async def hold_main(a):
         w.close()
     await asyncio.sleep(a.settle + 1)
     res["after"] = sample(pids)
+    # natwrp hands freed heap back to the system from a 5 s timer once the
+    # load has fallen (malloc_trim): sample again after it has run.
+    await asyncio.sleep(6)
+    res["after_trim"] = sample(pids)
     res["answers"] = statuses
     res["early_answers"] = early
     if errors:

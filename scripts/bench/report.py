@@ -247,14 +247,16 @@ if hold:
     if hold.get("n_capped"):
         P(f"N capped: {hold['n_capped']}")
     P(f"All open after {hold.get('open_secs', '?')} s. per stream = (with - idle) / N; idle is sampled 1 s after start.")
-    rows = [["process", "idle", f"with {N} open", "per stream", "after release", "fds with"]]
+    rows = [["process", "idle", f"with {N} open", "per stream", "after release", "6 s later",
+             "fds with"]]
     for who in ("serve", "agent"):
         idle = med("rss", f"{who}-hold", "idle")
         during = hold.get("during", {}).get(who, {}).get("rss_kib")
         after = hold.get("after", {}).get(who, {}).get("rss_kib")
+        later = hold.get("after_trim", {}).get(who, {}).get("rss_kib")
         per = (during - idle) * 1024 / N if during is not None and idle is not None and N else None
         rows.append([who, f(idle, 0, " KiB"), f(during, 0, " KiB"), f(per, 0, " B"), f(after, 0, " KiB"),
-                     str(hold.get("during", {}).get(who, {}).get("fds", "-"))])
+                     f(later, 0, " KiB"), str(hold.get("during", {}).get(who, {}).get("fds", "-"))])
     P(table(rows))
     ans = hold.get("answers", {})
     P(f"answers after release: {json.dumps(ans)}" + (f"; before release: {json.dumps(hold['early_answers'])}"
