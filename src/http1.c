@@ -90,14 +90,16 @@ int nw_http_cb_value(llhttp_t *p, const char *at, size_t n) {
 }
 
 int nw_http_is_hop(const char *name, size_t len) {
-    static const char *const hop[] = {"connection", "keep-alive", "te", "trailer",
-                                      "transfer-encoding", "upgrade", "proxy-connection",
-                                      NULL};
-    size_t i;
-    for (i = 0; hop[i]; i++)
-        if (nw_strieq(name, len, hop[i]))
-            return 1;
-    return len >= 6 && nw_strieq(name, 6, "proxy-");
+    /* By length first: most names match none of these lengths. */
+    if (len >= 6 && (name[0] == 'p' || name[0] == 'P') && nw_strieq(name, 6, "proxy-"))
+        return 1;
+    switch (len) {
+    case 2: return nw_strieq(name, len, "te");
+    case 7: return nw_strieq(name, len, "trailer") || nw_strieq(name, len, "upgrade");
+    case 10: return nw_strieq(name, len, "connection") || nw_strieq(name, len, "keep-alive");
+    case 17: return nw_strieq(name, len, "transfer-encoding");
+    default: return 0;
+    }
 }
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
@@ -155,12 +157,16 @@ int nw_http_conn_lists(const nw_hfields_t *h, const char *name, size_t len) {
 
 int nw_http_filter(const nw_hfields_t *h, nw_hdr_t *out, size_t cap, const char *const *drop) {
     size_t i, n = 0;
+    /* Most heads have no Connection field: then nothing is listed in one,
+     * and the per-field scan of the whole head can be skipped. */
+    int has_conn = nw_hf_find(h, "connection", 0) >= 0;
     for (i = 0; i < h->n; i++) {
         nw_hdr_t f;
         size_t k;
         int skip = 0;
         nw_hf_get(h, i, &f);
-        if (nw_http_is_hop(f.name, f.name_len) || nw_http_conn_lists(h, f.name, f.name_len))
+        if (nw_http_is_hop(f.name, f.name_len) ||
+            (has_conn && nw_http_conn_lists(h, f.name, f.name_len)))
             continue;
         for (k = 0; drop && drop[k] && !skip; k++)
             skip = nw_strieq(f.name, f.name_len, drop[k]);
