@@ -420,7 +420,8 @@ void nw_tun_shutdown(nw_tun_t *t) {
 static void tun_violation(nw_tun_t *t, const char *what, uint32_t sid) {
     nw_warn("tun=%llu agent=%s protocol violation: %s (strm=%u); closing tunnel",
             (unsigned long long)t->id, t->agent, what, sid);
-    wslay_event_queue_close(t->_ws, 1002, (const uint8_t *)what, strlen(what));
+    if (wslay_event_queue_close(t->_ws, 1002, (const uint8_t *)what, strlen(what)) == 0)
+        t->_say_close = 1;
     nw_tun_close(t, NW_EPROTO);
 }
 
@@ -610,7 +611,8 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     else if (a->opcode == WSLAY_TEXT_FRAME) {
         nw_warn("tun=%llu agent=%s text message on the tunnel; closing",
                 (unsigned long long)t->id, t->agent);
-        wslay_event_queue_close(t->_ws, 1003, NULL, 0);
+        if (wslay_event_queue_close(t->_ws, 1003, NULL, 0) == 0)
+            t->_say_close = 1;
     } else if (a->opcode == WSLAY_CONNECTION_CLOSE) {
         nw_info("tun=%llu agent=%s peer closed the tunnel (code %u)", (unsigned long long)t->id,
                 t->agent, a->status_code);
@@ -700,7 +702,8 @@ enum { RX_HDR, RX_DATA, RX_CTRL };
 static void ws_fail(nw_tun_t *t, uint16_t code, const char *what) {
     nw_warn("tun=%llu agent=%s websocket error: %s; closing", (unsigned long long)t->id, t->agent,
             what);
-    wslay_event_queue_close(t->_ws, code, (const uint8_t *)what, strlen(what));
+    if (wslay_event_queue_close(t->_ws, code, (const uint8_t *)what, strlen(what)) == 0)
+        t->_say_close = 1;
     nw_tun_close(t, NW_EPROTO);
 }
 
@@ -967,6 +970,17 @@ static void tun_do_close(nw_tun_t *t) {
     uv_idle_stop(&t->_flush);
     uv_close((uv_handle_t *)&t->_ping, tun_on_handle_close);
     uv_close((uv_handle_t *)&t->_flush, tun_on_handle_close);
+    if (t->_say_close) {
+        /* The peer broke the protocol: tell it why (the close frame wslay
+         * holds), then close once that is written. Queued data is dropped. */
+        if (wslay_event_want_write(t->_ws) && wslay_event_send(t->_ws) == 0 && t->_wlen) {
+            nw_conn_write_owned(t->_conn, t->_wbuf, t->_wlen, 0);
+            t->_wbuf = NULL;
+            t->_wlen = 0;
+        }
+        nw_conn_close_after_flush(t->_conn);
+        return;
+    }
     nw_conn_close(t->_conn);
 }
 
