@@ -267,12 +267,15 @@ static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
     /* Only LOCAL_URL's host and port are ever dialled; the target is
      * appended to its base path. */
     nw_sbuf_append(&r->head, f->method, f->method_len);
-    nw_sbuf_appendf(&r->head, " %s", ag->cfg->local.path);
+    nw_sbuf_append(&r->head, " ", 1);
+    nw_sbuf_appends(&r->head, ag->cfg->local.path);
     if (f->target_len == 1 && f->target[0] == '*' && ag->cfg->local.path[0])
         nw_sbuf_append(&r->head, "/", 1);
     else
         nw_sbuf_append(&r->head, f->target, f->target_len);
-    nw_sbuf_appendf(&r->head, " HTTP/1.1\r\nHost: %s\r\n", ag->host_hdr);
+    nw_sbuf_appends(&r->head, " HTTP/1.1\r\nHost: ");
+    nw_sbuf_appends(&r->head, ag->host_hdr);
+    nw_sbuf_append(&r->head, "\r\n", 2);
     for (i = 0; i < f->nhdrs; i++) {
         const nw_hdr_t *h = &f->hdrs[i];
         if (nw_strieq(h->name, h->name_len, "upgrade") && !r->req_end && !r->upgrade) {

@@ -405,7 +405,16 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     uv_timer_stop(&pc->timer);
     pc->state = PC_STREAM;
     pc->has_cl = 0;
-    nw_sbuf_appendf(&out, "HTTP/1.1 %u %.*s\r\n", f->status, (int)f->reason_len, f->reason);
+    {
+        /* No printf on the per-request path: status is 200..999 here. */
+        char st[13] = "HTTP/1.1 000 ";
+        st[9] = (char)('0' + f->status / 100 % 10);
+        st[10] = (char)('0' + f->status / 10 % 10);
+        st[11] = (char)('0' + f->status % 10);
+        nw_sbuf_append(&out, st, 13);
+        nw_sbuf_append(&out, f->reason, f->reason_len);
+        nw_sbuf_append(&out, "\r\n", 2);
+    }
     for (i = 0; i < f->nhdrs; i++) {
         const nw_hdr_t *h = &f->hdrs[i];
         if (nw_http_is_hop(h->name, h->name_len))
