@@ -395,7 +395,8 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     }
     if (f->status < 200 || !nw_http_fields_ok(f->hdrs, f->nhdrs) ||
         !nw_http_value_ok(f->reason, f->reason_len)) {
-        nw_warn("conn=%llu strm=%u invalid response head from agent", (unsigned long long)pc->id,
+        nw_warn("conn=%llu client=%s agent=%s strm=%u invalid response head from agent: 502",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent,
                 s->sid);
         nw_strm_detach(s, NW_RST_PROTOCOL);
         pc->strm = NULL;
@@ -582,13 +583,15 @@ static void srv_on_reset(nw_strm_t *s, uint32_t code) {
     if (code == NW_RST_UNSENT)
         code = NW_RST_TUNNEL_LOST;
     if (!pc->head_sent) {
-        nw_warn("conn=%llu client=%s strm=%u failed before the response head: %s (%s)",
-                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->sid,
-                nw_mux_code_name(code), msg);
+        nw_warn("conn=%llu client=%s agent=%s strm=%u failed before the response head: %s (%s): "
+                "%d",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent,
+                s->sid, nw_mux_code_name(code), msg, status);
         pc_reply(pc, status, msg);
     } else {
-        nw_warn("conn=%llu strm=%u reset mid-response (%s); cutting the body",
-                (unsigned long long)pc->id, s->sid, nw_mux_code_name(code));
+        nw_warn("conn=%llu client=%s agent=%s strm=%u reset mid-response (%s); cutting the body",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent,
+                s->sid, nw_mux_code_name(code));
         pc_close(pc);
     }
 }
@@ -1428,8 +1431,9 @@ static void pc_on_timer(uv_timer_t *h) {
         pc_reply(pc, 503, "every tunnel is busy; try again");
         break;
     case PC_WAIT:
-        nw_warn("conn=%llu client=%s strm=%u no response head within %llu ms: 504",
-                (unsigned long long)pc->id, pc->conn->peer, pc->strm ? pc->strm->sid : 0,
+        nw_warn("conn=%llu client=%s agent=%s strm=%u no response head within %llu ms: 504",
+                (unsigned long long)pc->id, pc->conn->peer, pc->strm ? pc->strm->tun->agent : "-",
+                pc->strm ? pc->strm->sid : 0,
                 (unsigned long long)pc->srv->cfg->response_timeout_ms);
         if (pc->strm) {
             nw_strm_detach(pc->strm, NW_RST_TIMEOUT);
