@@ -66,6 +66,9 @@ Endpoints:
   /cut?n=N&sent=M[&chunked=1][&seed=S]
                          a head promising N bytes (or chunked), M pattern
                          bytes, then close: a body cut short by the origin.
+  /raw-upgrade           any Upgrade answered 101; then raw bytes are echoed
+                         upper-cased until the client half-closes, then
+                         "bye" and close (a non-WebSocket upgrade).
   /static/NAME           a file of test/static/ (the browser test's page), 404
                          for anything else.
   /events[?clear=1]      JSON list of recorded events, oldest first, e.g.
@@ -208,7 +211,7 @@ def pattern_sha256(n, seed="0"):
 
 ENDPOINTS = {"echo", "upload", "name", "bytes", "cookies", "hop", "sleep", "slow-body", "hang",
              "events", "interim", "malformed", "drop", "big-head", "cut", "many-headers",
-             "ws", "sse", "generate", "ack", "duplex", "static"}
+             "ws", "sse", "generate", "ack", "duplex", "static", "raw-upgrade"}
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript",
@@ -515,6 +518,8 @@ class Handler(BaseHTTPRequestHandler):
                     os.path.splitext(name)[1], "application/octet-stream"))
             if ep == "ws":
                 return self.ep_ws(path, q)
+            if ep == "raw-upgrade":
+                return self.ep_raw_upgrade()
             if ep == "sse":
                 return self.ep_sse(path, q)
             if ep == "ack":
@@ -735,6 +740,32 @@ class Handler(BaseHTTPRequestHandler):
         self.write(b"0\r\n\r\n")
 
     # WebSocket ---------------------------------------------------------------
+
+    def ep_raw_upgrade(self):
+        """Accept any Upgrade (not WebSocket: a made-up protocol) with 101,
+        then echo raw bytes, upper-cased, until the client half-closes;
+        then send 'bye' and close."""
+        up = self.headers.get("Upgrade")
+        if not up:
+            return self.respond(400, "no Upgrade\n")
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", up)
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        sock = self.connection
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                break
+            sock.sendall(b.upper())
+        sock.sendall(b"bye")
+        self.close_connection = True
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return None
 
     def ep_ws(self, path, q):
         h = self.headers

@@ -707,3 +707,42 @@ def test_duplex_chunks_echoed_one_by_one(t):
     still_works(s, "duplex")
     no_log_errors(s.proc, a)
     serve_drains(s)
+
+
+def test_other_upgrade_accepted_is_piped(t):
+    """An upgrade the local service accepts (here a made-up protocol, as h2c
+    would be) is piped like a WebSocket: raw bytes both ways, half-close
+    passed on, then the end of the service's side."""
+    o, s, a = t.stack()
+    c = Conn(s.port)
+    c.request("GET", "/raw-upgrade", [("Upgrade", "foo/1"), ("Connection", "Upgrade")])
+    r = c.read_head()
+    eq(r.status, 101, "status of an accepted upgrade")
+    eq((r.header("Upgrade"), (r.header("Connection") or "").lower()), ("foo/1", "upgrade"),
+       "Upgrade and Connection in the 101")
+    for word in (b"hello", b"raw", b"bytes" * 1000):
+        c.send(word)
+        got = b""
+        while len(got) < len(word):
+            got += c_read(c)
+        eq(got, word.upper(), "echo of %d raw bytes" % len(word))
+    c.sock.shutdown(socket.SHUT_WR)  # our half-close reaches the service...
+    rest = b""
+    while True:
+        b = c_read(c)
+        if not b:
+            break
+        rest += b
+    eq(rest, b"bye", "the service's last bytes after our half-close")  # ...which then ends
+    c.close()
+    check(s.proc.count(r"warn|error") == 0, "serve logged a problem:\n%s" % s.proc.tail_text())
+
+
+def c_read(c):
+    if c.buf:
+        b, c.buf = c.buf, b""
+        return b
+    try:
+        return c.sock.recv(65536)
+    except ConnectionResetError:
+        return b""
