@@ -1,13 +1,20 @@
-/* tun.c: tunnel session. wslay frames the WebSocket; this file maps
- * messages to natwrp frames (mux.c) and keeps per-stream state.
+/* tun.c: tunnel session over a WebSocket; maps messages to natwrp frames
+ * (mux.c) and keeps per-stream state.
  *
- * Output path: frames are queued in wslay; an idle handle flushes them at
- * the next loop turn, so every frame produced in one turn leaves in one
- * write. (An idle handle, not a check handle: it also keeps the next poll
- * from blocking, so frames queued from a timer, e.g. a ping or a reset
- * after a timeout, leave at once instead of at the next I/O event.) What the tunnel holds (wslay queue + unwritten bytes) is
- * bounded: above TUN_HIGH, streams stop sending DATA and their owners stop
- * reading their sources; below TUN_LOW they resume. */
+ * WebSocket framing is split for speed: natwrp's own data messages (one
+ * binary frame each) are framed here on the way out (rx/tx: 8-byte masking,
+ * one copy) and parsed here on the way in; control frames (ping, pong,
+ * close) are wslay's, in both directions: it answers pings and runs the
+ * close handshake. The two never interleave on the wire.
+ *
+ * Output path: frames queue in buffers that an idle handle flushes at the
+ * next loop turn, so every frame produced in one turn leaves in one write.
+ * (An idle handle, not a check handle: it also keeps the next poll from
+ * blocking, so frames queued from a timer, e.g. a ping or a reset after a
+ * timeout, leave at once instead of at the next I/O event.) What the tunnel
+ * holds (queued frames + unwritten bytes) is bounded: above TUN_HIGH,
+ * streams stop sending DATA and their owners stop reading their sources;
+ * below TUN_LOW they resume. */
 #include <stdlib.h>
 #include <wslay/wslay.h>
 
