@@ -1,5 +1,5 @@
-/* tun.h: one tunnel session over a WebSocket (wslay for the handshake-side
- * control frames, tun.c for data frames): the stream table,
+/* tun.h: one tunnel session over a WebSocket (wslay runs the control
+ * frames, tun.c frames the data messages): the stream table,
  * per-stream credit windows, a bound on what the tunnel queues, liveness
  * pings and GOAWAY. Used by both serve (streams out) and agent (streams in).
  *
