@@ -948,7 +948,7 @@ done
     echo "big_mib=$BIG_MIB"
     echo "huge_mib=$HUGE_MIB"
     echo "stream_ms=$STREAM_MS"
-    echo "settings=${settings:-defaults (POOL_SIZE 64, WINDOW 262144, MAX_LOCAL_CONNS 64, --max-streams 1000)}"
+    echo "settings=${settings:-defaults (POOL_SIZE 64, WINDOW 262144, MAX_LOCAL_CONNS 256, --max-streams 1000)}"
     echo "hold_settings=serve $HOLD_SERVE_ARGS; agent $HOLD_AGENT_ENV, POOL_SIZE ${POOL_SIZE:-64}; RLIMIT_NOFILE $soft_nofile${HOLD_CAP:+; $HOLD_CAP}"
 } >"$res/meta.txt"
 
