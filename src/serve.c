@@ -816,6 +816,7 @@ static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
     pc->state = PC_CLOSED;
     uv_close((uv_handle_t *)&pc->timer, pc_on_timer_close);
     pc_maybe_free(pc); /* drops the conn's share */
+    nw_conn_set_owner(c, NULL, NULL, NULL, NULL); /* the pconn is gone */
     t = nw_tun_new(srv->loop, c, 0, &tc, &srv_tun_cbs, srv);
     if (!t)
         return;
@@ -1017,14 +1018,15 @@ static void wq_on_check(uv_check_t *h) {
     /* Streams opened here arm their tunnel's flush, another check handle,
      * which would only run after the next poll: keep that poll from
      * blocking. */
-    if (srv->wq_head)
-        nw_loop_kick(&srv->kick);
+    int opened = 0;
     while (srv->wq_head) {
         pconn_t *pc = srv->wq_head;
         int st;
         wq_remove(pc);
         st = pc_dispatch(pc);
         if (st == 1) {
+            if (opened)
+                nw_loop_kick(&srv->kick);
             /* Still no room: it went back to the tail; put it first again. */
             wq_remove(pc);
             pc->queued = 1;
@@ -1044,11 +1046,18 @@ static void wq_on_check(uv_check_t *h) {
             continue;
         }
         pc_sent(pc);
+        opened = 1;
         if (pc->hold_parser) {
             pc->hold_parser = 0;
             pc_unpause(pc); /* the body, if any, flows to the stream now */
+            /* With nothing buffered, run the parser once anyway: it was held
+             * right after the head and still has to end the message. */
+            if (!pc->pipeline.len && pc->state == PC_WAIT && pc->conn)
+                pc_feed(pc, "", 0);
         }
     }
+    if (opened)
+        nw_loop_kick(&srv->kick);
     uv_check_stop(&srv->wq_check);
 }
 
@@ -1171,8 +1180,10 @@ static int on_headers_complete(llhttp_t *p) {
         pc->hold_parser = 1;
         return HPE_PAUSED;
     }
-    if (status == 503 || status == 502 || status == 401) {
-        /* Read and drop a small body so the connection can be kept. */
+    if (!pc->upgrade && (status == 503 || status == 502 || status == 401)) {
+        /* Read and drop a small body so the connection can be kept. (An
+         * upgrade request is answered at once: what follows it is not
+         * HTTP.) */
         if (!has_body || (!(p->flags & F_CHUNKED) && p->content_length <= DISCARD_MAX)) {
             pc->defer_status = status;
             return 0;
@@ -1392,6 +1403,8 @@ static void pc_maybe_free(pconn_t *pc) {
 static void pc_on_conn_close(nw_conn_t *c) {
     pconn_t *pc = c->data;
     pc->conn = NULL;
+    if (pc->state != PC_CLOSED)
+        pc_close(pc); /* closed from below (a finished pipe): close the timer too */
     pc_maybe_free(pc);
 }
 
@@ -1509,17 +1522,17 @@ static void pc_pipe_in(pconn_t *pc, const char *p, size_t n) {
 
 /* Both sides of a pipe ended: let the last bytes out, then close. */
 static void pc_pipe_done(pconn_t *pc) {
-    if (!pc->in_eof || !pc->out_eof || pc->state == PC_CLOSED)
+    if (!pc->in_eof || !pc->out_eof || pc->state == PC_CLOSED || pc->state == PC_LINGER)
         return;
     wq_remove(pc);
-    pc->state = PC_CLOSED;
+    pc->state = PC_LINGER; /* the timer bounds a client that stopped reading */
     if (pc->strm) {
         nw_strm_detach(pc->strm, 0);
         pc->strm = NULL;
     }
-    uv_close((uv_handle_t *)&pc->timer, pc_on_timer_close);
+    pc_arm(pc, LINGER_MS);
     if (pc->conn)
-        nw_conn_close_after_flush(pc->conn);
+        nw_conn_close_after_flush(pc->conn); /* pc_on_conn_close ends the pconn */
 }
 
 static void pc_on_written(nw_conn_t *c, size_t credit) {
@@ -1542,15 +1555,17 @@ static void pc_on_written(nw_conn_t *c, size_t credit) {
 static void pc_accept(serve_t *srv, uv_stream_t *server, int fd, int tls) {
     pconn_t *pc;
     nw_conn_t *c;
+    int rc = -1;
     c = nw_conn_new(srv->loop);
     pc = nw_calloc(1, sizeof(*pc));
-    if (!c || !pc ||
-        (fd >= 0 ? uv_tcp_open(&c->tcp, fd) : uv_accept(server, (uv_stream_t *)&c->tcp)) != 0) {
+    if (c) /* accept even without memory for pc: libuv stalls a listener otherwise */
+        rc = fd >= 0 ? uv_tcp_open(&c->tcp, fd) : uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc != 0 || !pc) {
         nw_free(pc);
+        if (fd >= 0 && rc != 0)
+            close(fd);
         if (c)
             nw_conn_close(c);
-        else if (fd >= 0)
-            close(fd);
         return;
     }
     pc->srv = srv;
@@ -1583,6 +1598,7 @@ static void pc_accept(serve_t *srv, uv_stream_t *server, int fd, int tls) {
         } else {
             pc->state = PC_IDLE;
             pc_reply(pc, 503, "too many connections; try again");
+            nw_conn_resume(c, NW_PAUSE_OWNER); /* the linger drains what it sends */
         }
         return;
     }

@@ -3,6 +3,7 @@
 --max-conns (503), --max-tunnels (503), --max-agent-tunnels (429), and the
 agent's MAX_LOCAL_CONNS / LOCAL_QUEUE (503 from the agent)."""
 
+import os
 import re
 import select
 import socket
@@ -359,3 +360,63 @@ def test_agent_local_limits(t):
     for c in (c1, c2, c3):
         c.close()
     eq(echo(s, "/echo/after-local-limit")["path"], "/echo/after-local-limit", "request afterwards")
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@timed(30)
+def test_queued_request_keeps_alive_and_does_not_spin(t):
+    """A request that waited for a slot is answered like any other (keep-
+    alive kept), and while it waits serve sleeps instead of spinning."""
+    o, s, a = t.stack(serve_args=["--max-streams", "1", "--queue-timeout", "10"])
+    mark = o.proc.mark()
+    c1 = Conn(s.port)
+    c1.request("GET", "/hang/first?max_ms=2500")
+    o.proc.wait_for(r"event hang-start path=/hang/first$", 10, since=mark)
+    smark = s.proc.mark()
+    c2 = Conn(s.port)
+    c2.request("GET", "/echo/queued")
+    s.proc.wait_for(r"every tunnel is at --max-streams \(1\): waiting", 5, since=smark)
+    # A resource check, not a timing one: CPU serve burns while it waits.
+    before = _cpu_seconds(s.proc.pid)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        time.sleep(0.1)  # the measurement window itself
+    used = _cpu_seconds(s.proc.pid) - before
+    check(used < 0.6, "serve used %.2f s of CPU in 1.5 s with one request queued" % used)
+    eq(c1.read_response().status, 200, "first request")
+    r = c2.read_response()
+    eq(r.status, 200, "queued request")
+    check((r.header("Connection") or "").lower() != "close",
+          "the queued request lost keep-alive: %r" % r.headers)
+    c2.request("GET", "/echo/again")
+    eq(c2.read_response().status, 200, "a second request on the same connection")
+    c1.close()
+    c2.close()
+
+
+@timed(30)
+def test_refused_upgrade_answered_at_once(t):
+    """An Upgrade request refused by serve itself (401 without the token,
+    503 without an agent) gets its status at once, not a 408 later."""
+    o = t.origin()
+    s = t.serve("--auth-token", "sekrit", "--head-timeout", "30", "--queue-timeout", "0.2")
+    a = t.agent(s, o)
+    ws = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+          ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+    c = Conn(s.port, timeout=10)
+    c.request("GET", "/ws", ws)
+    r = c.read_response()
+    eq(r.status, 401, "upgrade without the token")
+    check(r.header("WWW-Authenticate"), "401 without WWW-Authenticate")
+    c.close()
+    a.terminate()
+    s.wait_tunnel_closed("a1")
+    c = Conn(s.port, timeout=10)
+    c.request("GET", "/ws", ws + [("X-Auth-Token", "sekrit")])
+    eq(c.read_response().status, 503, "upgrade with no agent connected")
+    c.close()
