@@ -358,7 +358,12 @@ static void lreq_done(lreq_t *r) {
     if (lc) {
         lc->req = NULL;
         r->lc = NULL;
-        if (reuse && ag->nidle < ag->cfg->pool_size) {
+        if (r->piped) {
+            /* Let the client's last bytes and the half-close reach the
+             * service before the connection goes. */
+            lc->idle = 0;
+            nw_conn_close_after_flush(lc->conn);
+        } else if (reuse && ag->nidle < ag->cfg->pool_size) {
             llhttp_init(&lc->parser, HTTP_RESPONSE, &lc_settings);
             lc->parser.data = lc;
             lc->idle = 1;
@@ -591,7 +596,9 @@ static void lreq_attach(lreq_t *r, lconn_t *lc) {
         }
         nw_bufq_drop(&r->early, n);
     }
-    if (r->req_end && r->chunked && lreq_write_body(r, NULL, 0, 1) != 0) {
+    /* The body (or, for an upgrade, the client's side) already ended:
+     * finish it (last chunk, or a half-close). */
+    if (r->req_end && (r->chunked || r->upgrade) && lreq_write_body(r, NULL, 0, 1) != 0) {
         lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
         return;
     }
@@ -660,6 +667,10 @@ static void admit_waiters(agent_t *ag) {
         r->waiting = 0;
         r->admitted = 1;
         ag->nlocal++;
+        if (!r->strm || nw_tun_closing(r->strm->tun)) {
+            /* Its tunnel is going: its reset is on the way; start nothing. */
+            continue;
+        }
         lreq_start(r);
     }
     ag->admitting = 0;

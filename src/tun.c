@@ -67,7 +67,7 @@ static int queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8_
                         size_t blen) {
     size_t len = alen + blen, need = len + 14, h = 0;
     uint8_t *o;
-    if (t->_closing || wslay_event_get_close_sent(t->_ws))
+    if (t->_closing || t->_close_queued || wslay_event_get_close_sent(t->_ws))
         return NW_ECLOSED;
     if (t->_ocap - t->_olen < need) {
         size_t cap = t->_ocap ? t->_ocap : 16384;
@@ -407,6 +407,7 @@ void nw_tun_goaway(nw_tun_t *t, uint32_t code) {
 static void tun_send_close(nw_tun_t *t) {
     static const char why[] = "going away";
     t->_shutdown = 0;
+    t->_close_queued = 1; /* nothing may be queued behind the close now */
     wslay_event_queue_close(t->_ws, 1001, (const uint8_t *)why, sizeof(why) - 1);
     arm_flush(t);
 }
@@ -667,17 +668,26 @@ static void flush_out(nw_tun_t *t) {
             break;
     }
     if (t->_congested && tun_outq(t) < TUN_LOW) {
+        /* Every blocked stream gets its turn: take the whole list, flush
+         * each one; one still short of credit goes back on the list without
+         * stopping the others. If the tunnel fills up again, the rest go
+         * back unflushed. (Owners' on_drain only resumes reads, so no other
+         * stream is freed meanwhile.) */
+        nw_strm_t *s = t->_blocked, *next, *x;
         t->_congested = 0;
-        /* Each stream flushed leaves the list or goes back on it; owners'
-         * on_drain only resumes reads, so the list is stable meanwhile. */
-        while (t->_blocked && !t->_congested) {
-            nw_strm_t *s = t->_blocked;
-            blocked_del(t, s);
+        t->_blocked = NULL;
+        for (x = s; x; x = x->_bnext)
+            x->_blocked = 0;
+        for (; s; s = next) {
+            next = s->_bnext;
+            s->_bprev = s->_bnext = NULL;
+            if (t->_congested) {
+                blocked_add(t, s);
+                continue;
+            }
             strm_flush(s);
             if (t->_closing)
                 return;
-            if (s == t->_blocked)
-                break; /* re-blocked for lack of credit: stop spinning */
         }
     }
     if (t->_shutdown && t->_olen == 0 && wslay_event_get_queued_msg_count(t->_ws) == 0) {

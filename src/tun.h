@@ -104,6 +104,7 @@ struct nw_tun_s {
     uint64_t _msgs;      /* data messages queued so far */
     int _handles, _depth, _close_err, _closing, _congested, _flush_armed, _shutdown;
     int _say_close;      /* a close frame for a protocol error: send it before closing */
+    int _close_queued;   /* our close is queued: no data frame may follow it */
 };
 
 /* Create a tunnel around an upgraded connection (adopted here). Returns

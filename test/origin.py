@@ -755,7 +755,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         sock = self.connection
         while True:
-            b = sock.recv(65536)
+            # rfile, not the socket: bytes that came with the head are
+            # already in its buffer.
+            b = self.rfile.read1(65536)
             if not b:
                 break
             sock.sendall(b.upper())

@@ -746,3 +746,29 @@ def c_read(c):
         return c.sock.recv(65536)
     except ConnectionResetError:
         return b""
+
+
+def test_upgrade_client_ends_before_local_connection_is_up(t):
+    """The client sends bytes and half-closes right behind its upgrade
+    request, so OPEN and DATA(END) reach the agent before its connection to
+    the service is up: the half-close must still reach the service, and the
+    service's answer and its end come back."""
+    o, s, a = t.stack()
+    c = Conn(s.port, timeout=10)
+    c.send(b"GET /raw-upgrade HTTP/1.1\r\nHost: x\r\nUpgrade: foo/1\r\n"
+           b"Connection: Upgrade\r\n\r\nhello")
+    c.sock.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        b = c_read(c)
+        if not b:
+            break
+        got += b
+    check(got.startswith(b"HTTP/1.1 101"), "no 101: %r" % got[:80])
+    eq(got.split(b"\r\n\r\n", 1)[1], b"HELLObye", "bytes after the 101")
+    c.close()
+    # Nothing is left in flight at the agent: a drain on SIGTERM is immediate.
+    m = a.mark()
+    a.send(signal.SIGTERM)
+    a.wait_for(r"received SIGTERM: shutting down \(0 request", 10, since=m)
+    eq(a.wait_exit(10), 0, "agent exit status")
