@@ -95,7 +95,6 @@ struct agent_s {
     uv_signal_t sig[2];
     uv_timer_t grace;         /* SIGTERM: the deadline for in-flight requests */
     uv_check_t drain;         /* SIGTERM: checks after each I/O whether all is done */
-    uv_idle_t kick;           /* one non-blocking loop turn after work done in a check */
     int stopping;             /* 1 draining, 2 closing everything */
     int drained;              /* draining: every request done, tunnels closing */
     nw_tls_conf_t *remote_tls; /* NULL for http:// */
@@ -1047,7 +1046,6 @@ static void agent_stop(agent_t *ag) {
     uv_close((uv_handle_t *)&ag->sig[1], NULL);
     uv_close((uv_handle_t *)&ag->grace, NULL);
     uv_close((uv_handle_t *)&ag->drain, NULL);
-    uv_close((uv_handle_t *)&ag->kick, NULL);
 }
 
 /* Draining: done when no request is in flight and every stream's last
@@ -1071,13 +1069,9 @@ static void agent_check_done(agent_t *ag) {
         agent_stop(ag);
 }
 
-/* Tunnel flushes armed from here are check handles too; they would wait
- * for the next poll, so that poll must not block. */
-static void on_drain_check(uv_check_t *h) {
-    agent_t *ag = h->data;
-    nw_loop_kick(&ag->kick);
-    agent_check_done(ag);
-}
+/* After each turn's I/O: has the drain finished? (The tunnel flushes it
+ * arms are idle handles, so they leave on the next turn.) */
+static void on_drain_check(uv_check_t *h) { agent_check_done(h->data); }
 
 static void on_grace(uv_timer_t *h) {
     agent_t *ag = h->data;
@@ -1214,7 +1208,6 @@ int nw_agent_main(int argc, char **argv) {
     ag->grace.data = ag;
     uv_check_init(&loop, &ag->drain);
     ag->drain.data = ag;
-    uv_idle_init(&loop, &ag->kick);
     nw_trimmer_start(&loop, &ag->trim);
     uv_signal_init(&loop, &ag->sig[0]);
     uv_signal_init(&loop, &ag->sig[1]);

@@ -713,23 +713,6 @@ nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
 
 void nw_dial_cancel(nw_dial_t *d) { dial_finish(d, NULL, UV_ECANCELED, 0); }
 
-/* An active idle handle makes poll return at once. It must still be active
- * when that poll's timeout is computed, which comes after the idle
- * callbacks: so it stops on its second run, not its first. */
-static void on_kick(uv_idle_t *h) {
-    if (h->data) {
-        h->data = NULL;
-        uv_idle_stop(h);
-    } else {
-        h->data = h;
-    }
-}
-
-void nw_loop_kick(uv_idle_t *h) {
-    h->data = NULL;
-    uv_idle_start(h, on_kick);
-}
-
 #define TRIM_EVERY_MS 5000
 #define TRIM_MIN_PEAK 64 /* below this, what could be returned is not worth a trim */
 

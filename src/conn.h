@@ -92,11 +92,6 @@ const char *nw_dial_strerror(const nw_dial_t *d);
 /* Abandon a dial: cb is not called; any connection made is closed. */
 void nw_dial_cancel(nw_dial_t *d);
 
-/* Make the loop's next poll return at once (h: an initialised idle
- * handle). For work done in a uv_check callback that armed another check
- * handle, which would otherwise wait for the next I/O. */
-void nw_loop_kick(uv_idle_t *h);
-
 /* Give freed heap back to the system after a burst. The owner reports its
  * load (open connections or requests) as it changes; a timer (h,
  * initialised by nw_trimmer_start) trims once the load has fallen below

@@ -90,7 +90,6 @@ struct serve_s {
     uv_timer_t grace;             /* SIGTERM: the drain deadline */
     uint64_t started;             /* loop time at start */
     uv_check_t wq_check;          /* runs the wait queue while it is not empty */
-    uv_idle_t kick;               /* one non-blocking loop turn (see wq_on_check) */
     pconn_t *heads;               /* pconns holding a response head (see pc_hold_head) */
     uv_idle_t heads_idle;         /* writes those heads at the next loop turn */
     nw_trimmer_t trim;            /* returns memory after a burst of connections */
@@ -996,7 +995,6 @@ static int pc_dispatch(pconn_t *pc) {
 
 /* The request went out on a stream: wait for the response head. */
 static void pc_sent(pconn_t *pc) {
-    llhttp_t *p = &pc->parser;
     pc->state = PC_WAIT;
     /* The response timeout counts from the end of the request: a slow
      * upload is not the local service being slow. */
@@ -1007,7 +1005,6 @@ static void pc_sent(pconn_t *pc) {
     if (!pc->end_at_open && pc->minor && !pc->body_started &&
         nw_http_has_token(&pc->hf, "expect", "100-continue"))
         pc_write(pc, "HTTP/1.1 100 Continue\r\n\r\n", 25, 0);
-    (void)p;
 }
 
 /* Requests waiting for a slot, oldest first, while tunnels have room. A
@@ -1015,18 +1012,12 @@ static void pc_sent(pconn_t *pc) {
  * empty, so slots freed in any callback are used without re-entering it. */
 static void wq_on_check(uv_check_t *h) {
     serve_t *srv = h->data;
-    /* Streams opened here arm their tunnel's flush, another check handle,
-     * which would only run after the next poll: keep that poll from
-     * blocking. */
-    int opened = 0;
     while (srv->wq_head) {
         pconn_t *pc = srv->wq_head;
         int st;
         wq_remove(pc);
         st = pc_dispatch(pc);
         if (st == 1) {
-            if (opened)
-                nw_loop_kick(&srv->kick);
             /* Still no room: it went back to the tail; put it first again. */
             wq_remove(pc);
             pc->queued = 1;
@@ -1046,7 +1037,6 @@ static void wq_on_check(uv_check_t *h) {
             continue;
         }
         pc_sent(pc);
-        opened = 1;
         if (pc->hold_parser) {
             pc->hold_parser = 0;
             pc_unpause(pc); /* the body, if any, flows to the stream now */
@@ -1056,8 +1046,6 @@ static void wq_on_check(uv_check_t *h) {
                 pc_feed(pc, "", 0);
         }
     }
-    if (opened)
-        nw_loop_kick(&srv->kick);
     uv_check_stop(&srv->wq_check);
 }
 
@@ -1748,7 +1736,6 @@ static void srv_stop(serve_t *srv) {
         uv_close((uv_handle_t *)&srv->sig[i], NULL);
     uv_close((uv_handle_t *)&srv->grace, NULL);
     uv_close((uv_handle_t *)&srv->wq_check, NULL);
-    uv_close((uv_handle_t *)&srv->kick, NULL);
     uv_close((uv_handle_t *)&srv->heads_idle, NULL);
 }
 
@@ -1874,7 +1861,6 @@ int nw_serve_main(int argc, char **argv) {
     srv->grace.data = srv;
     uv_check_init(&loop, &srv->wq_check);
     srv->wq_check.data = srv;
-    uv_idle_init(&loop, &srv->kick);
     uv_idle_init(&loop, &srv->heads_idle);
     srv->heads_idle.data = srv;
     nw_trimmer_start(&loop, &srv->trim);
