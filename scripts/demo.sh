@@ -51,15 +51,17 @@ read_until 5 '^origin listening ([0-9]+)$' 10 "[local]" || {
 LOCAL_PORT=${MATCH[1]}
 exec 5<&-
 
-# 2. The public side.
-exec 3< <(exec "$BIN" serve --listen "127.0.0.1:$PORT" 2>&1)
+# 2. The public side. A fresh token, so only our agent may open a tunnel
+# (without one, serve lets any agent register and says so).
+TOKEN=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+exec 3< <(exec env CONN_TOKEN="$TOKEN" "$BIN" serve --listen "127.0.0.1:$PORT" 2>&1)
 pids+=($!)
 read_until 3 'listening on http://' 10 "[serve]" || {
     echo "demo: natwrp serve did not start (is port $PORT free? set DEMO_PORT)" >&2; exit 1; }
 
 # 3. The agent, configured through the environment.
 exec 4< <(exec env AGENT_ID=demo@loopback REMOTE_URL="http://127.0.0.1:$PORT" \
-    LOCAL_URL="http://127.0.0.1:$LOCAL_PORT" "$BIN" agent 2>&1)
+    LOCAL_URL="http://127.0.0.1:$LOCAL_PORT" CONN_TOKEN="$TOKEN" "$BIN" agent 2>&1)
 pids+=($!)
 read_until 3 'tunnel open' 15 "[serve]" || {
     echo "demo: the agent did not connect; its log:" >&2
@@ -75,6 +77,7 @@ pids+=($!)
 cat <<MSG
 
 natwrp demo is up: public http://127.0.0.1:$PORT -> tunnel -> local http://127.0.0.1:$LOCAL_PORT
+Agents need CONN_TOKEN=$TOKEN to open a tunnel.
 Try:
   curl http://127.0.0.1:$PORT/echo
   curl http://127.0.0.1:$PORT/bytes?n=1000000 | wc -c

@@ -21,6 +21,7 @@
 #define BACKOFF_MAX_MS 30000
 #define HEALTHY_MS 60000
 #define REFUSAL_BODY_MAX 512
+#define REFUSAL_QUOTE_MAX 160 /* body bytes quoted in the refusal log line */
 #define MAX_TUNS 256            /* live tunnels: current ones plus retiring ones */
 
 typedef struct agent_s agent_t;
@@ -208,8 +209,12 @@ static void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
 
 static void ag_on_reset(nw_strm_t *s, uint32_t code) {
     lreq_t *r = s->data;
-    nw_info("agent=%s strm=%u reset by server (%s): aborting the local request",
-            r->ag->cfg->agent_id, s->sid, nw_mux_code_name(code));
+    if (s->reset_by_peer)
+        nw_info("agent=%s strm=%u reset by server (%s): aborting the local request",
+                r->ag->cfg->agent_id, s->sid, nw_mux_code_name(code));
+    else /* our own reset (the tunnel logged why) or the tunnel went away */
+        nw_info("agent=%s strm=%u %s: aborting the local request", r->ag->cfg->agent_id, s->sid,
+                code >= NW_RST_TUNNEL_LOST ? "tunnel lost" : nw_mux_code_name(code));
     r->strm = NULL;
     if (r->lc) {
         r->lc->req = NULL;
@@ -824,19 +829,42 @@ static int hs_on_message_complete(llhttp_t *p) {
     return HPE_PAUSED;
 }
 
-/* The server answered something other than 101: say what it said. */
+/* The server answered something other than 101: say what it said, as one
+ * printable line. Only a short text/plain body is quoted (natwrp's own
+ * refusals are one line); anything else, such as a proxy's HTML error page,
+ * is named by its type and size, never pasted into the log. */
 static void hs_refused(slot_t *sl) {
-    char why[700];
-    size_t i, n = sl->hs_body.len;
+    char why[400], body[REFUSAL_QUOTE_MAX + 4];
+    size_t i, k = 0, n = sl->hs_body.len;
     unsigned st = sl->hs_parser.status_code;
     const char *b = sl->hs_body.p ? sl->hs_body.p : "";
+    nw_hdr_t ct = {0};
+    int ci = nw_hf_find(&sl->hs_hf, "content-type", 0), plain;
+    if (ci >= 0)
+        nw_hf_get(&sl->hs_hf, (size_t)ci, &ct);
+    plain = ci < 0 || (ct.value_len >= 10 && nw_strieq(ct.value, 10, "text/plain"));
     while (n && (b[n - 1] == '\n' || b[n - 1] == '\r'))
         n--;
-    snprintf(why, sizeof(why), "server refused the tunnel: %u %.*s%s%.*s", st,
-             (int)sl->hs_hf.first_len, sl->hs_hf.raw.p ? sl->hs_hf.raw.p : "", n ? ": " : "",
-             (int)n, b);
+    if (plain && n) {
+        for (i = 0; i < n && k < REFUSAL_QUOTE_MAX; i++) {
+            char ch = (b[i] > 0x20 && b[i] < 0x7f) ? b[i] : ' ';
+            if (ch != ' ' || (k && body[k - 1] != ' '))
+                body[k++] = ch; /* runs of blanks and control bytes: one space */
+        }
+        if (i < n)
+            memcpy(body + k, "...", 3), k += 3;
+        body[k] = 0;
+    } else if (n) {
+        snprintf(body, sizeof(body), "(%.*s body, not shown)",
+                 (int)NW_MIN(ct.value_len, (size_t)40), ct.value);
+    } else {
+        body[0] = 0;
+    }
+    snprintf(why, sizeof(why), "server refused the tunnel: %u %.*s%s%s", st,
+             (int)NW_MIN(sl->hs_hf.first_len, (size_t)80), sl->hs_hf.raw.p ? sl->hs_hf.raw.p : "",
+             body[0] ? ": " : "", body);
     for (i = 0; why[i]; i++)
-        if ((unsigned char)why[i] < 0x20)
+        if ((unsigned char)why[i] < 0x20 || (unsigned char)why[i] >= 0x7f)
             why[i] = ' ';
     if (nw_hf_find(&sl->hs_hf, "x-natwrp-version", 0) >= 0)
         nw_err("agent=%s protocol version mismatch with the server (agent speaks " NW_WS_SUBPROTO
@@ -948,9 +976,7 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     if (!c) {
         snprintf(reason, sizeof(reason), "cannot connect to %s: %s", ag->remote_str,
                  nw_dial_strerror(d));
-        if (err == NW_ETLS)
-            nw_err("agent=%s %s", sl->name, reason);
-        schedule_reconnect(sl, reason, 0);
+        schedule_reconnect(sl, reason, 0); /* logs the reason: once per attempt */
         return;
     }
     if (c->tls)

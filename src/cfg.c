@@ -1064,6 +1064,14 @@ static void serve_defaults(nw_serve_cfg_t *cfg) {
     cfg->grace_ms = 30000;
 }
 
+/* A listener binds an address: resolving a name at start would block and
+ * could bind something else tomorrow, so only literals (and localhost). */
+static int listen_host_ok(const char *host) {
+    unsigned char a[16];
+    return !host[0] || strcmp(host, "localhost") == 0 || inet_pton(AF_INET, host, a) == 1 ||
+           inet_pton(AF_INET6, host, a) == 1;
+}
+
 /* --listen flags replace the default; without them PORT does. */
 static int serve_listen(const layers_t *ly, nw_serve_cfg_t *cfg, char *err, size_t errlen) {
     char why[NW_CFG_ERRLEN];
@@ -1071,9 +1079,15 @@ static int serve_listen(const layers_t *ly, nw_serve_cfg_t *cfg, char *err, size
     uint64_t v;
     int i;
 
-    for (i = 0; i < ly->nlisten; i++)
+    for (i = 0; i < ly->nlisten; i++) {
         if (nw_listen_parse(ly->listen[i], &cfg->listen[i], why, sizeof(why)))
             return fail(err, errlen, "--listen: %s", why);
+        if (!listen_host_ok(cfg->listen[i].host))
+            return fail(err, errlen,
+                        "--listen: '%.*s' is not an IP address (serve binds addresses, "
+                        "not names; use localhost, an IPv4 or [IPv6] address, or :PORT)",
+                        QLEN, cfg->listen[i].host);
+    }
     if (ly->nlisten > 0) {
         cfg->nlisten = ly->nlisten;
     } else if (port && port[0]) {

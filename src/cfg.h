@@ -43,7 +43,7 @@ typedef struct {
     char auth_token[NW_CFG_TOKEN_MAX + 1]; /* --auth-token / AUTH_TOKEN */
     char auth_rule[1024];         /* --auth-rule / AUTH_RULE: ERE on the path; "" = all */
     /* Limits. */
-    uint32_t max_headers;         /* --max-headers N: header fields per request (431), 100 */
+    uint32_t max_headers;         /* --max-headers N: header fields per request (431), 200 */
     uint32_t max_url;             /* --max-url BYTES: request target (414), 8192 */
     uint64_t idle_timeout_ms;     /* --idle-timeout SECS: idle keep-alive connection, 75 */
     uint64_t head_timeout_ms;     /* --head-timeout SECS: whole request head (408), 30 */

@@ -1661,8 +1661,8 @@ static int listen_one(serve_t *srv, const nw_listen_t *l) {
     else
         rc = uv_ip4_addr(strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, l->port,
                          (struct sockaddr_in *)&ss);
-    if (rc != 0) {
-        nw_err("--listen %s:%u: not an IP address", l->host, l->port);
+    if (rc != 0) { /* cfg let only literals through */
+        fprintf(stderr, "natwrp serve: --listen %s:%u: not an IP address\n", l->host, l->port);
         return rc;
     }
     rc = listen_on(srv, h, (struct sockaddr *)&ss);
@@ -1671,9 +1671,9 @@ static int listen_one(serve_t *srv, const nw_listen_t *l) {
         uv_ip4_addr("0.0.0.0", l->port, (struct sockaddr_in *)&ss);
         rc = listen_on(srv, h, (struct sockaddr *)&ss);
     }
-    if (rc != 0) {
-        nw_err("cannot listen on %s:%u: %s", l->host[0] ? l->host : "*", l->port,
-               uv_strerror(rc));
+    if (rc != 0) { /* a setting this host cannot honour: a usage error, exit 2 */
+        fprintf(stderr, "natwrp serve: --listen: cannot listen on %s:%u: %s\n",
+                l->host[0] ? l->host : "*", l->port, uv_strerror(rc));
         return rc;
     }
     srv->listener_tls[srv->nlisteners++] = l->tls;
@@ -1867,6 +1867,9 @@ int nw_serve_main(int argc, char **argv) {
     srv->started = uv_now(&loop);
     for (i = 0; i < cfg.nlisten && rc == 0; i++)
         rc = listen_one(srv, &cfg.listen[i]);
+    if (rc == 0 && !cfg.conn_token[0])
+        nw_warn("no CONN_TOKEN: any agent may register a tunnel and receive requests; "
+                "set CONN_TOKEN (or --conn-token) here and on your agents to stop it");
     if (rc == 0) {
         for (i = 0; i < 3; i++) {
             uv_signal_init(&loop, &srv->sig[i]);
@@ -1888,5 +1891,5 @@ int nw_serve_main(int argc, char **argv) {
     if (srv->has_auth_rule)
         regfree(&srv->auth_re);
     nw_free(srv);
-    return rc == 0 ? 0 : 1;
+    return rc == 0 ? 0 : 2; /* only a listener that could not be set up fails here */
 }

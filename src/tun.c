@@ -533,6 +533,7 @@ static void on_rst_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
     if (!s)
         return;
     s->_reset = 1;
+    s->reset_by_peer = 1;
     nw_debug("tun=%llu strm=%u reset by peer: %s", (unsigned long long)t->id, s->sid,
              nw_mux_code_name(f->value));
     if (!s->_detached) {

@@ -52,6 +52,7 @@ struct nw_strm_s {
     void *data; /* owner */
     nw_tun_t *tun;
     uint32_t sid;
+    unsigned reset_by_peer : 1; /* on_reset: the peer sent RST (else we decided it) */
     /* private to tun.c */
     int64_t _send_credit, _recv_credit;
     uint64_t _open_seq;    /* tunnel message number of the OPEN frame */
