@@ -291,6 +291,10 @@ def stray_service(svc, rec):
             svc.wait(lambda: svc.events.get("go " + target), "go " + target, 20)
             rec.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
             svc.set("sent " + target)
+        elif target == "/glued":
+            # Stray bytes in the same segment as the response.
+            rec.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nglued"
+                             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
         else:
             rec.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
 
@@ -335,6 +339,17 @@ def test_a4_pool_stray_bytes_never_answer_next_request(t):
     tun.open(sid + 2, "GET", "/third", end=True)
     head, body, rst = tun.response(sid + 2)
     eq(body, b"second", "request after the idle stray bytes")
+
+    # Bytes glued to the response: that connection is closed, never pooled.
+    tun.open(sid + 4, "GET", "/glued", end=True)
+    head, body, rst = tun.response(sid + 4)
+    eq(body, b"glued", "glued response")
+    rec = [r for r in svc.conns if b"/glued" in r.data][0]
+    svc.wait(lambda: rec.eof, "a connection with bytes after its response is closed", 5)
+    tun.open(sid + 6, "GET", "/fourth", end=True)
+    head, body, rst = tun.response(sid + 6)
+    eq(body, b"second", "request after the glued bytes")
+    check(b"/fourth" not in rec.data, "the request after glued bytes reused that connection")
 
 
 # --------------------------------------------------------------------------
