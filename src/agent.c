@@ -4,10 +4,14 @@
  * pool of keep-alive connections. A slot reconnects with exponential
  * backoff and jitter after any loss, and at once when the server says
  * GOAWAY (the old tunnel finishes its streams meanwhile). */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <llhttp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #include "agent.h"
 #include "cfg.h"
@@ -53,7 +57,8 @@ typedef struct lconn_s {
     lreq_t *req;
     const char *parse_end; /* end of the bytes being parsed */
     struct lconn_s *next; /* idle pool */
-    unsigned reused : 1, got_bytes : 1, interim : 1, idle : 1, done : 1, piped : 1;
+    unsigned reused : 1, got_bytes : 1, interim : 1, idle : 1, done : 1, piped : 1,
+        stray : 1; /* bytes followed the response: never pooled */
 } lconn_t;
 
 /* One stream's exchange with the local service. */
@@ -64,13 +69,18 @@ struct lreq_s {
     nw_dial_t *dial;
     nw_sbuf_t head;   /* serialized request head, kept for one retry */
     nw_bufq_t early;  /* body that arrived before a connection was ready */
+    nw_bufq_t held;   /* upgrade: the client's bytes, held until the service says 101 */
+    uint64_t body_left; /* Content-Length (0 for an upgrade without one) not yet received */
+    uint64_t wait_since; /* when it joined the wait queue (LOCAL_QUEUE_TIMEOUT) */
     lreq_t *prev, *next;
     lreq_t *wnext;    /* waiting for a local connection slot */
     unsigned req_end : 1, chunked : 1, body_sent : 1, is_head : 1, head_out : 1, resp_head : 1,
         resp_end : 1, retried : 1, admitted : 1, waiting : 1,
         upgrade : 1,  /* the request carries Upgrade: its bytes after the head are raw */
         piped : 1,    /* the local service answered 101: a raw pipe both ways */
-        in_eof : 1;   /* piped: the server's side (the client) ended */
+        in_eof : 1,   /* piped: the server's side (the client) ended */
+        has_cl : 1,   /* OPEN carried Content-Length: body_left bounds the body */
+        pipe_slot : 1; /* counted in npipes (an upgrade request or a pipe) */
 };
 
 struct agent_s {
@@ -90,8 +100,10 @@ struct agent_s {
     size_t nreqs;
     nw_trimmer_t trim;        /* returns memory after a burst of requests */
     size_t nlocal;            /* requests holding or dialling a local connection */
+    size_t npipes;            /* upgrade requests and pipes (MAX_LOCAL_PIPES) */
     lreq_t *wait_head, *wait_tail; /* requests waiting for one, oldest first */
     size_t nwait;
+    uv_timer_t qtimer;        /* LOCAL_QUEUE_TIMEOUT of the oldest waiting request */
     int admitting;
     uv_signal_t sig[2];
     uv_timer_t grace;         /* SIGTERM: the deadline for in-flight requests */
@@ -110,6 +122,8 @@ static void lc_abort(lconn_t *lc);
 static void lreq_start(lreq_t *r);
 static void lreq_admit(lreq_t *r);
 static void lreq_done(lreq_t *r);
+static void lreq_refuse(lreq_t *r, const char *body, size_t len);
+static void admit_waiters(agent_t *ag);
 
 /* ------------------------------------------------------------ backoff */
 
@@ -192,14 +206,46 @@ static int lreq_write_body(lreq_t *r, const void *p, size_t n, int end) {
 
 static void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     lreq_t *r = s->data;
+    size_t n = len; /* bytes of the request body (or of the pipe) */
+    int wend = end;
+    if (!r->piped && (r->has_cl || r->upgrade)) {
+        /* The body is exactly Content-Length bytes: what a server sends
+         * beyond it would reach the service as the start of another
+         * request, one serve never checked. */
+        if (len > r->body_left) {
+            if (!r->upgrade) {
+                lreq_fail(r, NW_RST_PROTOCOL, "server sent DATA beyond the request's "
+                                              "Content-Length");
+                return;
+            }
+            n = (size_t)r->body_left;
+        }
+        r->body_left -= n;
+        if (end && r->body_left) {
+            lreq_fail(r, NW_RST_PROTOCOL, "server ended the request body before its "
+                                          "Content-Length");
+            return;
+        }
+        if (r->upgrade) {
+            /* After an upgrade request's head and body come the client's
+             * pipe bytes: they wait for the service's 101 and are dropped
+             * if it answers anything else, so they are never read as a
+             * request. Its window bounds them. */
+            if (n < len && nw_bufq_push(&r->held, p + n, len - n) != 0) {
+                lreq_fail(r, NW_RST_INTERNAL, "out of memory");
+                return;
+            }
+            wend = 0; /* a half-close waits for the 101 too */
+        }
+    }
     if (end)
         r->req_end = 1;
     if (!r->head_out) {
-        if (nw_bufq_push(&r->early, p, len) != 0)
+        if (nw_bufq_push(&r->early, p, n) != 0)
             lreq_fail(r, NW_RST_INTERNAL, "out of memory");
         return;
     }
-    if (lreq_write_body(r, p, len, end) != 0) {
+    if ((n || wend) && lreq_write_body(r, p, n, wend) != 0) {
         lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
         return;
     }
@@ -299,6 +345,8 @@ static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
                 return;
             }
             has_cl = 1;
+            r->has_cl = 1;
+            r->body_left = cl;
         }
         nw_sbuf_append(&r->head, h->name, h->name_len);
         nw_sbuf_append(&r->head, ": ", 2);
@@ -312,6 +360,20 @@ static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
     if (nw_sbuf_append(&r->head, "\r\n", 2) != 0) {
         lreq_fail(r, NW_RST_INTERNAL, "out of memory");
         return;
+    }
+    if (r->upgrade) {
+        /* Pipes have their own bound and, once up, take no request slot:
+         * idle WebSockets never starve plain requests. */
+        static const char body[] = "natwrp agent: too many upgraded connections (WebSockets) "
+                                   "to the local service; try again\n";
+        if (ag->npipes >= ag->cfg->max_pipes) {
+            nw_warn("agent=%s strm=%u %zu upgraded connections open (MAX_LOCAL_PIPES): 503",
+                    ag->cfg->agent_id, s->sid, ag->npipes);
+            lreq_refuse(r, body, sizeof(body) - 1);
+            return;
+        }
+        r->pipe_slot = 1;
+        ag->npipes++;
     }
     lreq_admit(r);
 }
@@ -354,7 +416,8 @@ static void lreq_done(lreq_t *r) {
     lconn_t *lc = r->lc;
     agent_t *ag = r->ag;
     int reuse = lc && !r->upgrade && llhttp_should_keep_alive(&lc->parser) && r->req_end &&
-                !r->early.bytes && lc->conn->wbytes == 0 && !ag->stopping;
+                !r->early.bytes && lc->conn->wbytes == 0 && !ag->stopping && !lc->stray &&
+                !lc->conn->closing;
     if (r->strm) {
         nw_strm_detach(r->strm, 0);
         r->strm = NULL;
@@ -505,15 +568,46 @@ static void lc_pipe_out(lconn_t *lc, const char *p, size_t n) {
     }
 }
 
+/* The service said 101: the stream is a pipe now. The client's bytes held
+ * until now go to the service, and the pipe leaves its request slot. */
+static void pipe_up(lreq_t *r) {
+    agent_t *ag = r->ag;
+    const char *p;
+    size_t n;
+    while ((n = nw_bufq_peek(&r->held, &p, 65536)) > 0) {
+        if (lreq_write_body(r, p, n, 0) != 0) {
+            lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
+            return;
+        }
+        nw_bufq_drop(&r->held, n);
+    }
+    if (r->req_end && !r->in_eof && lreq_write_body(r, NULL, 0, 1) != 0) {
+        lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
+        return;
+    }
+    if (r->admitted) {
+        r->admitted = 0;
+        ag->nlocal--;
+        admit_waiters(ag);
+    }
+}
+
 static void lc_after_parse(lconn_t *lc, llhttp_errno_t e) {
     lreq_t *r = lc->req;
     if (e == HPE_PAUSED_UPGRADE && lc->piped && r) {
         const char *pos = llhttp_get_error_pos(&lc->parser);
         if (pos && pos < lc->parse_end)
             lc_pipe_out(lc, pos, (size_t)(lc->parse_end - pos));
+        if (lc->req == r)
+            pipe_up(r);
         return;
     }
     if (lc->done) {
+        const char *pos = llhttp_get_error_pos(&lc->parser);
+        /* Bytes after a complete response belong to no request: a
+         * connection that carries them is never reused. */
+        if (e == HPE_PAUSED && pos && pos < lc->parse_end)
+            lc->stray = 1;
         lc->done = 0;
         if (r)
             lreq_done(r);
@@ -536,6 +630,9 @@ static void lc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     llhttp_errno_t e;
 
     if (!r) { /* idle in the pool: EOF or stray bytes end it */
+        if (nread > 0)
+            nw_warn("agent=%s local service sent %zd byte(s) on an idle keep-alive "
+                    "connection: closed", lc->ag->cfg->agent_id, nread);
         lc_close(lc);
         return;
     }
@@ -600,9 +697,9 @@ static void lreq_attach(lreq_t *r, lconn_t *lc) {
         }
         nw_bufq_drop(&r->early, n);
     }
-    /* The body (or, for an upgrade, the client's side) already ended:
-     * finish it (last chunk, or a half-close). */
-    if (r->req_end && (r->chunked || r->upgrade) && lreq_write_body(r, NULL, 0, 1) != 0) {
+    /* The body already ended: finish it with the last chunk. (An upgrade's
+     * half-close waits for the 101: pipe_up.) */
+    if (r->req_end && r->chunked && lreq_write_body(r, NULL, 0, 1) != 0) {
         lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
         return;
     }
@@ -643,13 +740,35 @@ static void lreq_on_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     lreq_attach(r, lc);
 }
 
+/* A pooled connection is usable only if nothing arrived on it since its
+ * last response: bytes waiting there (or its EOF) would be read as the
+ * next request's response. The read callback closes such connections as
+ * soon as it runs, but the OPEN may be handled first in the same turn. */
+static int lc_reusable(lconn_t *lc) {
+    uv_os_fd_t fd;
+    char b;
+    ssize_t n;
+    if (lc->conn->closing || lc->stray)
+        return 0;
+    if (uv_fileno((uv_handle_t *)&lc->conn->tcp, &fd) != 0)
+        return 0;
+    n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        nw_warn("agent=%s local service sent bytes on an idle keep-alive connection: closed",
+                lc->ag->cfg->agent_id);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 static void lreq_start(lreq_t *r) {
     agent_t *ag = r->ag;
-    lconn_t *lc = ag->idle;
-    if (lc) {
+    lconn_t *lc;
+    while ((lc = ag->idle) != NULL) {
         pool_remove(ag, lc);
-        lreq_attach(r, lc);
-        return;
+        if (lc_reusable(lc)) {
+            lreq_attach(r, lc);
+            return;
+        }
+        lc_close(lc);
     }
     r->dial = nw_dial_start(ag->loop, ag->cfg->local.host, ag->cfg->local.port,
                             ag->cfg->connect_timeout_ms, ag->local_tls, lreq_on_dial, r);
@@ -680,15 +799,52 @@ static void admit_waiters(agent_t *ag) {
     ag->admitting = 0;
 }
 
+/* Answer r 503 through the tunnel (an ordinary response, not a RST) and
+ * free it. */
+static void lreq_refuse(lreq_t *r, const char *body, size_t len) {
+    char cl[24];
+    nw_hdr_t h[3];
+    if (r->strm && !nw_tun_closing(r->strm->tun)) {
+        snprintf(cl, sizeof(cl), "%zu", len);
+        h[0] = (nw_hdr_t){"Content-Type", 12, "text/plain; charset=utf-8", 25};
+        h[1] = (nw_hdr_t){"Content-Length", 14, cl, strlen(cl)};
+        h[2] = (nw_hdr_t){"Retry-After", 11, "1", 1};
+        if (nw_strm_head(r->strm, 503, "Service Unavailable", 19, h, 3, 0) == 0)
+            nw_strm_send(r->strm, body, len, 1);
+    }
+    if (r->strm) {
+        nw_strm_detach(r->strm, 0);
+        r->strm = NULL;
+    }
+    lreq_free(r);
+}
+
+/* LOCAL_QUEUE_TIMEOUT: requests still waiting for a local connection that
+ * long get 503 (the queue is oldest first, so only its head is timed). */
+static void on_queue_timeout(uv_timer_t *h) {
+    agent_t *ag = h->data;
+    static const char body[] = "natwrp agent: the local service is busy; try again\n";
+    uint64_t now = uv_now(ag->loop), tmo = ag->cfg->local_queue_timeout_ms;
+    while (ag->wait_head && now - ag->wait_head->wait_since >= tmo) {
+        lreq_t *r = ag->wait_head;
+        nw_warn("agent=%s strm=%u waited %llu ms for one of %zu busy local connections "
+                "(LOCAL_QUEUE_TIMEOUT): 503",
+                ag->cfg->agent_id, r->strm ? r->strm->sid : 0,
+                (unsigned long long)(now - r->wait_since), ag->nlocal);
+        lreq_refuse(r, body, sizeof(body) - 1); /* unlinks it from the queue */
+    }
+    if (ag->wait_head)
+        uv_timer_start(&ag->qtimer, on_queue_timeout, ag->wait_head->wait_since + tmo - now, 0);
+}
+
 /* At most MAX_LOCAL_CONNS exchanges with the local service at once; up to
- * LOCAL_QUEUE more wait (their bodies are held by the stream's window);
- * beyond that the request is answered 503 through the tunnel. */
+ * LOCAL_QUEUE more wait (their bodies are held by the stream's window) for
+ * up to LOCAL_QUEUE_TIMEOUT; beyond that the request is answered 503
+ * through the tunnel. */
 static void lreq_admit(lreq_t *r) {
     agent_t *ag = r->ag;
     static const char body[] = "natwrp agent: too many requests for the local service; "
                                "try again\n";
-    char cl[24];
-    nw_hdr_t h[3];
     if (ag->nlocal < ag->cfg->max_local && !ag->wait_head) {
         r->admitted = 1;
         ag->nlocal++;
@@ -698,25 +854,20 @@ static void lreq_admit(lreq_t *r) {
     if (ag->nwait < ag->cfg->local_queue) {
         r->waiting = 1;
         r->wnext = NULL;
+        r->wait_since = uv_now(ag->loop);
         if (ag->wait_tail)
             ag->wait_tail->wnext = r;
         else
             ag->wait_head = r;
         ag->wait_tail = r;
         ag->nwait++;
+        if (!uv_is_active((uv_handle_t *)&ag->qtimer))
+            uv_timer_start(&ag->qtimer, on_queue_timeout, ag->cfg->local_queue_timeout_ms, 0);
         return;
     }
     nw_warn("agent=%s strm=%u %zu local connections busy and %zu requests waiting: 503",
             ag->cfg->agent_id, r->strm->sid, ag->nlocal, ag->nwait);
-    snprintf(cl, sizeof(cl), "%zu", sizeof(body) - 1);
-    h[0] = (nw_hdr_t){"Content-Type", 12, "text/plain; charset=utf-8", 25};
-    h[1] = (nw_hdr_t){"Content-Length", 14, cl, strlen(cl)};
-    h[2] = (nw_hdr_t){"Retry-After", 11, "1", 1};
-    if (nw_strm_head(r->strm, 503, "Service Unavailable", 19, h, 3, 0) == 0)
-        nw_strm_send(r->strm, body, sizeof(body) - 1, 1);
-    nw_strm_detach(r->strm, 0);
-    r->strm = NULL;
-    lreq_free(r);
+    lreq_refuse(r, body, sizeof(body) - 1);
 }
 
 static void lreq_free(lreq_t *r) {
@@ -734,6 +885,8 @@ static void lreq_free(lreq_t *r) {
     }
     if (r->admitted)
         ag->nlocal--;
+    if (r->pipe_slot)
+        ag->npipes--;
     if (r->dial)
         nw_dial_cancel(r->dial);
     nw_trimmer_load(&ag->trim, --ag->nreqs);
@@ -745,6 +898,7 @@ static void lreq_free(lreq_t *r) {
         r->next->prev = r->prev;
     nw_sbuf_free(&r->head);
     nw_bufq_clear(&r->early);
+    nw_bufq_clear(&r->held);
     nw_free(r);
     admit_waiters(ag);
     agent_check_done(ag);
@@ -1072,6 +1226,7 @@ static void agent_stop(agent_t *ag) {
     uv_close((uv_handle_t *)&ag->sig[1], NULL);
     uv_close((uv_handle_t *)&ag->grace, NULL);
     uv_close((uv_handle_t *)&ag->drain, NULL);
+    uv_close((uv_handle_t *)&ag->qtimer, NULL);
 }
 
 /* Draining: done when no request is in flight and every stream's last
@@ -1097,7 +1252,32 @@ static void agent_check_done(agent_t *ag) {
 
 /* After each turn's I/O: has the drain finished? (The tunnel flushes it
  * arms are idle handles, so they leave on the next turn.) */
-static void on_drain_check(uv_check_t *h) { agent_check_done(h->data); }
+static void on_drain_check(uv_check_t *h) {
+    agent_t *ag = h->data;
+    size_t n = 0;
+    lreq_t *r;
+    if (ag->stopping == 1 && ag->reqs) {
+        /* Once only upgraded pipes are left, close them rather than wait
+         * out the grace for connections that may stay open for hours:
+         * their clients reconnect (to another agent). Runs here, outside
+         * every callback, as it frees requests. */
+        for (r = ag->reqs; r; r = r->next) {
+            if (!r->piped)
+                return;
+            n++;
+        }
+        nw_info("agent=%s plain requests done: closing %zu upgraded pipe(s)", ag->cfg->agent_id,
+                n);
+        while (ag->reqs) {
+            r = ag->reqs;
+            if (r->strm && !r->resp_end)
+                nw_strm_send(r->strm, NULL, 0, 1); /* the service's side ends here */
+            r->resp_end = 1;
+            lreq_done(r); /* a reset follows for the client's side */
+        }
+    }
+    agent_check_done(ag);
+}
 
 static void on_grace(uv_timer_t *h) {
     agent_t *ag = h->data;
@@ -1136,6 +1316,19 @@ static void on_signal(uv_signal_t *h, int signum) {
     uv_timer_start(&ag->grace, on_grace, ag->cfg->grace_ms, 0);
     uv_check_start(&ag->drain, on_drain_check);
     agent_check_done(ag);
+}
+
+/* 127.0.0.0/8, ::1 (also v4-mapped) and localhost never leave the host. */
+static int host_is_loopback(const char *host) {
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcasecmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return 0;
 }
 
 static void fmt_url(char *out, size_t cap, const nw_url_t *u, const char *scheme) {
@@ -1198,6 +1391,10 @@ int nw_agent_main(int argc, char **argv) {
         nw_free(ag);
         return 2;
     }
+    if (cfg.conn_token[0] && !cfg.remote.tls && !host_is_loopback(cfg.remote.host))
+        nw_warn("agent=%s CONN_TOKEN goes to %s over plain ws://: the token travels in clear "
+                "(anyone on the path can read it and open tunnels); use an https:// REMOTE_URL",
+                cfg.agent_id, cfg.remote.host);
     if (ag->local_tls && cfg.local_insecure)
         nw_warn("agent=%s tls: LOCAL_INSECURE is set: the local service's certificate is not "
                 "verified (insecure)", cfg.agent_id);
@@ -1234,6 +1431,8 @@ int nw_agent_main(int argc, char **argv) {
     ag->grace.data = ag;
     uv_check_init(&loop, &ag->drain);
     ag->drain.data = ag;
+    uv_timer_init(&loop, &ag->qtimer);
+    ag->qtimer.data = ag;
     nw_trimmer_start(&loop, &ag->trim);
     uv_signal_init(&loop, &ag->sig[0]);
     uv_signal_init(&loop, &ag->sig[1]);

@@ -620,6 +620,9 @@ static const opt_t agent_opts[] = {
     {"--max-conn", "MAX_CONN", OPT_COUNT1, AGENT_FIELD(max_conn), 64, 0},
     {"--max-local-conns", "MAX_LOCAL_CONNS", OPT_COUNT1, AGENT_FIELD(max_local), 65536, 0},
     {"--local-queue", "LOCAL_QUEUE", OPT_COUNT, AGENT_FIELD(local_queue), 1000000, 0},
+    {"--local-queue-timeout", "LOCAL_QUEUE_TIMEOUT", OPT_SECS,
+     AGENT_FIELD(local_queue_timeout_ms), 0, 0},
+    {"--max-local-pipes", "MAX_LOCAL_PIPES", OPT_COUNT1, AGENT_FIELD(max_pipes), 1000000, 0},
     {"--grace", "GRACE", OPT_SECS, AGENT_FIELD(grace_ms), 0, 0},
 };
 
@@ -1023,6 +1026,11 @@ static void agent_usage(void) {
           "                           service (default 256)\n"
           "  --local-queue N          LOCAL_QUEUE: requests that may wait for one; beyond\n"
           "                           that 503 (default 1024)\n"
+          "  --local-queue-timeout SECS  LOCAL_QUEUE_TIMEOUT: longest wait there, then\n"
+          "                           503 (default 5)\n"
+          "  --max-local-pipes N      MAX_LOCAL_PIPES: upgraded connections (WebSockets)\n"
+          "                           open at once; they take no request slot; one more\n"
+          "                           upgrade gets 503 (default 1024)\n"
           "  --grace SECS             GRACE: on SIGTERM/SIGINT, finish in-flight requests\n"
           "                           for up to this long (default 30)\n"
           "  -h, --help               show this help and exit\n"
@@ -1142,6 +1150,8 @@ static void agent_defaults(nw_agent_cfg_t *cfg) {
     cfg->max_conn = 1;
     cfg->max_local = 256;
     cfg->local_queue = 1024;
+    cfg->local_queue_timeout_ms = 5000;
+    cfg->max_pipes = 1024;
     cfg->grace_ms = 30000;
 }
 

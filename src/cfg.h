@@ -76,6 +76,8 @@ typedef struct {
     uint32_t max_conn;         /* MAX_CONN / --max-conn: tunnels (ids ID-1..N when > 1), 1 */
     uint32_t max_local;        /* MAX_LOCAL_CONNS: concurrent local connections, 64 */
     uint32_t local_queue;      /* LOCAL_QUEUE: requests waiting for one (then 503), 256 */
+    uint64_t local_queue_timeout_ms; /* LOCAL_QUEUE_TIMEOUT SECS: longest wait (then 503), 5 */
+    uint32_t max_pipes;        /* MAX_LOCAL_PIPES: upgraded pipes open at once (then 503), 1024 */
     uint64_t grace_ms;         /* GRACE / --grace SECS: finish streams on SIGTERM, 30 */
     char env_file[1024];       /* file actually read, "" if none */
 } nw_agent_cfg_t;

@@ -775,6 +775,38 @@ static int agent_fails(int argc, char **argv, const char *why) {
     return 1;
 }
 
+/* Issue 9: upgraded pipes have their own bound; the local queue a timeout. */
+UNIT_TEST(agent_pipes_and_queue_timeout) {
+    const char *empty = write_tmp("");
+    char *a1[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l"};
+    char *a2[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l", "--local-queue-timeout", "0.5",
+                  "--max-local-pipes", "7"};
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_agent(ARGC(a1), a1, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.local_queue_timeout_ms, 5000);
+    CHECK_EQ(c.max_pipes, 1024);
+    CHECK_EQ(nw_cfg_agent(ARGC(a2), a2, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.local_queue_timeout_ms, 500);
+    CHECK_EQ(c.max_pipes, 7);
+    setenv("LOCAL_QUEUE_TIMEOUT", "2", 1);
+    setenv("MAX_LOCAL_PIPES", "3", 1);
+    CHECK_EQ(nw_cfg_agent(ARGC(a1), a1, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.local_queue_timeout_ms, 2000);
+    CHECK_EQ(c.max_pipes, 3);
+    setenv("MAX_LOCAL_PIPES", "0", 1);
+    CHECK(agent_fails(ARGC(a1), a1, "MAX_LOCAL_PIPES"));
+    unsetenv("MAX_LOCAL_PIPES");
+    setenv("LOCAL_QUEUE_TIMEOUT", "-1", 1);
+    CHECK(agent_fails(ARGC(a1), a1, "LOCAL_QUEUE_TIMEOUT"));
+    unsetenv("LOCAL_QUEUE_TIMEOUT");
+    clear_env();
+}
+
 UNIT_TEST(agent_missing_required) {
     const char *empty = write_tmp("# nothing here\nAGENT_ID=\n");
     char *a1[] = {"agent", "--env", (char *)empty};
@@ -907,5 +939,6 @@ UNIT_MAIN(UNIT_CASE(url_good), UNIT_CASE(url_bad), UNIT_CASE(listen_good),
           UNIT_CASE(serve_flags), UNIT_CASE(serve_env), UNIT_CASE(serve_bad),
           UNIT_CASE(serve_help_version), UNIT_CASE(agent_precedence),
           UNIT_CASE(agent_defaults_and_flags), UNIT_CASE(agent_seed_env_file),
+          UNIT_CASE(agent_pipes_and_queue_timeout),
           UNIT_CASE(agent_missing_required), UNIT_CASE(agent_bad_values),
           UNIT_CASE(agent_default_env_file), UNIT_CASE(agent_help_version))
