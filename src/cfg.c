@@ -1189,6 +1189,17 @@ int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t e
         layers_merge(&ly);
         rc = layers_apply(&ly, cfg, err, errlen);
     }
+    if (rc == 0 && cfg->remote.path[0]) {
+        /* The tunnel is at the server's root: a prefix would send the
+         * handshake, CONN_TOKEN and all, to whatever serves that prefix. */
+        size_t i;
+        for (i = 0; i < ly.nopts && ly.opts[i].off != AGENT_FIELD(remote); i++)
+            ;
+        rc = fail(err, errlen, "%s: the server's URL must not have a path ('%s'): agents "
+                  "always dial " NW_TUNNEL_PATH " at the server's root; give "
+                  "http(s)://host[:port] only", i < ly.nopts ? ly.from[i] : "REMOTE_URL",
+                  cfg->remote.path);
+    }
     layers_free(&ly);
     return rc;
 }
