@@ -1258,7 +1258,7 @@ static int on_headers_complete(llhttp_t *p) {
     /* The target goes on as the client sent it: its escapes and slashes
      * may mean something to the service (a%2Fb is not a/b). The access rule
      * sees both readings, and a target that climbs never leaves. */
-    pathbuf = 2 * (tlen + 2) <= sizeof(small) ? small : malloc(2 * (tlen + 2));
+    pathbuf = 2 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(2 * (tlen + 2));
     if (!pathbuf)
         return pc_fail(p, 503);
     status = pc_screen(pc, target, tlen, pathbuf);
@@ -1268,7 +1268,7 @@ static int on_headers_complete(llhttp_t *p) {
                       pathbuf[0] ? pathbuf : NULL))
         status = 401;
     if (pathbuf != small)
-        free(pathbuf);
+        nw_free(pathbuf);
     if (status < 0)
         return pc_fail(p, -status);
     if (status == 0)

@@ -187,6 +187,36 @@ def test_auth_rule_sees_normalised_path(t):
         rec.close()
 
 
+def test_auth_rule_behind_nginx(t):
+    """The same shapes through nginx as README configures it (nginx passes
+    the raw request URI on): none reaches /private without the token."""
+    from harness import TlsConn
+    from test_95_proxy import P, nginx
+    rec = Recorder()
+    s = t.serve("--trust-proxy", "--auth-token", TOKEN, "--auth-rule", "^/private")
+    port = nginx(t, s.port)
+    t.agent("https://localhost:%d" % port, rec.url, env={"CA_FILE": P("ca.pem")})
+    s.wait_tunnel_open("a1")
+    try:
+        bad = []
+        for p in BYPASS:
+            c = TlsConn(port, cafile=P("ca.pem"), timeout=5)
+            c.request("GET", p, host="localhost")
+            r = c.read_response()
+            c.close()
+            if r.status == 200:
+                bad.append("%r: 200 (body %r)" % (p, r.body[:80]))
+        if bad:
+            fail("AUTH_RULE bypassed behind nginx:\n  " + "\n  ".join(bad))
+        eq(rec.targets(), [], "requests that reached the local service without the token")
+        c = TlsConn(port, cafile=P("ca.pem"), timeout=5)
+        c.request("GET", "/%70rivate", [("X-Auth-Token", TOKEN)], host="localhost")
+        eq(c.read_response().status, 200, "/%70rivate with the token behind nginx")
+        c.close()
+    finally:
+        rec.close()
+
+
 # -- item 3: no escape from LOCAL_URL's base path -----------------------------
 
 def test_climbing_target_gets_400(t):
@@ -318,4 +348,84 @@ def test_agent_refuses_remote_url_with_path(t):
         r, _ = _req(s, "GET", "/through")
         eq(r.status, 200, "a request through the agents")
     finally:
+        rec.close()
+
+
+# -- item 3, agent side: a hostile server's climbing target --------------------
+
+def _open_frame(sid, target):
+    import struct
+    m, tb = b"GET", target.encode("latin-1")
+    return (bytes([1, 1]) + struct.pack(">I", sid) + bytes([len(m)]) + m +
+            struct.pack(">H", len(tb)) + tb + struct.pack(">H", 0))
+
+
+def _agent_frames(c):
+    """Yield (type, sid, payload) of the agent's natwrp messages (masked)."""
+    import struct
+    buf = b""
+
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            b = c.recv(65536)
+            if not b:
+                fail("the agent closed the tunnel")
+            buf += b
+        out, buf = buf[:n], buf[n:]
+        return out
+
+    while True:
+        h = need(2)
+        op, n = h[0] & 0x0f, h[1] & 0x7f
+        if n == 126:
+            n = struct.unpack(">H", need(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", need(8))[0]
+        key = need(4) if h[1] & 0x80 else b"\0\0\0\0"
+        p = bytes(x ^ key[i % 4] for i, x in enumerate(need(n)))
+        if op == 2:
+            yield p[0], struct.unpack(">I", p[2:6])[0], p[6:]
+
+
+def test_agent_refuses_climbing_target_from_server(t):
+    import base64
+    import hashlib
+    import struct
+    rec = Recorder()
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    try:
+        t.agent("http://127.0.0.1:%d" % ls.getsockname()[1], rec.url + "/app", wait=False)
+        ls.settimeout(10)
+        c, _ = ls.accept()
+        c.settimeout(10)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += c.recv(4096)
+        key = re.search(rb"(?im)^sec-websocket-key:\s*(\S+)", head).group(1)
+        acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                               .digest())
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc +
+                  b"\r\nSec-WebSocket-Protocol: natwrp.1\r\n\r\n")
+        climbs = ["/../secret", "/%2e%2e/secret", "/..%2fsecret", "/x/../../secret"]
+        for i, target in enumerate(climbs + ["/fine"]):
+            f = _open_frame(2 * i + 1, target)
+            c.sendall(bytes([0x82, len(f)]) + f)
+        want = {2 * i + 1: target for i, target in enumerate(climbs)}
+        frames = _agent_frames(c)
+        got = {}
+        while len(got) < len(climbs) + 1:
+            ftype, sid, p = next(frames)
+            if ftype in (2, 5) and sid not in got:
+                got[sid] = (ftype, p)
+        for sid, target in want.items():
+            eq(got[sid], (5, struct.pack(">I", 4)), "agent's answer to OPEN %s" % target)
+        eq(got[2 * len(climbs) + 1][0], 2, "agent's answer to OPEN /fine (a HEAD)")
+        rec.wait_target("/app/fine")
+        eq(rec.targets(), ["/app/fine"], "targets at the local service")
+    finally:
+        ls.close()
         rec.close()
