@@ -235,7 +235,7 @@ static int path_climbs(const char *t, size_t n) {
     int rc;
     if (!buf)
         return 1;
-    rc = nw_path_normalize(t, n, buf, n + 2, &len);
+    rc = nw_path_normalize(t, n, 0, buf, n + 2, &len);
     if (buf != small)
         nw_free(buf);
     return rc != NW_PATH_OK;

@@ -954,7 +954,7 @@ static void serve_usage(void) {
           "  --auth-rule REGEX        with --auth-token: only paths matching this POSIX\n"
           "                           extended regex need the token; others pass freely.\n"
           "                           Tried on the path as sent and normalised (decoded,\n"
-          "                           dot segments resolved, slashes merged)\n"
+          "                           slashes merged, dot segments resolved or kept)\n"
           "                           (default: every path; env AUTH_RULE)\n"
           "\n"
           "Limits:\n"

@@ -51,7 +51,8 @@ static int skip_absolute(const char *t, size_t len, size_t *at) {
     return 0;
 }
 
-int nw_path_normalize(const char *target, size_t len, char *out, size_t cap, size_t *out_len) {
+int nw_path_normalize(const char *target, size_t len, int flags, char *out, size_t cap,
+                      size_t *out_len) {
     size_t at, end, i, w = 1, seg = 1; /* out[seg - 1] is always '/' */
     int climbs = 0, params = 0;
 
@@ -82,7 +83,10 @@ int nw_path_normalize(const char *target, size_t len, char *out, size_t cap, siz
         }
         /* The segment out[seg..w) is complete. */
         params = 0;
-        if (w - seg == 2 && out[seg] == '.' && out[seg + 1] == '.') {
+        if (flags & NW_PATH_KEEP_DOTS) {
+            if (w > seg && i < end)
+                out[w++] = '/';
+        } else if (w - seg == 2 && out[seg] == '.' && out[seg + 1] == '.') {
             w = seg;
             if (seg == 1) {
                 climbs = 1;

@@ -12,6 +12,11 @@ enum {
     NW_PATH_ENOSPC = -2  /* cap too small: it must be at least len + 2 */
 };
 
+/* Flags. NW_PATH_KEEP_DOTS: every step but the dot segments, which stay as
+ * they are (decoded): how a service reads a path that decodes before it
+ * routes but never resolves "..", as some frameworks do. */
+#define NW_PATH_KEEP_DOTS 1
+
 /* Normalise the path of an origin-form ("/a/b?q") or absolute-form
  * ("http://h/a?q") request target of len bytes into out (cap bytes, NUL
  * terminated; *out_len excludes the NUL). The result is what a lenient
@@ -27,8 +32,9 @@ enum {
  *   - "." and ".." segments are removed as RFC 3986 5.2.4 does; a ".."
  *     at the root is dropped and the result is NW_PATH_CLIMBS.
  * The result starts with '/' and ends with '/' when the path did (or its
- * last segment was a dot segment). */
-int nw_path_normalize(const char *target, size_t len, char *out, size_t cap, size_t *out_len);
+ * last segment was a dot segment). flags: 0 or NW_PATH_KEEP_DOTS. */
+int nw_path_normalize(const char *target, size_t len, int flags, char *out, size_t cap,
+                      size_t *out_len);
 
 /* Length of the path part of an origin-form target: up to '?', '#' or the
  * end. */

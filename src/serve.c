@@ -1117,13 +1117,16 @@ static int pc_fields_ok(pconn_t *pc) {
 /* AUTH_TOKEN: 1 when the request may pass. The token comes in
  * X-Auth-Token, or in Authorization with or without "Bearer ". With
  * AUTH_RULE only paths it matches (a search, like grep -E; the query is
- * not part of the path) need it. The rule is tried on the whole raw path
- * and on its normalised form (norm, NULL for "*"): the service may act on
- * either, so a match on either needs the token. raw has room for plen + 2. */
-static int pc_auth(pconn_t *pc, const char *target, size_t plen, char *raw, const char *norm) {
+ * not part of the path) need it. The rule is tried on every reading of the
+ * whole path a service may act on: as sent, normalised (norm, "" for "*"),
+ * and normalised but for dot segments (a framework that decodes and routes
+ * "/private/../x" without resolving it); a match on any needs the token.
+ * buf has room for 2 * (tlen + 2) bytes. */
+static int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *norm, char *buf) {
     serve_t *srv = pc->srv;
     const char *want = srv->cfg->auth_token, *tok;
-    size_t wlen = strlen(want), len;
+    size_t wlen = strlen(want), len, plen = nw_path_len(target, tlen);
+    char *raw = buf, *dots = buf + tlen + 2;
     nw_hdr_t f;
     int i;
     if (!wlen)
@@ -1134,8 +1137,11 @@ static int pc_auth(pconn_t *pc, const char *target, size_t plen, char *raw, cons
         else
             memcpy(raw, target, plen);
         raw[plen] = 0;
+        if (nw_path_normalize(target, tlen, NW_PATH_KEEP_DOTS, dots, tlen + 2, &len) < 0)
+            dots[0] = 0;
         if (regexec(&srv->auth_re, raw, 0, NULL, 0) != 0 &&
-            (!norm || regexec(&srv->auth_re, norm, 0, NULL, 0) != 0))
+            (!norm[0] || regexec(&srv->auth_re, norm, 0, NULL, 0) != 0) &&
+            (!dots[0] || regexec(&srv->auth_re, dots, 0, NULL, 0) != 0))
             return 1;
     }
     if ((i = nw_hf_find(&pc->hf, "x-auth-token", 0)) >= 0) {
@@ -1186,7 +1192,7 @@ static int pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
     int rc;
     nw_hdr_t f;
 
-    rc = nw_path_normalize(target, tlen, norm, tlen + 2, &nlen);
+    rc = nw_path_normalize(target, tlen, 0, norm, tlen + 2, &nlen);
     if (rc < 0)
         norm[0] = 0; /* "*": no path to normalise */
     if (rc == NW_PATH_CLIMBS)
@@ -1216,7 +1222,7 @@ static int on_headers_complete(llhttp_t *p) {
     const char *target;
     size_t tlen, plen;
     int form, has_body, status, end;
-    char small[2 * 512], *pathbuf;
+    char small[3 * 512], *pathbuf;
 
     pc->minor = p->http_major == 1 && p->http_minor >= 1;
     pc->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
@@ -1258,14 +1264,13 @@ static int on_headers_complete(llhttp_t *p) {
     /* The target goes on as the client sent it: its escapes and slashes
      * may mean something to the service (a%2Fb is not a/b). The access rule
      * sees both readings, and a target that climbs never leaves. */
-    pathbuf = 2 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(2 * (tlen + 2));
+    pathbuf = 3 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(3 * (tlen + 2));
     if (!pathbuf)
         return pc_fail(p, 503);
     status = pc_screen(pc, target, tlen, pathbuf);
     if (status)
         status = -status;
-    else if (!pc_auth(pc, target, nw_path_len(target, tlen), pathbuf + tlen + 2,
-                      pathbuf[0] ? pathbuf : NULL))
+    else if (!pc_auth(pc, target, tlen, pathbuf, pathbuf + tlen + 2))
         status = 401;
     if (pathbuf != small)
         nw_free(pathbuf);

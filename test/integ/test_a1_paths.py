@@ -157,7 +157,7 @@ def _refused(t, rec, s, cases, status, what):
 BYPASS = ["//private", "///private", "/%70rivate", "/./private", "/%2e/private",
           "/public/../private", "/public/%2e%2e/private", "/%2fprivate", "/x/..%2fprivate",
           "/public%2f..%2fprivate", "http://x//private", "/private;a=b", "/public/..;/private",
-          "/PUBLIC/../%2E/private/x?y=1"]
+          "/PUBLIC/../%2E/private/x?y=1", "/%70rivate/../x", "//private/%2e%2e/x"]
 
 
 def test_auth_rule_sees_normalised_path(t):

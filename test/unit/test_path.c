@@ -15,14 +15,18 @@ static char got[4096];
 static size_t got_len;
 
 /* Normalise s from an exact-size heap copy into got; returns the code. */
-static int norm(const char *s) {
+static int norm_flags(const char *s, int flags) {
     size_t n = strlen(s);
     char *p = malloc(n ? n : 1);
     int rc;
     memcpy(p, s, n);
-    rc = nw_path_normalize(p, n, got, n + 2, &got_len);
+    rc = nw_path_normalize(p, n, flags, got, n + 2, &got_len);
     free(p);
     return rc;
+}
+
+static int norm(const char *s) {
+    return norm_flags(s, 0);
 }
 
 typedef struct {
@@ -30,11 +34,11 @@ typedef struct {
     int rc;
 } pcase_t;
 
-static int run_cases(const pcase_t *c, size_t n) {
+static int run_cases_flags(const pcase_t *c, size_t n, int flags) {
     size_t i;
     int bad = 0;
     for (i = 0; i < n; i++) {
-        int rc = norm(c[i].in);
+        int rc = norm_flags(c[i].in, flags);
         if (rc != c[i].rc || (rc >= 0 && (strcmp(got, c[i].out) != 0 || got_len != strlen(got)))) {
             fprintf(stderr, "  %-28s -> rc %d \"%s\", want rc %d \"%s\"\n", c[i].in, rc,
                     rc >= 0 ? got : "", c[i].rc, c[i].out);
@@ -42,6 +46,10 @@ static int run_cases(const pcase_t *c, size_t n) {
         }
     }
     return bad;
+}
+
+static int run_cases(const pcase_t *c, size_t n) {
+    return run_cases_flags(c, n, 0);
 }
 
 #define OK NW_PATH_OK
@@ -141,13 +149,28 @@ UNIT_TEST(absolute_form_and_invalid) {
     CHECK_EQ(run_cases(c, sizeof(c) / sizeof(c[0])), 0);
 }
 
+/* Every step but the dot segments: a framework that decodes and routes
+ * without resolving ".." reads "/%70rivate/../x" under /private. */
+UNIT_TEST(keep_dots) {
+    static const pcase_t c[] = {
+        {"/%70rivate/../x", "/private/../x", OK},
+        {"//private/%2e%2e/x", "/private/../x", OK},
+        {"/a/./b/", "/a/./b/", OK},
+        {"/../x", "/../x", OK},
+        {"/a%2f..%5c.;p/b?q", "/a/.././b", OK},
+        {"http://h//a", "/a", OK},
+        {"*", "", NW_PATH_EINVAL},
+    };
+    CHECK_EQ(run_cases_flags(c, sizeof(c) / sizeof(c[0]), NW_PATH_KEEP_DOTS), 0);
+}
+
 UNIT_TEST(capacity) {
     size_t n;
     char out[8];
-    CHECK_EQ(nw_path_normalize("/abcdef", 7, out, 8, &n), NW_PATH_ENOSPC);
-    CHECK_EQ(nw_path_normalize("/abcde", 6, out, 8, &n), NW_PATH_OK);
+    CHECK_EQ(nw_path_normalize("/abcdef", 7, 0, out, 8, &n), NW_PATH_ENOSPC);
+    CHECK_EQ(nw_path_normalize("/abcde", 6, 0, out, 8, &n), NW_PATH_OK);
     CHECK_STR(out, "/abcde");
-    CHECK_EQ(nw_path_normalize("http://h", 8, got, 10, &n), NW_PATH_OK);
+    CHECK_EQ(nw_path_normalize("http://h", 8, 0, got, 10, &n), NW_PATH_OK);
     CHECK_STR(got, "/");
 }
 
@@ -215,10 +238,14 @@ UNIT_TEST(random_invariants) {
         CHECK_EQ(norm(first), NW_PATH_OK);
         CHECK_EQ(got_len, first_len);
         CHECK_STR(got, first);
+        /* Keeping the dots: the same, but ".." can stay and nothing climbs. */
+        CHECK_EQ(norm_flags(in, NW_PATH_KEEP_DOTS), NW_PATH_OK);
+        CHECK(got[0] == '/' && got_len <= n && strstr(got, "//") == NULL);
+        CHECK(strchr(got, '\\') == NULL && strchr(got, ';') == NULL);
     }
 }
 
 UNIT_MAIN(UNIT_CASE(plain_paths_unchanged), UNIT_CASE(auth_rule_bypass_shapes),
           UNIT_CASE(dot_segments_rfc3986), UNIT_CASE(climbs_above_root),
-          UNIT_CASE(absolute_form_and_invalid), UNIT_CASE(capacity), UNIT_CASE(long_path_whole),
+          UNIT_CASE(absolute_form_and_invalid), UNIT_CASE(keep_dots), UNIT_CASE(capacity), UNIT_CASE(long_path_whole),
           UNIT_CASE(random_invariants))
