@@ -18,6 +18,7 @@
 #include "conn.h"
 #include "http1.h"
 #include "log.h"
+#include "path.h"
 #include "tun.h"
 #include "ws.h"
 
@@ -276,6 +277,21 @@ static void ag_on_drain(nw_strm_t *s) {
         nw_conn_resume(r->lc->conn, NW_PAUSE_CREDIT);
 }
 
+/* Would the target's dot segments (encoded or not) climb above the root,
+ * out of LOCAL_URL's base path? serve refuses such a target; the agent
+ * checks again, as a hostile server could send one. */
+static int path_climbs(const char *t, size_t n) {
+    char small[512], *buf = n + 2 <= sizeof(small) ? small : nw_malloc(n + 2);
+    size_t len;
+    int rc;
+    if (!buf)
+        return 1;
+    rc = nw_path_normalize(t, n, 0, buf, n + 2, &len);
+    if (buf != small)
+        nw_free(buf);
+    return rc != NW_PATH_OK;
+}
+
 static int target_ok(const char *t, size_t n) {
     size_t i;
     if (n == 0 || (t[0] != '/' && !(n == 1 && t[0] == '*')))
@@ -283,7 +299,7 @@ static int target_ok(const char *t, size_t n) {
     for (i = 0; i < n; i++)
         if ((unsigned char)t[i] <= 0x20 || t[i] == 0x7f)
             return 0;
-    return 1;
+    return t[0] == '*' || !path_climbs(t, n);
 }
 
 static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {

@@ -941,9 +941,10 @@ static void serve_usage(void) {
           "                           reloads the pair; a bad new pair is refused.\n"
           "  --tls-key FILE           PEM private key (env TLS_KEY)\n"
           "  --trust-proxy            keep incoming X-Forwarded-For (appending the peer),\n"
-          "                           X-Forwarded-Proto and -Host: only behind a proxy\n"
-          "                           you run (env TRUST_PROXY=1). Without it the client\n"
-          "                           address replaces X-Forwarded-For.\n"
+          "                           X-Forwarded-Proto and -Host, Forwarded, X-Real-IP:\n"
+          "                           only behind a proxy you run (env TRUST_PROXY=1).\n"
+          "                           Without it the client address replaces\n"
+          "                           X-Forwarded-For; Forwarded and X-Real-IP are dropped.\n"
           "\n"
           "Who may connect and pass:\n"
           "  --conn-token TOKEN       agents must send \"Authorization: Bearer TOKEN\" when\n"
@@ -954,7 +955,9 @@ static void serve_usage(void) {
           "                           forwarding) or Authorization (\"Bearer \" optional),\n"
           "                           else 401 (env AUTH_TOKEN)\n"
           "  --auth-rule REGEX        with --auth-token: only paths matching this POSIX\n"
-          "                           extended regex need the token; others pass freely\n"
+          "                           extended regex need the token; others pass freely.\n"
+          "                           Tried on the path as sent and normalised (decoded,\n"
+          "                           slashes merged, dot segments resolved or kept)\n"
           "                           (default: every path; env AUTH_RULE)\n"
           "\n"
           "Limits:\n"
@@ -997,7 +1000,8 @@ static void agent_usage(void) {
           "  --env FILE               read settings from FILE (default ./.env if it exists)\n"
           "  --id ID                  AGENT_ID: unique name of this agent, 1 to 128 of\n"
           "                           A-Z a-z 0-9 . _ @ : + -   (required)\n"
-          "  --remote URL             REMOTE_URL: base URL of the natwrp server (required).\n"
+          "  --remote URL             REMOTE_URL: URL of the natwrp server, no path\n"
+          "                           (required).\n"
           "                           http:// connects with ws://, https:// with wss://.\n"
           "  --local URL              LOCAL_URL: base URL of the local service (required).\n"
           "                           It may have a base path: with\n"
@@ -1212,6 +1216,17 @@ int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t e
     if (rc == 0) {
         layers_merge(&ly);
         rc = layers_apply(&ly, cfg, err, errlen);
+    }
+    if (rc == 0 && cfg->remote.path[0]) {
+        /* The tunnel is at the server's root: a prefix would send the
+         * handshake, CONN_TOKEN and all, to whatever serves that prefix. */
+        size_t i;
+        for (i = 0; i < ly.nopts && ly.opts[i].off != AGENT_FIELD(remote); i++)
+            ;
+        rc = fail(err, errlen, "%s: the server's URL must not have a path ('%s'): agents "
+                  "always dial " NW_TUNNEL_PATH " at the server's root; give "
+                  "http(s)://host[:port] only", i < ly.nopts ? ly.from[i] : "REMOTE_URL",
+                  cfg->remote.path);
     }
     layers_free(&ly);
     return rc;

@@ -18,6 +18,7 @@
 #include "conn.h"
 #include "http1.h"
 #include "log.h"
+#include "path.h"
 #include "serve.h"
 #include "tun.h"
 #include "ws.h"
@@ -904,13 +905,14 @@ static const char *pc_ip(const pconn_t *pc, size_t *len) {
  * tunnel with a free slot. 0 when open; 1 when every tunnel is full and
  * the request now waits in the queue; else an HTTP status. */
 static int pc_dispatch(pconn_t *pc) {
-    /* X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's. */
-    static const char *const drop[] = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                                       "expect", NULL, NULL};
-    static const char *const drop_auth[] = {"x-forwarded-for", "x-forwarded-proto",
-                                            "x-forwarded-host", "expect", "x-auth-token", NULL};
     serve_t *srv = pc->srv;
     int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any;
+    /* X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's.
+     * Forwarded and X-Real-IP name the client as X-Forwarded-For does: only
+     * a trusted proxy may send them on. */
+    const char *drop[] = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "expect",
+                          NULL, NULL, NULL, NULL};
+    size_t nd = 4;
     nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 5];
     nw_hfields_t *h = &pc->hf;
     nw_sbuf_t xff = {0}, tgt = {0};
@@ -943,7 +945,11 @@ static int pc_dispatch(pconn_t *pc) {
     }
     pc->tries++;
     slash = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen) == 1;
-    n = nw_http_filter(h, hdrs, NW_HTTP_MAX_FIELDS, srv->cfg->auth_token[0] ? drop_auth : drop);
+    if (srv->cfg->auth_token[0])
+        drop[nd++] = "x-auth-token";
+    if (!trust)
+        drop[nd++] = "forwarded", drop[nd++] = "x-real-ip";
+    n = nw_http_filter(h, hdrs, NW_HTTP_MAX_FIELDS, drop);
     /* Only a proxy we were told to trust may speak for the client; from
      * anyone else, X-Forwarded-* values are dropped, not extended. */
     while (trust && (i = nw_hf_find(h, "x-forwarded-for", (size_t)(i + 1))) >= 0) {
@@ -1049,6 +1055,36 @@ static void wq_on_check(uv_check_t *h) {
     uv_check_stop(&srv->wq_check);
 }
 
+/* Equal under the CGI mapping (RFC 3875 4.1.18): any case, '_' as '-'.
+ * With prefix, name only has to start with b. */
+static int cgi_eq(const char *a, size_t alen, const char *b, int prefix) {
+    size_t i, blen = strlen(b);
+    if (prefix ? alen < blen : alen != blen)
+        return 0;
+    for (i = 0; i < blen; i++) {
+        int c = a[i] == '_' ? '-' : (a[i] >= 'A' && a[i] <= 'Z' ? a[i] + 32 : a[i]);
+        if (c != b[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* A field name with '_' that a CGI, WSGI or Rack service reads as one
+ * that serve frames the request with or vouches for: that service would
+ * see a second, unchecked Content-Length or X-Forwarded-For. */
+static const char *cgi_alias(const char *name, size_t len) {
+    static const char *const fields[] = {"content-length", "transfer-encoding", "keep-alive",
+                                         "x-forwarded-for", "x-forwarded-proto",
+                                         "x-forwarded-host", "x-real-ip", NULL};
+    size_t i;
+    if (!memchr(name, '_', len))
+        return NULL;
+    for (i = 0; fields[i]; i++)
+        if (cgi_eq(name, len, fields[i], 0))
+            return fields[i];
+    return NULL;
+}
+
 /* What llhttp 8 lets through and a front-end must refuse: field names that
  * are not tokens, control bytes in values, a Host that is not a host, and
  * any Transfer-Encoding but a single "chunked" on HTTP/1.1 (RFC 9112 6.1:
@@ -1066,6 +1102,8 @@ static int pc_fields_ok(pconn_t *pc) {
             why = "control character in a header value";
         else if (nw_strieq(f.name, f.name_len, "host") && !nw_http_host_ok(f.value, f.value_len))
             why = "invalid Host";
+        else if (cgi_alias(f.name, f.name_len))
+            why = "a field name with '_' that CGI reads as a framing or forwarding field";
         else if (nw_strieq(f.name, f.name_len, "transfer-encoding") &&
                  (te++ || !pc->minor || !nw_strieq(f.value, f.value_len, "chunked")))
             why = "unsupported Transfer-Encoding (only a single 'chunked' on HTTP/1.1)";
@@ -1079,27 +1117,31 @@ static int pc_fields_ok(pconn_t *pc) {
 /* AUTH_TOKEN: 1 when the request may pass. The token comes in
  * X-Auth-Token, or in Authorization with or without "Bearer ". With
  * AUTH_RULE only paths it matches (a search, like grep -E; the query is
- * not part of the path) need it. */
-static int pc_auth(pconn_t *pc, const char *target, size_t tlen) {
+ * not part of the path) need it. The rule is tried on every reading of the
+ * whole path a service may act on: as sent, normalised (norm, "" for "*"),
+ * and normalised but for dot segments (a framework that decodes and routes
+ * "/private/../x" without resolving it); a match on any needs the token.
+ * buf has room for 2 * (tlen + 2) bytes. */
+static int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *norm, char *buf) {
     serve_t *srv = pc->srv;
     const char *want = srv->cfg->auth_token, *tok;
-    size_t wlen = strlen(want), plen, len;
+    size_t wlen = strlen(want), len, plen = nw_path_len(target, tlen);
+    char *raw = buf, *dots = buf + tlen + 2;
     nw_hdr_t f;
     int i;
     if (!wlen)
         return 1;
     if (srv->has_auth_rule) {
-        char path[8192 + 2];
-        for (plen = 0; plen < tlen && target[plen] != '?'; plen++)
-            ;
-        if (plen >= sizeof(path) - 1)
-            plen = sizeof(path) - 2;
         if (plen == 0 || target[0] != '/')
-            path[0] = '/', memcpy(path + 1, target, plen), plen++;
+            raw[0] = '/', memcpy(raw + 1, target, plen), plen++;
         else
-            memcpy(path, target, plen);
-        path[plen] = 0;
-        if (regexec(&srv->auth_re, path, 0, NULL, 0) != 0)
+            memcpy(raw, target, plen);
+        raw[plen] = 0;
+        if (nw_path_normalize(target, tlen, NW_PATH_KEEP_DOTS, dots, tlen + 2, &len) < 0)
+            dots[0] = 0;
+        if (regexec(&srv->auth_re, raw, 0, NULL, 0) != 0 &&
+            (!norm[0] || regexec(&srv->auth_re, norm, 0, NULL, 0) != 0) &&
+            (!dots[0] || regexec(&srv->auth_re, dots, 0, NULL, 0) != 0))
             return 1;
     }
     if ((i = nw_hf_find(&pc->hf, "x-auth-token", 0)) >= 0) {
@@ -1120,19 +1162,78 @@ static int pc_auth(pconn_t *pc, const char *target, size_t tlen) {
     return 0;
 }
 
+/* Does any Sec-WebSocket-Protocol field offer a natwrp.* subprotocol? */
+static int offers_natwrp(const nw_hfields_t *h) {
+    int i = -1;
+    nw_hdr_t f;
+    while ((i = nw_hf_find(h, "sec-websocket-protocol", (size_t)(i + 1))) >= 0) {
+        size_t k = 0;
+        nw_hf_get(h, (size_t)i, &f);
+        while (k < f.value_len) {
+            while (k < f.value_len && (f.value[k] == ' ' || f.value[k] == '\t' ||
+                                       f.value[k] == ','))
+                k++;
+            if (cgi_eq(f.value + k, f.value_len - k, "natwrp.", 1))
+                return 1;
+            while (k < f.value_len && f.value[k] != ',')
+                k++;
+        }
+    }
+    return 0;
+}
+
+/* Checks on the target and head of a request for the local service, before
+ * the token: 0 to go on, else the status to answer. norm gets the
+ * normalised path (room for tlen + 2), or "" for "*". */
+static int pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
+    nw_hfields_t *h = &pc->hf;
+    const char *why = NULL;
+    size_t nlen, i;
+    int rc;
+    nw_hdr_t f;
+
+    rc = nw_path_normalize(target, tlen, 0, norm, tlen + 2, &nlen);
+    if (rc < 0)
+        norm[0] = 0; /* "*": no path to normalise */
+    if (rc == NW_PATH_CLIMBS)
+        /* "/../x" would leave LOCAL_URL's base path at the service. */
+        why = "the path climbs above the root";
+    else if (rc >= 0 && nw_strieq(norm, nlen, NW_TUNNEL_PATH))
+        why = "the reserved tunnel path in another spelling";
+    else if (offers_natwrp(h))
+        /* A tunnel handshake (an agent whose REMOTE_URL has a path) must
+         * never reach a local service: it carries the agent's CONN_TOKEN. */
+        why = "a natwrp.* subprotocol outside the tunnel path";
+    for (i = 0; i < h->n && !why; i++) {
+        nw_hf_get(h, i, &f);
+        if (cgi_eq(f.name, f.name_len, "x-natwrp-", 1))
+            why = "an X-Natwrp-* field outside the tunnel path";
+    }
+    if (!why)
+        return 0;
+    nw_info("conn=%llu client=%s bad request: 400 (%s)", (unsigned long long)pc->id,
+            pc->conn->peer, why);
+    return 400;
+}
+
 static int on_headers_complete(llhttp_t *p) {
     pconn_t *pc = p->data;
     nw_hfields_t *h = &pc->hf;
     const char *target;
     size_t tlen, plen;
     int form, has_body, status, end;
+    char small[3 * 512], *pathbuf;
 
     pc->minor = p->http_major == 1 && p->http_minor >= 1;
     pc->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
     pc->is_head = p->method == HTTP_HEAD;
+    /* CONNECT asks for a raw tunnel to a host of the client's choice, in
+     * any target form: never ours to give. */
+    if (p->method == HTTP_CONNECT)
+        return pc_fail(p, 501);
     form = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen);
     if (form < 0)
-        return pc_fail(p, p->method == HTTP_CONNECT ? 501 : 400);
+        return pc_fail(p, 400);
     if (pc->minor && nw_hf_find(h, "host", 0) < 0)
         return pc_fail(p, 400); /* RFC 9112 3.2: HTTP/1.1 requires Host */
     if (nw_hf_find(h, "host", (size_t)nw_hf_find(h, "host", 0) + 1) >= 0)
@@ -1160,7 +1261,21 @@ static int on_headers_complete(llhttp_t *p) {
     }
     pc->end_at_open = end;
     pc->tries = 0;
-    status = pc_auth(pc, target, tlen) ? 0 : 401;
+    /* The target goes on as the client sent it: its escapes and slashes
+     * may mean something to the service (a%2Fb is not a/b). The access rule
+     * sees both readings, and a target that climbs never leaves. */
+    pathbuf = 3 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(3 * (tlen + 2));
+    if (!pathbuf)
+        return pc_fail(p, 503);
+    status = pc_screen(pc, target, tlen, pathbuf);
+    if (status)
+        status = -status;
+    else if (!pc_auth(pc, target, tlen, pathbuf, pathbuf + tlen + 2))
+        status = 401;
+    if (pathbuf != small)
+        nw_free(pathbuf);
+    if (status < 0)
+        return pc_fail(p, -status);
     if (status == 0)
         status = pc_dispatch(pc);
     if (status == 1) {

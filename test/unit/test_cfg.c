@@ -667,7 +667,7 @@ UNIT_TEST(serve_help_version) {
 UNIT_TEST(agent_precedence) {
     const char *path = write_tmp("# natwrp agent\n"
                                  "AGENT_ID=file@id\n"
-                                 "REMOTE_URL=https://proxy.example.com/base/\n"
+                                 "REMOTE_URL=https://proxy.example.com/\n"
                                  "LOCAL_URL=http://127.0.0.1:11434/app\n"
                                  "PING_INTERVAL=5\n"
                                  "POOL_SIZE=3\n"
@@ -685,7 +685,7 @@ UNIT_TEST(agent_precedence) {
     CHECK_EQ(c.remote.tls, 1);
     CHECK_STR(c.remote.host, "proxy.example.com");
     CHECK_EQ(c.remote.port, 443);
-    CHECK_STR(c.remote.path, "/base");
+    CHECK_STR(c.remote.path, ""); /* a lone trailing '/' is no path */
     CHECK_STR(c.local.host, "127.0.0.1");
     CHECK_EQ(c.local.port, 11434);
     CHECK_STR(c.local.path, "/app");
@@ -848,6 +848,8 @@ UNIT_TEST(agent_bad_values) {
     char *a13[] = {"agent", "--env", (char *)tmp_dir()};
     char long_id[140];
     char *a14[] = {"agent", "--env", (char *)bad_pool, "--pool-size", "1", "--id", long_id};
+    char *a15[] = {"agent", "--env", (char *)bad_pool, "--pool-size", "1", "--remote",
+                   "https://r/natwrp/"};
     nw_agent_cfg_t c;
     char err[NW_CFG_ERRLEN] = "";
 
@@ -872,6 +874,12 @@ UNIT_TEST(agent_bad_values) {
     CHECK(agent_fails(ARGC(a12), a12, "unknown flag --listen"));
     CHECK(agent_fails(ARGC(a13), a13, "--env "));
     CHECK(agent_fails(ARGC(a14), a14, "--id: must be 1 to 128 characters"));
+    /* The tunnel is at the server's root: a path would be proxied. */
+    CHECK(agent_fails(ARGC(a15), a15, "--remote: the server's URL must not have a path "
+                                      "('/natwrp')"));
+    setenv("REMOTE_URL", "http://r/x", 1);
+    CHECK(agent_fails(ARGC(a2), a2, "REMOTE_URL: the server's URL must not have a path"));
+    unsetenv("REMOTE_URL");
     long_id[128] = 0;
     CHECK_EQ(nw_cfg_agent(ARGC(a14), a14, &c, err, sizeof(err)), 0);
     CHECK_EQ(strlen(c.agent_id), 128);
