@@ -1916,7 +1916,7 @@ static void on_signal(uv_signal_t *h, int signum) {
         nw_tun_goaway(srv->tuns[i], 0);
     for (pc = srv->pconns; pc; pc = next) {
         next = pc->next;
-        if (pc->state == PC_IDLE && !pc->pipeline.len && !pc->paused) {
+        if (pc->state == PC_IDLE && !pc->pipeline.len && !pc->paused && !pc->out_wait) {
             if (pc->used) {
                 pc_close(pc); /* idle keep-alive: the client reconnects elsewhere */
                 continue;
