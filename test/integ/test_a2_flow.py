@@ -253,6 +253,26 @@ def test_upgrade_early_bytes_after_101(t):
     eq(early, b"", "bytes the service received before it answered 101")
     c.close()
 
+    # More than serve holds (64 KiB): it stops reading, then all of it
+    # follows the 101, in order.
+    big = bytes(range(256)) * 1024
+    c = Conn(s.port, timeout=10)
+    sender = threading.Thread(target=c.send, args=(
+        b"GET /up HTTP/1.1\r\nHost: a\r\nUpgrade: x-echo\r\nConnection: Upgrade\r\n\r\n" + big,),
+        daemon=True)
+    sender.start()
+    r = c.read_head()
+    eq(r.status, 101, "upgrade status (256 KiB sent early)")
+    while len(c.buf) < len(big) and c._fill():
+        pass
+    sender.join(10)
+    check(c.buf == big, "256 KiB sent before the 101 came back as %d bytes%s" % (
+        len(c.buf), "" if len(c.buf) != len(big) else ", reordered or changed"))
+    with svc.cond:
+        early = svc.conns[1]["early"]
+    eq(len(early), 0, "bytes the service received before it answered 101 (256 KiB case)")
+    c.close()
+
     # A real WebSocket (origin /ws) through a second tunnel/agent pair, its
     # first frame sent in the same write as the handshake.
     s2 = t.serve(label="serve-ws")
@@ -369,3 +389,35 @@ def test_body_timeout_stalled(t):
     c.close()
     check(s.proc.count(r"request body made no progress") == 2,
           "serve logged %d body timeouts, want 2" % s.proc.count(r"request body made no progress"))
+
+
+@timed(60)
+def test_body_timeout_service_not_reading(t):
+    """BODY_TIMEOUT=1 and a local service that never reads the body of a
+    large upload: once serve has nothing to send (no credit) for a second,
+    the stream is reset, the client gets 504 and a close, and the service's
+    connection is dropped."""
+    o = t.origin("A")
+    s = t.serve(env={"BODY_TIMEOUT": "1"})
+    t.agent(s, o)
+    c = Conn(s.port, timeout=10)
+    n = 64 << 20
+    c.send(b"POST /hang/up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % n)
+    o.proc.wait_for(r"event hang-start path=/hang/up", 10)
+
+    def upload():
+        try:
+            chunk = b"u" * 65536
+            for _ in range(n // len(chunk)):
+                c.sock.sendall(chunk)
+        except OSError:
+            pass  # serve closed the connection: expected
+
+    th = threading.Thread(target=upload, daemon=True)
+    th.start()
+    r = c.read_response("POST")
+    eq(r.status, 504, "status when the service stops reading the body")
+    s.proc.wait_for(r"request body made no progress .*the local service stopped reading it", 5)
+    o.wait_event("aborted", "/hang/up")
+    c.reset()
+    th.join(10)
