@@ -590,6 +590,7 @@ static const opt_t serve_opts[] = {
     {"--max-url", "MAX_URL", OPT_BYTES, SERVE_FIELD(max_url), 0, 0},
     {"--idle-timeout", "IDLE_TIMEOUT", OPT_SECS, SERVE_FIELD(idle_timeout_ms), 0, 0},
     {"--head-timeout", "HEAD_TIMEOUT", OPT_SECS, SERVE_FIELD(head_timeout_ms), 0, 0},
+    {"--body-timeout", "BODY_TIMEOUT", OPT_SECS, SERVE_FIELD(body_timeout_ms), 0, 0},
     {"--max-streams", "MAX_STREAMS", OPT_COUNT1, SERVE_FIELD(max_streams), 1000000, 0},
     {"--queue-timeout", "QUEUE_TIMEOUT", OPT_SECS, SERVE_FIELD(queue_timeout_ms), 0, 0},
     {"--max-conns", "MAX_CONNS", OPT_COUNT1, SERVE_FIELD(max_conns), 1000000, 0},
@@ -966,6 +967,8 @@ static void serve_usage(void) {
           "  --max-url BYTES          request target length, else 414 (default 8192)\n"
           "  --head-timeout SECS      time to receive a whole request head, else 408\n"
           "                           (default 30)\n"
+          "  --body-timeout SECS      a request body that makes no progress this long is\n"
+          "                           reset; 408 and close (default 30)\n"
           "  --idle-timeout SECS      idle keep-alive connections close after (default 75)\n"
           "  --max-streams N          in-flight requests per tunnel (default 1000)\n"
           "  --queue-timeout SECS     a request waits this long for a free stream slot on\n"
@@ -1067,6 +1070,7 @@ static void serve_defaults(nw_serve_cfg_t *cfg) {
     cfg->max_url = 8192;
     cfg->idle_timeout_ms = 75000;
     cfg->head_timeout_ms = 30000;
+    cfg->body_timeout_ms = 30000;
     cfg->max_streams = 1000;
     cfg->queue_timeout_ms = 5000;
     cfg->max_conns = 10000;

@@ -47,6 +47,7 @@ typedef struct {
     uint32_t max_url;             /* --max-url BYTES: request target (414), 8192 */
     uint64_t idle_timeout_ms;     /* --idle-timeout SECS: idle keep-alive connection, 75 */
     uint64_t head_timeout_ms;     /* --head-timeout SECS: whole request head (408), 30 */
+    uint64_t body_timeout_ms;     /* --body-timeout SECS: request body without progress (408), 30 */
     uint32_t max_streams;         /* --max-streams N: in-flight streams per tunnel, 1000 */
     uint64_t queue_timeout_ms;    /* --queue-timeout SECS: wait for a free slot (then 503), 5 */
     uint32_t max_conns;           /* --max-conns N: open public connections, 10000 */

@@ -29,6 +29,7 @@
 #define FRESH_DRAIN_MS 2000     /* draining: a connection with no request yet gets this long */
 #define PIPELINE_MAX (64 * 1024) /* pipelined bytes held while a response runs */
 #define DISCARD_MAX (1024 * 1024) /* request body read and dropped to keep a connection after an error */
+#define OUT_MAX (64 * 1024)     /* unsent response bytes above which no next request is parsed */
 
 typedef struct serve_s serve_t;
 
@@ -66,6 +67,9 @@ typedef struct pconn_s {
         again : 1, https : 1, used : 1, scanning : 1, head_pending : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
         body_started : 1,
         piped : 1,   /* 101 answered: the stream is a raw byte pipe both ways */
+        held_eof : 1, /* upgrade: the client ended before the 101; held with its bytes */
+        req_body : 1, /* the request has a body (Content-Length or chunked) */
+        out_wait : 1, /* the next request waits for the client to read what we sent */
         in_eof : 1,  /* piped: the client ended its side */
         out_eof : 1; /* piped: the local service ended its side */
 } pconn_t;
@@ -102,6 +106,7 @@ static llhttp_settings_t pc_settings;
 
 static void pc_feed(pconn_t *pc, const char *data, size_t len);
 static void pc_pipe_in(pconn_t *pc, const char *p, size_t n);
+static void pc_up_in(pconn_t *pc, const char *p, size_t n);
 static void pc_pipe_done(pconn_t *pc);
 static void pc_on_timer_close(uv_handle_t *h);
 static void pc_close(pconn_t *pc);
@@ -243,6 +248,14 @@ static void pc_arm(pconn_t *pc, uint64_t ms) {
     uv_timer_start(&pc->timer, pc_on_timer, ms, 0);
 }
 
+/* A request body is still to come on an open stream: the timer is then
+ * --body-timeout, re-armed on every step forward (bytes from the client,
+ * credit from the service). */
+static int pc_body_waiting(const pconn_t *pc) {
+    return pc->req_body && !pc->req_done && pc->strm && !pc->piped &&
+           (pc->state == PC_WAIT || pc->state == PC_STREAM);
+}
+
 /* After an error reply: half-close, then read and drop whatever the client
  * still sends until it closes or LINGER_MS passes, so the reply is not lost
  * to a TCP reset caused by unread input. */
@@ -328,6 +341,14 @@ static void pc_response_done(pconn_t *pc) {
     /* Next request: take what the client pipelined, then read again. */
     pc->state = PC_IDLE;
     pc_arm(pc, pc->srv->cfg->idle_timeout_ms);
+    if (pc->conn && pc->conn->wbytes > OUT_MAX) {
+        /* A client that pipelines and does not read would have every answer
+         * queued here: parse nothing more (and read nothing) until it has
+         * taken most of what is queued (pc_on_written). */
+        pc->out_wait = 1;
+        nw_conn_pause(pc->conn, NW_PAUSE_PIPELINE);
+        return;
+    }
     pc_unpause(pc);
 }
 
@@ -380,6 +401,19 @@ static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
     pc->head_sent = 1;
     nw_debug("conn=%llu client=%s strm=%u switched protocols: piping", (unsigned long long)pc->id,
              pc->conn ? pc->conn->peer : "-", s->sid);
+    /* Accepted: what the client sent after its request (held until now,
+     * see pc_up_in) goes first, in order; then reading resumes. */
+    out = pc->pipeline;
+    memset(&pc->pipeline, 0, sizeof(pc->pipeline));
+    if (out.len)
+        pc_pipe_in(pc, out.p, out.len);
+    nw_sbuf_free(&out);
+    if (pc->held_eof && pc->state != PC_CLOSED) {
+        pc->held_eof = 0;
+        pc_pipe_in(pc, NULL, 0);
+    }
+    if (pc->conn && pc->state != PC_CLOSED)
+        nw_conn_resume(pc->conn, NW_PAUSE_PIPELINE);
 }
 
 static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
@@ -403,9 +437,19 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         pc_reply(pc, 502, "invalid response from the agent");
         return;
     }
-    uv_timer_stop(&pc->timer);
+    if (pc->req_body && !pc->req_done)
+        pc_arm(pc, pc->srv->cfg->body_timeout_ms); /* the body still has its own timer */
+    else
+        uv_timer_stop(&pc->timer);
     pc->state = PC_STREAM;
     pc->has_cl = 0;
+    if (pc->upgrade) {
+        /* Not accepted: what the client sent after the request was never
+         * for the service. Dropped; the connection closes after this
+         * response (keep_alive is 0 for an upgrade). */
+        nw_sbuf_free(&pc->pipeline);
+        pc->held_eof = 0;
+    }
     {
         /* No printf on the per-request path: status is 200..999 here. */
         char st[13] = "HTTP/1.1 000 ";
@@ -598,6 +642,8 @@ static void srv_on_reset(nw_strm_t *s, uint32_t code) {
 
 static void srv_on_drain(nw_strm_t *s) {
     pconn_t *pc = s->data;
+    if (pc_body_waiting(pc))
+        pc_arm(pc, pc->srv->cfg->body_timeout_ms);
     if (pc->conn)
         nw_conn_resume(pc->conn, NW_PAUSE_CREDIT);
 }
@@ -849,6 +895,7 @@ static int on_message_begin(llhttp_t *p) {
     pc->req_done = pc->head_sent = pc->is_head = pc->chunked_out = pc->has_cl = 0;
     pc->tunnel = pc->upgrade = 0;
     pc->body_started = pc->hold_parser = 0;
+    pc->held_eof = pc->req_body = 0;
     pc->err_status = pc->defer_status = 0;
     pc->state = PC_HEAD;
     pc->used = 1;
@@ -1003,11 +1050,12 @@ static int pc_dispatch(pconn_t *pc) {
 static void pc_sent(pconn_t *pc) {
     pc->state = PC_WAIT;
     /* The response timeout counts from the end of the request: a slow
-     * upload is not the local service being slow. */
-    if (pc->end_at_open || pc->req_done || pc->upgrade)
-        pc_arm(pc, pc->srv->cfg->response_timeout_ms);
+     * upload is not the local service being slow. Until then the body has
+     * its own timer, re-armed on each progress (pc_body_timeout). */
+    if (pc->req_body && !pc->req_done)
+        pc_arm(pc, pc->srv->cfg->body_timeout_ms);
     else
-        uv_timer_stop(&pc->timer);
+        pc_arm(pc, pc->srv->cfg->response_timeout_ms);
     if (!pc->end_at_open && pc->minor && !pc->body_started &&
         nw_http_has_token(&pc->hf, "expect", "100-continue"))
         pc_write(pc, "HTTP/1.1 100 Continue\r\n\r\n", 25, 0);
@@ -1250,11 +1298,18 @@ static int on_headers_complete(llhttp_t *p) {
     end = !has_body;
     if (pc->srv->draining)
         pc->keep_alive = 0; /* answer this one, then close */
-    if (p->upgrade) {
-        /* WebSocket, h2c, ...: forwarded with its Upgrade header; what the
-         * client sends after the head goes raw into the stream. If the local
-         * service answers 101 the stream becomes a pipe, else the ordinary
-         * response ends the connection. */
+    pc->req_body = has_body != 0;
+    if (p->upgrade && (p->flags & F_CHUNKED)) {
+        /* The agent forwards an upgrade's body unframed, by its
+         * Content-Length; a chunked one would reach the service with no
+         * length, its bytes read as whatever follows. RFC 9110 7.8 lets a
+         * server ignore Upgrade: this is a plain request. */
+        p->upgrade = 0;
+    } else if (p->upgrade) {
+        /* WebSocket, h2c, ...: forwarded with its Upgrade header and its
+         * body (Content-Length). What the client sends after that goes raw
+         * into the stream once the service answers 101 (pc_up_in); any
+         * other answer is relayed and ends the connection. */
         pc->upgrade = 1;
         pc->keep_alive = 0;
         end = 0;
@@ -1295,7 +1350,7 @@ static int on_headers_complete(llhttp_t *p) {
     if (status)
         return pc_fail(p, status);
     pc_sent(pc);
-    return pc->upgrade ? 2 : 0;
+    return pc->upgrade && !has_body ? 2 : 0; /* a body is parsed, then HPE_PAUSED_UPGRADE */
 }
 
 static int on_chunk_header(llhttp_t *p) {
@@ -1343,10 +1398,13 @@ static int on_message_complete(llhttp_t *p) {
     pc->req_done = 1;
     pc->scanning = 1; /* what follows is the next request's head */
     nw_headscan_init(&pc->scan);
-    if (pc->tunnel || pc->upgrade)
-        return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
+    /* The body's timer (if any) ends here; the response's starts. */
     if (pc->strm && pc->state == PC_WAIT)
         pc_arm(pc, pc->srv->cfg->response_timeout_ms);
+    else if (pc->strm && pc->state == PC_STREAM && !pc->piped)
+        uv_timer_stop(&pc->timer);
+    if (pc->tunnel || pc->upgrade)
+        return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
     if (pc->strm) {
         int rc = nw_strm_send(pc->strm, NULL, 0, 1);
         if (rc < 0 && rc != NW_ECLOSED)
@@ -1437,11 +1495,12 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
             break;
         }
         if (e == HPE_PAUSED_UPGRADE) {
-            /* From here on the client's bytes are the pipe's (see pc_pipe_in). */
+            /* From here on the client's bytes are the pipe's, once the
+             * service has accepted the upgrade (see pc_up_in). */
             pc->req_done = 1;
             pc->scanning = 0;
             if (off < len)
-                pc_pipe_in(pc, data + off, len - off);
+                pc_up_in(pc, data + off, len - off);
             break;
         }
         if (e != HPE_PAUSED) {
@@ -1530,8 +1589,35 @@ static void pc_close(pconn_t *pc) {
         nw_conn_close(pc->conn);
 }
 
+/* No step forward on a request body for --body-timeout: the stream holds
+ * a slot (and the service a connection) for nothing. Reset it end to end
+ * (the agent drops its local connection) and close. Reading paused for
+ * credit means the service, not the client, stopped. */
+static void pc_body_timeout(pconn_t *pc) {
+    int svc = pc->conn && (pc->conn->pause & NW_PAUSE_CREDIT);
+    int status = svc ? 504 : 408;
+    nw_warn("conn=%llu client=%s agent=%s strm=%u request body made no progress for %llu ms "
+            "(%s): %s",
+            (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", pc->strm->tun->agent,
+            pc->strm->sid, (unsigned long long)pc->srv->cfg->body_timeout_ms,
+            svc ? "the local service stopped reading it" : "the client stopped sending it",
+            pc->head_sent ? "reset, closing" : svc ? "reset, 504" : "reset, 408");
+    nw_strm_detach(pc->strm, NW_RST_TIMEOUT);
+    pc->strm = NULL;
+    pc->keep_alive = 0;
+    if (pc->head_sent)
+        pc_close(pc);
+    else
+        pc_reply(pc, status, svc ? "the local service stopped reading the request body"
+                                 : "request body not received in time");
+}
+
 static void pc_on_timer(uv_timer_t *h) {
     pconn_t *pc = h->data;
+    if (pc_body_waiting(pc)) {
+        pc_body_timeout(pc);
+        return;
+    }
     switch (pc->state) {
     case PC_HEAD:
         nw_info("conn=%llu client=%s request head not received in time: 408",
@@ -1570,7 +1656,7 @@ static void pc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
             pc_close(pc);
             return;
         }
-        pc_pipe_in(pc, nread < 0 ? NULL : buf, nread < 0 ? 0 : (size_t)nread);
+        pc_up_in(pc, nread < 0 ? NULL : buf, nread < 0 ? 0 : (size_t)nread);
         return;
     }
     if (nread < 0) {
@@ -1585,6 +1671,8 @@ static void pc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     }
     if (pc->state == PC_LINGER)
         return; /* discard */
+    if (pc_body_waiting(pc))
+        pc_arm(pc, pc->srv->cfg->body_timeout_ms); /* the body moves */
     if (pc->paused) {
         /* Still answering the previous request: keep reading (so a client
          * that leaves is noticed) but only hold a bounded amount. */
@@ -1599,7 +1687,41 @@ static void pc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     pc_feed(pc, buf, (size_t)nread);
 }
 
-/* An upgrade request's raw bytes from the client (NULL: its EOF) go into
+/* An upgrade request's bytes after its head and body (NULL: the client's
+ * EOF). They leave serve only once the local service has accepted the
+ * upgrade with 101: a service that answers normally and keeps reading
+ * would otherwise run them as a request we never checked. Until then they
+ * are held (reading stops past PIPELINE_MAX); after another answer they are
+ * dropped and the connection closes after it. */
+static void pc_up_in(pconn_t *pc, const char *p, size_t n) {
+    if (pc->piped) {
+        pc_pipe_in(pc, p, n);
+        return;
+    }
+    if (!pc->strm && !pc->head_sent) {
+        if (!p)
+            pc_close(pc); /* nothing will answer it */
+        return;
+    }
+    if (pc->head_sent) {
+        if (!p) /* refused: let the response finish */
+            nw_conn_pause(pc->conn, NW_PAUSE_DONE);
+        return;
+    }
+    if (!p) {
+        pc->held_eof = 1;
+        nw_conn_pause(pc->conn, NW_PAUSE_DONE);
+        return;
+    }
+    if (nw_sbuf_append(&pc->pipeline, p, n) != 0) {
+        pc_close(pc);
+        return;
+    }
+    if (pc->pipeline.len > PIPELINE_MAX)
+        nw_conn_pause(pc->conn, NW_PAUSE_PIPELINE);
+}
+
+/* A switched stream's raw bytes from the client (NULL: its EOF) go into
  * the stream as they come; flow control pauses reading as for bodies. */
 static void pc_pipe_in(pconn_t *pc, const char *p, size_t n) {
     int rc;
@@ -1640,17 +1762,22 @@ static void pc_pipe_done(pconn_t *pc) {
 
 static void pc_on_written(nw_conn_t *c, size_t credit) {
     pconn_t *pc = c->data;
-    if (!credit)
-        return;
     pc->body_inflight -= credit;
     if (pc->stale_credit >= credit) {
         pc->stale_credit -= credit; /* belonged to a finished stream */
-        return;
+    } else {
+        credit -= pc->stale_credit;
+        pc->stale_credit = 0;
+        if (pc->strm)
+            nw_strm_consumed(pc->strm, credit);
     }
-    credit -= pc->stale_credit;
-    pc->stale_credit = 0;
-    if (pc->strm)
-        nw_strm_consumed(pc->strm, credit);
+    if (pc->out_wait && pc->state == PC_IDLE) {
+        pc_arm(pc, pc->srv->cfg->idle_timeout_ms); /* the client reads: not idle */
+        if (c->wbytes <= OUT_MAX / 2) {
+            pc->out_wait = 0;
+            pc_unpause(pc);
+        }
+    }
 }
 
 /* A new public connection: from the listener (server) or, while a drain
@@ -1904,7 +2031,7 @@ static void on_signal(uv_signal_t *h, int signum) {
         nw_tun_goaway(srv->tuns[i], 0);
     for (pc = srv->pconns; pc; pc = next) {
         next = pc->next;
-        if (pc->state == PC_IDLE && !pc->pipeline.len && !pc->paused) {
+        if (pc->state == PC_IDLE && !pc->pipeline.len && !pc->paused && !pc->out_wait) {
             if (pc->used) {
                 pc_close(pc); /* idle keep-alive: the client reconnects elsewhere */
                 continue;

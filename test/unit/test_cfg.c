@@ -645,6 +645,28 @@ UNIT_TEST(serve_bad) {
     CHECK_EQ(serve_fails(ARGC(many) - 1, many, ""), 0); /* exactly 8 is fine */
 }
 
+/* --body-timeout / BODY_TIMEOUT (issue 9 item 13): default 30 s, flag over
+ * environment, 0 refused. */
+UNIT_TEST(serve_body_timeout) {
+    char *plain[] = {"serve"};
+    char *flag[] = {"serve", "--body-timeout", "1.5"};
+    char *zero[] = {"serve", "--body-timeout=0"};
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    unsetenv("BODY_TIMEOUT");
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.body_timeout_ms, 30000);
+    setenv("BODY_TIMEOUT", "2", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.body_timeout_ms, 2000);
+    CHECK_EQ(nw_cfg_serve(ARGC(flag), flag, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.body_timeout_ms, 1500);
+    unsetenv("BODY_TIMEOUT");
+    CHECK(serve_fails(ARGC(zero), zero, "--body-timeout: must be greater than 0"));
+}
+
 UNIT_TEST(serve_help_version) {
     char *h1[] = {"serve", "--help"};
     char *h2[] = {"serve", "--bogus=1", "-h"};
@@ -945,6 +967,7 @@ UNIT_MAIN(UNIT_CASE(url_good), UNIT_CASE(url_bad), UNIT_CASE(listen_good),
           UNIT_CASE(env_errors), UNIT_CASE(env_callback_abort), UNIT_CASE(env_seed_example),
           UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_defaults),
           UNIT_CASE(serve_flags), UNIT_CASE(serve_env), UNIT_CASE(serve_bad),
+          UNIT_CASE(serve_body_timeout),
           UNIT_CASE(serve_help_version), UNIT_CASE(agent_precedence),
           UNIT_CASE(agent_defaults_and_flags), UNIT_CASE(agent_seed_env_file),
           UNIT_CASE(agent_pipes_and_queue_timeout),
