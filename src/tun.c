@@ -1003,20 +1003,19 @@ static void on_ping(uv_timer_t *h) {
     nw_tun_t *t = h->data;
     uint64_t now = uv_now(h->loop);
     struct wslay_event_msg m;
+    /* While we are not reading (output full), the peer's silence is ours. */
+    if (!t->_rx_full && now - t->_last_rx >= 2 * t->_cfg.ping_interval_ms) {
+        nw_warn("tun=%llu agent=%s peer silent for %llu ms; dropping tunnel",
+                (unsigned long long)t->id, t->agent, (unsigned long long)(now - t->_last_rx));
+        nw_tun_close(t, NW_ETIMEOUT);
+        return;
+    }
     if (tun_stalled(t, now)) {
         nw_warn("tun=%llu agent=%s peer has read nothing for %llu ms (%llu bytes sent and "
                 "not taken, %zu more queued); dropping tunnel",
                 (unsigned long long)t->id, t->agent, (unsigned long long)(now - t->_stall_since),
                 (unsigned long long)(t->_conn->wtotal - t->_delivered),
                 tun_outq(t) - t->_conn->wbytes);
-        nw_tun_close(t, NW_ETIMEOUT);
-        return;
-    }
-    if (t->_rx_full) /* not reading: the peer's silence is ours */
-        return;
-    if (now - t->_last_rx >= 2 * t->_cfg.ping_interval_ms) {
-        nw_warn("tun=%llu agent=%s peer silent for %llu ms; dropping tunnel",
-                (unsigned long long)t->id, t->agent, (unsigned long long)(now - t->_last_rx));
         nw_tun_close(t, NW_ETIMEOUT);
         return;
     }
