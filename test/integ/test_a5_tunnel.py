@@ -160,14 +160,15 @@ class FakeServer:
         self.ls.close()
 
 
-def start_agent(t, fake, env=None):
+def start_agent(t, fake, env=None, wait_up=True):
     e = {"AGENT_ID": "victim", "REMOTE_URL": fake.url,
          "LOCAL_URL": "http://127.0.0.1:%d" % closed_port()}
     e.update(ASAN_ENV)
     e.update(env or {})
     a = t.natwrp("agent", ["agent"], env=e)
     sock = fake.accept_tunnel()
-    a.wait_for(r"tunnel up agent=victim\b", 15)
+    if wait_up:
+        a.wait_for(r"tunnel up agent=victim\b", 15)
     return a, sock
 
 
@@ -241,5 +242,72 @@ def test_a5_agent_open_flood_stops_reading(t):
     # And a server that never reads is dropped after two ping intervals.
     a.wait_for(STALL_LOG, 15)
     a.wait_for(r"tunnel down agent=victim", 10)
+    sock.close()
+    fake.close()
+
+
+def read_exact(sock, n):
+    out = b""
+    while len(out) < n:
+        b = sock.recv(n - len(out))
+        if not b:
+            fail("agent closed the tunnel (%d of %d bytes)" % (len(out), n))
+        out += b
+    return out
+
+
+@timed(60)
+def test_a5_agent_resumes_reading_when_output_drains(t):
+    """The pause is no dead end: once the server reads again, the agent reads
+    the rest of the OPENs and answers every one of them."""
+    fake = FakeServer()
+    # (LOG_LEVEL error: 60000 lines of 503 warnings would only slow it down.)
+    a, sock = start_agent(t, fake, {"PING_INTERVAL": "10", "LOG_LEVEL": "error"},
+                          wait_up=False)
+    n_open = 60000
+    target = b"/" + b"a" * 1000  # big OPENs: fewer of them fill the kernel buffers
+    frames = b"".join(ws_frame(2, open_frame(sid, target), mask=False)
+                      for sid in range(1, n_open + 1))
+    progress = [0, False]
+
+    def send_all():
+        try:
+            for i in range(0, len(frames), 65536):
+                sock.sendall(frames[i:i + 65536])
+                progress[0] = i + 65536
+        except OSError:
+            pass
+        progress[1] = True
+    sock.settimeout(30)
+    th = threading.Thread(target=send_all, daemon=True)
+    th.start()
+    # The agent stops reading while its answers pile up unread: the sender
+    # makes no progress for a second before it is done.
+    last, since = -1, time.monotonic()
+    while not progress[1] and time.monotonic() - since < 1.0:
+        if progress[0] != last:
+            last, since = progress[0], time.monotonic()
+        time.sleep(0.05)
+    check(not progress[1], "the agent read all %d OPENs while its answers went unread" % n_open)
+    # Now read: every OPEN gets its answer (a HEAD or a RST).
+    answered = set()
+    deadline = time.monotonic() + 40
+    while len(answered) < n_open and time.monotonic() < deadline:
+        hdr = read_exact(sock, 2)
+        n = hdr[1] & 0x7f
+        if n == 126:
+            n = struct.unpack(">H", read_exact(sock, 2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", read_exact(sock, 8))[0]
+        key = read_exact(sock, 4) if hdr[1] & 0x80 else b"\0\0\0\0"
+        p = read_exact(sock, n)
+        if hdr[0] & 0x0f != 2 or n < 6:
+            continue
+        head = bytes(c ^ key[i % 4] for i, c in enumerate(p[:6]))
+        if head[0] in (2, 5):
+            answered.add(struct.unpack(">I", head[2:6])[0])
+    eq(len(answered), n_open, "OPENs answered after the server read again")
+    th.join(10)
+    check(progress[1], "the sender never finished")
     sock.close()
     fake.close()
