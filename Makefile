@@ -105,10 +105,11 @@ lint:
 	@! grep -nE '\b(strcpy|sprintf|atoi|gets)\s*\(' src/*.c || (echo "lint: banned call" && false)
 
 # --- fuzzing ---------------------------------------------------------------
-# libFuzzer targets (test/fuzz/fuzz_*.c) for the frame codec, the .env parser
-# and request-head parsing, built with clang's -fsanitize=fuzzer plus ASan and
-# UBSan (libFuzzer comes with Debian's clang, in libclang-rt-14-dev).
-#   make fuzz                  build all three, run each for FUZZ_TIME seconds
+# libFuzzer targets (test/fuzz/fuzz_*.c) for the frame codec, the .env parser,
+# request-head parsing and the tunnel session (a hand-made peer's bytes into a
+# real nw_tun_t), built with clang's -fsanitize=fuzzer plus ASan and UBSan
+# (libFuzzer comes with Debian's clang, in libclang-rt-14-dev).
+#   make fuzz                  build all four, run each for FUZZ_TIME seconds
 #   make fuzz FUZZ_TIME=60
 #   make fuzz-build            build only
 #   build/fuzz/fuzz_head FILE  replay one input (e.g. a crash artifact)
@@ -119,7 +120,7 @@ lint:
 FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 20
 FUZZ_DIR   := $(BUILD)/fuzz
-FUZZ_NAMES := mux env head
+FUZZ_NAMES := mux env head tun
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # Library code gets coverage instrumentation only (fuzzer-no-link); the
 # targets link libFuzzer's main as well.

@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <string.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#endif
 
 #include <malloc.h>
 
@@ -388,7 +392,20 @@ static int submit(nw_conn_t *c, wreq_t *w) {
         return rc;
     }
     c->wbytes += w->buf.len;
+    c->wtotal += w->buf.len;
     return 0;
+}
+
+uint64_t nw_conn_delivered(nw_conn_t *c) {
+    uint64_t d = c->wtotal - uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+#ifdef SIOCOUTQ
+    uv_os_fd_t fd;
+    int q = 0;
+    if (!c->closing && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
+        ioctl(fd, SIOCOUTQ, &q) == 0 && q > 0 && (uint64_t)q <= d)
+        d -= (uint64_t)q; /* in the kernel, not yet acknowledged */
+#endif
+    return d;
 }
 
 static int tls_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit) {
@@ -419,6 +436,8 @@ int nw_conn_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit)
     if (c->wbytes == 0 && !c->closing && !c->shutting) {
         /* Nothing queued: try to write now, and only queue the rest. */
         int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (rc > 0)
+            c->wtotal += (uint64_t)rc;
         if (rc > 0 && (size_t)rc == total) {
             credit_add(c, credit);
             return 0;
@@ -457,6 +476,8 @@ static int submit_owned(nw_conn_t *c, char *p, size_t len, size_t credit) {
     if (c->wbytes == 0 && !c->closing && !c->shutting) {
         uv_buf_t b = uv_buf_init(p, (unsigned)len);
         int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (rc > 0)
+            c->wtotal += (uint64_t)rc;
         if (rc > 0 && (size_t)rc == len) {
             nw_free(p);
             credit_add(c, credit);

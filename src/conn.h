@@ -37,6 +37,7 @@ struct nw_conn_s {
     nw_conn_close_cb on_close;
     unsigned pause;
     size_t wbytes; /* queued to libuv, not yet written */
+    uint64_t wtotal; /* every byte ever written or queued to libuv */
     size_t credit_due; /* written at once (uv_try_write): reported next turn */
     nw_conn_t *credit_prev, *credit_next;
     int err;       /* first write error, if any */
@@ -67,6 +68,10 @@ void nw_conn_resume(nw_conn_t *c, unsigned reason);
 int nw_conn_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit);
 /* Queue p (from nw_malloc); the conn frees it after the write. */
 int nw_conn_write_owned(nw_conn_t *c, char *p, size_t len, size_t credit);
+/* How many of the wtotal bytes the peer has taken: on Linux what its TCP
+ * acknowledged (a peer that reads nothing stops acknowledging once its
+ * receive buffer is full), elsewhere what the kernel accepted from us. */
+uint64_t nw_conn_delivered(nw_conn_t *c);
 /* Close once every queued byte is written (half-close first). */
 void nw_conn_close_after_flush(nw_conn_t *c);
 /* Half-close once every queued byte is written; reading goes on. */

@@ -14,7 +14,15 @@
  * timeout, leave at once instead of at the next I/O event.) What the tunnel
  * holds (queued frames + unwritten bytes) is bounded: above TUN_HIGH,
  * streams stop sending DATA and their owners stop reading their sources;
- * below TUN_LOW they resume. */
+ * below TUN_LOW they resume.
+ *
+ * Every other frame (pongs, close, RST, WINDOW, heads) is answering input,
+ * so input is what has to stop: above TUN_MAX the tunnel stops reading its
+ * peer until the output is back under TUN_HIGH. DATA alone stops at
+ * TUN_HIGH, so two peers moving bulk data both ways never both stop
+ * reading. Pings are answered here, one pong in the connection's queue at a
+ * time, the newest ping's payload waiting behind it. A peer that reads
+ * nothing while output waits for two ping intervals is cut off (on_ping). */
 #include <stdlib.h>
 #include <wslay/wslay.h>
 
@@ -24,6 +32,8 @@
 
 #define TUN_HIGH (1024 * 1024)
 #define TUN_LOW (256 * 1024)
+#define TUN_MAX (2 * TUN_HIGH)
+#define TUN_SMALL_END 4096 /* see nw_strm_send */
 #define TUN_WBUF (64 * 1024)
 
 static _Thread_local uint8_t scratch[NW_MUX_MAX_FRAME];
@@ -34,7 +44,27 @@ static void strm_flush(nw_strm_t *s);
 /* ------------------------------------------------------------ helpers */
 
 static size_t tun_outq(nw_tun_t *t) {
-    return wslay_event_get_queued_msg_length(t->_ws) + t->_wlen + t->_olen + t->_conn->wbytes;
+    return wslay_event_get_queued_msg_length(t->_ws) + t->_wlen + t->_olen + t->_conn->wbytes +
+           (t->_pong_pending ? t->_pong_len + 6 : 0);
+}
+
+/* Stop reading the peer while our output is over TUN_MAX (what we would
+ * read could only add to it); resume below TUN_HIGH. */
+static void rx_update(nw_tun_t *t) {
+    size_t q;
+    if (t->_closing)
+        return;
+    q = tun_outq(t);
+    if (!t->_rx_full && q > TUN_MAX) {
+        t->_rx_full = 1;
+        nw_debug("tun=%llu agent=%s %zu bytes of output unread by the peer: reading paused",
+                 (unsigned long long)t->id, t->agent, q);
+        nw_conn_pause(t->_conn, NW_PAUSE_WRITEQ);
+    } else if (t->_rx_full && q < TUN_HIGH) {
+        t->_rx_full = 0;
+        t->_last_rx = uv_now(t->_conn->tcp.loop); /* we were not listening meanwhile */
+        nw_conn_resume(t->_conn, NW_PAUSE_WRITEQ);
+    }
 }
 
 static void arm_flush(nw_tun_t *t);
@@ -294,10 +324,14 @@ static void strm_flush(nw_strm_t *s) {
 int nw_strm_send(nw_strm_t *s, const void *p, size_t len, int end) {
     nw_tun_t *t = s->tun;
     const char *b = p;
+    int small_end = end && len <= TUN_SMALL_END && (int64_t)len <= s->_send_credit;
     if (s->_local_end || s->_pending_end || s->_reset || t->_closing)
         return NW_ECLOSED;
-    /* Fast path: nothing queued before us, so bytes go straight out. */
-    while (!s->_pending.bytes && !t->_congested && len && s->_send_credit > 0) {
+    /* Fast path: nothing queued before us, so bytes go straight out. A short
+     * last piece (an error page, a refusal) goes even when the tunnel is
+     * congested: queued, it counts in the output bound, which stops our
+     * reading; held, it would keep the stream alive where nothing counts. */
+    while (!s->_pending.bytes && (!t->_congested || small_end) && len && s->_send_credit > 0) {
         size_t n = NW_MIN(len, NW_MUX_MAX_DATA);
         if ((int64_t)n > s->_send_credit)
             n = (size_t)s->_send_credit;
@@ -630,6 +664,33 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 
 /* ---------------------------------------------------------- I/O driver */
 
+/* The pong for the newest ping, framed (and masked) here; its write carries
+ * credit 1, so tun_on_written knows when it has left. */
+static int send_pong(nw_tun_t *t) {
+    size_t n = t->_pong_len, h = 2;
+    uint8_t *p = nw_malloc(n + 6);
+    if (!p)
+        return NW_ENOMEM;
+    p[0] = 0x8a; /* FIN, pong */
+    p[1] = (uint8_t)n;
+    if (t->is_client) {
+        uint8_t key[4];
+        if (nw_random(key, sizeof(key)) != 0) {
+            nw_free(p);
+            return NW_ENOMEM;
+        }
+        p[1] |= 0x80;
+        memcpy(p + 2, key, 4);
+        h = 6;
+        mask_copy(p + h, t->_pong, n, key, 0);
+    } else if (n) {
+        memcpy(p + h, t->_pong, n);
+    }
+    t->_pong_pending = 0;
+    t->_pong_inflight = 1;
+    return nw_conn_write_owned(t->_conn, (char *)p, h + n, 1);
+}
+
 static void flush_out(nw_tun_t *t) {
     if (t->_closing)
         return;
@@ -645,6 +706,14 @@ static void flush_out(nw_tun_t *t) {
             t->_wbuf = NULL;
             t->_wlen = 0;
             if (nw_conn_write_owned(t->_conn, p, n, 0) != 0) {
+                nw_tun_close(t, NW_ECLOSED);
+                return;
+            }
+            moved = 1;
+        }
+        if (t->_pong_pending && !t->_pong_inflight && !wslay_event_want_write(t->_ws) &&
+            !wslay_event_get_close_sent(t->_ws)) {
+            if (send_pong(t) != 0) {
                 nw_tun_close(t, NW_ECLOSED);
                 return;
             }
@@ -691,6 +760,7 @@ static void flush_out(nw_tun_t *t) {
                 return;
         }
     }
+    rx_update(t);
     if (t->_shutdown && t->_olen == 0 && wslay_event_get_queued_msg_count(t->_ws) == 0) {
         tun_send_close(t);
         return;
@@ -715,6 +785,33 @@ static void arm_flush(nw_tun_t *t) {
 }
 
 enum { RX_HDR, RX_DATA, RX_CTRL };
+
+static void ws_fail(nw_tun_t *t, uint16_t code, const char *what);
+
+/* A whole ping is in _cbuf: keep its payload for the pong (a newer ping
+ * replaces an older one whose pong has not left yet). */
+static void rx_ping(nw_tun_t *t) {
+    uint8_t b0 = t->_cbuf[0], b1 = t->_cbuf[1];
+    size_t len = b1 & 0x7f;
+    int masked = (b1 & 0x80) != 0;
+    if (b0 & 0x70) {
+        ws_fail(t, 1002, "reserved bits set");
+        return;
+    }
+    if (masked == t->is_client) {
+        ws_fail(t, 1002, t->is_client ? "masked frame from the server"
+                                      : "unmasked frame from the agent");
+        return;
+    }
+    if (t->_close_queued || wslay_event_get_close_sent(t->_ws))
+        return; /* nothing may follow our close */
+    if (masked)
+        mask_copy(t->_pong, t->_cbuf + 6, len, t->_cbuf + 2, 0);
+    else if (len)
+        memcpy(t->_pong, t->_cbuf + 2, len);
+    t->_pong_len = len;
+    t->_pong_pending = 1;
+}
 
 /* The peer broke RFC 6455: close with code and say why. */
 static void ws_fail(nw_tun_t *t, uint16_t code, const char *what) {
@@ -832,7 +929,9 @@ static void rx_bytes(nw_tun_t *t, const uint8_t *p, size_t n) {
         }
         if (t->_rstate == RX_HDR || t->_fleft || t->_closing)
             continue;
-        if (t->_rstate == RX_CTRL) {
+        if (t->_rstate == RX_CTRL && (t->_cbuf[0] & 0x0f) == 0x9) {
+            rx_ping(t);
+        } else if (t->_rstate == RX_CTRL) {
             int rc;
             t->_rx = (const char *)t->_cbuf;
             t->_rx_len = t->_clen;
@@ -866,11 +965,13 @@ static void tun_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
         return;
     }
     arm_flush(t);
+    rx_update(t);
 }
 
 static void tun_on_written(nw_conn_t *c, size_t credit) {
     nw_tun_t *t = c->data;
-    (void)credit;
+    if (credit)
+        t->_pong_inflight = 0; /* only pongs carry credit */
     flush_out(t);
 }
 
@@ -888,16 +989,39 @@ static void tun_maybe_free(nw_tun_t *t) {
 static void tun_on_conn_close(nw_conn_t *c) { tun_maybe_free(c->data); }
 static void tun_on_handle_close(uv_handle_t *h) { tun_maybe_free(h->data); }
 
+/* Has output waited for two ping intervals with the peer taking none of
+ * it? (Kernel buffers hide a peer that does not read until they are full;
+ * its TCP stops acknowledging as soon as its own receive buffer is.) */
+static int tun_stalled(nw_tun_t *t, uint64_t now) {
+    uint64_t d = nw_conn_delivered(t->_conn);
+    if (d > t->_delivered || (d == t->_conn->wtotal && tun_outq(t) == 0))
+        t->_stall_since = now;
+    t->_delivered = d;
+    return now - t->_stall_since >= 2 * t->_cfg.ping_interval_ms;
+}
+
 static void on_ping(uv_timer_t *h) {
     nw_tun_t *t = h->data;
     uint64_t now = uv_now(h->loop);
     struct wslay_event_msg m;
-    if (now - t->_last_rx >= 2 * t->_cfg.ping_interval_ms) {
+    /* While we are not reading (output full), the peer's silence is ours. */
+    if (!t->_rx_full && now - t->_last_rx >= 2 * t->_cfg.ping_interval_ms) {
         nw_warn("tun=%llu agent=%s peer silent for %llu ms; dropping tunnel",
                 (unsigned long long)t->id, t->agent, (unsigned long long)(now - t->_last_rx));
         nw_tun_close(t, NW_ETIMEOUT);
         return;
     }
+    if (tun_stalled(t, now)) {
+        nw_warn("tun=%llu agent=%s peer has read nothing for %llu ms (%llu bytes sent and "
+                "not taken, %zu more queued); dropping tunnel",
+                (unsigned long long)t->id, t->agent, (unsigned long long)(now - t->_stall_since),
+                (unsigned long long)(t->_conn->wtotal - t->_delivered),
+                tun_outq(t) - t->_conn->wbytes);
+        nw_tun_close(t, NW_ETIMEOUT);
+        return;
+    }
+    if (wslay_event_get_queued_msg_count(t->_ws) != 0)
+        return; /* the last ping has not even left */
     m.opcode = WSLAY_PING;
     m.msg = NULL;
     m.msg_length = 0;
@@ -948,7 +1072,7 @@ nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_
 
 int nw_tun_start(nw_tun_t *t, const char *leftover, size_t len) {
     uv_loop_t *loop = t->_conn->tcp.loop;
-    t->_last_rx = uv_now(loop);
+    t->_last_rx = t->_stall_since = uv_now(loop);
     uv_timer_start(&t->_ping, on_ping, t->_cfg.ping_interval_ms, t->_cfg.ping_interval_ms);
     nw_conn_resume(t->_conn, NW_PAUSE_OWNER);
     if (len)

@@ -106,6 +106,15 @@ struct nw_tun_s {
     int _handles, _depth, _close_err, _closing, _congested, _flush_armed, _shutdown;
     int _say_close;      /* a close frame for a protocol error: send it before closing */
     int _close_queued;   /* our close is queued: no data frame may follow it */
+    /* Pings are answered here, not by wslay: one pong at a time is in the
+     * connection's queue, and a ping that arrives meanwhile replaces the
+     * payload of the one waiting behind it (a ping flood costs no memory). */
+    uint8_t _pong[125];
+    size_t _pong_len;
+    int _pong_pending, _pong_inflight;
+    int _rx_full;        /* reads stopped: our output is over TUN_MAX */
+    uint64_t _delivered;   /* nw_conn_delivered() at the last stall check */
+    uint64_t _stall_since; /* output has waited without progress since then */
 };
 
 /* Create a tunnel around an upgraded connection (adopted here). Returns
