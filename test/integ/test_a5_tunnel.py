@@ -264,8 +264,10 @@ def test_a5_agent_resumes_reading_when_output_drains(t):
     # (LOG_LEVEL error: 60000 lines of 503 warnings would only slow it down.)
     a, sock = start_agent(t, fake, {"PING_INTERVAL": "10", "LOG_LEVEL": "error"},
                           wait_up=False)
-    n_open = 60000
-    target = b"/" + b"a" * 1000  # big OPENs: fewer of them fill the kernel buffers
+    # Enough answers (~150 bytes each) to fill the agent's output bound plus
+    # the kernel's send buffer (autotuned up to 4 MiB) several times over.
+    n_open = 120000
+    target = b"/" + b"a" * 400
     frames = b"".join(ws_frame(2, open_frame(sid, target), mask=False)
                       for sid in range(1, n_open + 1))
     progress = [0, False]
