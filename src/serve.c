@@ -88,7 +88,6 @@ struct serve_s {
     regex_t allow_re, auth_re;
     int has_allow, has_auth_rule;
     uv_timer_t grace;             /* SIGTERM: the drain deadline */
-    uint64_t started;             /* loop time at start */
     uv_check_t wq_check;          /* runs the wait queue while it is not empty */
     pconn_t *heads;               /* pconns holding a response head (see pc_hold_head) */
     uv_idle_t heads_idle;         /* writes those heads at the next loop turn */
@@ -161,6 +160,15 @@ static nw_tun_t *reg_pick(serve_t *srv, const char *ip, size_t iplen, int *any) 
     if (best)
         srv->rr = bi + 1;
     return best;
+}
+
+/* Whether any tunnel may take new streams (full or not). */
+static int reg_usable(serve_t *srv) {
+    size_t i;
+    for (i = 0; i < srv->ntuns; i++)
+        if (!srv->tuns[i]->goaway_recv && !nw_tun_closing(srv->tuns[i]))
+            return 1;
+    return 0;
 }
 
 static size_t reg_count_group(serve_t *srv, const char *group) {
@@ -432,7 +440,10 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         put_field(&out, h);
     }
     if (nobody) {
-        pc->has_cl = 0;
+        /* Framed as an empty body: any DATA byte after it is beyond the
+         * framing (srv_on_data), never bytes for the client. */
+        pc->has_cl = 1;
+        pc->cl_left = 0;
         pc->chunked_out = 0;
     } else if (!pc->has_cl) {
         if (pc->minor >= 1)
@@ -471,12 +482,35 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     }
 }
 
+/* The agent sent body bytes its response head does not allow (DATA after
+ * a bodiless head, or beyond Content-Length): they could only be read by
+ * the client as the start of its next response. Reset the stream, let what
+ * was validly sent go out, then close: the connection is never reused. */
+static void pc_framing_violation(pconn_t *pc, nw_strm_t *s, size_t extra) {
+    nw_warn("conn=%llu client=%s agent=%s strm=%u %zu body bytes beyond the response framing "
+            "from the agent: reset, closing the connection",
+            (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent, s->sid,
+            extra);
+    nw_strm_detach(s, NW_RST_PROTOCOL);
+    pc->strm = NULL;
+    pc->keep_alive = 0;
+    if (pc_flush_head(pc) != 0 || !pc->conn) {
+        pc_close(pc);
+        return;
+    }
+    wq_remove(pc);
+    pc->state = PC_LINGER; /* the timer bounds a client that stopped reading */
+    pc_arm(pc, LINGER_MS);
+    nw_conn_close_after_flush(pc->conn); /* pc_on_conn_close ends the pconn */
+}
+
 static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     pconn_t *pc = s->data;
     char hdr[32];
     uv_buf_t b[5];
     unsigned n = 0;
     int skip = pc->is_head, rc;
+    size_t extra = 0;
 
     if (pc->piped) {
         uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
@@ -497,10 +531,10 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     }
     if (pc->has_cl) {
         if (len > pc->cl_left) {
-            nw_warn("conn=%llu strm=%u body longer than Content-Length; cutting",
-                    (unsigned long long)pc->id, s->sid);
-            pc_close(pc);
-            return;
+            /* Only the bytes the framing allows are written. */
+            extra = len - (size_t)pc->cl_left;
+            len = (size_t)pc->cl_left;
+            end = 0;
         }
         pc->cl_left -= len;
     }
@@ -528,6 +562,10 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
         }
         if (!skip)
             pc->body_inflight += len;
+    }
+    if (extra) {
+        pc_framing_violation(pc, s, extra);
+        return;
     }
     if (skip && len)
         nw_strm_consumed(s, len);
@@ -581,6 +619,13 @@ static void srv_on_reset(nw_strm_t *s, uint32_t code) {
     }
     if (code == NW_RST_UNSENT)
         code = NW_RST_TUNNEL_LOST;
+    if (pc->head_pending) {
+        /* The head was only held for its first body bytes: nothing has
+         * reached the client, so it still gets a proper 502, not zero bytes. */
+        heads_unlink(pc);
+        nw_sbuf_free(&pc->head_out);
+        pc->head_sent = 0;
+    }
     if (!pc->head_sent) {
         nw_warn("conn=%llu client=%s agent=%s strm=%u failed before the response head: %s (%s): "
                 "%d",
@@ -822,8 +867,10 @@ static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
     t->id = ++srv->next_tun_id;
     snprintf(t->agent, sizeof(t->agent), "%s", agent);
     snprintf(t->group, sizeof(t->group), "%s", group);
+    /* One that sent GOAWAY is left alone: it finishes its streams and
+     * closes by itself (an agent restarting under the same id). */
     for (i = 0; i < srv->ntuns; i++)
-        if (strcmp(srv->tuns[i]->agent, agent) == 0) {
+        if (strcmp(srv->tuns[i]->agent, agent) == 0 && !srv->tuns[i]->goaway_recv) {
             nw_info("tunnel replaced tun=%llu agent=%s by tun=%llu",
                     (unsigned long long)srv->tuns[i]->id, agent, (unsigned long long)t->id);
             nw_tun_close(srv->tuns[i], NW_ECLOSED);
@@ -922,14 +969,19 @@ static int pc_dispatch(pconn_t *pc) {
 
     ip = pc_ip(pc, &iplen);
     t = reg_pick(srv, ip, iplen, &any);
-    /* Just started (a rolling restart, or agents still connecting): wait
-     * for a first tunnel as for a free slot. */
-    if (!any && uv_now(srv->loop) - srv->started < srv->cfg->queue_timeout_ms)
-        any = 1;
-    if (!t && any && !pc->upgrade) {
+    /* No free slot, or no tunnel at all (just started, the agent is
+     * restarting, or its only tunnel drains after GOAWAY): wait up to
+     * --queue-timeout for one. The queue holds at most one request per
+     * public connection, so --max-conns bounds it. */
+    if (!t && !pc->upgrade) {
         if (pc->state != PC_QUEUED) {
-            nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
-                    (unsigned long long)pc->id, pc->conn->peer, srv->cfg->max_streams);
+            if (any)
+                nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
+                        (unsigned long long)pc->id, pc->conn->peer, srv->cfg->max_streams);
+            else
+                nw_info("conn=%llu client=%s no agent connected: waiting up to %llu ms for one",
+                        (unsigned long long)pc->id, pc->conn->peer,
+                        (unsigned long long)srv->cfg->queue_timeout_ms);
             pc_arm(pc, srv->cfg->queue_timeout_ms);
         }
         pc->state = PC_QUEUED;
@@ -1424,12 +1476,20 @@ static void pc_on_timer(uv_timer_t *h) {
         pc_reply(pc, 408, "request head not received in time");
         break;
     case PC_QUEUED:
-        nw_warn("conn=%llu client=%s every tunnel stayed at --max-streams (%u) for %llu ms: 503",
-                (unsigned long long)pc->id, pc->conn->peer, pc->srv->cfg->max_streams,
-                (unsigned long long)pc->srv->cfg->queue_timeout_ms);
         wq_remove(pc);
         pc->keep_alive = 0;
-        pc_reply(pc, 503, "every tunnel is busy; try again");
+        if (reg_usable(pc->srv)) {
+            nw_warn("conn=%llu client=%s every tunnel stayed at --max-streams (%u) for %llu ms: "
+                    "503",
+                    (unsigned long long)pc->id, pc->conn->peer, pc->srv->cfg->max_streams,
+                    (unsigned long long)pc->srv->cfg->queue_timeout_ms);
+            pc_reply(pc, 503, "every tunnel is busy; try again");
+        } else {
+            nw_warn("conn=%llu client=%s no agent connected within %llu ms: 503",
+                    (unsigned long long)pc->id, pc->conn->peer,
+                    (unsigned long long)pc->srv->cfg->queue_timeout_ms);
+            pc_reply(pc, 503, "no agent is connected to this server");
+        }
         break;
     case PC_WAIT:
         nw_warn("conn=%llu client=%s agent=%s strm=%u no response head within %llu ms: 504",
@@ -1864,7 +1924,6 @@ int nw_serve_main(int argc, char **argv) {
     uv_idle_init(&loop, &srv->heads_idle);
     srv->heads_idle.data = srv;
     nw_trimmer_start(&loop, &srv->trim);
-    srv->started = uv_now(&loop);
     for (i = 0; i < cfg.nlisten && rc == 0; i++)
         rc = listen_one(srv, &cfg.listen[i]);
     if (rc == 0) {
