@@ -646,11 +646,28 @@ static void srv_on_drain(nw_strm_t *s) {
         nw_conn_resume(pc->conn, NW_PAUSE_CREDIT);
 }
 
+/* Draining with no tunnel left that takes streams: none can come (the
+ * handshake is refused while draining), so the requests that wait for one
+ * are answered now instead of at --queue-timeout. */
+static void wq_fail_if_hopeless(serve_t *srv) {
+    if (!srv->draining || srv->stopping || reg_usable(srv))
+        return;
+    while (srv->wq_head) {
+        pconn_t *pc = srv->wq_head;
+        wq_remove(pc);
+        nw_warn("conn=%llu client=%s no agent connected and draining: 503",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-");
+        pc->keep_alive = 0;
+        pc_reply(pc, 503, "no agent is connected to this server");
+    }
+}
+
 static void srv_on_tun_close(nw_tun_t *t, int err) {
     serve_t *srv = t->data;
     reg_remove(srv, t);
     nw_info("tunnel closed tun=%llu agent=%s reason=%s", (unsigned long long)t->id, t->agent,
             nw_strerror(err));
+    wq_fail_if_hopeless(srv);
 }
 
 static void srv_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
@@ -972,8 +989,9 @@ static int pc_dispatch(pconn_t *pc) {
     /* No free slot, or no tunnel at all (just started, the agent is
      * restarting, or its only tunnel drains after GOAWAY): wait up to
      * --queue-timeout for one. The queue holds at most one request per
-     * public connection, so --max-conns bounds it. */
-    if (!t && !pc->upgrade) {
+     * public connection, so --max-conns bounds it. A draining server takes
+     * no new tunnel, so there it waits only for a slot. */
+    if (!t && !pc->upgrade && (any || !srv->draining)) {
         if (pc->state != PC_QUEUED) {
             if (any)
                 nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
@@ -1847,6 +1865,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     srv->nlisteners = 0;
     for (i = 0; i < srv->ntuns; i++)
         nw_tun_goaway(srv->tuns[i], 0);
+    wq_fail_if_hopeless(srv);
     for (pc = srv->pconns; pc; pc = next) {
         next = pc->next;
         if (pc->state == PC_IDLE && !pc->pipeline.len && !pc->paused) {

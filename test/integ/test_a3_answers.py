@@ -11,6 +11,7 @@ survive an agent restart (issue 9, items 8, 9, 16, 17 serve side).
   GOAWAY), requests wait up to --queue-timeout for a tunnel instead of an
   instant 503."""
 
+import signal
 import socket
 import struct
 import threading
@@ -70,7 +71,7 @@ def wait_held(s, mark, out, what):
             r = out[0]
             fail("%s: answered %s at once instead of waiting for a tunnel" %
                  (what, getattr(r, "status", r)))
-        if s.proc.find(r"no agent connected: waiting", since=mark):
+        if s.proc.find(r"client=\S+ .*: waiting", since=mark):
             return
         time.sleep(0.02)
     fail("%s: serve never said the request waits for a tunnel" % what)
@@ -394,3 +395,27 @@ def test_a3_goaway_holds_requests_for_new_tunnel(t):
     th1.join(10)
     check(first and not isinstance(first[0], BaseException), "in-flight client: %r" % first)
     eq((first[0].status, first[0].body), (200, b"done"), "stream on the draining tunnel")
+
+
+@timed(30)
+def test_a3_drain_answers_requests_waiting_for_a_tunnel(t):
+    """A draining serve takes no new tunnel, so a request waiting for one
+    is answered 503 at once (not cut when the grace ends), and serve exits."""
+    s = t.serve("--queue-timeout", "20")
+    out = []
+
+    def client():
+        try:
+            out.append(get(s, "/echo?drain=1", timeout=20))
+        except Exception as e:  # noqa: B902
+            out.append(e)
+
+    mark = s.proc.mark()
+    th = threading.Thread(target=client, daemon=True)
+    th.start()
+    wait_held(s, mark, out, "request with no agent")
+    s.proc.send(signal.SIGTERM)
+    th.join(10)
+    check(out and not isinstance(out[0], BaseException), "client: %r" % out)
+    eq(out[0].status, 503, "request waiting for a tunnel when serve drains")
+    eq(s.proc.wait_exit(10), 0, "serve's exit status after the drain")
