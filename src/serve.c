@@ -485,7 +485,7 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
 /* The agent sent body bytes its response head does not allow (DATA after
  * a bodiless head, or beyond Content-Length): they could only be read by
  * the client as the start of its next response. Reset the stream, let what
- * was validly sent go out, then close: the connection is never reused. */
+ * was validly sent go out, then end the connection: it is never reused. */
 static void pc_framing_violation(pconn_t *pc, nw_strm_t *s, size_t extra) {
     nw_warn("conn=%llu client=%s agent=%s strm=%u %zu body bytes beyond the response framing "
             "from the agent: reset, closing the connection",
@@ -494,14 +494,7 @@ static void pc_framing_violation(pconn_t *pc, nw_strm_t *s, size_t extra) {
     nw_strm_detach(s, NW_RST_PROTOCOL);
     pc->strm = NULL;
     pc->keep_alive = 0;
-    if (pc_flush_head(pc) != 0 || !pc->conn) {
-        pc_close(pc);
-        return;
-    }
-    wq_remove(pc);
-    pc->state = PC_LINGER; /* the timer bounds a client that stopped reading */
-    pc_arm(pc, LINGER_MS);
-    nw_conn_close_after_flush(pc->conn); /* pc_on_conn_close ends the pconn */
+    pc_linger(pc); /* half-close after the valid part; pipelined input is dropped */
 }
 
 static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {

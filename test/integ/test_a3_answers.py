@@ -86,8 +86,8 @@ def raw_agent(t, agent_id="wire", serve_args=()):
 
 
 def rest_of_connection(cc, timeout=5.0):
-    """Whatever the client still receives until serve closes (None: it did
-    not close within timeout)."""
+    """Whatever the client still receives until serve closes: (bytes,
+    closed), closed False when serve kept it open for timeout."""
     cc.sock.settimeout(timeout)
     out = bytes(cc.buf)
     cc.buf = b""
@@ -95,20 +95,23 @@ def rest_of_connection(cc, timeout=5.0):
         while True:
             b = cc.sock.recv(65536)
             if not b:
-                return out
+                return out, True
             out += b
     except (socket.timeout, TimeoutError):
-        return None
+        return out, False
     except ConnectionResetError:
-        return out
+        return out, True
 
 
-def _beyond_framing(t, method, status, fields, data, want_body):
+def _beyond_framing(t, method, status, fields, data, want_body, pipelined=False):
     """One request answered by the hand-made agent with `data` after a head
-    that does not allow it; checks the client and the RST."""
+    that does not allow it; checks the client and the RST. pipelined: the
+    client's next request is already sent behind the first."""
     s, c = raw_agent(t)
     cc = Conn(s.port, timeout=10)
     cc.request(method, "/x")
+    if pipelined:
+        cc.request("GET", "/pipelined")
     sid, got_method = next_open(c)
     eq(got_method, method, "method in OPEN")
     # DATA without END: the stream stays open, so serve must reset it.
@@ -116,25 +119,31 @@ def _beyond_framing(t, method, status, fields, data, want_body):
     r = cc.read_response(method=method)
     eq(r.status, status, "status the client got")
     eq(r.body, want_body, "body the client got")
-    code = wait_rst(c, sid)
-    eq(code, RST_PROTOCOL, "serve's RST code for DATA beyond the response framing")
     # The client's next request on this connection must never be answered
     # by the injected bytes: the connection is closed instead.
-    try:
-        cc.request("GET", "/next")
-    except OSError:
-        pass
-    rest = rest_of_connection(cc)
-    check(rest is not None, "serve kept the connection open after the agent broke the framing")
+    if not pipelined:
+        try:
+            cc.request("GET", "/next")
+        except OSError:
+            pass
+    rest, closed = rest_of_connection(cc)
     check(b"injected" not in rest and b"X-Injected" not in rest,
           "injected bytes reached the client: %r" % rest[:200])
+    check(closed, "serve kept the connection open after the agent broke the framing")
     eq(rest, b"", "bytes after the valid response")
+    code = wait_rst(c, sid)
+    eq(code, RST_PROTOCOL, "serve's RST code for DATA beyond the response framing")
     s.proc.wait_for(r"beyond the response framing", 5)
 
 
 @timed(30)
 def test_a3_data_after_204_not_written(t):
     _beyond_framing(t, "GET", 204, [], INJECTED, b"")
+
+
+@timed(30)
+def test_a3_data_after_204_not_written_pipelined(t):
+    _beyond_framing(t, "GET", 204, [], INJECTED, b"", pipelined=True)
 
 
 @timed(30)
@@ -229,8 +238,8 @@ def test_a3_bad_chunk_after_head_is_502(t):
     line = cc._line()
     eq(line.strip(), b"5", "first chunk size")
     go.set()
-    rest = rest_of_connection(cc)
-    check(rest is not None, "connection not closed after a reset mid-response")
+    rest, closed = rest_of_connection(cc)
+    check(closed, "connection not closed after a reset mid-response")
     check(b"502" not in rest and b"0\r\n\r\n" not in rest,
           "a cut body must not be completed or followed by a 502: %r" % rest)
 
