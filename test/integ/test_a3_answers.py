@@ -244,6 +244,43 @@ def test_a3_bad_chunk_after_head_is_502(t):
           "a cut body must not be completed or followed by a 502: %r" % rest)
 
 
+@timed(30)
+def test_a3_rst_right_after_head_is_502(t):
+    """A hand-made agent sends HEAD and RST in one write: the head was only
+    held, nothing reached the client, so it gets 502, not zero bytes."""
+    s, c = raw_agent(t)
+    cc = Conn(s.port, timeout=10)
+    cc.request("GET", "/rst")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, head_frame(sid, 200, [("Content-Length", "5")])) +
+           ws_frame(2, mux(5, 0, sid, struct.pack(">I", 3))))  # RST UPSTREAM
+    r = cc.read_response()
+    eq(r.status, 502, "status when the agent reset right after a held head")
+    check(0 < len(r.body) < 200 and r.body.count(b"\n") == 1, "502 body: %r" % r.body)
+    # The connection is still usable (the request was read completely).
+    cc.request("GET", "/again")
+    sid2, _ = next_open(c)
+    c.send(ws_frame(2, head_frame(sid2, 200, [("Content-Length", "2")])) +
+           ws_frame(2, mux(3, 1, sid2, b"ok")))
+    r = cc.read_response()
+    eq((r.status, r.body), (200, b"ok"), "next request on the same connection")
+
+
+@timed(30)
+def test_a3_tunnel_closed_right_after_head_is_502(t):
+    """HEAD and a WebSocket close in one write: the tunnel is lost while the
+    head is only held, so the client gets 502, not zero bytes."""
+    s, c = raw_agent(t)
+    cc = Conn(s.port, timeout=10)
+    cc.request("GET", "/lost")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, head_frame(sid, 200, [("Content-Length", "5")])) +
+           ws_frame(0x8, struct.pack(">H", 1001)))
+    r = cc.read_response()
+    eq(r.status, 502, "status when the tunnel closed right after a held head")
+    check(0 < len(r.body) < 200 and r.body.count(b"\n") == 1, "502 body: %r" % r.body)
+
+
 # --------------------------------------------- no failure on agent restart
 
 
