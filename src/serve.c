@@ -667,6 +667,7 @@ static void srv_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
     nw_info("tunnel draining tun=%llu agent=%s (GOAWAY %s)", (unsigned long long)t->id, t->agent,
             nw_mux_code_name(code));
     (void)last;
+    wq_fail_if_hopeless(t->data);
 }
 
 static const nw_tun_cbs_t srv_tun_cbs = {NULL,         srv_on_head,   srv_on_data,
@@ -967,7 +968,7 @@ static int pc_dispatch(pconn_t *pc) {
     static const char *const drop_auth[] = {"x-forwarded-for", "x-forwarded-proto",
                                             "x-forwarded-host", "expect", "x-auth-token", NULL};
     serve_t *srv = pc->srv;
-    int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any;
+    int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any, may_wait;
     nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 5];
     nw_hfields_t *h = &pc->hf;
     nw_sbuf_t xff = {0}, tgt = {0};
@@ -983,8 +984,13 @@ static int pc_dispatch(pconn_t *pc) {
      * restarting, or its only tunnel drains after GOAWAY): wait up to
      * --queue-timeout for one. The queue holds at most one request per
      * public connection, so --max-conns bounds it. A draining server takes
-     * no new tunnel, so there it waits only for a slot. */
-    if (!t && !pc->upgrade && (any || !srv->draining)) {
+     * no new tunnel, so there it waits only for a slot. An upgrade without
+     * a body waits too: its parser, held after the head, reaches the
+     * upgrade when it resumes. One with a body cannot (the body would be
+     * parsed on resume, not passed on raw). */
+    may_wait = !pc->upgrade || !((pc->parser.flags & F_CHUNKED) ||
+                                 ((pc->parser.flags & F_CONTENT_LENGTH) && pc->parser.content_length));
+    if (!t && may_wait && (any || !srv->draining)) {
         if (pc->state != PC_QUEUED) {
             if (any)
                 nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",

@@ -18,7 +18,7 @@ import threading
 import time
 
 from harness import Conn, check, eq, fail, get, timed, tunnel_upgrade
-from test_55_wire import mux, read_msg, ws_frame
+from test_55_wire import c_exact, mux, read_msg, ws_frame
 
 RST_PROTOCOL = 4
 INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Injected: 1\r\n\r\ninjected"
@@ -385,6 +385,65 @@ def test_a3_request_waits_for_returning_agent(t):
     th.join(20)
     check(out and not isinstance(out[0], BaseException), "client: %r" % out)
     eq(out[0].status, 200, "a request that waited for the agent to come back")
+
+
+@timed(30)
+def test_a3_websocket_waits_for_returning_agent(t):
+    """A WebSocket upgrade (no body) made while the agent is away waits for
+    it like any request and is then switched, not refused with 503."""
+    import wsclient
+    o = t.origin()
+    s = t.serve("--queue-timeout", "4")
+    started = time.time()
+    a = t.agent(s, o)
+    past_start_window(started, 4)
+    mark = s.proc.mark()
+    a.terminate()
+    s.wait_tunnel_closed("a1", since=mark, timeout=10)
+    out = []
+
+    def client():
+        try:
+            ws = wsclient.connect(s.port, "/ws", timeout=20)
+            ws.send("hello")
+            out.append(ws.recv(timeout=10).data)
+            ws.close()
+        except Exception as e:  # noqa: B902
+            out.append(e)
+
+    th = threading.Thread(target=client, daemon=True)
+    mark = s.proc.mark()
+    th.start()
+    wait_held(s, mark, out, "WebSocket upgrade after the agent went away")
+    t.agent(s, o, label="agent2")
+    th.join(20)
+    check(out and not isinstance(out[0], BaseException), "client: %r" % out)
+    eq(out[0], b"hello", "echo over a WebSocket that waited for the agent")
+
+
+@timed(30)
+def test_a3_websocket_with_early_frame_waits(t):
+    """As above, with a WebSocket frame sent right behind the upgrade head:
+    it reaches the service after the switch, once the agent is back."""
+    o = t.origin()
+    s = t.serve("--queue-timeout", "4")
+    started = time.time()
+    a = t.agent(s, o)
+    past_start_window(started, 4)
+    mark = s.proc.mark()
+    a.terminate()
+    s.wait_tunnel_closed("a1", since=mark, timeout=10)
+    mark = s.proc.mark()
+    cc = Conn(s.port, timeout=15)
+    cc.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" +
+            ws_frame(1, b"early"))
+    s.proc.wait_for(r"client=\S+ .*: waiting", 5, since=mark)
+    t.agent(s, o, label="agent2")
+    r = cc.read_head()
+    eq(r.status, 101, "upgrade that waited for the agent")
+    hdr = c_exact(cc, 2)
+    eq((hdr[0] & 0x0f, c_exact(cc, hdr[1] & 0x7f)), (1, b"early"), "echo of the early frame")
 
 
 @timed(30)
