@@ -988,8 +988,9 @@ static int pc_dispatch(pconn_t *pc) {
      * a body waits too: its parser, held after the head, reaches the
      * upgrade when it resumes. One with a body cannot (the body would be
      * parsed on resume, not passed on raw). */
-    may_wait = !pc->upgrade || !((pc->parser.flags & F_CHUNKED) ||
-                                 ((pc->parser.flags & F_CONTENT_LENGTH) && pc->parser.content_length));
+    may_wait = !pc->upgrade ||
+               !((pc->parser.flags & F_CHUNKED) ||
+                 ((pc->parser.flags & F_CONTENT_LENGTH) && pc->parser.content_length));
     if (!t && may_wait && (any || !srv->draining)) {
         if (pc->state != PC_QUEUED) {
             if (any)
