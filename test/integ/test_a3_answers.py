@@ -359,6 +359,41 @@ def test_a3_agent_sigkill_restart_no_503(t):
         check(len(results) >= at_restart + 200, "load did not go on after the restart")
 
 
+@timed(60)
+def test_a3_agent_sigterm_restart_no_failure(t):
+    """The agent drains on SIGTERM (GOAWAY) and a new one starts 1 s later,
+    under load: serve holds new requests meanwhile, so none fails."""
+    o = t.origin()
+    s = t.serve("--queue-timeout", "4")
+    started = time.time()
+    a = t.agent(s, o)
+    stop = threading.Event()
+    results, lock = [], threading.Lock()
+    ths = _load(s.port, 16, stop, results, lock)
+    past_start_window(started, 4)
+    mark = s.proc.mark()
+    a.send(signal.SIGTERM)
+    s.proc.wait_for(r"tunnel draining tun=\d+ agent=a1", 10, since=mark)
+    time.sleep(1)  # the restart delay of the scenario, not a synchronisation
+    with lock:
+        at_restart = len(results)
+    t.agent(s, o, label="agent2")
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        with lock:
+            if len(results) >= at_restart + 200:
+                break
+        time.sleep(0.05)
+    stop.set()
+    for th in ths:
+        th.join(25)
+    eq(a.wait_exit(10), 0, "exit status of the drained agent")
+    bad = [st for st in results if st != 200]
+    check(not bad, "requests failed across a drained agent's restart: %r of %d" %
+          (bad[:10], len(results)))
+    check(len(results) >= at_restart + 200, "load did not go on after the restart")
+
+
 @timed(30)
 def test_a3_request_waits_for_returning_agent(t):
     o = t.origin()
