@@ -813,10 +813,12 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
         return -1;
     }
     {
-        /* A same-name tunnel is replaced, so it does not count. */
+        /* A same-name tunnel is replaced, so it does not count; one that
+         * drains after GOAWAY is not replaced (pc_take_over), so it does:
+         * the tunnel table stays within --max-tunnels. */
         size_t k, total = pc->srv->ntuns, mine = reg_count_group(pc->srv, group);
         for (k = 0; k < pc->srv->ntuns; k++)
-            if (strcmp(pc->srv->tuns[k]->agent, agent) == 0)
+            if (strcmp(pc->srv->tuns[k]->agent, agent) == 0 && !pc->srv->tuns[k]->goaway_recv)
                 total--, mine -= strcmp(pc->srv->tuns[k]->group, group) == 0;
         if (total >= cfg->max_tunnels) {
             tunnel_refuse(pc, 503, agent, "too many tunnels on this server (--max-tunnels)");
@@ -887,6 +889,13 @@ static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
             nw_tun_close(srv->tuns[i], NW_ECLOSED);
             break;
         }
+    if (srv->ntuns >= MAX_TUNNELS) {
+        /* Only when a replaced tunnel is still closing: never past the table. */
+        nw_warn("tunnel refused tun=%llu agent=%s: the tunnel table is full",
+                (unsigned long long)t->id, agent);
+        nw_tun_close(t, NW_ECLOSED);
+        return;
+    }
     srv->tuns[srv->ntuns++] = t;
     nw_info("tunnel open tun=%llu agent=%s peer=%s", (unsigned long long)t->id, agent, c->peer);
     nw_tun_start(t, rest, rest_len);

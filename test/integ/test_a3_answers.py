@@ -559,3 +559,28 @@ def test_a3_drain_answers_requests_waiting_for_a_tunnel(t):
     check(out and not isinstance(out[0], BaseException), "client: %r" % out)
     eq(out[0].status, 503, "request waiting for a tunnel when serve drains")
     eq(s.proc.wait_exit(10), 0, "serve's exit status after the drain")
+
+
+@timed(30)
+def test_a3_draining_tunnels_count_against_max_tunnels(t):
+    """A draining tunnel is not replaced by its agent's next one, so it
+    counts against --max-tunnels: an agent that sends GOAWAY and reconnects
+    over and over cannot pile up tunnels past the limit."""
+    s = t.serve("--max-tunnels", "2")
+    held = []
+    for i in range(2):
+        c, r = tunnel_upgrade(s.port, agent_id="a1")
+        eq(r.status, 101, "tunnel %d of a1" % (i + 1))
+        held.append(c)
+        mark = s.proc.mark()
+        c.send(ws_frame(2, mux(6, 0, 0, struct.pack(">II", 0, 0))))  # GOAWAY
+        s.proc.wait_for(r"tunnel draining tun=\d+ agent=a1", 5, since=mark)
+    c, r = tunnel_upgrade(s.port, agent_id="a1")
+    eq(r.status, 503, "a third tunnel while two drain at --max-tunnels 2")
+    c.close()
+    # Once a draining tunnel ends, there is room again.
+    mark = s.proc.mark()
+    held[0].close()
+    s.wait_tunnel_closed("a1", since=mark, timeout=10)
+    c, r = tunnel_upgrade(s.port, agent_id="a1")
+    eq(r.status, 101, "a tunnel after a draining one closed")
