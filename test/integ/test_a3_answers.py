@@ -7,9 +7,13 @@ survive an agent restart (issue 9, items 8, 9, 16, 17 serve side).
 - A local service sends a valid head and then a bad chunk size: the client
   gets 502 with a one-line body, not zero bytes (and a reset after bytes
   reached the client still just cuts the body).
+  The same when the agent sends HEAD and RST, or HEAD and a close, at once.
 - With no tunnel (the agent was killed, or its only tunnel drains after
-  GOAWAY), requests wait up to --queue-timeout for a tunnel instead of an
-  instant 503."""
+  GOAWAY), requests (and bodiless upgrades) wait up to --queue-timeout for a
+  tunnel instead of an instant 503; under load across a SIGKILL or a SIGTERM
+  restart only the requests in flight on a killed tunnel fail. A draining
+  tunnel is not closed by its agent's replacement, but counts against
+  --max-tunnels; a draining serve answers the waiters at once."""
 
 import signal
 import socket
