@@ -93,7 +93,6 @@ struct serve_s {
     regex_t allow_re, auth_re;
     int has_allow, has_auth_rule;
     uv_timer_t grace;             /* SIGTERM: the drain deadline */
-    uint64_t started;             /* loop time at start */
     uv_check_t wq_check;          /* runs the wait queue while it is not empty */
     pconn_t *heads;               /* pconns holding a response head (see pc_hold_head) */
     uv_idle_t heads_idle;         /* writes those heads at the next loop turn */
@@ -167,6 +166,15 @@ static nw_tun_t *reg_pick(serve_t *srv, const char *ip, size_t iplen, int *any) 
     if (best)
         srv->rr = bi + 1;
     return best;
+}
+
+/* Whether any tunnel may take new streams (full or not). */
+static int reg_usable(serve_t *srv) {
+    size_t i;
+    for (i = 0; i < srv->ntuns; i++)
+        if (!srv->tuns[i]->goaway_recv && !nw_tun_closing(srv->tuns[i]))
+            return 1;
+    return 0;
 }
 
 static size_t reg_count_group(serve_t *srv, const char *group) {
@@ -477,7 +485,10 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         put_field(&out, h);
     }
     if (nobody) {
-        pc->has_cl = 0;
+        /* Framed as an empty body: any DATA byte after it is beyond the
+         * framing (srv_on_data), never bytes for the client. */
+        pc->has_cl = 1;
+        pc->cl_left = 0;
         pc->chunked_out = 0;
     } else if (!pc->has_cl) {
         if (pc->minor >= 1)
@@ -516,12 +527,28 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     }
 }
 
+/* The agent sent body bytes its response head does not allow (DATA after
+ * a bodiless head, or beyond Content-Length): they could only be read by
+ * the client as the start of its next response. Reset the stream, let what
+ * was validly sent go out, then end the connection: it is never reused. */
+static void pc_framing_violation(pconn_t *pc, nw_strm_t *s, size_t extra) {
+    nw_warn("conn=%llu client=%s agent=%s strm=%u %zu body bytes beyond the response framing "
+            "from the agent: reset, closing the connection",
+            (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent, s->sid,
+            extra);
+    nw_strm_detach(s, NW_RST_PROTOCOL);
+    pc->strm = NULL;
+    pc->keep_alive = 0;
+    pc_linger(pc); /* half-close after the valid part; pipelined input is dropped */
+}
+
 static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     pconn_t *pc = s->data;
     char hdr[32];
     uv_buf_t b[5];
     unsigned n = 0;
     int skip = pc->is_head, rc;
+    size_t extra = 0;
 
     if (pc->piped) {
         uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
@@ -542,10 +569,10 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     }
     if (pc->has_cl) {
         if (len > pc->cl_left) {
-            nw_warn("conn=%llu strm=%u body longer than Content-Length; cutting",
-                    (unsigned long long)pc->id, s->sid);
-            pc_close(pc);
-            return;
+            /* Only the bytes the framing allows are written. */
+            extra = len - (size_t)pc->cl_left;
+            len = (size_t)pc->cl_left;
+            end = 0;
         }
         pc->cl_left -= len;
     }
@@ -573,6 +600,10 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
         }
         if (!skip)
             pc->body_inflight += len;
+    }
+    if (extra) {
+        pc_framing_violation(pc, s, extra);
+        return;
     }
     if (skip && len)
         nw_strm_consumed(s, len);
@@ -626,6 +657,13 @@ static void srv_on_reset(nw_strm_t *s, uint32_t code) {
     }
     if (code == NW_RST_UNSENT)
         code = NW_RST_TUNNEL_LOST;
+    if (pc->head_pending) {
+        /* The head was only held for its first body bytes: nothing has
+         * reached the client, so it still gets a proper 502, not zero bytes. */
+        heads_unlink(pc);
+        nw_sbuf_free(&pc->head_out);
+        pc->head_sent = 0;
+    }
     if (!pc->head_sent) {
         nw_warn("conn=%llu client=%s agent=%s strm=%u failed before the response head: %s (%s): "
                 "%d",
@@ -648,17 +686,35 @@ static void srv_on_drain(nw_strm_t *s) {
         nw_conn_resume(pc->conn, NW_PAUSE_CREDIT);
 }
 
+/* Draining with no tunnel left that takes streams: none can come (the
+ * handshake is refused while draining), so the requests that wait for one
+ * are answered now instead of at --queue-timeout. */
+static void wq_fail_if_hopeless(serve_t *srv) {
+    if (!srv->draining || srv->stopping || reg_usable(srv))
+        return;
+    while (srv->wq_head) {
+        pconn_t *pc = srv->wq_head;
+        wq_remove(pc);
+        nw_warn("conn=%llu client=%s no agent connected and draining: 503",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-");
+        pc->keep_alive = 0;
+        pc_reply(pc, 503, "no agent is connected to this server");
+    }
+}
+
 static void srv_on_tun_close(nw_tun_t *t, int err) {
     serve_t *srv = t->data;
     reg_remove(srv, t);
     nw_info("tunnel closed tun=%llu agent=%s reason=%s", (unsigned long long)t->id, t->agent,
             nw_strerror(err));
+    wq_fail_if_hopeless(srv);
 }
 
 static void srv_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
     nw_info("tunnel draining tun=%llu agent=%s (GOAWAY %s)", (unsigned long long)t->id, t->agent,
             nw_mux_code_name(code));
     (void)last;
+    wq_fail_if_hopeless(t->data);
 }
 
 static const nw_tun_cbs_t srv_tun_cbs = {NULL,         srv_on_head,   srv_on_data,
@@ -804,10 +860,12 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
         return -1;
     }
     {
-        /* A same-name tunnel is replaced, so it does not count. */
+        /* A same-name tunnel is replaced, so it does not count; one that
+         * drains after GOAWAY is not replaced (pc_take_over), so it does:
+         * the tunnel table stays within --max-tunnels. */
         size_t k, total = pc->srv->ntuns, mine = reg_count_group(pc->srv, group);
         for (k = 0; k < pc->srv->ntuns; k++)
-            if (strcmp(pc->srv->tuns[k]->agent, agent) == 0)
+            if (strcmp(pc->srv->tuns[k]->agent, agent) == 0 && !pc->srv->tuns[k]->goaway_recv)
                 total--, mine -= strcmp(pc->srv->tuns[k]->group, group) == 0;
         if (total >= cfg->max_tunnels) {
             tunnel_refuse(pc, 503, agent, "too many tunnels on this server (--max-tunnels)");
@@ -869,13 +927,22 @@ static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
     t->id = ++srv->next_tun_id;
     snprintf(t->agent, sizeof(t->agent), "%s", agent);
     snprintf(t->group, sizeof(t->group), "%s", group);
+    /* One that sent GOAWAY is left alone: it finishes its streams and
+     * closes by itself (an agent restarting under the same id). */
     for (i = 0; i < srv->ntuns; i++)
-        if (strcmp(srv->tuns[i]->agent, agent) == 0) {
+        if (strcmp(srv->tuns[i]->agent, agent) == 0 && !srv->tuns[i]->goaway_recv) {
             nw_info("tunnel replaced tun=%llu agent=%s by tun=%llu",
                     (unsigned long long)srv->tuns[i]->id, agent, (unsigned long long)t->id);
             nw_tun_close(srv->tuns[i], NW_ECLOSED);
             break;
         }
+    if (srv->ntuns >= MAX_TUNNELS) {
+        /* Only when a replaced tunnel is still closing: never past the table. */
+        nw_warn("tunnel refused tun=%llu agent=%s: the tunnel table is full",
+                (unsigned long long)t->id, agent);
+        nw_tun_close(t, NW_ECLOSED);
+        return;
+    }
     srv->tuns[srv->ntuns++] = t;
     nw_info("tunnel open tun=%llu agent=%s peer=%s", (unsigned long long)t->id, agent, c->peer);
     nw_tun_start(t, rest, rest_len);
@@ -953,7 +1020,7 @@ static const char *pc_ip(const pconn_t *pc, size_t *len) {
  * the request now waits in the queue; else an HTTP status. */
 static int pc_dispatch(pconn_t *pc) {
     serve_t *srv = pc->srv;
-    int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any;
+    int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any, may_wait;
     /* X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's.
      * Forwarded and X-Real-IP name the client as X-Forwarded-For does: only
      * a trusted proxy may send them on. */
@@ -971,14 +1038,26 @@ static int pc_dispatch(pconn_t *pc) {
 
     ip = pc_ip(pc, &iplen);
     t = reg_pick(srv, ip, iplen, &any);
-    /* Just started (a rolling restart, or agents still connecting): wait
-     * for a first tunnel as for a free slot. */
-    if (!any && uv_now(srv->loop) - srv->started < srv->cfg->queue_timeout_ms)
-        any = 1;
-    if (!t && any && !pc->upgrade) {
+    /* No free slot, or no tunnel at all (just started, the agent is
+     * restarting, or its only tunnel drains after GOAWAY): wait up to
+     * --queue-timeout for one. The queue holds at most one request per
+     * public connection, so --max-conns bounds it. A draining server takes
+     * no new tunnel, so there it waits only for a slot. An upgrade without
+     * a body waits too: its parser, held after the head, reaches the
+     * upgrade when it resumes. One with a body cannot (the body would be
+     * parsed on resume, not passed on raw). */
+    may_wait = !pc->upgrade ||
+               !((pc->parser.flags & F_CHUNKED) ||
+                 ((pc->parser.flags & F_CONTENT_LENGTH) && pc->parser.content_length));
+    if (!t && may_wait && (any || !srv->draining)) {
         if (pc->state != PC_QUEUED) {
-            nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
-                    (unsigned long long)pc->id, pc->conn->peer, srv->cfg->max_streams);
+            if (any)
+                nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
+                        (unsigned long long)pc->id, pc->conn->peer, srv->cfg->max_streams);
+            else
+                nw_info("conn=%llu client=%s no agent connected: waiting up to %llu ms for one",
+                        (unsigned long long)pc->id, pc->conn->peer,
+                        (unsigned long long)srv->cfg->queue_timeout_ms);
             pc_arm(pc, srv->cfg->queue_timeout_ms);
         }
         pc->state = PC_QUEUED;
@@ -1625,12 +1704,20 @@ static void pc_on_timer(uv_timer_t *h) {
         pc_reply(pc, 408, "request head not received in time");
         break;
     case PC_QUEUED:
-        nw_warn("conn=%llu client=%s every tunnel stayed at --max-streams (%u) for %llu ms: 503",
-                (unsigned long long)pc->id, pc->conn->peer, pc->srv->cfg->max_streams,
-                (unsigned long long)pc->srv->cfg->queue_timeout_ms);
         wq_remove(pc);
         pc->keep_alive = 0;
-        pc_reply(pc, 503, "every tunnel is busy; try again");
+        if (reg_usable(pc->srv)) {
+            nw_warn("conn=%llu client=%s every tunnel stayed at --max-streams (%u) for %llu ms: "
+                    "503",
+                    (unsigned long long)pc->id, pc->conn->peer, pc->srv->cfg->max_streams,
+                    (unsigned long long)pc->srv->cfg->queue_timeout_ms);
+            pc_reply(pc, 503, "every tunnel is busy; try again");
+        } else {
+            nw_warn("conn=%llu client=%s no agent connected within %llu ms: 503",
+                    (unsigned long long)pc->id, pc->conn->peer,
+                    (unsigned long long)pc->srv->cfg->queue_timeout_ms);
+            pc_reply(pc, 503, "no agent is connected to this server");
+        }
         break;
     case PC_WAIT:
         nw_warn("conn=%llu client=%s agent=%s strm=%u no response head within %llu ms: 504",
@@ -2029,6 +2116,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     srv->nlisteners = 0;
     for (i = 0; i < srv->ntuns; i++)
         nw_tun_goaway(srv->tuns[i], 0);
+    wq_fail_if_hopeless(srv);
     for (pc = srv->pconns; pc; pc = next) {
         next = pc->next;
         if (pc->state == PC_IDLE && !pc->pipeline.len && !pc->paused && !pc->out_wait) {
@@ -2106,7 +2194,6 @@ int nw_serve_main(int argc, char **argv) {
     uv_idle_init(&loop, &srv->heads_idle);
     srv->heads_idle.data = srv;
     nw_trimmer_start(&loop, &srv->trim);
-    srv->started = uv_now(&loop);
     for (i = 0; i < cfg.nlisten && rc == 0; i++)
         rc = listen_one(srv, &cfg.listen[i]);
     if (rc == 0 && !cfg.conn_token[0])
