@@ -1020,7 +1020,7 @@ static const char *pc_ip(const pconn_t *pc, size_t *len) {
  * the request now waits in the queue; else an HTTP status. */
 static int pc_dispatch(pconn_t *pc) {
     serve_t *srv = pc->srv;
-    int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any, may_wait;
+    int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any;
     /* X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's.
      * Forwarded and X-Real-IP name the client as X-Forwarded-For does: only
      * a trusted proxy may send them on. */
@@ -1042,14 +1042,11 @@ static int pc_dispatch(pconn_t *pc) {
      * restarting, or its only tunnel drains after GOAWAY): wait up to
      * --queue-timeout for one. The queue holds at most one request per
      * public connection, so --max-conns bounds it. A draining server takes
-     * no new tunnel, so there it waits only for a slot. An upgrade without
-     * a body waits too: its parser, held after the head, reaches the
-     * upgrade when it resumes. One with a body cannot (the body would be
-     * parsed on resume, not passed on raw). */
-    may_wait = !pc->upgrade ||
-               !((pc->parser.flags & F_CHUNKED) ||
-                 ((pc->parser.flags & F_CONTENT_LENGTH) && pc->parser.content_length));
-    if (!t && may_wait && (any || !srv->draining)) {
+     * no new tunnel, so there it waits only for a slot. An upgrade waits
+     * like any request: its parser, held after the head, parses a
+     * Content-Length body when it resumes and then reaches the upgrade,
+     * and what the client sent after that stays held until a 101. */
+    if (!t && (any || !srv->draining)) {
         if (pc->state != PC_QUEUED) {
             if (any)
                 nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",

@@ -588,3 +588,33 @@ def test_a3_draining_tunnels_count_against_max_tunnels(t):
     s.wait_tunnel_closed("a1", since=mark, timeout=10)
     c, r = tunnel_upgrade(s.port, agent_id="a1")
     eq(r.status, 101, "a tunnel after a draining one closed")
+
+
+@timed(30)
+def test_a3_upgrade_with_body_waits_for_returning_agent(t):
+    """An upgrade that carries a Content-Length body (h2c-style POST) also
+    waits for a tunnel: its body is parsed and sent as DATA once a tunnel is
+    there, and the bytes after it are held until the service's 101."""
+    o = t.origin()
+    s = t.serve("--queue-timeout", "4")
+    started = time.time()
+    a = t.agent(s, o)
+    past_start_window(started, 4)
+    mark = s.proc.mark()
+    a.terminate()
+    s.wait_tunnel_closed("a1", since=mark, timeout=10)
+    mark = s.proc.mark()
+    cc = Conn(s.port, timeout=15)
+    cc.send(b"POST /raw-upgrade HTTP/1.1\r\nHost: x\r\nUpgrade: made-up\r\n"
+            b"Connection: Upgrade\r\nContent-Length: 4\r\n\r\nbody" + b"early")
+    s.proc.wait_for(r"client=\S+ .*: waiting", 5, since=mark)
+    t.agent(s, o, label="agent2")
+    r = cc.read_head()
+    eq(r.status, 101, "upgrade with a body that waited for the agent")
+    cc.sock.shutdown(socket.SHUT_WR)
+    got = b""
+    while not got.endswith(b"bye"):
+        got += c_exact(cc, 1)
+    # The service reads the request's body, answers 101, then echoes the
+    # bytes that follow it (held by serve until then), upper-cased.
+    eq(got, b"EARLYbye", "bytes through the pipe")
