@@ -106,10 +106,10 @@ lint:
 
 # --- fuzzing ---------------------------------------------------------------
 # libFuzzer targets (test/fuzz/fuzz_*.c) for the frame codec, the .env parser,
-# request-head parsing and the tunnel session (a hand-made peer's bytes into a
-# real nw_tun_t), built with clang's -fsanitize=fuzzer plus ASan and UBSan
+# request-head parsing, the tunnel session (a hand-made peer's bytes into a
+# real nw_tun_t) and request-path normalisation, built with clang's -fsanitize=fuzzer plus ASan and UBSan
 # (libFuzzer comes with Debian's clang, in libclang-rt-14-dev).
-#   make fuzz                  build all four, run each for FUZZ_TIME seconds
+#   make fuzz                  build all five, run each for FUZZ_TIME seconds
 #   make fuzz FUZZ_TIME=60
 #   make fuzz-build            build only
 #   build/fuzz/fuzz_head FILE  replay one input (e.g. a crash artifact)
@@ -120,7 +120,7 @@ lint:
 FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 20
 FUZZ_DIR   := $(BUILD)/fuzz
-FUZZ_NAMES := mux env head tun
+FUZZ_NAMES := mux env head tun path
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # Library code gets coverage instrumentation only (fuzzer-no-link); the
 # targets link libFuzzer's main as well.
