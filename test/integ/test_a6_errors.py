@@ -43,21 +43,18 @@ def test_open_registration_warned_once(t):
     eq(s2.proc.count(r"no CONN_TOKEN"), 0, "warning with a token")
 
 
-def _refusing_server(body, ctype, status=b"404 Not Found"):
-    """A fake server that answers every connection's request with one
-    canned response and closes. Returns (port, stop)."""
+def _canned(answer):
+    """A listener that reads one request head on each connection, sends
+    the canned bytes and closes. Returns the listening socket (close it to
+    stop)."""
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
     ls.listen(16)
-    stop = threading.Event()
 
     def run():
-        ls.settimeout(0.2)
-        while not stop.is_set():
+        while True:
             try:
                 c, _ = ls.accept()
-            except socket.timeout:
-                continue
             except OSError:
                 return
             try:
@@ -68,21 +65,21 @@ def _refusing_server(body, ctype, status=b"404 Not Found"):
                     if not chunk:
                         break
                     data += chunk
-                c.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype +
-                          b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) +
-                          body)
+                c.sendall(answer)
             except OSError:
                 pass
             finally:
                 c.close()
+    threading.Thread(target=run, daemon=True).start()
+    return ls
 
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
 
-    def close():
-        stop.set()
-        ls.close()
-    return ls.getsockname()[1], close
+def _refusing_server(body, ctype, status=b"404 Not Found"):
+    """A fake server that answers every tunnel upgrade with one canned
+    refusal. Returns (port, stop)."""
+    ls = _canned(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype +
+                 b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    return ls.getsockname()[1], ls.close
 
 
 def _refusal_line(t, body, ctype):
@@ -178,34 +175,9 @@ def test_tunnel_loss_not_blamed_on_server(t):
 
 
 def _fields_local(n):
-    """A local service answering every request with n extra header fields."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(8)
-    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + b"".join(
-        b"X-F%d: v\r\n" % i for i in range(n - 1)) + b"\r\nok"
-
-    def run():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            try:
-                c.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = c.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                c.sendall(head)
-            except OSError:
-                pass
-            finally:
-                c.close()
-    threading.Thread(target=run, daemon=True).start()
-    return ls
+    """A local service answering every request with n header fields."""
+    return _canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + b"".join(
+        b"X-F%d: v\r\n" % i for i in range(n - 1)) + b"\r\nok")
 
 
 def test_response_field_limit_is_the_documented_200(t):
