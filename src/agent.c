@@ -369,6 +369,14 @@ static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
         nw_sbuf_append(&r->head, h->value, h->value_len);
         nw_sbuf_append(&r->head, "\r\n", 2);
     }
+    if (r->req_end && r->body_left) {
+        /* END with a body announced: the service would wait for bytes that
+         * never come and, on a reused connection, read the next request's
+         * head as them. */
+        lreq_fail(r, NW_RST_PROTOCOL, "server ended a request whose Content-Length "
+                                      "announces a body");
+        return;
+    }
     if (!has_cl && !r->req_end && !r->upgrade) {
         r->chunked = 1;
         nw_sbuf_appends(&r->head, "Transfer-Encoding: chunked\r\n");
