@@ -791,9 +791,12 @@ static void ws_fail(nw_tun_t *t, uint16_t code, const char *what);
 /* A whole ping is in _cbuf: keep its payload for the pong (a newer ping
  * replaces an older one whose pong has not left yet). */
 static void rx_ping(nw_tun_t *t) {
-    uint8_t b0 = t->_cbuf[0], b1 = t->_cbuf[1];
-    size_t len = b1 & 0x7f;
+    uint8_t b0 = t->_cbuf[0], b1 = t->_cbuf[1], l7 = b1 & 0x7f;
     int masked = (b1 & 0x80) != 0;
+    /* The length may be written in the 16- or 64-bit form (its value is
+     * at most 125, rx_header checked): the payload follows the header. */
+    size_t h = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + (masked ? 4 : 0);
+    size_t len = t->_clen - h;
     if (b0 & 0x70) {
         ws_fail(t, 1002, "reserved bits set");
         return;
@@ -806,9 +809,9 @@ static void rx_ping(nw_tun_t *t) {
     if (t->_close_queued || wslay_event_get_close_sent(t->_ws))
         return; /* nothing may follow our close */
     if (masked)
-        mask_copy(t->_pong, t->_cbuf + 6, len, t->_cbuf + 2, 0);
+        mask_copy(t->_pong, t->_cbuf + h, len, t->_cbuf + h - 4, 0);
     else if (len)
-        memcpy(t->_pong, t->_cbuf + 2, len);
+        memcpy(t->_pong, t->_cbuf + h, len);
     t->_pong_len = len;
     t->_pong_pending = 1;
 }

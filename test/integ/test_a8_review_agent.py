@@ -10,7 +10,7 @@ import time
 
 from fakeserver import FakeServer
 from harness import check, eq, fail, timed
-from test_a4_agent import LocalService, expect_rst, start_agent
+from test_a4_agent import LocalService, expect_rst, ok_forever, start_agent
 
 PROTOCOL = 4  # RST code
 
@@ -65,3 +65,61 @@ def test_a8_open_end_with_content_length(t):
     eq((f.type, f.code), (5, PROTOCOL), "OPEN with END and Content-Length: 20 is reset")
     check(not any("/a" in line for line in lines), "the bodiless POST reached the service: %r"
           % lines)
+
+
+# --------------------------------------------------------------------------
+# Pings whose length uses the 16- or 64-bit form (RFC 6455 allows it for
+# any length; only the value must be <= 125 for a control frame)
+# --------------------------------------------------------------------------
+
+def long_form_ping(payload, ext, mask):
+    """A ping whose (short) length is written in the 16-bit (ext=126) or
+    64-bit (ext=127) form."""
+    import os
+    import struct
+    n = len(payload)
+    hdr = bytes([0x89, (0x80 if mask else 0) | ext])
+    hdr += struct.pack(">H", n) if ext == 126 else struct.pack(">Q", n)
+    if not mask:
+        return hdr + payload
+    key = os.urandom(4)
+    return hdr + key + bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+
+
+@timed(30)
+def test_a8_serve_pong_for_long_form_ping(t):
+    """serve answers a ping written with a 16- or 64-bit length with a
+    well-formed pong carrying the same payload (it used to read the payload
+    at the short form's offset and send a pong whose length byte said 126:
+    a corrupt frame, and 126 bytes written into a 125-byte buffer)."""
+    from test_55_wire import raw_agent, read_msg
+    s, c = raw_agent(t, "lping")
+    for ext, payload in ((126, b"hello"), (127, b"x" * 125), (126, b"")):
+        c.send(long_form_ping(payload, ext, mask=True))
+        kind, p = read_msg(c)
+        eq((kind, p), ("pong", payload), "pong for a ping in the %d-bit length form"
+           % (16 if ext == 126 else 64))
+    c.send(long_form_ping(b"again", 126, mask=True))
+    eq(read_msg(c), ("pong", b"again"), "the tunnel is still in step")
+
+
+@timed(30)
+def test_a8_agent_pong_for_long_form_ping(t):
+    """The agent's pong to a long-form ping from the server is well formed."""
+    svc = LocalService(ok_forever)
+    fs = FakeServer()
+    a, tun = start_agent(t, fs, svc)
+    for ext, payload in ((126, b"hello"), (127, b"y" * 125)):
+        tun.sock.sendall(long_form_ping(payload, ext, mask=False))
+        deadline = time.monotonic() + 5
+        while True:
+            f = tun._ws_frame(deadline)
+            check(f is not None, "tunnel ended instead of a pong")
+            fin, op, p = f
+            if op == 0xA and p != b"":
+                break
+            check(op in (0x9, 0xA), "unexpected frame op %d %r" % (op, p[:40]))
+        eq(p, payload, "agent's pong payload (%d-bit length form)" % (16 if ext == 126 else 64))
+    tun.open(1, "GET", "/x", end=True)
+    head, body, rst = tun.response(1)
+    eq((head.status, body), (200, b"ok"), "the tunnel is still in step")
