@@ -123,3 +123,69 @@ def test_a8_agent_pong_for_long_form_ping(t):
     tun.open(1, "GET", "/x", end=True)
     head, body, rst = tun.response(1)
     eq((head.status, body), (200, b"ok"), "the tunnel is still in step")
+
+
+# --------------------------------------------------------------------------
+# The tunnel's read pause must never stop two honest peers at once
+# --------------------------------------------------------------------------
+
+BIG_FIELD = b"X-Big: " + b"b" * 60000 + b"\r\n"
+
+
+def big_head_service(svc, rec):
+    """Answers every request with a 60 KB response head."""
+    pos = 0
+    while True:
+        line, hdrs, body, pos = svc.read_request(rec, pos)
+        rec.sock.sendall(b"HTTP/1.1 200 OK\r\n" + BIG_FIELD + b"Content-Length: 2\r\n\r\nok")
+
+
+@timed(90)
+def test_a8_big_heads_both_ways_no_deadlock(t):
+    """serve queues OPENs for requests with big heads (public clients decide
+    how many: up to --max-streams, each up to --max-head) while its agent is
+    briefly busy (SIGSTOP here; a slow uplink in life); the agent answers
+    with big response heads. serve used to count its own OPENs in the bound
+    that stops it reading the agent, the agent its HEADs: both stopped
+    reading at once, neither output could drain, and the stall timer cut
+    the tunnel (every request 502). The OPENs serve chose to send are not
+    answers the agent forced on it: they never stop serve's reading."""
+    import select
+    from test_a4_agent import wait_stopped
+    n = 500
+    svc = LocalService(big_head_service)
+    s = t.serve("--ping-interval", "3")
+    a = t.agent(s, svc.url, env={"PING_INTERVAL": "3"})
+    wait_stopped(a)
+    socks = []
+    try:
+        for i in range(n):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            c.sendall(b"GET /r%d HTTP/1.1\r\nHost: x\r\n" % i + BIG_FIELD +
+                      b"Connection: close\r\n\r\n")
+            socks.append(c)
+        time.sleep(0.5)  # serve parses them and queues the OPENs
+    finally:
+        a.cont()
+    got = {c: b"" for c in socks}
+    open_ = set(socks)
+    deadline = time.monotonic() + 40
+    while open_ and time.monotonic() < deadline:
+        r, _, _ = select.select(list(open_), [], [], 1.0)
+        for c in r:
+            try:
+                b = c.recv(262144)
+            except OSError:
+                b = b""
+            if b:
+                got[c] += b
+            else:
+                open_.discard(c)
+                c.close()
+    statuses = {}
+    for c in socks:
+        st = got[c][:12].decode("latin-1") or ("(no answer)" if c in open_ else "(empty)")
+        statuses[st] = statuses.get(st, 0) + 1
+    eq(statuses, {"HTTP/1.1 200": n}, "every request with a big head answered")
+    for p in (s.proc, a):
+        check("read nothing" not in p.text(), "%s cut the tunnel as stalled" % p.label)
