@@ -767,13 +767,20 @@ static void lreq_on_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
 /* A pooled connection is usable only if nothing arrived on it since its
  * last response: bytes waiting there (or its EOF) would be read as the
  * next request's response. The read callback closes such connections as
- * soon as it runs, but the OPEN may be handled first in the same turn. */
+ * soon as it runs, but the OPEN may be handled first in the same turn.
+ * Over TLS, bytes can also wait in the TLS layer: part of a record (no
+ * plaintext yet, so no read callback), whose rest would come later. */
 static int lc_reusable(lconn_t *lc) {
     uv_os_fd_t fd;
     char b;
     ssize_t n;
     if (lc->conn->closing || lc->stray)
         return 0;
+    if (nw_conn_input_pending(lc->conn)) {
+        nw_warn("agent=%s local service sent bytes on an idle keep-alive connection: closed",
+                lc->ag->cfg->agent_id);
+        return 0;
+    }
     if (uv_fileno((uv_handle_t *)&lc->conn->tcp, &fd) != 0)
         return 0;
     n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);

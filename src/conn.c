@@ -122,6 +122,10 @@ const char *nw_conn_tls_error(const nw_conn_t *c) {
     return c->tls ? nw_tls_error(c->tls) : "";
 }
 
+int nw_conn_input_pending(const nw_conn_t *c) {
+    return c->tls ? nw_tls_input_pending(c->tls) : 0;
+}
+
 /* With reads stopped and nothing to write, libuv does not watch the socket
  * at all, so a peer that resets or leaves would go unnoticed for as long
  * as the pause lasts. Peek at it now and then instead. */

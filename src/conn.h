@@ -62,6 +62,9 @@ void nw_conn_ready(nw_conn_t *c);
  * and nw_conn_tls_error() says why. */
 int nw_conn_start_tls(nw_conn_t *c, nw_tls_conf_t *conf, const char *host);
 const char *nw_conn_tls_error(const nw_conn_t *c);
+/* TLS: did bytes arrive that have not reached the owner yet (part of a
+ * record, or records not yet read)? Always 0 without TLS. */
+int nw_conn_input_pending(const nw_conn_t *c);
 void nw_conn_pause(nw_conn_t *c, unsigned reason);
 void nw_conn_resume(nw_conn_t *c, unsigned reason);
 /* Copy bufs into one block and queue it. 0 or a negative error. */

@@ -189,3 +189,118 @@ def test_a8_big_heads_both_ways_no_deadlock(t):
     eq(statuses, {"HTTP/1.1 200": n}, "every request with a big head answered")
     for p in (s.proc, a):
         check("read nothing" not in p.text(), "%s cut the tunnel as stalled" % p.label)
+
+
+# --------------------------------------------------------------------------
+# Pool desync over TLS: stray bytes whose record is cut across reads
+# --------------------------------------------------------------------------
+
+class TlsRec:
+    """Server-side TLS over a raw socket through memory BIOs, so the test
+    decides where each record's bytes are cut."""
+
+    def __init__(self, sock):
+        import ssl
+        from harness import pki
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # no tickets after the handshake
+        ctx.load_cert_chain(pki()("server.pem"), pki()("server.key"))
+        self.ssl = ssl
+        self.sock = sock
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=True)
+        self.plain = b""
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._feed()
+        self._flush()
+
+    def _flush(self):
+        b = self.out.read()
+        if b:
+            self.sock.sendall(b)
+
+    def _feed(self):
+        b = self.sock.recv(65536)
+        if not b:
+            raise EOFError()
+        self.inc.write(b)
+
+    def wire(self, data):
+        """The TLS records carrying data, not sent."""
+        self.obj.write(data)
+        return self.out.read()
+
+    def read_head(self):
+        while b"\r\n\r\n" not in self.plain:
+            try:
+                self.plain += self.obj.read(65536)
+            except self.ssl.SSLWantReadError:
+                self._feed()
+            except self.ssl.SSLZeroReturnError:
+                raise EOFError()
+        head, self.plain = self.plain.split(b"\r\n\r\n", 1)
+        return head.decode("latin-1").split("\r\n")[0]
+
+
+def tls_stray_service(svc, rec):
+    """/first: a response, then the first bytes of a record carrying a second
+    (stray) response; the rest of that record follows once this connection
+    receives another request, as if a network had delayed its last segment."""
+    tls = TlsRec(rec.sock)
+    rest = b""
+    while True:
+        line = tls.read_head()
+        with svc.cond:
+            svc.lines = getattr(svc, "lines", []) + [line]
+            svc.cond.notify_all()
+        if line.startswith("GET /first"):
+            resp = tls.wire(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+            stray = tls.wire(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
+            rec.sock.sendall(resp + stray[:3])
+            rest = stray[3:]
+        else:
+            if rest:
+                rec.sock.sendall(rest)
+                rest = b""
+                time.sleep(0.2)
+            rec.sock.sendall(tls.wire(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"))
+
+
+@timed(40)
+def test_a8_tls_pool_partial_stray_record(t):
+    """A TLS local service's stray bytes that arrive as a partial record are
+    in the agent's TLS layer, not on the socket: the idle read callback
+    (no plaintext yet) and the reuse check (an empty socket) both missed
+    them, and the next request on that pooled connection got them as its
+    response. A connection whose TLS layer holds input is never reused."""
+    svc = LocalService(tls_stray_service)
+    fs = FakeServer()
+    a = t.agent(fs.url, "https://127.0.0.1:%d" % svc.port, agent_id="h4",
+                env={"LOCAL_INSECURE": "1", "LOG_LEVEL": "debug"}, wait=False)
+    tun = fs.accept()
+    a.wait_for(r"tunnel up agent=h4\b", 15)
+    sid = 1
+    for i in range(3):
+        tun.open(sid, "GET", "/first?%d" % i, end=True)
+        head, body, rst = tun.response(sid)
+        eq((head.status, body), (200, b"first"), "round %d: first response" % i)
+        time.sleep(0.3)  # the connection is back in the pool, a partial record in its TLS
+        tun.open(sid + 2, "GET", "/second", end=True)
+        head, body, rst = tun.response(sid + 2)
+        check(rst is None, "round %d: second request reset: %r" % (i, rst))
+        eq((head.status, body), (200, b"second"),
+           "round %d: the next request got its own response, not stray bytes" % i)
+        sid += 4
+    # A clean TLS connection is still reused.
+    n = len(svc.conns)
+    for i in range(3):
+        tun.open(sid, "GET", "/plain", end=True)
+        head, body, rst = tun.response(sid)
+        eq((head.status, body), (200, b"second"), "plain request %d" % i)
+        sid += 2
+    eq(len(svc.conns), n, "clean pooled TLS connections are reused (new connections)")
