@@ -304,3 +304,73 @@ def test_a8_tls_pool_partial_stray_record(t):
         eq((head.status, body), (200, b"second"), "plain request %d" % i)
         sid += 2
     eq(len(svc.conns), n, "clean pooled TLS connections are reused (new connections)")
+
+
+# --------------------------------------------------------------------------
+# A pipe closed while its local service reads nothing
+# --------------------------------------------------------------------------
+
+def pipe_no_read_service(svc, rec):
+    """Accepts the upgrade (101), then never reads again."""
+    rec.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    line, hdrs, body, pos = svc.read_request(rec, 0)
+    rec.sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\n"
+                     b"Connection: Upgrade\r\n\r\n")
+    svc.set("piped")
+    svc.wait(lambda: svc.events.get("never"), "never", 3600)
+
+
+def fill_pipe(tun, sid, limit=64 << 20):
+    """Send pipe bytes on sid while the agent grants credit; returns once it
+    has granted none for a second (its writes to the service are stuck)."""
+    import struct as st
+    from fakeserver import WINDOW as WIN
+    credit, sent, chunk = tun_window(tun), 0, b"z" * 65536
+    while sent < limit:
+        while credit >= len(chunk) and sent < limit:
+            tun.data(sid, chunk)
+            credit -= len(chunk)
+            sent += len(chunk)
+        deadline = time.monotonic() + 1.0
+        got = 0
+        while time.monotonic() < deadline:
+            try:
+                f = tun._ws_frame(deadline)
+            except socket.timeout:
+                break
+            if f is None:
+                fail("tunnel ended while filling the pipe")
+            fin, op, p = f
+            if op == 0x9:
+                tun.send_ws(0xA, p)
+            elif op == 2 and p[0] == WIN and st.unpack(">I", p[2:6])[0] == sid:
+                got += st.unpack(">I", p[6:10])[0]
+                break
+        if not got:
+            return sent
+        credit += got
+    fail("the agent kept granting credit for %d bytes to a service that reads nothing" % sent)
+
+
+def tun_window(tun):
+    return 262144  # the agent's default WINDOW
+
+
+@timed(60)
+def test_a8_sigterm_pipe_to_service_that_reads_nothing(t):
+    """SIGTERM closes upgraded pipes once plain requests are done: the pipe
+    is closed after its pending bytes reach the service. A service that
+    reads nothing never takes them: the agent must still exit within its
+    grace (it used to wait for that flush forever, never exiting)."""
+    svc = LocalService(pipe_no_read_service)
+    fs = FakeServer()
+    a, tun = start_agent(t, fs, svc, env={"GRACE": "2"})
+    tun.open(1, "GET", "/ws", [("Connection", "Upgrade"), ("Upgrade", "raw")], end=False)
+    f, _ = tun.expect(lambda f: f.sid == 1 and f.type == 2, "HEAD 101")
+    eq(f.status, 101, "upgrade accepted")
+    sent = fill_pipe(tun, 1)
+    print("pipe bytes sent before the agent stopped granting credit: %d" % sent)
+    a.send(__import__("signal").SIGTERM)
+    a.wait_for(r"closing 1 upgraded pipe", 5)
+    rc = a.wait_exit(8)
+    eq(rc, 0, "the agent exited (status) after SIGTERM within its grace")
