@@ -4,8 +4,10 @@ Attacks from a hostile server (fakeserver.py), hostile local services and
 hostile tunnel peers that the issue-9 hardening still let through; each test
 failed before its fix."""
 
+import os
+import signal
 import socket
-import threading
+import struct
 import time
 
 from fakeserver import FakeServer
@@ -13,6 +15,7 @@ from harness import check, eq, fail, timed
 from test_a4_agent import LocalService, expect_rst, ok_forever, start_agent
 
 PROTOCOL = 4  # RST code
+AGENT_WINDOW = 262144  # the agent's default WINDOW
 
 
 def early_answer_service(svc, rec):
@@ -75,8 +78,6 @@ def test_a8_open_end_with_content_length(t):
 def long_form_ping(payload, ext, mask):
     """A ping whose (short) length is written in the 16-bit (ext=126) or
     64-bit (ext=127) form."""
-    import os
-    import struct
     n = len(payload)
     hdr = bytes([0x89, (0x80 if mask else 0) | ext])
     hdr += struct.pack(">H", n) if ext == 126 else struct.pack(">Q", n)
@@ -113,7 +114,11 @@ def test_a8_agent_pong_for_long_form_ping(t):
         tun.sock.sendall(long_form_ping(payload, ext, mask=False))
         deadline = time.monotonic() + 5
         while True:
-            f = tun._ws_frame(deadline)
+            try:
+                f = tun._ws_frame(deadline)
+            except socket.timeout:
+                fail("no well-formed pong (%d-bit length form): the frame read so far: %r"
+                     % (16 if ext == 126 else 64, bytes(tun.buf[:16])))
             check(f is not None, "tunnel ended instead of a pong")
             fin, op, p = f
             if op == 0xA and p != b"":
@@ -155,7 +160,7 @@ def test_a8_big_heads_both_ways_no_deadlock(t):
     n = 500
     svc = LocalService(big_head_service)
     s = t.serve("--ping-interval", "3")
-    a = t.agent(s, svc.url, env={"PING_INTERVAL": "3"})
+    a = t.agent(s, svc.url, env={"PING_INTERVAL": "3", "MAX_LOCAL_CONNS": "32"})
     wait_stopped(a)
     socks = []
     try:
@@ -323,9 +328,8 @@ def pipe_no_read_service(svc, rec):
 def fill_pipe(tun, sid, limit=64 << 20):
     """Send pipe bytes on sid while the agent grants credit; returns once it
     has granted none for a second (its writes to the service are stuck)."""
-    import struct as st
     from fakeserver import WINDOW as WIN
-    credit, sent, chunk = tun_window(tun), 0, b"z" * 65536
+    credit, sent, chunk = AGENT_WINDOW, 0, b"z" * 65536
     while sent < limit:
         while credit >= len(chunk) and sent < limit:
             tun.data(sid, chunk)
@@ -343,17 +347,13 @@ def fill_pipe(tun, sid, limit=64 << 20):
             fin, op, p = f
             if op == 0x9:
                 tun.send_ws(0xA, p)
-            elif op == 2 and p[0] == WIN and st.unpack(">I", p[2:6])[0] == sid:
-                got += st.unpack(">I", p[6:10])[0]
+            elif op == 2 and p[0] == WIN and struct.unpack(">I", p[2:6])[0] == sid:
+                got += struct.unpack(">I", p[6:10])[0]
                 break
         if not got:
             return sent
         credit += got
     fail("the agent kept granting credit for %d bytes to a service that reads nothing" % sent)
-
-
-def tun_window(tun):
-    return 262144  # the agent's default WINDOW
 
 
 @timed(60)
@@ -370,7 +370,7 @@ def test_a8_sigterm_pipe_to_service_that_reads_nothing(t):
     eq(f.status, 101, "upgrade accepted")
     sent = fill_pipe(tun, 1)
     print("pipe bytes sent before the agent stopped granting credit: %d" % sent)
-    a.send(__import__("signal").SIGTERM)
+    a.send(signal.SIGTERM)
     a.wait_for(r"closing 1 upgraded pipe", 5)
     rc = a.wait_exit(8)
     eq(rc, 0, "the agent exited (status) after SIGTERM within its grace")
