@@ -205,6 +205,18 @@ static int lreq_write_body(lreq_t *r, const void *p, size_t n, int end) {
     return 0;
 }
 
+/* Write what q holds as body (or pipe) bytes, emptying it as it goes. */
+static int lreq_write_queued(lreq_t *r, nw_bufq_t *q) {
+    const char *p;
+    size_t n;
+    while ((n = nw_bufq_peek(q, &p, 65536)) > 0) {
+        if (lreq_write_body(r, p, n, 0) != 0)
+            return NW_ECLOSED;
+        nw_bufq_drop(q, n);
+    }
+    return 0;
+}
+
 static void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     lreq_t *r = s->data;
     size_t n = len; /* bytes of the request body (or of the pipe) */
@@ -368,6 +380,14 @@ static void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
         nw_sbuf_append(&r->head, ": ", 2);
         nw_sbuf_append(&r->head, h->value, h->value_len);
         nw_sbuf_append(&r->head, "\r\n", 2);
+    }
+    if (r->req_end && r->body_left) {
+        /* END with a body announced: the service would wait for bytes that
+         * never come and, on a reused connection, read the next request's
+         * head as them. */
+        lreq_fail(r, NW_RST_PROTOCOL, "server ended a request whose Content-Length "
+                                      "announces a body");
+        return;
     }
     if (!has_cl && !r->req_end && !r->upgrade) {
         r->chunked = 1;
@@ -588,16 +608,8 @@ static void lc_pipe_out(lconn_t *lc, const char *p, size_t n) {
  * until now go to the service, and the pipe leaves its request slot. */
 static void pipe_up(lreq_t *r) {
     agent_t *ag = r->ag;
-    const char *p;
-    size_t n;
-    while ((n = nw_bufq_peek(&r->held, &p, 65536)) > 0) {
-        if (lreq_write_body(r, p, n, 0) != 0) {
-            lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
-            return;
-        }
-        nw_bufq_drop(&r->held, n);
-    }
-    if (r->req_end && !r->in_eof && lreq_write_body(r, NULL, 0, 1) != 0) {
+    if (lreq_write_queued(r, &r->held) != 0 ||
+        (r->req_end && !r->in_eof && lreq_write_body(r, NULL, 0, 1) != 0)) {
         lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
         return;
     }
@@ -696,8 +708,6 @@ static void lc_on_written(nw_conn_t *c, size_t credit) {
 
 /* Attach r to a ready connection: write the head and any early body. */
 static void lreq_attach(lreq_t *r, lconn_t *lc) {
-    const char *p;
-    size_t n;
     r->lc = lc;
     lc->req = r;
     lc->got_bytes = 0;
@@ -706,16 +716,10 @@ static void lreq_attach(lreq_t *r, lconn_t *lc) {
         return;
     }
     r->head_out = 1;
-    while ((n = nw_bufq_peek(&r->early, &p, 65536)) > 0) {
-        if (lreq_write_body(r, p, n, 0) != 0) {
-            lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
-            return;
-        }
-        nw_bufq_drop(&r->early, n);
-    }
-    /* The body already ended: finish it with the last chunk. (An upgrade's
-     * half-close waits for the 101: pipe_up.) */
-    if (r->req_end && r->chunked && lreq_write_body(r, NULL, 0, 1) != 0) {
+    /* Then the body that came early; when it already ended, the last chunk.
+     * (An upgrade's half-close waits for the 101: pipe_up.) */
+    if (lreq_write_queued(r, &r->early) != 0 ||
+        (r->req_end && r->chunked && lreq_write_body(r, NULL, 0, 1) != 0)) {
         lreq_fail(r, NW_RST_UPSTREAM, "write to the local service failed");
         return;
     }
@@ -759,13 +763,20 @@ static void lreq_on_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
 /* A pooled connection is usable only if nothing arrived on it since its
  * last response: bytes waiting there (or its EOF) would be read as the
  * next request's response. The read callback closes such connections as
- * soon as it runs, but the OPEN may be handled first in the same turn. */
+ * soon as it runs, but the OPEN may be handled first in the same turn.
+ * Over TLS, bytes can also wait in the TLS layer: part of a record (no
+ * plaintext yet, so no read callback), whose rest would come later. */
 static int lc_reusable(lconn_t *lc) {
     uv_os_fd_t fd;
     char b;
     ssize_t n;
     if (lc->conn->closing || lc->stray)
         return 0;
+    if (nw_conn_input_pending(lc->conn)) {
+        nw_warn("agent=%s local service sent bytes on an idle keep-alive connection: closed",
+                lc->ag->cfg->agent_id);
+        return 0;
+    }
     if (uv_fileno((uv_handle_t *)&lc->conn->tcp, &fd) != 0)
         return 0;
     n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);

@@ -21,6 +21,7 @@
 
 #define NW_READ_SIZE (64 * 1024)
 #define NW_PROBE_MS 1000
+#define NW_FLUSH_CLOSE_MS 5000 /* nw_conn_close_after_flush: the longest wait */
 /* Pauses that are waiting on someone else; OWNER and DONE are deliberate. */
 #define NW_PAUSE_WAITING (~(unsigned)(NW_PAUSE_OWNER | NW_PAUSE_DONE))
 
@@ -122,6 +123,10 @@ const char *nw_conn_tls_error(const nw_conn_t *c) {
     return c->tls ? nw_tls_error(c->tls) : "";
 }
 
+int nw_conn_input_pending(const nw_conn_t *c) {
+    return c->tls ? nw_tls_input_pending(c->tls) : 0;
+}
+
 /* With reads stopped and nothing to write, libuv does not watch the socket
  * at all, so a peer that resets or leaves would go unnoticed for as long
  * as the pause lasts. Peek at it now and then instead. */
@@ -157,7 +162,7 @@ static void on_probe(uv_timer_t *h) {
 
 static void update_reading(nw_conn_t *c) {
     int probe;
-    if (c->closing)
+    if (c->closing || c->flush_deadline)
         return;
     if (c->pause == 0 && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_uv_read) == 0)
@@ -357,7 +362,22 @@ static void shutdown_conn(nw_conn_t *c, int then_close) {
     s->req.data = c;
 }
 
-void nw_conn_close_after_flush(nw_conn_t *c) { shutdown_conn(c, 1); }
+static void on_flush_deadline(uv_timer_t *h) {
+    nw_conn_t *c = nw_container_of(h, nw_conn_t, probe);
+    close_conn(c, 1);
+}
+
+/* A peer that never reads would keep the bytes queued, the shutdown
+ * pending and the connection open for ever (and the loop running after
+ * everything else has stopped): the wait has a deadline. */
+void nw_conn_close_after_flush(nw_conn_t *c) {
+    shutdown_conn(c, 1);
+    if (c->closing || c->flush_deadline)
+        return;
+    c->flush_deadline = 1;
+    c->probing = 0;
+    uv_timer_start(&c->probe, on_flush_deadline, NW_FLUSH_CLOSE_MS, 0);
+}
 void nw_conn_shutdown(nw_conn_t *c) { shutdown_conn(c, 0); }
 
 static void on_write(uv_write_t *req, int status) {

@@ -30,7 +30,8 @@ enum {
 
 struct nw_conn_s {
     uv_tcp_t tcp;
-    uv_timer_t probe; /* while reads are paused: notice a peer that left */
+    uv_timer_t probe; /* while reads are paused: notice a peer that left; once
+                       * closing after a flush: its deadline */
     void *data; /* owner */
     nw_conn_read_cb on_read;
     nw_conn_written_cb on_written;
@@ -46,7 +47,8 @@ struct nw_conn_s {
     void (*on_handshake)(nw_conn_t *c); /* TLS established (dialer's use) */
     unsigned closing : 1, shutting : 1, reading : 1, probing : 1, tls_up : 1, shut_done : 1,
         close_after_shut : 1, /* nw_conn_close_after_flush while a shutdown runs */
-        credit_listed : 1;
+        credit_listed : 1,
+        flush_deadline : 1; /* close after flush: probe is its deadline now */
     char peer[64]; /* "ip:port" of the peer, for logs */
 };
 
@@ -62,6 +64,9 @@ void nw_conn_ready(nw_conn_t *c);
  * and nw_conn_tls_error() says why. */
 int nw_conn_start_tls(nw_conn_t *c, nw_tls_conf_t *conf, const char *host);
 const char *nw_conn_tls_error(const nw_conn_t *c);
+/* TLS: did bytes arrive that have not reached the owner yet (part of a
+ * record, or records not yet read)? Always 0 without TLS. */
+int nw_conn_input_pending(const nw_conn_t *c);
 void nw_conn_pause(nw_conn_t *c, unsigned reason);
 void nw_conn_resume(nw_conn_t *c, unsigned reason);
 /* Copy bufs into one block and queue it. 0 or a negative error. */
@@ -72,7 +77,8 @@ int nw_conn_write_owned(nw_conn_t *c, char *p, size_t len, size_t credit);
  * acknowledged (a peer that reads nothing stops acknowledging once its
  * receive buffer is full), elsewhere what the kernel accepted from us. */
 uint64_t nw_conn_delivered(nw_conn_t *c);
-/* Close once every queued byte is written (half-close first). */
+/* Close once every queued byte is written (half-close first); a peer that
+ * has not taken them within NW_FLUSH_CLOSE_MS loses them (closed anyway). */
 void nw_conn_close_after_flush(nw_conn_t *c);
 /* Half-close once every queued byte is written; reading goes on. */
 void nw_conn_shutdown(nw_conn_t *c);

@@ -61,6 +61,8 @@ struct nw_tls_s {
     size_t in_off, in_len, in_cap;
     char *out; /* ciphertext produced, not yet taken */
     size_t out_len, out_cap;
+    unsigned char rec_hdr[5]; /* record framing of what was fed: */
+    size_t rec_hn, rec_left;  /* header bytes seen, body bytes to come */
     int first_byte; /* first byte ever fed, -1 before any */
     int done;       /* handshake complete */
     int fatal;      /* latched failure (negative), 0 while healthy */
@@ -446,10 +448,35 @@ void nw_tls_free(nw_tls_t *t) {
     nw_free(t);
 }
 
+/* Follow the record framing (5-byte header with the body's length) of
+ * the ciphertext fed, so nw_tls_input_pending knows when a record is cut. */
+static void rec_track(nw_tls_t *t, const unsigned char *p, size_t n) {
+    while (n) {
+        if (t->rec_left) {
+            size_t k = n < t->rec_left ? n : t->rec_left;
+            t->rec_left -= k;
+            p += k, n -= k;
+            continue;
+        }
+        t->rec_hdr[t->rec_hn++] = *p++;
+        n--;
+        if (t->rec_hn == sizeof(t->rec_hdr)) {
+            t->rec_left = ((size_t)t->rec_hdr[3] << 8) | t->rec_hdr[4];
+            t->rec_hn = 0;
+        }
+    }
+}
+
+int nw_tls_input_pending(const nw_tls_t *t) {
+    return t->rec_hn || t->rec_left || t->in_len > t->in_off ||
+           mbedtls_ssl_get_bytes_avail(&t->ssl) || mbedtls_ssl_check_pending(&t->ssl);
+}
+
 int nw_tls_feed(nw_tls_t *t, const void *p, size_t n) {
     size_t live;
     if (n == 0)
         return 0;
+    rec_track(t, p, n);
     if (t->first_byte < 0)
         t->first_byte = *(const unsigned char *)p;
     live = t->in_len - t->in_off;

@@ -48,6 +48,9 @@ int nw_tls_handshake_done(const nw_tls_t *t);
 ssize_t nw_tls_read(nw_tls_t *t, void *buf, size_t cap);
 /* Plaintext already decrypted and waiting (no more input needed). */
 size_t nw_tls_pending(const nw_tls_t *t);
+/* Was anything fed that has not come out of nw_tls_read yet: part of a
+ * record, whole records not yet decrypted, or plaintext not yet read? */
+int nw_tls_input_pending(const nw_tls_t *t);
 /* Encrypt all n bytes into the outgoing buffer. 0 or negative. */
 int nw_tls_write(nw_tls_t *t, const void *p, size_t n);
 /* Queue a close_notify alert. */

@@ -18,7 +18,8 @@
  *
  * Every other frame (pongs, close, RST, WINDOW, heads) is answering input,
  * so input is what has to stop: above TUN_MAX the tunnel stops reading its
- * peer until the output is back under TUN_HIGH. DATA alone stops at
+ * peer until the output is back under TUN_HIGH. (OPENs are not answers:
+ * rx_update leaves them out until the peer names their stream.) DATA alone stops at
  * TUN_HIGH, so two peers moving bulk data both ways never both stop
  * reading. Pings are answered here, one pong in the connection's queue at a
  * time, the newest ping's payload waiting behind it. A peer that reads
@@ -49,12 +50,17 @@ static size_t tun_outq(nw_tun_t *t) {
 }
 
 /* Stop reading the peer while our output is over TUN_MAX (what we would
- * read could only add to it); resume below TUN_HIGH. */
+ * read could only add to it); resume below TUN_HIGH. The OPENs we sent
+ * are not counted: they are not answers the peer forced on us, and the
+ * peer's answers to them are what our reading drains. Counting them stopped
+ * serve and agent at once (OPENs with big heads one way, HEADs the other),
+ * neither output could drain, and the stall timer cut the tunnel. */
 static void rx_update(nw_tun_t *t) {
     size_t q;
     if (t->_closing)
         return;
     q = tun_outq(t);
+    q = q > t->_open_q ? q - t->_open_q : 0;
     if (!t->_rx_full && q > TUN_MAX) {
         t->_rx_full = 1;
         nw_debug("tun=%llu agent=%s %zu bytes of output unread by the peer: reading paused",
@@ -167,6 +173,12 @@ static nw_strm_t *strm_find(nw_tun_t *t, uint32_t sid) {
     return NULL;
 }
 
+/* The peer named s (any frame for it): it has read s's OPEN. */
+static void open_release(nw_strm_t *s) {
+    s->tun->_open_q -= s->_open_len;
+    s->_open_len = 0;
+}
+
 static int strm_insert(nw_tun_t *t, nw_strm_t *s) {
     if (t->nstreams + 1 > t->_nbuckets) {
         size_t n = t->_nbuckets ? t->_nbuckets * 2 : 16, i;
@@ -236,6 +248,7 @@ static void strm_free(nw_strm_t *s) {
     while (*pp != s)
         pp = &(*pp)->_hnext;
     *pp = s->_hnext;
+    open_release(s);
     blocked_del(t, s);
     nw_bufq_clear(&s->_pending);
     if (!s->_detached)
@@ -410,6 +423,8 @@ nw_strm_t *nw_tun_open(nw_tun_t *t, const char *method, size_t method_len, const
     }
     t->_last_sid++;
     s->_open_seq = t->_msgs;
+    s->_open_len = (size_t)n;
+    t->_open_q += (size_t)n;
     s->_local_end = end ? 1 : 0;
     *err = 0;
     return s;
@@ -473,6 +488,8 @@ static nw_strm_t *lookup(nw_tun_t *t, const nw_mux_frame_t *f) {
     nw_strm_t *s = strm_find(t, f->sid);
     if (!s && f->sid > t->_last_sid)
         tun_violation(t, "frame for a stream never opened", f->sid);
+    if (s)
+        open_release(s);
     return s;
 }
 
@@ -791,9 +808,12 @@ static void ws_fail(nw_tun_t *t, uint16_t code, const char *what);
 /* A whole ping is in _cbuf: keep its payload for the pong (a newer ping
  * replaces an older one whose pong has not left yet). */
 static void rx_ping(nw_tun_t *t) {
-    uint8_t b0 = t->_cbuf[0], b1 = t->_cbuf[1];
-    size_t len = b1 & 0x7f;
+    uint8_t b0 = t->_cbuf[0], b1 = t->_cbuf[1], l7 = b1 & 0x7f;
     int masked = (b1 & 0x80) != 0;
+    /* The length may be written in the 16- or 64-bit form (its value is
+     * at most 125, rx_header checked): the payload follows the header. */
+    size_t h = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + (masked ? 4 : 0);
+    size_t len = t->_clen - h;
     if (b0 & 0x70) {
         ws_fail(t, 1002, "reserved bits set");
         return;
@@ -806,9 +826,9 @@ static void rx_ping(nw_tun_t *t) {
     if (t->_close_queued || wslay_event_get_close_sent(t->_ws))
         return; /* nothing may follow our close */
     if (masked)
-        mask_copy(t->_pong, t->_cbuf + 6, len, t->_cbuf + 2, 0);
+        mask_copy(t->_pong, t->_cbuf + h, len, t->_cbuf + h - 4, 0);
     else if (len)
-        memcpy(t->_pong, t->_cbuf + 2, len);
+        memcpy(t->_pong, t->_cbuf + h, len);
     t->_pong_len = len;
     t->_pong_pending = 1;
 }

@@ -56,6 +56,7 @@ struct nw_strm_s {
     /* private to tun.c */
     int64_t _send_credit, _recv_credit;
     uint64_t _open_seq;    /* tunnel message number of the OPEN frame */
+    size_t _open_len;      /* its OPEN's bytes, until the peer names the stream */
     size_t _unacked;       /* consumed but not yet granted back */
     nw_bufq_t _pending;    /* bytes waiting for credit or tunnel room */
     nw_strm_t *_hnext;     /* hash chain */
@@ -113,6 +114,7 @@ struct nw_tun_s {
     size_t _pong_len;
     int _pong_pending, _pong_inflight;
     int _rx_full;        /* reads stopped: our output is over TUN_MAX */
+    size_t _open_q;      /* OPEN bytes of streams the peer has not named yet */
     uint64_t _delivered;   /* nw_conn_delivered() at the last stall check */
     uint64_t _stall_since; /* output has waited without progress since then */
 };

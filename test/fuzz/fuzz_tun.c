@@ -12,16 +12,20 @@
  *                  without having to learn RFC 6455 masking)
  *           bits 2-7: how the bytes are cut into reads (1..64 pieces)
  *   rest    raw bytes, or records: [b0: FIN 0x80 | RSV 0x70 | opcode]
- *           [2-byte big-endian length][payload], the length cut to what
- *           is left.
+ *           [2-byte big-endian length: top bit set = write the length in
+ *           the 16-bit form even when it is short][payload], the length
+ *           cut to what is left.
  *
  * The serve role first opens four streams (ids 1..4) so that HEAD, DATA,
  * WINDOW and RST from the peer have streams to land on. Between reads the
  * loop runs once (flushes, write credit) and what the session wrote is
  * drained from the other end. At the end the tunnel is closed and the loop
  * run until every handle is gone: ASan's leak check then covers every
- * path that frees a stream or the tunnel. The session itself checks
- * nothing for us here: any crash, sanitizer report or leak is the bug. */
+ * path that frees a stream or the tunnel. What the session writes is
+ * parsed as WebSocket frames (check_out): a frame that breaks RFC 6455
+ * (a control frame over 125 bytes or not in the 7-bit length form, a
+ * wrong mask bit, reserved bits) aborts, like any crash, sanitizer report
+ * or leak. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,12 +151,13 @@ static size_t frame_records(const uint8_t *p, size_t n, int mask, uint8_t *out) 
     uint32_t k = 0x9e3779b9u;
     while (n >= 3) {
         uint8_t b0 = p[0];
-        size_t len = ((size_t)p[1] << 8) | p[2], i;
+        size_t len = ((size_t)(p[1] & 0x7f) << 8) | p[2], i;
+        int long_form = (p[1] & 0x80) != 0;
         p += 3, n -= 3;
         if (len > n)
             len = n;
         out[o++] = b0;
-        if (len < 126) {
+        if (len < 126 && !long_form) {
             out[o++] = (uint8_t)((mask ? 0x80 : 0) | len);
         } else {
             out[o++] = (uint8_t)((mask ? 0x80 : 0) | 126);
@@ -176,10 +181,57 @@ static size_t frame_records(const uint8_t *p, size_t n, int mask, uint8_t *out) 
     return o;
 }
 
+/* The session's output, parsed frame by frame across reads: only headers
+ * are checked, payloads are skipped. */
+static struct {
+    uint8_t hdr[14];
+    size_t hlen;
+    uint64_t skip;
+    int is_client;
+} wout;
+
+static void check_out(const uint8_t *p, size_t n) {
+    while (n) {
+        size_t need;
+        if (wout.skip) {
+            size_t k = n < wout.skip ? n : (size_t)wout.skip;
+            wout.skip -= k;
+            p += k, n -= k;
+            continue;
+        }
+        wout.hdr[wout.hlen++] = *p++;
+        n--;
+        if (wout.hlen < 2)
+            continue;
+        need = 2 + ((wout.hdr[1] & 0x7f) == 126 ? 2 : (wout.hdr[1] & 0x7f) == 127 ? 8 : 0) +
+               ((wout.hdr[1] & 0x80) ? 4 : 0);
+        if (wout.hlen < need)
+            continue;
+        {
+            uint8_t op = wout.hdr[0] & 0x0f, l7 = wout.hdr[1] & 0x7f;
+            uint64_t len = l7;
+            size_t i;
+            if (l7 == 126)
+                len = ((uint64_t)wout.hdr[2] << 8) | wout.hdr[3];
+            else if (l7 == 127)
+                for (len = 0, i = 2; i < 10; i++)
+                    len = (len << 8) | wout.hdr[i];
+            CHECK((wout.hdr[0] & 0x70) == 0);                      /* no reserved bits */
+            CHECK(((wout.hdr[1] & 0x80) != 0) == wout.is_client);   /* agents mask */
+            CHECK(op == 0 || op == 2 || op == 8 || op == 9 || op == 10);
+            if (op >= 8)
+                CHECK((wout.hdr[0] & 0x80) && l7 <= 125); /* whole, short form */
+            wout.skip = len;
+            wout.hlen = 0;
+        }
+    }
+}
+
 static void drain_peer(int fd) {
-    char b[65536];
-    while (recv(fd, b, sizeof(b), MSG_DONTWAIT) > 0)
-        ;
+    uint8_t b[65536];
+    ssize_t n;
+    while ((n = recv(fd, b, sizeof(b), MSG_DONTWAIT)) > 0)
+        check_out(b, (size_t)n);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -211,6 +263,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(uv_tcp_open(&c->tcp, sv[0]) == 0);
     fz.closed = 0;
     fz.owned = 0;
+    memset(&wout, 0, sizeof(wout));
+    wout.is_client = is_client;
     t = nw_tun_new(loop, c, is_client, &cfg, &fz_cbs, &fz);
     CHECK(t);
     t->id = 1;
