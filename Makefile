@@ -13,12 +13,16 @@ PYTHON  ?= python3
 include third_party/deps.mk
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-BASE    := -std=c11 -D_GNU_SOURCE -Isrc $(DEP_CFLAGS)
+# src/ is one folder per layer (README, "How it works"); like nginx, each
+# folder is on the include path, so a header is named by its file alone.
+SRC_DIRS := src $(patsubst %/,%,$(sort $(dir $(wildcard src/*/*.c src/*/*.h))))
+HDRS     := $(wildcard src/*.h src/*/*.h)
+BASE    := -std=c11 -D_GNU_SOURCE $(addprefix -I,$(SRC_DIRS)) $(DEP_CFLAGS)
 CFLAGS  ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 ASAN_CFLAGS := -O1 -g $(SAN)
 
-SRCS     := $(sort $(wildcard src/*.c))
+SRCS     := $(sort $(wildcard src/*.c src/*/*.c))
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
 UNIT_SRCS := $(sort $(wildcard test/unit/test_*.c))
 
@@ -36,7 +40,8 @@ all: $(BUILD)/natwrp
 $(BUILD)/natwrp: $(REL_OBJS) $(LL_REL)
 	$(CC) $(CFLAGS) -o $@ $^ $(DEP_LIBS) $(LDFLAGS)
 
-$(BUILD)/obj/%.o: src/%.c src/*.h | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c $(HDRS) | $(BUILD)/obj
+	@mkdir -p $(@D)
 	$(CC) $(BASE) $(WARN) $(CFLAGS) -MMD -c -o $@ $<
 
 # --- sanitizer build (tests) -----------------------------------------------
@@ -44,7 +49,8 @@ asan: $(BUILD)/asan/natwrp
 $(BUILD)/asan/natwrp: $(ASAN_OBJS) $(LL_ASAN)
 	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/asan/obj/%.o: src/%.c src/*.h | $(BUILD)/asan/obj
+$(BUILD)/asan/obj/%.o: src/%.c $(HDRS) | $(BUILD)/asan/obj
+	@mkdir -p $(@D)
 	$(CC) $(BASE) $(WARN) $(ASAN_CFLAGS) -c -o $@ $<
 
 unit: $(UNIT_BINS)
@@ -64,7 +70,7 @@ $(BUILD)/asan/obj/llhttp.a: $(LLHTTP_SRCS) | $(BUILD)/asan/obj
 $(BUILD)/obj $(BUILD)/asan/obj:
 	mkdir -p $@
 
--include $(BUILD)/obj/*.d
+-include $(BUILD)/obj/*.d $(BUILD)/obj/*/*.d
 
 # --- everything else -------------------------------------------------------
 install: $(BUILD)/natwrp
@@ -102,7 +108,7 @@ bench:
 	scripts/bench.sh
 
 lint:
-	@! grep -nE '\b(strcpy|sprintf|atoi|gets)\s*\(' src/*.c || (echo "lint: banned call" && false)
+	@! grep -nE '\b(strcpy|sprintf|atoi|gets)\s*\(' $(SRCS) || (echo "lint: banned call" && false)
 
 # --- fuzzing ---------------------------------------------------------------
 # libFuzzer targets (test/fuzz/fuzz_*.c) for the frame codec, the .env parser,
@@ -134,7 +140,8 @@ FUZZ_OPTS  := -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 -print
 .PHONY: fuzz fuzz-build
 fuzz-build: $(FUZZ_BINS)
 
-$(FUZZ_DIR)/obj/%.o: src/%.c src/*.h | $(FUZZ_DIR)/obj
+$(FUZZ_DIR)/obj/%.o: src/%.c $(HDRS) | $(FUZZ_DIR)/obj
+	@mkdir -p $(@D)
 	$(FUZZ_CC) $(BASE) $(WARN) $(FUZZ_OBJ_CFLAGS) -c -o $@ $<
 
 # An archive, so each target pulls in only the modules it uses (main.c is

@@ -1,4 +1,4 @@
-/* fuzz_env.c: libFuzzer target for the .env parser (nw_env_parse, src/cfg.c).
+/* fuzz_env.c: libFuzzer target for the .env parser (nw_env_parse, src/core/cfg.c).
  *
  * The input is the file's text. It is not NUL-terminated (libFuzzer hands
  * over an exact-size heap copy), so a parser that relied on a terminator

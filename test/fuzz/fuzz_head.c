@@ -1,7 +1,7 @@
 /* fuzz_head.c: libFuzzer target for request-head parsing the way serve does
  * it: llhttp (HTTP_REQUEST, no lenient flags, compiled like the project's,
  * i.e. without -DLLHTTP_STRICT_MODE=1; see check_accumulator) with the span
- * callbacks accumulating into an nw_hfields_t (src/http1.c), then, once the
+ * callbacks accumulating into an nw_hfields_t (src/net/http1.c), then, once the
  * head is complete, the helpers serve's on_headers_complete and open_stream
  * apply to it.
  *

@@ -1,4 +1,4 @@
-/* fuzz_mux.c: libFuzzer target for the tunnel frame codec (src/mux.c).
+/* fuzz_mux.c: libFuzzer target for the tunnel frame codec (src/wire/mux.c).
  *
  * Each input is used twice.
  *

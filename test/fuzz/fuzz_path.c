@@ -1,5 +1,5 @@
 /* fuzz_path.c: libFuzzer target for request-path normalisation
- * (nw_path_normalize, src/path.c), what access rules and the base-path
+ * (nw_path_normalize, src/net/path.c), what access rules and the base-path
  * check read.
  *
  * The input is a request target, in an exact-size heap copy (no NUL), so
