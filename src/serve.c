@@ -52,6 +52,7 @@ typedef struct pconn_s {
     size_t stale_credit;     /* of those, bytes that belong to a finished stream */
     uint64_t cl_left;        /* response Content-Length still to come */
     int err_status;          /* status chosen by a parser callback */
+    const char *err_why;     /* its reason for the log, or NULL (see pc_parse_error) */
     int defer_status;        /* error to answer once the request body is read */
     struct pconn_s *prev, *next;
     struct pconn_s *qprev, *qnext; /* wait queue for a stream slot */
@@ -950,11 +951,17 @@ static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
 
 /* ----------------------------------------------------- request parsing */
 
-static int pc_fail(llhttp_t *p, int status) {
+/* Stop the parser with status; pc_parse_error answers it and logs one line
+ * with why (NULL: the status's reason phrase). A why of "" means the line
+ * was already logged by the caller, which decided with more to say. */
+static int pc_refuse(llhttp_t *p, int status, const char *why) {
     pconn_t *pc = p->data;
     pc->err_status = status;
+    pc->err_why = why;
     return -1;
 }
+
+static int pc_fail(llhttp_t *p, int status) { return pc_refuse(p, status, NULL); }
 
 static int on_message_begin(llhttp_t *p) {
     pconn_t *pc = p->data;
@@ -964,6 +971,7 @@ static int on_message_begin(llhttp_t *p) {
     pc->body_started = pc->hold_parser = 0;
     pc->held_eof = pc->req_body = 0;
     pc->err_status = pc->defer_status = 0;
+    pc->err_why = NULL;
     pc->state = PC_HEAD;
     pc->used = 1;
     pc_arm(pc, pc->srv->cfg->head_timeout_ms);
@@ -1212,11 +1220,12 @@ static const char *cgi_alias(const char *name, size_t len) {
     return NULL;
 }
 
-/* What llhttp 8 lets through and a front-end must refuse: field names that
+/* What llhttp 8 lets through and a front-end must refuse (the reason, or
+ * NULL when the fields are fine): field names that
  * are not tokens, control bytes in values, a Host that is not a host, and
  * any Transfer-Encoding but a single "chunked" on HTTP/1.1 (RFC 9112 6.1:
  * an unknown coding cannot be framed; on 1.0 it invites smuggling). */
-static int pc_fields_ok(pconn_t *pc) {
+static const char *pc_fields_why(pconn_t *pc) {
     nw_hfields_t *h = &pc->hf;
     const char *why = NULL;
     size_t i, te = 0;
@@ -1235,10 +1244,7 @@ static int pc_fields_ok(pconn_t *pc) {
                  (te++ || !pc->minor || !nw_strieq(f.value, f.value_len, "chunked")))
             why = "unsupported Transfer-Encoding (only a single 'chunked' on HTTP/1.1)";
     }
-    if (why)
-        nw_info("conn=%llu client=%s bad request: 400 (%s)", (unsigned long long)pc->id,
-                pc->conn->peer, why);
-    return why == NULL;
+    return why;
 }
 
 /* AUTH_TOKEN: 1 when the request may pass. The token comes in
@@ -1310,9 +1316,9 @@ static int offers_natwrp(const nw_hfields_t *h) {
 }
 
 /* Checks on the target and head of a request for the local service, before
- * the token: 0 to go on, else the status to answer. norm gets the
+ * the token: NULL to go on, else why it gets 400. norm gets the
  * normalised path (room for tlen + 2), or "" for "*". */
-static int pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
+static const char *pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
     nw_hfields_t *h = &pc->hf;
     const char *why = NULL;
     size_t nlen, i;
@@ -1322,7 +1328,12 @@ static int pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
     rc = nw_path_normalize(target, tlen, 0, norm, tlen + 2, &nlen);
     if (rc < 0)
         norm[0] = 0; /* "*": no path to normalise */
-    if (rc == NW_PATH_CLIMBS)
+    if (memchr(h->raw.p, '#', h->first_len))
+        /* No request target has a fragment (RFC 9112 3.2). The checks here
+         * end the path at '#', but a service may not: Go's net/http takes
+         * "/public#/../private" as a path and cleans it to "/private". */
+        why = "a fragment ('#') in the request target";
+    else if (rc == NW_PATH_CLIMBS)
         /* "/../x" would leave LOCAL_URL's base path at the service. */
         why = "the path climbs above the root";
     else if (rc >= 0 && nw_strieq(norm, nlen, NW_TUNNEL_PATH))
@@ -1336,11 +1347,7 @@ static int pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
         if (cgi_eq(f.name, f.name_len, "x-natwrp-", 1))
             why = "an X-Natwrp-* field outside the tunnel path";
     }
-    if (!why)
-        return 0;
-    nw_info("conn=%llu client=%s bad request: 400 (%s)", (unsigned long long)pc->id,
-            pc->conn->peer, why);
-    return 400;
+    return why;
 }
 
 static int on_headers_complete(llhttp_t *p) {
@@ -1350,6 +1357,7 @@ static int on_headers_complete(llhttp_t *p) {
     size_t tlen, plen;
     int form, has_body, status, end;
     char small[3 * 512], *pathbuf;
+    const char *why;
 
     pc->minor = p->http_major == 1 && p->http_minor >= 1;
     pc->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
@@ -1360,13 +1368,13 @@ static int on_headers_complete(llhttp_t *p) {
         return pc_fail(p, 501);
     form = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen);
     if (form < 0)
-        return pc_fail(p, 400);
-    if (pc->minor && nw_hf_find(h, "host", 0) < 0)
-        return pc_fail(p, 400); /* RFC 9112 3.2: HTTP/1.1 requires Host */
+        return pc_refuse(p, 400, "request target neither origin nor absolute form");
+    if (pc->minor && nw_hf_find(h, "host", 0) < 0) /* RFC 9112 3.2 */
+        return pc_refuse(p, 400, "HTTP/1.1 request without Host");
     if (nw_hf_find(h, "host", (size_t)nw_hf_find(h, "host", 0) + 1) >= 0)
-        return pc_fail(p, 400);
-    if (!pc_fields_ok(pc))
-        return pc_fail(p, 400);
+        return pc_refuse(p, 400, "more than one Host");
+    if ((why = pc_fields_why(pc)) != NULL)
+        return pc_refuse(p, 400, why);
     for (plen = 0; plen < tlen && target[plen] != '?'; plen++)
         ;
     if (form == 0 && nw_strieq(target, plen, NW_TUNNEL_PATH)) {
@@ -1401,15 +1409,12 @@ static int on_headers_complete(llhttp_t *p) {
     pathbuf = 3 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(3 * (tlen + 2));
     if (!pathbuf)
         return pc_fail(p, 503);
-    status = pc_screen(pc, target, tlen, pathbuf);
-    if (status)
-        status = -status;
-    else if (!pc_auth(pc, target, tlen, pathbuf, pathbuf + tlen + 2))
-        status = 401;
+    why = pc_screen(pc, target, tlen, pathbuf);
+    status = !why && !pc_auth(pc, target, tlen, pathbuf, pathbuf + tlen + 2) ? 401 : 0;
     if (pathbuf != small)
         nw_free(pathbuf);
-    if (status < 0)
-        return pc_fail(p, -status);
+    if (why)
+        return pc_refuse(p, 400, why);
     if (status == 0)
         status = pc_dispatch(pc);
     if (status == 1) {
@@ -1426,8 +1431,10 @@ static int on_headers_complete(llhttp_t *p) {
             return 0;
         }
     }
-    if (status)
-        return pc_fail(p, status);
+    if (status) /* 401 and 503 were logged where they were decided */
+        return pc_refuse(p, status, status == 401 || status == 503 ? ""
+                                    : status == 431 ? "the forwarded head is too large"
+                                                    : "could not open a stream to the agent");
     pc_sent(pc);
     return pc->upgrade && !has_body ? 2 : 0; /* a body is parsed, then HPE_PAUSED_UPGRADE */
 }
@@ -1460,13 +1467,13 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
     pconn_t *pc = p->data;
     int rc;
     if ((p->flags & F_CHUNKED) && pc_chunk_data(pc, at, n) != 0)
-        return pc_fail(p, 400);
+        return pc_refuse(p, 400, "no CRLF after chunk data");
     if (!pc->strm)
         return 0; /* the response already ended or failed: drop */
     pc->body_started = 1;
     rc = nw_strm_send(pc->strm, at, n, 0);
     if (rc < 0)
-        return pc_fail(p, 502);
+        return pc_refuse(p, 502, "the request body could not go into its stream");
     if (rc == 1)
         nw_conn_pause(pc->conn, NW_PAUSE_CREDIT);
     return 0;
@@ -1507,10 +1514,11 @@ static const char *status_msg(int status) {
 /* A parse error: answer it (if no response has started) and close. */
 static void pc_parse_error(pconn_t *pc) {
     int status = pc->err_status ? pc->err_status : 400;
-    const char *why = llhttp_get_error_reason(&pc->parser);
-    nw_info("conn=%llu client=%s bad request: %d (%s)", (unsigned long long)pc->id,
-            pc->conn ? pc->conn->peer : "-", status,
-            why && !pc->err_status ? why : nw_http_reason(status));
+    const char *why = pc->err_status ? pc->err_why : llhttp_get_error_reason(&pc->parser);
+    if (!why || *why) /* "": the caller logged it (pc_refuse) */
+        nw_info("conn=%llu client=%s %s: %d (%s)", (unsigned long long)pc->id,
+                pc->conn ? pc->conn->peer : "-", status < 500 ? "bad request" : "refused",
+                status, why ? why : nw_http_reason(status));
     pc->err_status = status;
     if (pc->head_sent) {
         pc_close(pc);

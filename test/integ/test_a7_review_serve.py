@@ -1,0 +1,74 @@
+"""a7: a hostile review of serve after issue 9 (smuggling, auth rule, base
+path, hostile agents, refusals).
+
+- A request target with a fragment ('#') gets 400: serve's path checks end
+  the path at '#', but a service may not (Go's net/http takes
+  "/public#/../private" as a path and cleans it to "/private"), so
+  AUTH_RULE and the LOCAL_URL base-path check were bypassed.
+- Each refused request is one log line with its reason (no second generic
+  "bad request: 400" line for the same refusal)."""
+
+import re
+import socket
+import struct
+import time
+
+from harness import Conn, check, eq, fail, timed
+from test_a1_paths import Recorder, _stack, _req, _refused, TOKEN
+
+
+# -- fragments ---------------------------------------------------------------
+
+def test_fragment_in_target_gets_400(t):
+    rec, s = _stack(t, ["--auth-token", TOKEN, "--auth-rule", r"^/private"], base="/app")
+    try:
+        shapes = ["/public#/../private", "/x#/../../secret", "/x?a#b", "/x#",
+                  "http://h/public#/../private", "http://h#/../private"]
+        _refused(t, rec, s, [("fragment", "GET", p, [], None) for p in shapes], 400,
+                 "fragment-targets")
+        check(s.proc.find(r"bad request: 400 \(a fragment \('#'\) in the request target\)"),
+              "serve logged no reason for the fragments")
+        # An encoded '#' is an ordinary path byte: the rule still sees it.
+        r, _ = _req(s, "GET", "/public%23/../private")
+        eq(r.status, 401, "/public%23/../private without the token")
+    finally:
+        rec.close()
+
+
+# -- one log line per refusal -------------------------------------------------
+
+def test_refusal_logged_once(t):
+    """Every refusal before the request leaves serve is one line naming the
+    connection, the status and why; never a reason line plus a generic one."""
+    rec, s = _stack(t, ["--auth-token", TOKEN, "--auth-rule", r"^/private"])
+    try:
+        cases = [
+            (400, b"GET /x HTTP/1.1\r\nHost: h\r\nTransfer_Encoding: chunked\r\n\r\n",
+             r"CGI reads"),
+            (400, b"GET /../x HTTP/1.1\r\nHost: h\r\n\r\n", r"climbs above the root"),
+            (400, b"GET /x HTTP/1.1\r\nX-Natwrp-Agent: a\r\nHost: h\r\n\r\n", r"X-Natwrp"),
+            (400, b"GET /x HTTP/1.1\r\n\r\n", r"without Host"),
+            (400, b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", r"more than one Host"),
+            (400, b"GET /x#y HTTP/1.1\r\nHost: h\r\n\r\n", r"fragment"),
+            (401, b"POST /private HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\n0\r\n\r\n", r"unauthorized"),
+            (401, b"GET /private HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\n\r\n", r"unauthorized"),
+        ]
+        bad = []
+        for status, raw, why in cases:
+            mark = s.proc.mark()
+            r, _ = _req(s, None, None, raw=raw)
+            if r.status != status:
+                bad.append("%r: status %s, want %s" % (raw[:40], r.status, status))
+                continue
+            time.sleep(0.1)
+            lines = [m.string for m in s.proc.find(r"conn=\d+ client=\S+ .*: %d\b" % status,
+                                                   since=mark)]
+            if len(lines) != 1 or not re.search(why, lines[0]):
+                bad.append("%r: %d line(s) for one refusal: %r" % (raw[:40], len(lines), lines))
+        if bad:
+            fail("refusals not logged as one clear line:\n  " + "\n  ".join(bad))
+        eq(rec.targets(), [], "refused requests that reached the local service")
+    finally:
+        rec.close()
