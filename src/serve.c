@@ -110,6 +110,7 @@ static void pc_up_in(pconn_t *pc, const char *p, size_t n);
 static void pc_pipe_done(pconn_t *pc);
 static void pc_on_timer_close(uv_handle_t *h);
 static void pc_close(pconn_t *pc);
+static void pc_send_timer(pconn_t *pc);
 
 /* ------------------------------------------------------------ registry */
 
@@ -236,6 +237,8 @@ static int pc_flush_head(pconn_t *pc) {
     if (pc->conn)
         rc = pc_write(pc, pc->head_out.p, pc->head_out.len, 0);
     nw_sbuf_free(&pc->head_out);
+    if (rc == 0)
+        pc_send_timer(pc);
     return rc;
 }
 
@@ -263,6 +266,23 @@ static void pc_arm(pconn_t *pc, uint64_t ms) {
 static int pc_body_waiting(const pconn_t *pc) {
     return pc->req_body && !pc->req_done && pc->strm && !pc->piped &&
            (pc->state == PC_WAIT || pc->state == PC_STREAM);
+}
+
+/* A response (or a pipe) in progress has bytes queued that the client has
+ * not taken: a client that stops reading would otherwise hold its stream
+ * slot, with no timer, for as long as it likes. The wait is then bounded
+ * by --body-timeout too, counted from the last bytes the client took
+ * (pc_on_written), never re-armed by our own writes. With nothing queued
+ * the wait is on the service (a stream may be slow): no timer. */
+static void pc_send_timer(pconn_t *pc) {
+    if (pc->state != PC_STREAM || !pc->conn)
+        return;
+    if (pc->conn->wbytes) {
+        if (!uv_is_active((uv_handle_t *)&pc->timer))
+            pc_arm(pc, pc->srv->cfg->body_timeout_ms);
+    } else if (!pc_body_waiting(pc)) {
+        uv_timer_stop(&pc->timer);
+    }
 }
 
 /* After an error reply: half-close, then read and drop whatever the client
@@ -558,6 +578,7 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
             return;
         }
         pc->body_inflight += len;
+        pc_send_timer(pc);
         if (end) {
             /* The local side ended: half-close towards the client; the
              * pipe is done once the client has ended too. */
@@ -601,6 +622,7 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
         }
         if (!skip)
             pc->body_inflight += len;
+        pc_send_timer(pc);
     }
     if (extra) {
         pc_framing_violation(pc, s, extra);
@@ -1738,6 +1760,14 @@ static void pc_on_timer(uv_timer_t *h) {
         }
         pc_reply(pc, 504, "no response from the local service in time");
         break;
+    case PC_STREAM: /* pc_send_timer */
+        nw_warn("conn=%llu client=%s agent=%s strm=%u the client took none of the response for "
+                "%llu ms: closing",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-",
+                pc->strm ? pc->strm->tun->agent : "-", pc->strm ? pc->strm->sid : 0,
+                (unsigned long long)pc->srv->cfg->body_timeout_ms);
+        pc_close(pc);
+        break;
     default: /* idle keep-alive or lingering: just close */
         pc_close(pc);
         break;
@@ -1865,6 +1895,13 @@ static void pc_on_written(nw_conn_t *c, size_t credit) {
         pc->stale_credit = 0;
         if (pc->strm)
             nw_strm_consumed(pc->strm, credit);
+    }
+    if (pc->state == PC_STREAM) {
+        /* The client took bytes: a step forward for the send timer. */
+        if (c->wbytes)
+            pc_arm(pc, pc->srv->cfg->body_timeout_ms);
+        else
+            pc_send_timer(pc);
     }
     if (pc->out_wait && pc->state == PC_IDLE) {
         pc_arm(pc, pc->srv->cfg->idle_timeout_ms); /* the client reads: not idle */

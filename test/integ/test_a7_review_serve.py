@@ -5,6 +5,8 @@ path, hostile agents, refusals).
   the path at '#', but a service may not (Go's net/http takes
   "/public#/../private" as a path and cleans it to "/private"), so
   AUTH_RULE and the LOCAL_URL base-path check were bypassed.
+- A client that takes none of its response held its stream slot forever:
+  such a response is cut after --body-timeout; a slow reader is not.
 - Each refused request is one log line with its reason (no second generic
   "bad request: 400" line for the same refusal)."""
 
@@ -72,3 +74,51 @@ def test_refusal_logged_once(t):
         eq(rec.targets(), [], "refused requests that reached the local service")
     finally:
         rec.close()
+
+
+
+# -- a client that stops reading a response -----------------------------------
+
+def _stalled_reader(port, n):
+    """A client that asks for a large body and never reads it."""
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.connect(("127.0.0.1", port))
+    c.sendall(b"GET /bytes?n=%d HTTP/1.1\r\nHost: h\r\n\r\n" % n)
+    return c
+
+
+@timed(40)
+def test_stalled_reader_frees_its_slot(t):
+    """Clients that take none of their responses held their stream slots
+    forever (no timer while a response is under way), so every other client
+    got 503. A response the client takes nothing of for --body-timeout
+    closes its connection and frees the slot; one that the client reads
+    slowly, and a service that is slow, are not cut."""
+    o, s, a = t.stack(["--max-streams", "2", "--queue-timeout", "1", "--body-timeout", "2"])
+    stalled = [_stalled_reader(s.port, 200000000) for _ in range(2)]
+    try:
+        time.sleep(3)
+        c = Conn(s.port, timeout=10)
+        c.request("GET", "/name")
+        r = c.read_response("GET")
+        eq(r.status, 200, "a request after two stalled readers")
+        c.close()
+        eq(s.proc.count(r"the client took none of the response for 2000 ms: closing"), 2,
+           "stalled readers cut")
+        # A slow reader that keeps taking bytes is not cut.
+        slow = _stalled_reader(s.port, 1000000)
+        got, deadline = 0, time.time() + 20
+        while time.time() < deadline:
+            b = slow.recv(65536)
+            if not b:
+                break
+            got += len(b)
+            if got >= 1000000:
+                break
+            time.sleep(0.02)
+        check(got >= 1000000, "a slow reader was cut after %d bytes" % got)
+        slow.close()
+    finally:
+        for c in stalled:
+            c.close()
