@@ -58,6 +58,7 @@ typedef struct pconn_s {
     struct pconn_s *qprev, *qnext; /* wait queue for a stream slot */
     struct pconn_s *hprev, *hnext; /* response heads not yet written */
     nw_sbuf_t head_out;      /* a response head held for its first body bytes */
+    nw_sbuf_t out_pend;      /* body bytes held while a write is queued (pc_hold_body) */
     nw_headscan_t scan;      /* checks each request head before llhttp does */
     const char *feed_end;    /* end of the bytes llhttp is parsing now */
     uint64_t chunk_left;     /* request chunk data still to come */
@@ -563,6 +564,42 @@ static void pc_framing_violation(pconn_t *pc, nw_strm_t *s, size_t extra) {
     pc_linger(pc); /* half-close after the valid part; pipelined input is dropped */
 }
 
+/* Body bytes that arrive while the client has not taken what was written
+ * before wait in out_pend, raw, and leave as one write (one chunk) once it
+ * has (pc_on_written). Written one by one, each DATA frame costs a write
+ * request, a chunk header and, on TLS, a record: a hostile agent sending
+ * 1-byte DATA frames to a client that does not read made serve hold some
+ * 300 bytes per byte of window. 1 when p was held (counted in flight). */
+static int pc_hold_body(pconn_t *pc, const uint8_t *p, size_t len) {
+    if (!len || !pc->conn || pc->head_pending || (!pc->out_pend.len && !pc->conn->wbytes))
+        return 0;
+    if (nw_sbuf_append(&pc->out_pend, p, len) != 0)
+        return -1;
+    pc->body_inflight += len;
+    return 1;
+}
+
+/* Write what pc_hold_body held (framed as one chunk when chunked). */
+static int pc_flush_body(pconn_t *pc) {
+    char hdr[32];
+    uv_buf_t b[3];
+    unsigned n = 0;
+    size_t len = pc->out_pend.len;
+    int rc;
+    if (!len)
+        return 0;
+    if (pc->chunked_out)
+        b[n++] = uv_buf_init(hdr, (unsigned)snprintf(hdr, sizeof(hdr), "%zx\r\n", len));
+    b[n++] = uv_buf_init(pc->out_pend.p, (unsigned)len);
+    if (pc->chunked_out)
+        b[n++] = uv_buf_init("\r\n", 2);
+    rc = pc->conn ? nw_conn_write(pc->conn, b, n, len) : NW_ECLOSED;
+    nw_sbuf_free(&pc->out_pend);
+    if (rc == 0)
+        pc_send_timer(pc);
+    return rc;
+}
+
 static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     pconn_t *pc = s->data;
     char hdr[32];
@@ -573,11 +610,14 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
 
     if (pc->piped) {
         uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
-        if (len && nw_conn_write(pc->conn, &pb, 1, len) != 0) {
+        rc = pc_hold_body(pc, p, len);
+        if (rc < 0 || (rc == 0 && len && nw_conn_write(pc->conn, &pb, 1, len) != 0) ||
+            (end && pc_flush_body(pc) != 0)) {
             pc_close(pc);
             return;
         }
-        pc->body_inflight += len;
+        if (rc == 0)
+            pc->body_inflight += len;
         pc_send_timer(pc);
         if (end) {
             /* The local side ended: half-close towards the client; the
@@ -597,6 +637,17 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
             end = 0;
         }
         pc->cl_left -= len;
+    }
+    if (!skip && (rc = pc_hold_body(pc, p, len)) != 0) {
+        if (rc < 0) {
+            pc_close(pc);
+            return;
+        }
+        len = 0; /* held: only the end (or the violation) is left to handle */
+    }
+    if ((end || extra) && pc_flush_body(pc) != 0) {
+        pc_close(pc);
+        return;
     }
     if (pc->head_pending) {
         heads_unlink(pc);
@@ -1667,6 +1718,7 @@ static void pc_maybe_free(pconn_t *pc) {
         pc->next->prev = pc->prev;
     nw_hf_free(&pc->hf);
     nw_sbuf_free(&pc->pipeline);
+    nw_sbuf_free(&pc->out_pend);
     nw_free(pc);
     srv_check_drained(srv);
 }
@@ -1895,6 +1947,10 @@ static void pc_on_written(nw_conn_t *c, size_t credit) {
         pc->stale_credit = 0;
         if (pc->strm)
             nw_strm_consumed(pc->strm, credit);
+    }
+    if (pc->out_pend.len && !c->wbytes && pc_flush_body(pc) != 0) {
+        pc_close(pc);
+        return;
     }
     if (pc->state == PC_STREAM) {
         /* The client took bytes: a step forward for the send timer. */

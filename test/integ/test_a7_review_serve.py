@@ -7,6 +7,10 @@ path, hostile agents, refusals).
   AUTH_RULE and the LOCAL_URL base-path check were bypassed.
 - A client that takes none of its response held its stream slot forever:
   such a response is cut after --body-timeout; a slow reader is not.
+- A hostile agent's 1-byte DATA frames to a client that does not read cost
+  some 350 bytes of serve memory per byte of window (a write request and a
+  chunk header each); bytes that arrive while a write is queued are now held
+  raw and leave as one chunk.
 - Each refused request is one log line with its reason (no second generic
   "bad request: 400" line for the same refusal)."""
 
@@ -122,3 +126,121 @@ def test_stalled_reader_frees_its_slot(t):
     finally:
         for c in stalled:
             c.close()
+
+
+
+def _tunnel_msgs(c, quiet):
+    """Every complete message serve sends on the raw tunnel c until it has
+    been quiet for `quiet` seconds (pings included as they are)."""
+    out = []
+    c.sock.settimeout(quiet)
+    while True:
+        try:
+            b = c.sock.recv(1 << 20)
+        except (socket.timeout, TimeoutError):
+            break
+        if not b:
+            break
+        c.buf += b
+    buf = bytes(c.buf)
+    while len(buf) >= 2:
+        n, off = buf[1] & 0x7f, 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, off = struct.unpack(">H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, off = struct.unpack(">Q", buf[2:10])[0], 10
+        if len(buf) < off + n:
+            break
+        if buf[0] & 0x0f == 2:
+            out.append(buf[off:off + n])
+        buf = buf[off + n:]
+    c.buf = buf
+    return out
+
+
+
+def _read_chunked(sock, timeout=30):
+    """Read one chunked response from sock; returns its body."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        b = sock.recv(65536)
+        check(b, "the client connection closed before the response head")
+        buf += b
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    check(b"transfer-encoding: chunked" in head.lower(), "response not chunked: %r" % head)
+    body = b""
+    while True:
+        while b"\r\n" not in buf:
+            b = sock.recv(65536)
+            check(b, "the client connection closed mid-body (%d bytes)" % len(body))
+            buf += b
+        line, _, buf = buf.partition(b"\r\n")
+        n = int(line, 16)
+        while len(buf) < n + 2:
+            b = sock.recv(1 << 20)
+            check(b, "the client connection closed mid-chunk (%d bytes)" % len(body))
+            buf += b
+        eq(buf[n:n + 2], b"\r\n", "CRLF after chunk data")
+        body += buf[:n]
+        buf = buf[n + 2:]
+        if n == 0:
+            return body
+
+
+@timed(60)
+def test_tiny_data_frames_to_a_client_that_does_not_read(t):
+    """A hostile agent answers with 1-byte DATA frames while the client
+    reads nothing: serve held each as its own write (request, chunk header),
+    some 350 bytes of memory per byte of window (2 streams: +90 MB). Bytes
+    that arrive while a write is queued are held raw and leave as one chunk:
+    memory stays near the window, and the client still gets every byte."""
+    from test_a3_answers import raw_agent, next_open, head_frame
+    from test_55_wire import ws_frame, mux
+    s, c = raw_agent(t)
+    clients, credit, sent = [], {}, {}
+    for i in range(2):
+        cc = socket.socket()
+        cc.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        cc.connect(("127.0.0.1", s.port))
+        cc.sendall(b"GET /x%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+        sid, _ = next_open(c)
+        c.send(ws_frame(2, head_frame(sid, 200)))
+        clients.append((sid, cc))
+        credit[sid], sent[sid] = 262144, b""
+    # Fill the client's socket buffers with large frames, keeping half the
+    # window, until serve stops granting credit (nothing more is taken).
+    big = b"y" * 16384
+    while True:
+        for sid in credit:
+            while credit[sid] >= 131072 + 16384:
+                c.send(ws_frame(2, mux(3, 0, sid, big)))
+                credit[sid] -= 16384
+                sent[sid] += big
+        granted = 0
+        for m in _tunnel_msgs(c, 0.3):
+            if m[0] == 4:
+                sid = struct.unpack(">I", m[2:6])[0]
+                credit[sid] += struct.unpack(">I", m[6:10])[0]
+                granted += 1
+        if not granted:
+            break
+    before = s.proc.rss_kib()
+    for sid in credit:
+        c.send(ws_frame(2, mux(3, 0, sid, b"x")) * credit[sid])
+        sent[sid] += b"x" * credit[sid]
+    time.sleep(2)
+    grown = s.proc.rss_kib() - before
+    check(grown < 24 * 1024, "serve grew by %d KiB for 2 x %d one-byte DATA frames" %
+          (grown, credit[sid]))
+    for sid, _ in clients:
+        c.send(ws_frame(2, mux(3, 1, sid, b"")))
+    for sid, cc in clients:
+        body = _read_chunked(cc)
+        eq(len(body), len(sent[sid]), "body length of stream %d" % sid)
+        check(body == sent[sid], "body of stream %d differs from what the agent sent" % sid)
+        cc.close()
