@@ -244,3 +244,15 @@ def test_tiny_data_frames_to_a_client_that_does_not_read(t):
         eq(len(body), len(sent[sid]), "body length of stream %d" % sid)
         check(body == sent[sid], "body of stream %d differs from what the agent sent" % sid)
         cc.close()
+
+
+# -- flag messages --------------------------------------------------------------
+
+def test_count_flag_range_message(t):
+    """A count that must be at least 1 said "(use 0-1024)" when out of range."""
+    for flag, val, want in (("--max-tunnels", "2000", "use 1-1024"),
+                            ("--max-headers", "100000", "use 1-200"),
+                            ("--max-streams", "0", "must be at least 1")):
+        rc, out = t.run_natwrp("serve", ["serve", "--listen", "127.0.0.1:0", flag, val])
+        eq(rc, 2, "%s %s exit status" % (flag, val))
+        check(want in out, "%s %s: %r lacks %r" % (flag, val, out.strip(), want))
