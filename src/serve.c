@@ -1439,9 +1439,15 @@ static int on_headers_complete(llhttp_t *p) {
      * any target form: never ours to give. */
     if (p->method == HTTP_CONNECT)
         return pc_fail(p, 501);
+    /* llhttp also takes "HTTP/0.9" and "HTTP/2.0" in an HTTP/1 request
+     * line; their framing and Host rules are not 1.x's (RFC 9112 2.3). */
+    if (p->http_major != 1 || p->http_minor > 1)
+        return pc_refuse(p, 505, "HTTP version other than 1.0 and 1.1");
     form = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen);
     if (form < 0)
         return pc_refuse(p, 400, "request target neither origin nor absolute form");
+    if (tlen == 1 && target[0] == '*' && p->method != HTTP_OPTIONS) /* RFC 9112 3.2.4 */
+        return pc_refuse(p, 400, "asterisk-form target with a method other than OPTIONS");
     if (pc->minor && nw_hf_find(h, "host", 0) < 0) /* RFC 9112 3.2 */
         return pc_refuse(p, 400, "HTTP/1.1 request without Host");
     if (nw_hf_find(h, "host", (size_t)nw_hf_find(h, "host", 0) + 1) >= 0)
@@ -1577,6 +1583,7 @@ static const char *status_msg(int status) {
     case 431: return "request header fields too large";
     case 414: return "request target too long";
     case 501: return "method not implemented";
+    case 505: return "HTTP version not supported (use HTTP/1.1)";
     case 503: return "no agent is connected to this server";
     case 401: return "unauthorized: this path needs the access token (X-Auth-Token)";
     case 502: return "could not forward the request";

@@ -11,6 +11,8 @@ path, hostile agents, refusals).
   some 350 bytes of serve memory per byte of window (a write request and a
   chunk header each); bytes that arrive while a write is queued are now held
   raw and leave as one chunk.
+- HTTP/0.9 and HTTP/2.0 request lines (which llhttp takes) get 505 instead
+  of being forwarded as HTTP/1.1; "*" is a target only for OPTIONS.
 - Each refused request is one log line with its reason (no second generic
   "bad request: 400" line for the same refusal)."""
 
@@ -256,3 +258,29 @@ def test_count_flag_range_message(t):
         rc, out = t.run_natwrp("serve", ["serve", "--listen", "127.0.0.1:0", flag, val])
         eq(rc, 2, "%s %s exit status" % (flag, val))
         check(want in out, "%s %s: %r lacks %r" % (flag, val, out.strip(), want))
+
+
+
+# -- versions and asterisk-form ---------------------------------------------------
+
+def test_http_versions_and_asterisk_form(t):
+    """llhttp takes HTTP/0.9 and HTTP/2.0 in an HTTP/1 request line: they
+    were forwarded as HTTP/1.1 (0.9 without Host). They get 505 now, and
+    "*" as a target is only for OPTIONS (a GET * reached the service as the
+    base path's root, a path the access rule never saw)."""
+    rec, s = _stack(t, ["--auth-token", TOKEN, "--auth-rule", r"^/$"])
+    try:
+        _refused(t, rec, s, [
+            ("0.9", None, "/v09", [], b"GET /v09 HTTP/0.9\r\n\r\n"),
+            ("2.0", None, "/v20", [], b"GET /v20 HTTP/2.0\r\nHost: h\r\n\r\n"),
+        ], 505, "versions")
+        _refused(t, rec, s, [
+            ("GET *", None, "*", [], b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"),
+            ("POST *", None, "*", [], b"POST * HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"),
+        ], 400, "asterisk-form")
+        r, _ = _req(s, None, None, raw=b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+        eq(r.status, 200, "OPTIONS *")
+        r, _ = _req(s, None, None, raw=b"GET /v10 HTTP/1.0\r\n\r\n")
+        eq(r.status, 200, "HTTP/1.0 without Host")
+    finally:
+        rec.close()
