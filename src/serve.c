@@ -73,7 +73,8 @@ typedef struct pconn_s {
         req_body : 1, /* the request has a body (Content-Length or chunked) */
         out_wait : 1, /* the next request waits for the client to read what we sent */
         in_eof : 1,  /* piped: the client ended its side */
-        out_eof : 1; /* piped: the local service ended its side */
+        out_eof : 1, /* piped: the local service ended its side */
+        trailers : 1; /* past the last chunk: the trailer section is scanned */
 } pconn_t;
 
 struct serve_s {
@@ -1042,7 +1043,7 @@ static int on_message_begin(llhttp_t *p) {
     pc->req_done = pc->head_sent = pc->is_head = pc->chunked_out = pc->has_cl = 0;
     pc->tunnel = pc->upgrade = 0;
     pc->body_started = pc->hold_parser = 0;
-    pc->held_eof = pc->req_body = 0;
+    pc->held_eof = pc->req_body = pc->trailers = 0;
     pc->err_status = pc->defer_status = 0;
     pc->err_why = NULL;
     pc->state = PC_HEAD;
@@ -1518,9 +1519,16 @@ static int on_headers_complete(llhttp_t *p) {
     return pc->upgrade && !has_body ? 2 : 0; /* a body is parsed, then HPE_PAUSED_UPGRADE */
 }
 
+/* At the last chunk, pause: pc_feed scans the trailer section as it does a
+ * head (llhttp takes a bare LF or an obs-fold there as well), since it
+ * decides where the message ends. */
 static int on_chunk_header(llhttp_t *p) {
-    ((pconn_t *)p->data)->chunk_left = p->content_length;
-    return 0;
+    pconn_t *pc = p->data;
+    pc->chunk_left = p->content_length;
+    if (p->content_length)
+        return 0;
+    pc->trailers = 1;
+    return HPE_PAUSED;
 }
 
 /* llhttp 8 takes any two bytes after chunk data as its CRLF: check them. */
@@ -1561,6 +1569,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
 static int on_message_complete(llhttp_t *p) {
     pconn_t *pc = p->data;
     pc->req_done = 1;
+    pc->trailers = 0;
     pc->scanning = 1; /* what follows is the next request's head */
     nw_headscan_init(&pc->scan);
     /* The body's timer (if any) ends here; the response's starts. */
@@ -1627,10 +1636,18 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
         size_t used;
         if (pc->scanning && nw_headscan(&pc->scan, data, len, &used) != 0) {
             if (pc->scan.why) {
-                nw_info("conn=%llu client=%s bad request: 400 (%s)", (unsigned long long)pc->id,
-                        pc->conn ? pc->conn->peer : "-", pc->scan.why);
+                nw_info("conn=%llu client=%s bad request: 400 (%s%s)", (unsigned long long)pc->id,
+                        pc->conn ? pc->conn->peer : "-", pc->scan.why,
+                        pc->trailers ? ", in the trailer section" : "");
                 pc->err_status = 400;
-                pc_reply(pc, 400, "malformed request");
+                if (pc->trailers && pc->strm) {
+                    nw_strm_detach(pc->strm, NW_RST_CANCEL);
+                    pc->strm = NULL;
+                }
+                if (pc->trailers && pc->head_sent)
+                    pc_close(pc);
+                else
+                    pc_reply(pc, 400, pc->trailers ? "malformed request body" : "malformed request");
                 break;
             }
             pc->scanning = 0; /* the head ends in these bytes */
@@ -1657,6 +1674,15 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
             break;
         pos = llhttp_get_error_pos(&pc->parser);
         off = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
+        if (e == HPE_PAUSED && pc->trailers && !pc->req_done) {
+            llhttp_resume(&pc->parser);
+            pc->scanning = 1;
+            nw_headscan_init(&pc->scan);
+            pc->scan.line = 1; /* no request line: an empty line ends it */
+            data += off;
+            len -= off;
+            continue;
+        }
         if (pc->tunnel && (e == HPE_PAUSED_UPGRADE || e == HPE_PAUSED)) {
             pc_take_over(pc, data + off, len - off);
             break;

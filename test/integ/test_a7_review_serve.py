@@ -13,6 +13,8 @@ path, hostile agents, refusals).
   raw and leave as one chunk.
 - HTTP/0.9 and HTTP/2.0 request lines (which llhttp takes) get 505 instead
   of being forwarded as HTTP/1.1; "*" is a target only for OPTIONS.
+- A bare LF or obs-fold in a chunked request's trailer section (llhttp takes
+  them even in strict mode) gets 400 like in a head.
 - Each refused request is one log line with its reason (no second generic
   "bad request: 400" line for the same refusal)."""
 
@@ -284,3 +286,60 @@ def test_http_versions_and_asterisk_form(t):
         eq(r.status, 200, "HTTP/1.0 without Host")
     finally:
         rec.close()
+
+
+
+# -- the trailer section --------------------------------------------------------
+
+CHUNKED = b"POST /echo/%s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+
+
+def test_trailer_section_scanned_like_a_head(t):
+    """llhttp takes a bare LF and obs-fold in the trailer section, which
+    decides where a chunked message ends, even in strict mode: serve
+    forwarded those requests (and parsed what followed as the next one).
+    The trailer section now gets the head's checks: 400, nothing further."""
+    o, s, a = t.stack()
+    bad = []
+    for name, tail in (("barelf-end", b"0\r\nX: 1\r\n\n"),
+                       ("barelf-field", b"0\r\nX: 1\nY: 2\r\n\r\n"),
+                       ("obs-fold", b"0\r\nX: 1\r\n y\r\n\r\n"),
+                       ("bare-cr", b"0\r\nX: 1\r\r\n\r\n")):
+        for split in (False, True):
+            label = "%s%s" % (name, "-split" if split else "")
+            c = Conn(s.port, timeout=5)
+            req = CHUNKED % label.encode()
+            if split:
+                c.send(req + tail[:3])
+                time.sleep(0.2)
+                c.send(tail[3:] + b"GET /echo/SMUGGLED-%s HTTP/1.1\r\nHost: a\r\n\r\n" %
+                       label.encode())
+            else:
+                c.send(req + tail + b"GET /echo/SMUGGLED-%s HTTP/1.1\r\nHost: a\r\n\r\n" %
+                       label.encode())
+            r = c.read_response("POST")
+            if r.status != 400:
+                bad.append("%s: %s" % (label, r.status))
+            c.close()
+    time.sleep(0.3)
+    paths = [m.group(0) for m in o.proc.find(r"/echo/SMUGGLED-\S+")]
+    if paths:
+        bad.append("requests after a bad trailer section reached the service: %r" % paths)
+    if bad:
+        fail("trailer sections not checked:\n  " + "\n  ".join(bad))
+    # Valid trailer sections pass, whole or split, and keep the connection.
+    for split in (False, True):
+        c = Conn(s.port, timeout=5)
+        req = CHUNKED % b"good" + b"0\r\nX-T: 1\r\n\r\n"
+        if split:
+            c.send(req[:-4])
+            time.sleep(0.2)
+            c.send(req[-4:])
+        else:
+            c.send(req)
+        r = c.read_response("POST")
+        eq(r.status, 200, "valid trailer section (split=%s)" % split)
+        eq(r.json()["body"], "hello", "body with a trailer section")
+        c.request("GET", "/echo/next")
+        eq(c.read_response("GET").status, 200, "next request after a trailer section")
+        c.close()
