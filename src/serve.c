@@ -1202,8 +1202,14 @@ static int pc_dispatch(pconn_t *pc) {
     }
     nw_sbuf_free(&xff);
     nw_sbuf_free(&tgt);
-    if (!pc->strm)
+    if (!pc->strm) {
+        nw_warn("conn=%llu client=%s tun=%llu agent=%s could not open a stream: %s: %d",
+                (unsigned long long)pc->id, pc->conn->peer, (unsigned long long)t->id, t->agent,
+                err == NW_ETOOBIG ? "the forwarded head is too large for a frame"
+                                  : nw_strerror(err),
+                err == NW_ETOOBIG ? 431 : 502);
         return err == NW_ETOOBIG ? 431 : 502;
+    }
     return 0;
 }
 
@@ -1511,10 +1517,8 @@ static int on_headers_complete(llhttp_t *p) {
             return 0;
         }
     }
-    if (status) /* 401 and 503 were logged where they were decided */
-        return pc_refuse(p, status, status == 401 || status == 503 ? ""
-                                    : status == 431 ? "the forwarded head is too large"
-                                                    : "could not open a stream to the agent");
+    if (status) /* logged where it was decided (pc_auth, pc_dispatch) */
+        return pc_refuse(p, status, "");
     pc_sent(pc);
     return pc->upgrade && !has_body ? 2 : 0; /* a body is parsed, then HPE_PAUSED_UPGRADE */
 }

@@ -84,6 +84,26 @@ def test_refusal_logged_once(t):
         rec.close()
 
 
+def test_head_too_large_for_a_frame_logged_once(t):
+    """A head within --max-head but too large for one OPEN frame gets 431:
+    logged once, saying why (it was logged only as a generic 'bad request:
+    431 (Request Header Fields Too Large)')."""
+    rec, s = _stack(t, ["--max-head", "1m"])
+    try:
+        raw = b"GET /big HTTP/1.1\r\nHost: h\r\n" + b"".join(
+            b"X-F%d: %s\r\n" % (i, b"v" * 3000) for i in range(100)) + b"\r\n"
+        mark = s.proc.mark()
+        r, _ = _req(s, None, None, raw=raw)
+        eq(r.status, 431, "status for a head too large for a frame")
+        time.sleep(0.1)
+        lines = [m.string for m in s.proc.find(r"conn=\d+ client=\S+ .*\b431\b", since=mark)]
+        check(len(lines) == 1 and "too large for a frame" in lines[0],
+              "one clear line for the 431: %r" % lines)
+        eq(rec.targets(), [], "requests that reached the local service")
+    finally:
+        rec.close()
+
+
 
 # -- a client that stops reading a response -----------------------------------
 
