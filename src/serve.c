@@ -496,6 +496,8 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         if (nw_http_is_hop(h->name, h->name_len))
             continue;
         if (nw_strieq(h->name, h->name_len, "content-length")) {
+            if (f->status == 204)
+                continue; /* RFC 9110 8.6: never on a 204; a proxy before us would wait for it */
             if (pc->has_cl || nw_http_parse_cl(h->value, h->value_len, &pc->cl_left) != 0) {
                 nw_sbuf_free(&out);
                 nw_strm_detach(s, NW_RST_PROTOCOL);

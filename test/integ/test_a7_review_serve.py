@@ -15,6 +15,7 @@ path, hostile agents, refusals).
   of being forwarded as HTTP/1.1; "*" is a target only for OPTIONS.
 - A bare LF or obs-fold in a chunked request's trailer section (llhttp takes
   them even in strict mode) gets 400 like in a head.
+- A 204 from the agent never carries Content-Length to the client.
 - Each refused request is one log line with its reason (no second generic
   "bad request: 400" line for the same refusal)."""
 
@@ -307,6 +308,42 @@ def test_http_versions_and_asterisk_form(t):
     finally:
         rec.close()
 
+
+
+
+# -- hostile agent: framing fields ------------------------------------------------
+
+def test_204_never_carries_content_length(t):
+    """A hand-made agent answers 204 with Content-Length: 8: serve wrote the
+    field on (RFC 9110 8.6 forbids it), so a proxy in front of serve that
+    trusts it takes the next response's first 8 bytes as this one's body.
+    The field is dropped; the connection stays usable."""
+    from test_a3_answers import raw_agent, next_open, head_frame
+    from test_55_wire import ws_frame
+    s, c = raw_agent(t)
+    cc = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    cc.sendall(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, head_frame(sid, 204, [("Content-Length", "8"), ("X-A", "1")], end=True)))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        b = cc.recv(65536)
+        check(b, "serve closed before the 204 head")
+        buf += b
+    head = buf.split(b"\r\n\r\n")[0].lower()
+    check(head.startswith(b"http/1.1 204"), "status line: %r" % head[:40])
+    check(b"x-a: 1" in head, "end-to-end field kept: %r" % head)
+    check(b"content-length" not in head, "a 204 carried Content-Length: %r" % head)
+    cc.sendall(b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, head_frame(sid, 200, [("Content-Length", "0")], end=True)))
+    buf = buf.split(b"\r\n\r\n", 1)[1]
+    while b"\r\n\r\n" not in buf:
+        b = cc.recv(65536)
+        check(b, "serve closed before the second response")
+        buf += b
+    check(buf.startswith(b"HTTP/1.1 200"), "second response: %r" % buf[:40])
+    cc.close()
 
 
 # -- the trailer section --------------------------------------------------------
