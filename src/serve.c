@@ -113,6 +113,7 @@ static void pc_pipe_done(pconn_t *pc);
 static void pc_on_timer_close(uv_handle_t *h);
 static void pc_close(pconn_t *pc);
 static void pc_send_timer(pconn_t *pc);
+static const char *status_msg(int status);
 
 /* ------------------------------------------------------------ registry */
 
@@ -730,7 +731,7 @@ static void srv_on_reset(nw_strm_t *s, uint32_t code) {
         if (st <= 1)
             return;
         status = st;
-        msg = st == 503 ? "no agent is connected to this server" : "could not forward the request";
+        msg = status_msg(st);
     }
     if (code == NW_RST_UNSENT)
         code = NW_RST_TUNNEL_LOST;
@@ -1255,8 +1256,7 @@ static void wq_on_check(uv_check_t *h) {
         }
         if (st != 0) {
             pc->keep_alive = 0;
-            pc_reply(pc, st, st == 503 ? "no agent is connected to this server"
-                                       : "could not forward the request");
+            pc_reply(pc, st, status_msg(st));
             continue;
         }
         pc_sent(pc);
