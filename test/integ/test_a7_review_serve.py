@@ -400,3 +400,115 @@ def test_trailer_section_scanned_like_a_head(t):
         c.request("GET", "/echo/next")
         eq(c.read_response("GET").status, 200, "next request after a trailer section")
         c.close()
+
+
+@timed(60)
+def test_hostile_agent_and_clients_no_crash(t):
+    """A seeded random mix for the sanitizers: clients pipelining every
+    request shape (HEAD, 1.0, bodies, trailers, upgrades with early bytes,
+    stalled bodies), closing early or not reading; a hand-made agent
+    answering with any head (101 and 1xx included), DATA with or without
+    END, RST and WINDOW, to streams in any state. serve must stay up."""
+    import random, threading
+    from test_a3_answers import raw_agent, head_frame
+    from test_55_wire import ws_frame, mux
+    s, c = raw_agent(t, serve_args=("--body-timeout", "1", "--response-timeout", "2"))
+    rnd = random.Random(1)
+    stop = time.time() + 10
+    reqs = [b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HEAD /a HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a HTTP/1.0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX: 1\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nEARLY",
+            b"POST /ws HTTP/1.1\r\nHost: h\r\nUpgrade: x\r\nConnection: Upgrade\r\nContent-Length: 3\r\n\r\nabcEARLY",
+            b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\n\r\nhel"]
+    clients = []
+
+    def client_loop():
+        while time.time() < stop:
+            try:
+                cc = socket.create_connection(("127.0.0.1", s.port), timeout=2)
+                if rnd.random() < 0.3:
+                    cc.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+                n = rnd.randint(1, 4)
+                cc.sendall(b"".join(rnd.choice(reqs) for _ in range(n)))
+                mode = rnd.random()
+                if mode < 0.3:
+                    time.sleep(rnd.random())
+                    cc.close()
+                elif mode < 0.6:
+                    try:
+                        while cc.recv(65536):
+                            pass
+                    except OSError:
+                        pass
+                    cc.close()
+                else:
+                    clients.append(cc)
+                    if len(clients) > 50:
+                        clients.pop(0).close()
+            except OSError:
+                pass
+            time.sleep(0.005)
+
+    ths = [threading.Thread(target=client_loop, daemon=True) for _ in range(3)]
+    for th in ths:
+        th.start()
+    c.sock.settimeout(0.05)
+    sids = []
+    buf = b""
+    while time.time() < stop:
+        try:
+            b = c.sock.recv(1 << 20)
+            if not b:
+                fail("serve closed the tunnel")
+            buf += b
+        except (socket.timeout, TimeoutError):
+            pass
+        while len(buf) >= 2:
+            n, off = buf[1] & 0x7f, 2
+            if n == 126:
+                if len(buf) < 4: break
+                n, off = struct.unpack(">H", buf[2:4])[0], 4
+            elif n == 127:
+                if len(buf) < 10: break
+                n, off = struct.unpack(">Q", buf[2:10])[0], 10
+            if len(buf) < off + n: break
+            m = buf[off:off + n]
+            op = buf[0] & 0x0f
+            buf = buf[off + n:]
+            if op == 9:
+                c.send(ws_frame(0xA, m))
+            elif op == 2 and m[0] == 1:
+                sids.append(struct.unpack(">I", m[2:6])[0])
+        out = b""
+        for _ in range(rnd.randint(0, 8)):
+            if not sids:
+                break
+            sid = rnd.choice(sids)
+            k = rnd.random()
+            if k < 0.25:
+                st = rnd.choice([200, 204, 304, 101, 101, 404, 100, 500])
+                fields = rnd.choice([[], [("Content-Length", str(rnd.randint(0, 20)))],
+                                     [("Upgrade", "websocket"), ("Connection", "Upgrade")]])
+                out += ws_frame(2, head_frame(sid, st, fields, end=rnd.random() < 0.2))
+            elif k < 0.75:
+                out += ws_frame(2, mux(3, 1 if rnd.random() < 0.2 else 0, sid,
+                                       b"d" * rnd.choice([0, 1, 5, 100, 3000])))
+            elif k < 0.85:
+                out += ws_frame(2, mux(5, 0, sid, struct.pack(">I", rnd.randint(0, 9))))
+                sids.remove(sid)
+            else:
+                out += ws_frame(2, mux(4, 0, sid, struct.pack(">I", rnd.randint(1, 100000))))
+        if out:
+            c.send(out)
+    for th in ths:
+        th.join(5)
+    for cc in clients:
+        cc.close()
+    time.sleep(2)
+    check(s.proc.alive(), "serve died")
+    r = Conn(s.port, timeout=5)
+    r.request("GET", "/after")  # serve still accepts and parses
+    r.close()
