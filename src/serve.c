@@ -1107,10 +1107,12 @@ static int pc_dispatch(pconn_t *pc) {
     serve_t *srv = pc->srv;
     int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any, may_wait;
     /* X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's.
-     * Forwarded and X-Real-IP name the client as X-Forwarded-For does: only
-     * a trusted proxy may send them on. */
+     * Forwarded and X-Real-IP name the client as X-Forwarded-For does, and
+     * X-Original-URL and X-Rewrite-URL replace the path for services behind
+     * IIS (Symfony, Laminas): a path AUTH_RULE never saw. Only a trusted
+     * proxy may send them on. */
     const char *drop[] = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "expect",
-                          NULL, NULL, NULL, NULL};
+                          NULL, NULL, NULL, NULL, NULL, NULL};
     size_t nd = 4;
     nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 5];
     nw_hfields_t *h = &pc->hf;
@@ -1158,8 +1160,10 @@ static int pc_dispatch(pconn_t *pc) {
     slash = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen) == 1;
     if (srv->cfg->auth_token[0])
         drop[nd++] = "x-auth-token";
-    if (!trust)
+    if (!trust) {
         drop[nd++] = "forwarded", drop[nd++] = "x-real-ip";
+        drop[nd++] = "x-original-url", drop[nd++] = "x-rewrite-url";
+    }
     n = nw_http_filter(h, hdrs, NW_HTTP_MAX_FIELDS, drop);
     /* Only a proxy we were told to trust may speak for the client; from
      * anyone else, X-Forwarded-* values are dropped, not extended. */
@@ -1292,7 +1296,8 @@ static int cgi_eq(const char *a, size_t alen, const char *b, int prefix) {
 static const char *cgi_alias(const char *name, size_t len) {
     static const char *const fields[] = {"content-length", "transfer-encoding", "keep-alive",
                                          "x-forwarded-for", "x-forwarded-proto",
-                                         "x-forwarded-host", "x-real-ip", NULL};
+                                         "x-forwarded-host", "x-real-ip", "x-original-url",
+                                         "x-rewrite-url", NULL};
     size_t i;
     if (!memchr(name, '_', len))
         return NULL;

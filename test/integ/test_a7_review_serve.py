@@ -15,6 +15,8 @@ path, hostile agents, refusals).
   of being forwarded as HTTP/1.1; "*" is a target only for OPTIONS.
 - A bare LF or obs-fold in a chunked request's trailer section (llhttp takes
   them even in strict mode) gets 400 like in a head.
+- X-Original-URL and X-Rewrite-URL (a path AUTH_RULE never saw, for services
+  made for IIS) are dropped unless --trust-proxy.
 - A 204 from the agent never carries Content-Length to the client.
 - Each refused request is one log line with its reason (no second generic
   "bad request: 400" line for the same refusal)."""
@@ -309,6 +311,37 @@ def test_http_versions_and_asterisk_form(t):
         rec.close()
 
 
+
+
+
+# -- path-override fields -----------------------------------------------------------
+
+def test_path_override_fields_dropped(t):
+    """X-Original-URL and X-Rewrite-URL replace the request path in services
+    made for IIS (Symfony, Laminas): GET /public with X-Original-URL:
+    /private passed AUTH_RULE and reached them. They are dropped unless
+    --trust-proxy, and their '_' spellings get 400 (CGI reads them as one)."""
+    rec, s = _stack(t, ["--auth-token", TOKEN, "--auth-rule", r"^/private"])
+    rec2, s2 = _stack(t, ["--trust-proxy"])
+    try:
+        _refused(t, rec, s, [("cgi", "GET", "/public2", [(n, "/private")], None)
+                             for n in ("X_Original_URL", "x_rewrite_url")], 400, "cgi-override")
+        spoof = [("X-Original-URL", "/private"), ("X-Rewrite-URL", "/private")]
+        r, _ = _req(s, "GET", "/public", spoof)
+        eq(r.status, 200, "/public with path-override fields")
+        _, _, hdrs = rec.wait_target("/public")
+        names = {k.lower() for k, v in hdrs}
+        for k, _ in spoof:
+            check(k.lower() not in names, "%s reached the service without --trust-proxy" % k)
+        r, _ = _req(s2, "GET", "/public", spoof)
+        eq(r.status, 200, "/public with path-override fields (trust-proxy)")
+        _, _, hdrs = rec2.wait_target("/public")
+        names = {k.lower(): v for k, v in hdrs}
+        for k, v in spoof:
+            eq(names.get(k.lower()), v, "%s with --trust-proxy" % k)
+    finally:
+        rec.close()
+        rec2.close()
 
 
 # -- hostile agent: framing fields ------------------------------------------------
