@@ -2312,7 +2312,11 @@ int nw_serve_main(int argc, char **argv) {
     /* cfg checked that both compile. */
     if (cfg.allow_agent[0] && regcomp(&srv->allow_re, cfg.allow_agent, REG_EXTENDED | REG_NOSUB) == 0)
         srv->has_allow = 1;
-    if (cfg.auth_rule[0] && regcomp(&srv->auth_re, cfg.auth_rule, REG_EXTENDED | REG_NOSUB) == 0)
+    /* AUTH_RULE matches in any case: Express and ASP.NET route /PRIVATE as
+     * /private by default, so a case-sensitive rule would let it through.
+     * (Wider matching only ever asks for the token more often.) */
+    if (cfg.auth_rule[0] &&
+        regcomp(&srv->auth_re, cfg.auth_rule, REG_EXTENDED | REG_NOSUB | REG_ICASE) == 0)
         srv->has_auth_rule = 1;
     uv_loop_init(&loop);
     srv->loop = &loop;

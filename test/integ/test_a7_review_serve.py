@@ -15,6 +15,8 @@ path, hostile agents, refusals).
   of being forwarded as HTTP/1.1; "*" is a target only for OPTIONS.
 - A bare LF or obs-fold in a chunked request's trailer section (llhttp takes
   them even in strict mode) gets 400 like in a head.
+- AUTH_RULE matches in any case (Express and ASP.NET route /PRIVATE as
+  /private by default).
 - X-Original-URL and X-Rewrite-URL (a path AUTH_RULE never saw, for services
   made for IIS) are dropped unless --trust-proxy.
 - A 204 from the agent never carries Content-Length to the client.
@@ -312,6 +314,24 @@ def test_http_versions_and_asterisk_form(t):
 
 
 
+
+
+
+# -- AUTH_RULE in any case ----------------------------------------------------------
+
+def test_auth_rule_any_case(t):
+    """Express and ASP.NET route /PRIVATE like /private by default: a
+    case-sensitive AUTH_RULE let /PRIVATE, /Private and /%50rivate through.
+    The rule matches in any case now."""
+    rec, s = _stack(t, ["--auth-token", TOKEN, "--auth-rule", r"^/private"])
+    try:
+        _refused(t, rec, s, [("case", "GET", p, [], None)
+                             for p in ("/PRIVATE", "/Private/x", "/%50rivate", "//PrIvAtE")],
+                 401, "auth-rule-case")
+        r, _ = _req(s, "GET", "/PRIVATE", [("X-Auth-Token", TOKEN)])
+        eq(r.status, 200, "/PRIVATE with the token")
+    finally:
+        rec.close()
 
 
 # -- path-override fields -----------------------------------------------------------
