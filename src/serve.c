@@ -1152,8 +1152,9 @@ static int pc_dispatch(pconn_t *pc) {
         return 1;
     }
     if (!t) {
-        nw_warn("conn=%llu client=%s no agent connected: 503", (unsigned long long)pc->id,
-                pc->conn->peer);
+        nw_warn("conn=%llu client=%s %s: 503", (unsigned long long)pc->id, pc->conn->peer,
+                !any ? "no agent connected"
+                     : "every tunnel is at --max-streams and an upgrade with a body cannot wait");
         return 503;
     }
     pc->tries++;

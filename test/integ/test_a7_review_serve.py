@@ -317,6 +317,26 @@ def test_http_versions_and_asterisk_form(t):
 
 
 
+
+def test_busy_tunnels_not_logged_as_no_agent(t):
+    """An upgrade with a body cannot wait for a slot: with every tunnel at
+    --max-streams it gets 503 at once, which serve logged as 'no agent
+    connected' although one was."""
+    o, s, a = t.stack(["--max-streams", "1"])
+    h = Conn(s.port, timeout=10)
+    h.request("GET", "/hang")
+    time.sleep(0.5)
+    mark = s.proc.mark()
+    r, _ = _req(s, None, None, raw=b"POST /ws HTTP/1.1\r\nHost: h\r\nUpgrade: x\r\n"
+                b"Connection: Upgrade\r\nContent-Length: 3\r\n\r\nabc")
+    eq(r.status, 503, "upgrade with a body while the only tunnel is full")
+    time.sleep(0.1)
+    lines = [m.string for m in s.proc.find(r": 503$", since=mark)]
+    check(len(lines) == 1 and "max-streams" in lines[0] and "no agent" not in lines[0],
+          "the 503 line: %r" % lines)
+    h.close()
+
+
 # -- AUTH_RULE in any case ----------------------------------------------------------
 
 def test_auth_rule_any_case(t):
