@@ -1383,6 +1383,35 @@ static int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *nor
     return 0;
 }
 
+/* Does any Upgrade field offer HTTP itself (h2c, HTTP/2.0, ...)? Once a
+ * service switched, the client would send it requests that serve never
+ * sees: any path, past AUTH_RULE, with no X-Forwarded-For (the h2c
+ * smuggling of proxies that pass such upgrades on). */
+static int upgrade_to_http(const nw_hfields_t *h) {
+    int i = -1;
+    nw_hdr_t f;
+    while ((i = nw_hf_find(h, "upgrade", (size_t)(i + 1))) >= 0) {
+        size_t k = 0, e;
+        nw_hf_get(h, (size_t)i, &f);
+        while (k < f.value_len) {
+            while (k < f.value_len && (f.value[k] == ' ' || f.value[k] == '\t' ||
+                                       f.value[k] == ','))
+                k++;
+            for (e = k; e < f.value_len && f.value[e] != ','; e++)
+                ;
+            while (e > k && (f.value[e - 1] == ' ' || f.value[e - 1] == '\t'))
+                e--;
+            if (nw_strieq(f.value + k, e - k, "h2c") || nw_strieq(f.value + k, e - k, "http") ||
+                (e - k > 5 && nw_strieq(f.value + k, 5, "http/")))
+                return 1;
+            k = e;
+            while (k < f.value_len && f.value[k] != ',')
+                k++;
+        }
+    }
+    return 0;
+}
+
 /* Does any Sec-WebSocket-Protocol field offer a natwrp.* subprotocol? */
 static int offers_natwrp(const nw_hfields_t *h) {
     int i = -1;
@@ -1480,11 +1509,12 @@ static int on_headers_complete(llhttp_t *p) {
     if (pc->srv->draining)
         pc->keep_alive = 0; /* answer this one, then close */
     pc->req_body = has_body != 0;
-    if (p->upgrade && (p->flags & F_CHUNKED)) {
+    if (p->upgrade && ((p->flags & F_CHUNKED) || upgrade_to_http(h))) {
         /* The agent forwards an upgrade's body unframed, by its
          * Content-Length; a chunked one would reach the service with no
-         * length, its bytes read as whatever follows. RFC 9110 7.8 lets a
-         * server ignore Upgrade: this is a plain request. */
+         * length, its bytes read as whatever follows. An upgrade to HTTP
+         * (h2c) would carry requests serve never checks. RFC 9110 7.8 lets
+         * a server ignore Upgrade: this is a plain request. */
         p->upgrade = 0;
     } else if (p->upgrade) {
         /* WebSocket, h2c, ...: forwarded with its Upgrade header and its

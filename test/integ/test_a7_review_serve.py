@@ -16,6 +16,8 @@ path, hostile agents, refusals).
   of being forwarded as HTTP/1.1; "*" is a target only for OPTIONS.
 - A bare LF or obs-fold in a chunked request's trailer section (llhttp takes
   them even in strict mode) gets 400 like in a head.
+- An upgrade to HTTP (h2c) is not forwarded: a service that switched would
+  take requests for any path on the pipe, past AUTH_RULE.
 - AUTH_RULE matches in any case (Express and ASP.NET route /PRIVATE as
   /private by default).
 - X-Original-URL and X-Rewrite-URL (a path AUTH_RULE never saw, for services
@@ -384,6 +386,42 @@ def test_busy_tunnels_not_logged_as_no_agent(t):
     check(len(lines) == 1 and "max-streams" in lines[0] and "no agent" not in lines[0],
           "the 503 line: %r" % lines)
     h.close()
+
+
+
+# -- upgrades to HTTP itself --------------------------------------------------------
+
+def test_h2c_upgrade_not_forwarded(t):
+    """GET /public with Upgrade: h2c reached the service as an upgrade: a
+    service that switches (Go's h2c handler, among others) then takes
+    HTTP/2 requests for any path on that pipe, past AUTH_RULE and
+    X-Forwarded-For (h2c smuggling). An upgrade to HTTP is ignored (RFC
+    9110 7.8): a plain request, Upgrade and HTTP2-Settings not forwarded."""
+    rec, s = _stack(t, ["--auth-token", TOKEN, "--auth-rule", r"^/private"])
+    try:
+        for n, up in enumerate(("h2c", "websocket, H2C", "HTTP/2.0")):
+            c = Conn(s.port, timeout=5)
+            c.send(b"GET /public%d HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                   b"Upgrade: %s\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n" %
+                   (n, up.encode()))
+            r = c.read_response("GET")
+            eq(r.status, 200, "GET with Upgrade: %s" % up)
+            _, _, hdrs = rec.wait_target("/public%d" % n)
+            names = {k.lower() for k, v in hdrs}
+            check("upgrade" not in names and "http2-settings" not in names,
+                  "Upgrade: %s forwarded: %r" % (up, hdrs))
+            c.request("GET", "/next%d" % n)
+            eq(c.read_response("GET").status, 200, "the connection goes on as HTTP/1.1")
+            c.close()
+        # A WebSocket upgrade is still one.
+        c = Conn(s.port, timeout=5)
+        c.send(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        c.read_response("GET")
+        c.close()
+        _, _, hdrs = rec.wait_target("/ws")
+        check("upgrade" in {k.lower() for k, v in hdrs}, "a WebSocket upgrade lost its Upgrade")
+    finally:
+        rec.close()
 
 
 # -- AUTH_RULE in any case ----------------------------------------------------------
