@@ -862,13 +862,15 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
 
     if (pc->parser.method != HTTP_GET || !nw_http_has_token(h, "upgrade", "websocket") ||
         !nw_http_has_token(h, "connection", "upgrade")) {
-        pc_reply(pc, 426, "this path is reserved for agent tunnels (WebSocket upgrade)");
+        tunnel_refuse(pc, 426, NULL, "this path is reserved for agent tunnels (WebSocket upgrade)");
         return -1;
     }
     i = nw_hf_find(h, "sec-websocket-version", 0);
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_strieq(f.value, f.value_len, "13"))) {
         const char r[] = "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
                          "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        nw_warn("tunnel refused from %s agent=-: 426 Sec-WebSocket-Version is not 13",
+                pc->conn->peer);
         pc_write(pc, r, sizeof(r) - 1, 0);
         pc_linger(pc);
         return -1;
@@ -876,7 +878,7 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
     i = nw_hf_find(h, "sec-websocket-key", 0);
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_ws_key_valid(f.value, f.value_len)) ||
         nw_ws_accept(f.value, f.value_len, accept) != 0) {
-        pc_reply(pc, 400, "missing or invalid Sec-WebSocket-Key");
+        tunnel_refuse(pc, 400, NULL, "missing or invalid Sec-WebSocket-Key");
         return -1;
     }
     if (!nw_http_has_token(h, "sec-websocket-protocol", NW_WS_SUBPROTO)) {
@@ -963,7 +965,7 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
         nw_hf_get(h, (size_t)i, &f);
         if (nw_http_parse_cl(f.value, f.value_len, &win) != 0 || win < 1024 ||
             win > NW_MUX_MAX_WINDOW) {
-            pc_reply(pc, 400, "invalid X-Natwrp-Window");
+            tunnel_refuse(pc, 400, agent, "invalid X-Natwrp-Window");
             return -1;
         }
     }

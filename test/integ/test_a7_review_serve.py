@@ -140,6 +140,44 @@ def test_refusal_logged_once(t):
         rec.close()
 
 
+
+def test_tunnel_path_refusals_logged_and_closed(t):
+    """Refusals on the tunnel path before the agent is known (not an
+    upgrade, a bad Sec-WebSocket-Key or -Version, a bad X-Natwrp-Window)
+    were answered with no log line at all, and the 426 kept the connection
+    open on a parser stopped at an upgrade."""
+    s = t.serve()
+    base = (b"GET /_natwrp/tunnel HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Protocol: natwrp.1\r\n"
+            b"X-Natwrp-Agent: a1\r\n")
+    key = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    cases = [
+        (426, b"GET /_natwrp/tunnel HTTP/1.1\r\nHost: h\r\n\r\n", "reserved for agent"),
+        (426, base + key + b"Sec-WebSocket-Version: 8\r\n\r\n", "Version"),
+        (400, base + b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: x\r\n\r\n",
+         "Sec-WebSocket-Key"),
+        (400, base + key + b"Sec-WebSocket-Version: 13\r\nX-Natwrp-Window: 5\r\n\r\n",
+         "X-Natwrp-Window"),
+    ]
+    bad = []
+    for status, raw, why in cases:
+        mark = s.proc.mark()
+        c = Conn(s.port, timeout=5)
+        c.send(raw)
+        r = c.read_response("GET")
+        if r.status != status:
+            bad.append("%r: status %s, want %s" % (why, r.status, status))
+        if not c.wait_closed(5):
+            bad.append("%r: connection kept open after the refusal" % why)
+        c.close()
+        lines = [m.string for m in s.proc.find(r"tunnel refused from \S+ .*%d" % status,
+                                               since=mark)]
+        if len(lines) != 1 or why not in lines[0]:
+            bad.append("%r: log lines %r" % (why, lines))
+    if bad:
+        fail("tunnel-path refusals:\n  " + "\n  ".join(bad))
+
+
 def test_head_too_large_for_a_frame_logged_once(t):
     """A head within --max-head but too large for one OPEN frame gets 431:
     logged once, saying why (it was logged only as a generic 'bad request:
