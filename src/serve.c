@@ -903,8 +903,8 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f),
                   !agent_id_ok(f.value, f.value_len,
                                nw_hf_find(h, "x-natwrp-group", 0) >= 0 ? 139 : 128))) {
-        nw_warn("tunnel refused from %s: missing or invalid X-Natwrp-Agent", pc->conn->peer);
-        pc_reply(pc, 400, "missing or invalid X-Natwrp-Agent (1-128 of A-Z a-z 0-9 . _ @ : + -)");
+        tunnel_refuse(pc, 400, NULL,
+                      "missing or invalid X-Natwrp-Agent (1-128 of A-Z a-z 0-9 . _ @ : + -)");
         return -1;
     }
     memcpy(agent, f.value, f.value_len);

@@ -158,6 +158,8 @@ def test_tunnel_path_refusals_logged_and_closed(t):
          "Sec-WebSocket-Key"),
         (400, base + key + b"Sec-WebSocket-Version: 13\r\nX-Natwrp-Window: 5\r\n\r\n",
          "X-Natwrp-Window"),
+        (400, base.replace(b"X-Natwrp-Agent: a1", b"X-Natwrp-Agent: a b") + key +
+         b"Sec-WebSocket-Version: 13\r\n\r\n", "X-Natwrp-Agent"),
     ]
     bad = []
     for status, raw, why in cases:
