@@ -2235,6 +2235,15 @@ static void srv_stop(serve_t *srv) {
     for (i = 0; i < srv->nlisteners; i++)
         uv_close((uv_handle_t *)&srv->listeners[i], NULL);
     srv->nlisteners = 0;
+    for (pc = srv->pconns; pc; pc = pc->next) {
+        /* A request that has had no answer yet gets one, not zero bytes. */
+        if (!pc->head_sent && (pc->state == PC_QUEUED || pc->state == PC_WAIT) && pc->conn) {
+            nw_warn("conn=%llu client=%s no response before the server stopped: 503",
+                    (unsigned long long)pc->id, pc->conn->peer);
+            pc->keep_alive = 0;
+            pc_reply(pc, 503, "the server is shutting down");
+        }
+    }
     while (srv->ntuns)
         nw_tun_close(srv->tuns[0], NW_ECLOSED); /* removes itself */
     for (pc = srv->pconns; pc; pc = pc->next)

@@ -23,6 +23,9 @@ path, hostile agents, refusals).
 - X-Original-URL and X-Rewrite-URL (a path AUTH_RULE never saw, for services
   made for IIS) are dropped unless --trust-proxy.
 - A 204 from the agent never carries Content-Length to the client.
+- At the end of --grace, requests still waiting (for a slot or a head) get
+  503 with a one-line body, not zero bytes.
+- Refusals on the tunnel path are logged and close the connection.
 - Each refused request is one log line with its reason (no second generic
   "bad request: 400" line for the same refusal)."""
 
@@ -462,6 +465,36 @@ def test_h2c_upgrade_not_forwarded(t):
         check("upgrade" in {k.lower() for k, v in hdrs}, "a WebSocket upgrade lost its Upgrade")
     finally:
         rec.close()
+
+
+
+# -- the end of the grace period ------------------------------------------------------
+
+@timed(30)
+def test_grace_end_answers_waiting_requests(t):
+    """When --grace ends with requests still waiting (for a slot, or for a
+    response head), each gets 503 with a one-line body, not zero bytes."""
+    import signal
+    from test_a3_answers import raw_agent, next_open
+    s, c = raw_agent(t, serve_args=("--grace", "1", "--max-streams", "1"))
+    a = Conn(s.port, timeout=10)
+    a.request("GET", "/held")          # opened on the tunnel, never answered
+    next_open(c)
+    b = Conn(s.port, timeout=10)
+    b.request("GET", "/queued")        # waits for the only slot
+    s.proc.wait_for(r"every tunnel is at --max-streams", 5)
+    s.proc.send(signal.SIGTERM)
+    bad = []
+    for name, conn in (("waiting for its head", a), ("waiting for a slot", b)):
+        try:
+            r = conn.read_response("GET")
+            if r.status not in (502, 503) or r.body.count(b"\n") != 1:
+                bad.append("%s: %s %r" % (name, r.status, r.body))
+        except BaseException as e:  # noqa: B902 - reported
+            bad.append("%s: %s" % (name, e))
+        conn.close()
+    if bad:
+        fail("at the end of --grace:\n  " + "\n  ".join(bad))
 
 
 # -- AUTH_RULE in any case ----------------------------------------------------------
