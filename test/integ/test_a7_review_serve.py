@@ -225,7 +225,9 @@ def test_stalled_reader_frees_its_slot(t):
     o, s, a = t.stack(["--max-streams", "2", "--queue-timeout", "1", "--body-timeout", "2"])
     stalled = [_stalled_reader(s.port, 200000000) for _ in range(2)]
     try:
-        time.sleep(3)
+        deadline = time.time() + 10
+        while time.time() < deadline and s.proc.count(r"the client took none") < 2:
+            time.sleep(0.1)
         c = Conn(s.port, timeout=10)
         c.request("GET", "/name")
         r = c.read_response("GET")
