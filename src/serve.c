@@ -59,6 +59,7 @@ typedef struct pconn_s {
     struct pconn_s *hprev, *hnext; /* response heads not yet written */
     nw_sbuf_t head_out;      /* a response head held for its first body bytes */
     nw_sbuf_t out_pend;      /* body bytes held while a write is queued (pc_hold_body) */
+    nw_sbuf_t body_acc;      /* request body bytes of this read, sent at once (pc_send_body) */
     nw_headscan_t scan;      /* checks each request head before llhttp does */
     const char *feed_end;    /* end of the bytes llhttp is parsing now */
     uint64_t chunk_left;     /* request chunk data still to come */
@@ -1594,19 +1595,33 @@ static int pc_chunk_data(pconn_t *pc, const char *at, size_t n) {
     return crlf_after_chunk(pc, at + n, (size_t)(pc->feed_end - (at + n)));
 }
 
+/* Send the request body bytes gathered from this read (and the end, with
+ * end) as one piece. llhttp hands a chunked body over chunk by chunk: a
+ * client sending 1-byte chunks made a DATA frame, and while the tunnel was
+ * congested a queue entry, per byte (32 such uploads on one tunnel whose
+ * agent did not read: +49 MB). 0, or a negative error. */
+static int pc_send_body(pconn_t *pc, int end) {
+    int rc = 0;
+    if (pc->strm && (pc->body_acc.len || end)) {
+        rc = nw_strm_send(pc->strm, pc->body_acc.p, pc->body_acc.len, end);
+        if (rc == 1 && pc->conn)
+            nw_conn_pause(pc->conn, NW_PAUSE_CREDIT);
+    }
+    pc->body_acc.len = 0;
+    if (pc->body_acc.cap > 65536)
+        nw_sbuf_free(&pc->body_acc); /* at most one read is ever held */
+    return rc < 0 ? rc : 0;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t n) {
     pconn_t *pc = p->data;
-    int rc;
     if ((p->flags & F_CHUNKED) && pc_chunk_data(pc, at, n) != 0)
         return pc_refuse(p, 400, "no CRLF after chunk data");
     if (!pc->strm)
         return 0; /* the response already ended or failed: drop */
     pc->body_started = 1;
-    rc = nw_strm_send(pc->strm, at, n, 0);
-    if (rc < 0)
+    if (nw_sbuf_append(&pc->body_acc, at, n) != 0)
         return pc_refuse(p, 502, "the request body could not go into its stream");
-    if (rc == 1)
-        nw_conn_pause(pc->conn, NW_PAUSE_CREDIT);
     return 0;
 }
 
@@ -1621,13 +1636,18 @@ static int on_message_complete(llhttp_t *p) {
         pc_arm(pc, pc->srv->cfg->response_timeout_ms);
     else if (pc->strm && pc->state == PC_STREAM && !pc->piped)
         uv_timer_stop(&pc->timer);
-    if (pc->tunnel || pc->upgrade)
-        return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
-    if (pc->strm) {
-        int rc = nw_strm_send(pc->strm, NULL, 0, 1);
-        if (rc < 0 && rc != NW_ECLOSED)
-            return pc_fail(p, 502);
+    if (pc->tunnel || pc->upgrade) {
+        /* llhttp goes on to HPE_PAUSED_UPGRADE; the body goes first. */
+        if (pc_send_body(pc, 0) < 0)
+            return pc_refuse(p, 502, "the request body could not go into its stream");
+        return 0;
     }
+    if (pc->strm) {
+        int rc = pc_send_body(pc, 1);
+        if (rc < 0 && rc != NW_ECLOSED)
+            return pc_refuse(p, 502, "the request body could not go into its stream");
+    }
+    pc->body_acc.len = 0;
     return HPE_PAUSED; /* hold pipelined requests until this one is answered */
 }
 
@@ -1714,6 +1734,10 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
         pc->in_feed = 1;
         e = llhttp_execute(&pc->parser, data, len);
         pc->in_feed = 0;
+        if (pc->body_acc.len && pc_send_body(pc, 0) < 0) {
+            pc_close(pc);
+            break;
+        }
         if (pc->state == PC_CLOSED || pc->state == PC_LINGER || e == HPE_OK)
             break;
         pos = llhttp_get_error_pos(&pc->parser);
@@ -1796,6 +1820,7 @@ static void pc_maybe_free(pconn_t *pc) {
     nw_hf_free(&pc->hf);
     nw_sbuf_free(&pc->pipeline);
     nw_sbuf_free(&pc->out_pend);
+    nw_sbuf_free(&pc->body_acc);
     nw_free(pc);
     srv_check_drained(srv);
 }

@@ -12,6 +12,8 @@ path, hostile agents, refusals).
   some 350 bytes of serve memory per byte of window (a write request and a
   chunk header each); bytes that arrive while a write is queued are now held
   raw and leave as one chunk.
+- A client's 1-byte request chunks each became a DATA frame (and a queue
+  entry while the tunnel was congested); one read's body bytes now go as one.
 - HTTP/0.9 and HTTP/2.0 request lines (which llhttp takes) get 505 instead
   of being forwarded as HTTP/1.1; "*" is a target only for OPTIONS.
 - A bare LF or obs-fold in a chunked request's trailer section (llhttp takes
@@ -384,6 +386,35 @@ def test_count_flag_range_message(t):
 
 
 
+
+def test_tiny_request_chunks_coalesced(t):
+    """A client's 1-byte chunks each became a DATA frame on the tunnel (and,
+    while the tunnel was congested, a queue entry: 32 such uploads to an
+    agent that did not read took serve from 10 to 50 MB). The body bytes of
+    one read now go as one DATA frame."""
+    from test_a3_answers import raw_agent, next_open
+    s, c = raw_agent(t)
+    cc = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    body = b"".join(bytes([97 + i % 26]) for i in range(2000))
+    cc.sendall(b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" +
+               b"".join(b"1\r\n" + body[i:i + 1] + b"\r\n" for i in range(len(body))) +
+               b"0\r\n\r\n")
+    sid, _ = next_open(c)
+    got, frames, deadline = b"", 0, time.time() + 10
+    while time.time() < deadline:
+        done = False
+        for m in _tunnel_msgs(c, 0.2):
+            if m[0] == 3 and struct.unpack(">I", m[2:6])[0] == sid:
+                frames += 1
+                got += m[6:]
+                done = done or bool(m[1] & 1)
+        if done:
+            break
+    eq(got, body, "the body at the agent")
+    check(frames <= 10, "%d DATA frames for a 2000-byte body sent in one write" % frames)
+    cc.close()
+
+
 # -- versions and asterisk-form ---------------------------------------------------
 
 def test_http_versions_and_asterisk_form(t):
@@ -497,6 +528,7 @@ def test_grace_end_answers_waiting_requests(t):
         conn.close()
     if bad:
         fail("at the end of --grace:\n  " + "\n  ".join(bad))
+    eq(s.proc.wait_exit(10), 0, "serve's exit status after the grace period")
 
 
 # -- AUTH_RULE in any case ----------------------------------------------------------
