@@ -36,8 +36,20 @@ import socket
 import struct
 import time
 
-from harness import Conn, check, eq, fail, timed
+from harness import Conn, TestFailure, check, eq, fail, timed
 from test_a1_paths import Recorder, _stack, _req, _refused, TOKEN
+
+
+def _lines(proc, pattern, since):
+    """The log lines from since that match pattern, once at least one has
+    arrived (the log is read asynchronously) and a moment has passed for a
+    second one."""
+    try:
+        proc.wait_for(pattern, 5, since=since)
+    except TestFailure:
+        return []
+    time.sleep(0.2)
+    return [m.string for m in proc.find(pattern, since=since)]
 
 
 # -- fragments ---------------------------------------------------------------
@@ -133,9 +145,7 @@ def test_refusal_logged_once(t):
             if r.status != status:
                 bad.append("%r: status %s, want %s" % (raw[:40], r.status, status))
                 continue
-            time.sleep(0.1)
-            lines = [m.string for m in s.proc.find(r"conn=\d+ client=\S+ .*: %d\b" % status,
-                                                   since=mark)]
+            lines = _lines(s.proc, r"conn=\d+ client=\S+ .*: %d\b" % status, mark)
             if len(lines) != 1 or not re.search(why, lines[0]):
                 bad.append("%r: %d line(s) for one refusal: %r" % (raw[:40], len(lines), lines))
         if bad:
@@ -177,8 +187,7 @@ def test_tunnel_path_refusals_logged_and_closed(t):
         if not c.wait_closed(5):
             bad.append("%r: connection kept open after the refusal" % why)
         c.close()
-        lines = [m.string for m in s.proc.find(r"tunnel refused from \S+ .*%d" % status,
-                                               since=mark)]
+        lines = _lines(s.proc, r"tunnel refused from \S+ .*%d" % status, mark)
         if len(lines) != 1 or why not in lines[0]:
             bad.append("%r: log lines %r" % (why, lines))
     if bad:
@@ -196,8 +205,7 @@ def test_head_too_large_for_a_frame_logged_once(t):
         mark = s.proc.mark()
         r, _ = _req(s, None, None, raw=raw)
         eq(r.status, 431, "status for a head too large for a frame")
-        time.sleep(0.1)
-        lines = [m.string for m in s.proc.find(r"conn=\d+ client=\S+ .*\b431\b", since=mark)]
+        lines = _lines(s.proc, r"conn=\d+ client=\S+ .*\b431\b", mark)
         check(len(lines) == 1 and "too large for a frame" in lines[0],
               "one clear line for the 431: %r" % lines)
         eq(rec.targets(), [], "requests that reached the local service")
@@ -457,8 +465,7 @@ def test_busy_tunnels_not_logged_as_no_agent(t):
     r, _ = _req(s, None, None, raw=b"POST /ws HTTP/1.1\r\nHost: h\r\nUpgrade: x\r\n"
                 b"Connection: Upgrade\r\nContent-Length: 3\r\n\r\nabc")
     eq(r.status, 503, "upgrade with a body while the only tunnel is full")
-    time.sleep(0.1)
-    lines = [m.string for m in s.proc.find(r": 503$", since=mark)]
+    lines = _lines(s.proc, r": 503$", mark)
     check(len(lines) == 1 and "max-streams" in lines[0] and "no agent" not in lines[0],
           "the 503 line: %r" % lines)
     h.close()
