@@ -699,12 +699,15 @@ static int apply_bytes(uint32_t *field, const char *v, char *why, size_t whylen)
     return 0;
 }
 
-static int apply_count(uint32_t *field, uint64_t max, const char *v, char *why, size_t whylen) {
+static int apply_count(uint32_t *field, uint64_t min, uint64_t max, const char *v, char *why,
+                       size_t whylen) {
     uint64_t n;
 
     if (parse_uint(v, strlen(v), max, &n))
-        return fail(why, whylen, "invalid number '%.*s' (use 0-%llu)", QLEN, v,
-                    (unsigned long long)max);
+        return fail(why, whylen, "invalid number '%.*s' (use %llu-%llu)", QLEN, v,
+                    (unsigned long long)min, (unsigned long long)max);
+    if (n < min)
+        return fail(why, whylen, "must be at least %llu", (unsigned long long)min);
     *field = (uint32_t)n;
     return 0;
 }
@@ -807,13 +810,8 @@ static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t
     switch (o->kind) {
     case OPT_SECS: return apply_secs((uint64_t *)(void *)field, v, why, whylen);
     case OPT_BYTES: return apply_bytes((uint32_t *)(void *)field, v, why, whylen);
-    case OPT_COUNT: return apply_count((uint32_t *)(void *)field, o->max, v, why, whylen);
-    case OPT_COUNT1:
-        if (apply_count((uint32_t *)(void *)field, o->max, v, why, whylen))
-            return NW_ECONFIG;
-        if (*(uint32_t *)(void *)field == 0)
-            return fail(why, whylen, "must be at least 1");
-        return 0;
+    case OPT_COUNT: return apply_count((uint32_t *)(void *)field, 0, o->max, v, why, whylen);
+    case OPT_COUNT1: return apply_count((uint32_t *)(void *)field, 1, o->max, v, why, whylen);
     case OPT_LEVEL: return apply_level((int *)(void *)field, v, why, whylen);
     case OPT_ID: return apply_id(field, v, why, whylen);
     case OPT_URL: return nw_url_parse(v, (nw_url_t *)(void *)field, why, whylen);
@@ -957,8 +955,9 @@ static void serve_usage(void) {
           "                           else 401 (env AUTH_TOKEN)\n"
           "  --auth-rule REGEX        with --auth-token: only paths matching this POSIX\n"
           "                           extended regex need the token; others pass freely.\n"
-          "                           Tried on the path as sent and normalised (decoded,\n"
-          "                           slashes merged, dot segments resolved or kept)\n"
+          "                           Tried, in any case, on the path as sent and\n"
+          "                           normalised (decoded, slashes merged, dot segments\n"
+          "                           resolved or kept)\n"
           "                           (default: every path; env AUTH_RULE)\n"
           "\n"
           "Limits:\n"
@@ -968,7 +967,8 @@ static void serve_usage(void) {
           "  --head-timeout SECS      time to receive a whole request head, else 408\n"
           "                           (default 30)\n"
           "  --body-timeout SECS      a request body that makes no progress this long is\n"
-          "                           reset; 408 and close (default 30)\n"
+          "                           reset; 408 and close. A response the client takes\n"
+          "                           nothing of this long is cut too (default 30)\n"
           "  --idle-timeout SECS      idle keep-alive connections close after (default 75)\n"
           "  --max-streams N          in-flight requests per tunnel (default 1000)\n"
           "  --queue-timeout SECS     a request waits this long for a free stream slot on\n"

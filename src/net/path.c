@@ -4,6 +4,8 @@
  * never be reached on a protected path the rule did not see. */
 #include "path.h"
 
+#include <string.h>
+
 static int hexval(int c) {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -58,7 +60,9 @@ int nw_path_normalize(const char *target, size_t len, int flags, char *out, size
 
     if (cap < len + 2)
         return NW_PATH_ENOSPC;
-    if (skip_absolute(target, len, &at) != 0)
+    /* No request target has a fragment (RFC 9112 3.2), and a service may
+     * read "/a#/../x" as a path: there is no safe reading of one. */
+    if (skip_absolute(target, len, &at) != 0 || memchr(target, '#', len))
         return NW_PATH_EINVAL;
     end = at + nw_path_len(target + at, len - at);
     out[0] = '/';

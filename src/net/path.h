@@ -8,7 +8,7 @@
 enum {
     NW_PATH_OK = 0,      /* out holds the normalised path */
     NW_PATH_CLIMBS = 1,  /* as OK, but a ".." went above the root (dropped in out) */
-    NW_PATH_EINVAL = -1, /* not origin-form or absolute-form (e.g. "*", authority) */
+    NW_PATH_EINVAL = -1, /* not origin-form or absolute-form ("*", authority), or a '#' */
     NW_PATH_ENOSPC = -2  /* cap too small: it must be at least len + 2 */
 };
 
@@ -21,7 +21,9 @@ enum {
  * ("http://h/a?q") request target of len bytes into out (cap bytes, NUL
  * terminated; *out_len excludes the NUL). The result is what a lenient
  * service could resolve the path to, as the widest reading of it:
- *   - the query ('?') and any fragment ('#') are excluded;
+ *   - the query ('?') is excluded; a target with a fragment ('#') is
+ *     NW_PATH_EINVAL (no request target has one, and a service may read
+ *     "/a#/../x" as a path);
  *   - %XX is decoded when XX is an unreserved character (ALPHA DIGIT
  *     - . _ ~) or '/' or '\' (hex in any case); other escapes stay as sent,
  *     so nothing is decoded twice and no NUL or control byte appears;

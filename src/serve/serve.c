@@ -52,11 +52,14 @@ typedef struct pconn_s {
     size_t stale_credit;     /* of those, bytes that belong to a finished stream */
     uint64_t cl_left;        /* response Content-Length still to come */
     int err_status;          /* status chosen by a parser callback */
+    const char *err_why;     /* its reason for the log, or NULL (see pc_parse_error) */
     int defer_status;        /* error to answer once the request body is read */
     struct pconn_s *prev, *next;
     struct pconn_s *qprev, *qnext; /* wait queue for a stream slot */
     struct pconn_s *hprev, *hnext; /* response heads not yet written */
     nw_sbuf_t head_out;      /* a response head held for its first body bytes */
+    nw_sbuf_t out_pend;      /* body bytes held while a write is queued (pc_hold_body) */
+    nw_sbuf_t body_acc;      /* request body bytes of this read, sent at once (pc_send_body) */
     nw_headscan_t scan;      /* checks each request head before llhttp does */
     const char *feed_end;    /* end of the bytes llhttp is parsing now */
     uint64_t chunk_left;     /* request chunk data still to come */
@@ -71,7 +74,8 @@ typedef struct pconn_s {
         req_body : 1, /* the request has a body (Content-Length or chunked) */
         out_wait : 1, /* the next request waits for the client to read what we sent */
         in_eof : 1,  /* piped: the client ended its side */
-        out_eof : 1; /* piped: the local service ended its side */
+        out_eof : 1, /* piped: the local service ended its side */
+        trailers : 1; /* past the last chunk: the trailer section is scanned */
 } pconn_t;
 
 struct serve_s {
@@ -109,6 +113,8 @@ static void pc_up_in(pconn_t *pc, const char *p, size_t n);
 static void pc_pipe_done(pconn_t *pc);
 static void pc_on_timer_close(uv_handle_t *h);
 static void pc_close(pconn_t *pc);
+static void pc_send_timer(pconn_t *pc);
+static const char *status_msg(int status);
 
 /* ------------------------------------------------------------ registry */
 
@@ -235,6 +241,8 @@ static int pc_flush_head(pconn_t *pc) {
     if (pc->conn)
         rc = pc_write(pc, pc->head_out.p, pc->head_out.len, 0);
     nw_sbuf_free(&pc->head_out);
+    if (rc == 0)
+        pc_send_timer(pc);
     return rc;
 }
 
@@ -262,6 +270,23 @@ static void pc_arm(pconn_t *pc, uint64_t ms) {
 static int pc_body_waiting(const pconn_t *pc) {
     return pc->req_body && !pc->req_done && pc->strm && !pc->piped &&
            (pc->state == PC_WAIT || pc->state == PC_STREAM);
+}
+
+/* A response (or a pipe) in progress has bytes queued that the client has
+ * not taken: a client that stops reading would otherwise hold its stream
+ * slot, with no timer, for as long as it likes. The wait is then bounded
+ * by --body-timeout too, counted from the last bytes the client took
+ * (pc_on_written), never re-armed by our own writes. With nothing queued
+ * the wait is on the service (a stream may be slow): no timer. */
+static void pc_send_timer(pconn_t *pc) {
+    if (pc->state != PC_STREAM || !pc->conn)
+        return;
+    if (pc->conn->wbytes) {
+        if (!uv_is_active((uv_handle_t *)&pc->timer))
+            pc_arm(pc, pc->srv->cfg->body_timeout_ms);
+    } else if (!pc_body_waiting(pc)) {
+        uv_timer_stop(&pc->timer);
+    }
 }
 
 /* After an error reply: half-close, then read and drop whatever the client
@@ -473,6 +498,8 @@ static void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         if (nw_http_is_hop(h->name, h->name_len))
             continue;
         if (nw_strieq(h->name, h->name_len, "content-length")) {
+            if (f->status == 204)
+                continue; /* RFC 9110 8.6: never on a 204; a proxy before us would wait for it */
             if (pc->has_cl || nw_http_parse_cl(h->value, h->value_len, &pc->cl_left) != 0) {
                 nw_sbuf_free(&out);
                 nw_strm_detach(s, NW_RST_PROTOCOL);
@@ -542,6 +569,42 @@ static void pc_framing_violation(pconn_t *pc, nw_strm_t *s, size_t extra) {
     pc_linger(pc); /* half-close after the valid part; pipelined input is dropped */
 }
 
+/* Body bytes that arrive while the client has not taken what was written
+ * before wait in out_pend, raw, and leave as one write (one chunk) once it
+ * has (pc_on_written). Written one by one, each DATA frame costs a write
+ * request, a chunk header and, on TLS, a record: a hostile agent sending
+ * 1-byte DATA frames to a client that does not read made serve hold some
+ * 300 bytes per byte of window. 1 when p was held (counted in flight). */
+static int pc_hold_body(pconn_t *pc, const uint8_t *p, size_t len) {
+    if (!len || !pc->conn || pc->head_pending || (!pc->out_pend.len && !pc->conn->wbytes))
+        return 0;
+    if (nw_sbuf_append(&pc->out_pend, p, len) != 0)
+        return -1;
+    pc->body_inflight += len;
+    return 1;
+}
+
+/* Write what pc_hold_body held (framed as one chunk when chunked). */
+static int pc_flush_body(pconn_t *pc) {
+    char hdr[32];
+    uv_buf_t b[3];
+    unsigned n = 0;
+    size_t len = pc->out_pend.len;
+    int rc;
+    if (!len)
+        return 0;
+    if (pc->chunked_out)
+        b[n++] = uv_buf_init(hdr, (unsigned)snprintf(hdr, sizeof(hdr), "%zx\r\n", len));
+    b[n++] = uv_buf_init(pc->out_pend.p, (unsigned)len);
+    if (pc->chunked_out)
+        b[n++] = uv_buf_init("\r\n", 2);
+    rc = pc->conn ? nw_conn_write(pc->conn, b, n, len) : NW_ECLOSED;
+    nw_sbuf_free(&pc->out_pend);
+    if (rc == 0)
+        pc_send_timer(pc);
+    return rc;
+}
+
 static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     pconn_t *pc = s->data;
     char hdr[32];
@@ -552,11 +615,15 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
 
     if (pc->piped) {
         uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
-        if (len && nw_conn_write(pc->conn, &pb, 1, len) != 0) {
+        rc = pc_hold_body(pc, p, len);
+        if (rc < 0 || (rc == 0 && len && nw_conn_write(pc->conn, &pb, 1, len) != 0) ||
+            (end && pc_flush_body(pc) != 0)) {
             pc_close(pc);
             return;
         }
-        pc->body_inflight += len;
+        if (rc == 0)
+            pc->body_inflight += len;
+        pc_send_timer(pc);
         if (end) {
             /* The local side ended: half-close towards the client; the
              * pipe is done once the client has ended too. */
@@ -575,6 +642,17 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
             end = 0;
         }
         pc->cl_left -= len;
+    }
+    if (!skip && (rc = pc_hold_body(pc, p, len)) != 0) {
+        if (rc < 0) {
+            pc_close(pc);
+            return;
+        }
+        len = 0; /* held: only the end (or the violation) is left to handle */
+    }
+    if ((end || extra) && pc_flush_body(pc) != 0) {
+        pc_close(pc);
+        return;
     }
     if (pc->head_pending) {
         heads_unlink(pc);
@@ -600,6 +678,7 @@ static void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
         }
         if (!skip)
             pc->body_inflight += len;
+        pc_send_timer(pc);
     }
     if (extra) {
         pc_framing_violation(pc, s, extra);
@@ -653,7 +732,7 @@ static void srv_on_reset(nw_strm_t *s, uint32_t code) {
         if (st <= 1)
             return;
         status = st;
-        msg = st == 503 ? "no agent is connected to this server" : "could not forward the request";
+        msg = status_msg(st);
     }
     if (code == NW_RST_UNSENT)
         code = NW_RST_TUNNEL_LOST;
@@ -784,13 +863,15 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
 
     if (pc->parser.method != HTTP_GET || !nw_http_has_token(h, "upgrade", "websocket") ||
         !nw_http_has_token(h, "connection", "upgrade")) {
-        pc_reply(pc, 426, "this path is reserved for agent tunnels (WebSocket upgrade)");
+        tunnel_refuse(pc, 426, NULL, "this path is reserved for agent tunnels (WebSocket upgrade)");
         return -1;
     }
     i = nw_hf_find(h, "sec-websocket-version", 0);
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_strieq(f.value, f.value_len, "13"))) {
         const char r[] = "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
                          "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        nw_warn("tunnel refused from %s agent=-: 426 Sec-WebSocket-Version is not 13",
+                pc->conn->peer);
         pc_write(pc, r, sizeof(r) - 1, 0);
         pc_linger(pc);
         return -1;
@@ -798,7 +879,7 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
     i = nw_hf_find(h, "sec-websocket-key", 0);
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_ws_key_valid(f.value, f.value_len)) ||
         nw_ws_accept(f.value, f.value_len, accept) != 0) {
-        pc_reply(pc, 400, "missing or invalid Sec-WebSocket-Key");
+        tunnel_refuse(pc, 400, NULL, "missing or invalid Sec-WebSocket-Key");
         return -1;
     }
     if (!nw_http_has_token(h, "sec-websocket-protocol", NW_WS_SUBPROTO)) {
@@ -823,8 +904,8 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f),
                   !agent_id_ok(f.value, f.value_len,
                                nw_hf_find(h, "x-natwrp-group", 0) >= 0 ? 139 : 128))) {
-        nw_warn("tunnel refused from %s: missing or invalid X-Natwrp-Agent", pc->conn->peer);
-        pc_reply(pc, 400, "missing or invalid X-Natwrp-Agent (1-128 of A-Z a-z 0-9 . _ @ : + -)");
+        tunnel_refuse(pc, 400, NULL,
+                      "missing or invalid X-Natwrp-Agent (1-128 of A-Z a-z 0-9 . _ @ : + -)");
         return -1;
     }
     memcpy(agent, f.value, f.value_len);
@@ -885,7 +966,7 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
         nw_hf_get(h, (size_t)i, &f);
         if (nw_http_parse_cl(f.value, f.value_len, &win) != 0 || win < 1024 ||
             win > NW_MUX_MAX_WINDOW) {
-            pc_reply(pc, 400, "invalid X-Natwrp-Window");
+            tunnel_refuse(pc, 400, agent, "invalid X-Natwrp-Window");
             return -1;
         }
     }
@@ -950,11 +1031,17 @@ static void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
 
 /* ----------------------------------------------------- request parsing */
 
-static int pc_fail(llhttp_t *p, int status) {
+/* Stop the parser with status; pc_parse_error answers it and logs one line
+ * with why (NULL: the status's reason phrase). A why of "" means the line
+ * was already logged by the caller, which decided with more to say. */
+static int pc_refuse(llhttp_t *p, int status, const char *why) {
     pconn_t *pc = p->data;
     pc->err_status = status;
+    pc->err_why = why;
     return -1;
 }
+
+static int pc_fail(llhttp_t *p, int status) { return pc_refuse(p, status, NULL); }
 
 static int on_message_begin(llhttp_t *p) {
     pconn_t *pc = p->data;
@@ -962,8 +1049,9 @@ static int on_message_begin(llhttp_t *p) {
     pc->req_done = pc->head_sent = pc->is_head = pc->chunked_out = pc->has_cl = 0;
     pc->tunnel = pc->upgrade = 0;
     pc->body_started = pc->hold_parser = 0;
-    pc->held_eof = pc->req_body = 0;
+    pc->held_eof = pc->req_body = pc->trailers = 0;
     pc->err_status = pc->defer_status = 0;
+    pc->err_why = NULL;
     pc->state = PC_HEAD;
     pc->used = 1;
     pc_arm(pc, pc->srv->cfg->head_timeout_ms);
@@ -1022,10 +1110,12 @@ static int pc_dispatch(pconn_t *pc) {
     serve_t *srv = pc->srv;
     int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any;
     /* X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's.
-     * Forwarded and X-Real-IP name the client as X-Forwarded-For does: only
-     * a trusted proxy may send them on. */
+     * Forwarded and X-Real-IP name the client as X-Forwarded-For does, and
+     * X-Original-URL and X-Rewrite-URL replace the path for services behind
+     * IIS (Symfony, Laminas): a path AUTH_RULE never saw. Only a trusted
+     * proxy may send them on. */
     const char *drop[] = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "expect",
-                          NULL, NULL, NULL, NULL};
+                          NULL, NULL, NULL, NULL, NULL, NULL};
     size_t nd = 4;
     nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 5];
     nw_hfields_t *h = &pc->hf;
@@ -1062,16 +1152,19 @@ static int pc_dispatch(pconn_t *pc) {
         return 1;
     }
     if (!t) {
-        nw_warn("conn=%llu client=%s no agent connected: 503", (unsigned long long)pc->id,
-                pc->conn->peer);
+        nw_warn("conn=%llu client=%s %s: 503", (unsigned long long)pc->id, pc->conn->peer,
+                !any ? "no agent connected"
+                     : "every tunnel is at --max-streams and an upgrade with a body cannot wait");
         return 503;
     }
     pc->tries++;
     slash = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen) == 1;
     if (srv->cfg->auth_token[0])
         drop[nd++] = "x-auth-token";
-    if (!trust)
+    if (!trust) {
         drop[nd++] = "forwarded", drop[nd++] = "x-real-ip";
+        drop[nd++] = "x-original-url", drop[nd++] = "x-rewrite-url";
+    }
     n = nw_http_filter(h, hdrs, NW_HTTP_MAX_FIELDS, drop);
     /* Only a proxy we were told to trust may speak for the client; from
      * anyone else, X-Forwarded-* values are dropped, not extended. */
@@ -1117,8 +1210,14 @@ static int pc_dispatch(pconn_t *pc) {
     }
     nw_sbuf_free(&xff);
     nw_sbuf_free(&tgt);
-    if (!pc->strm)
+    if (!pc->strm) {
+        nw_warn("conn=%llu client=%s tun=%llu agent=%s could not open a stream: %s: %d",
+                (unsigned long long)pc->id, pc->conn->peer, (unsigned long long)t->id, t->agent,
+                err == NW_ETOOBIG ? "the forwarded head is too large for a frame"
+                                  : nw_strerror(err),
+                err == NW_ETOOBIG ? 431 : 502);
         return err == NW_ETOOBIG ? 431 : 502;
+    }
     return 0;
 }
 
@@ -1162,8 +1261,7 @@ static void wq_on_check(uv_check_t *h) {
         }
         if (st != 0) {
             pc->keep_alive = 0;
-            pc_reply(pc, st, st == 503 ? "no agent is connected to this server"
-                                       : "could not forward the request");
+            pc_reply(pc, st, status_msg(st));
             continue;
         }
         pc_sent(pc);
@@ -1199,7 +1297,8 @@ static int cgi_eq(const char *a, size_t alen, const char *b, int prefix) {
 static const char *cgi_alias(const char *name, size_t len) {
     static const char *const fields[] = {"content-length", "transfer-encoding", "keep-alive",
                                          "x-forwarded-for", "x-forwarded-proto",
-                                         "x-forwarded-host", "x-real-ip", NULL};
+                                         "x-forwarded-host", "x-real-ip", "x-original-url",
+                                         "x-rewrite-url", NULL};
     size_t i;
     if (!memchr(name, '_', len))
         return NULL;
@@ -1209,11 +1308,12 @@ static const char *cgi_alias(const char *name, size_t len) {
     return NULL;
 }
 
-/* What llhttp 8 lets through and a front-end must refuse: field names that
+/* What llhttp 8 lets through and a front-end must refuse (the reason, or
+ * NULL when the fields are fine): field names that
  * are not tokens, control bytes in values, a Host that is not a host, and
  * any Transfer-Encoding but a single "chunked" on HTTP/1.1 (RFC 9112 6.1:
  * an unknown coding cannot be framed; on 1.0 it invites smuggling). */
-static int pc_fields_ok(pconn_t *pc) {
+static const char *pc_fields_why(pconn_t *pc) {
     nw_hfields_t *h = &pc->hf;
     const char *why = NULL;
     size_t i, te = 0;
@@ -1232,10 +1332,7 @@ static int pc_fields_ok(pconn_t *pc) {
                  (te++ || !pc->minor || !nw_strieq(f.value, f.value_len, "chunked")))
             why = "unsupported Transfer-Encoding (only a single 'chunked' on HTTP/1.1)";
     }
-    if (why)
-        nw_info("conn=%llu client=%s bad request: 400 (%s)", (unsigned long long)pc->id,
-                pc->conn->peer, why);
-    return why == NULL;
+    return why;
 }
 
 /* AUTH_TOKEN: 1 when the request may pass. The token comes in
@@ -1286,6 +1383,35 @@ static int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *nor
     return 0;
 }
 
+/* Does any Upgrade field offer HTTP itself (h2c, HTTP/2.0, ...)? Once a
+ * service switched, the client would send it requests that serve never
+ * sees: any path, past AUTH_RULE, with no X-Forwarded-For (the h2c
+ * smuggling of proxies that pass such upgrades on). */
+static int upgrade_to_http(const nw_hfields_t *h) {
+    int i = -1;
+    nw_hdr_t f;
+    while ((i = nw_hf_find(h, "upgrade", (size_t)(i + 1))) >= 0) {
+        size_t k = 0, e;
+        nw_hf_get(h, (size_t)i, &f);
+        while (k < f.value_len) {
+            while (k < f.value_len && (f.value[k] == ' ' || f.value[k] == '\t' ||
+                                       f.value[k] == ','))
+                k++;
+            for (e = k; e < f.value_len && f.value[e] != ','; e++)
+                ;
+            while (e > k && (f.value[e - 1] == ' ' || f.value[e - 1] == '\t'))
+                e--;
+            if (nw_strieq(f.value + k, e - k, "h2c") || nw_strieq(f.value + k, e - k, "http") ||
+                (e - k > 5 && nw_strieq(f.value + k, 5, "http/")))
+                return 1;
+            k = e;
+            while (k < f.value_len && f.value[k] != ',')
+                k++;
+        }
+    }
+    return 0;
+}
+
 /* Does any Sec-WebSocket-Protocol field offer a natwrp.* subprotocol? */
 static int offers_natwrp(const nw_hfields_t *h) {
     int i = -1;
@@ -1307,9 +1433,9 @@ static int offers_natwrp(const nw_hfields_t *h) {
 }
 
 /* Checks on the target and head of a request for the local service, before
- * the token: 0 to go on, else the status to answer. norm gets the
+ * the token: NULL to go on, else why it gets 400. norm gets the
  * normalised path (room for tlen + 2), or "" for "*". */
-static int pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
+static const char *pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
     nw_hfields_t *h = &pc->hf;
     const char *why = NULL;
     size_t nlen, i;
@@ -1319,7 +1445,12 @@ static int pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
     rc = nw_path_normalize(target, tlen, 0, norm, tlen + 2, &nlen);
     if (rc < 0)
         norm[0] = 0; /* "*": no path to normalise */
-    if (rc == NW_PATH_CLIMBS)
+    if (memchr(h->raw.p, '#', h->first_len))
+        /* No request target has a fragment (RFC 9112 3.2). The checks here
+         * end the path at '#', but a service may not: Go's net/http takes
+         * "/public#/../private" as a path and cleans it to "/private". */
+        why = "a fragment ('#') in the request target";
+    else if (rc == NW_PATH_CLIMBS)
         /* "/../x" would leave LOCAL_URL's base path at the service. */
         why = "the path climbs above the root";
     else if (rc >= 0 && nw_strieq(norm, nlen, NW_TUNNEL_PATH))
@@ -1333,11 +1464,7 @@ static int pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) {
         if (cgi_eq(f.name, f.name_len, "x-natwrp-", 1))
             why = "an X-Natwrp-* field outside the tunnel path";
     }
-    if (!why)
-        return 0;
-    nw_info("conn=%llu client=%s bad request: 400 (%s)", (unsigned long long)pc->id,
-            pc->conn->peer, why);
-    return 400;
+    return why;
 }
 
 static int on_headers_complete(llhttp_t *p) {
@@ -1347,6 +1474,7 @@ static int on_headers_complete(llhttp_t *p) {
     size_t tlen, plen;
     int form, has_body, status, end;
     char small[3 * 512], *pathbuf;
+    const char *why;
 
     pc->minor = p->http_major == 1 && p->http_minor >= 1;
     pc->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
@@ -1355,15 +1483,21 @@ static int on_headers_complete(llhttp_t *p) {
      * any target form: never ours to give. */
     if (p->method == HTTP_CONNECT)
         return pc_fail(p, 501);
+    /* llhttp also takes "HTTP/0.9" and "HTTP/2.0" in an HTTP/1 request
+     * line; their framing and Host rules are not 1.x's (RFC 9112 2.3). */
+    if (p->http_major != 1 || p->http_minor > 1)
+        return pc_refuse(p, 505, "HTTP version other than 1.0 and 1.1");
     form = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen);
     if (form < 0)
-        return pc_fail(p, 400);
-    if (pc->minor && nw_hf_find(h, "host", 0) < 0)
-        return pc_fail(p, 400); /* RFC 9112 3.2: HTTP/1.1 requires Host */
+        return pc_refuse(p, 400, "request target neither origin nor absolute form");
+    if (tlen == 1 && target[0] == '*' && p->method != HTTP_OPTIONS) /* RFC 9112 3.2.4 */
+        return pc_refuse(p, 400, "asterisk-form target with a method other than OPTIONS");
+    if (pc->minor && nw_hf_find(h, "host", 0) < 0) /* RFC 9112 3.2 */
+        return pc_refuse(p, 400, "HTTP/1.1 request without Host");
     if (nw_hf_find(h, "host", (size_t)nw_hf_find(h, "host", 0) + 1) >= 0)
-        return pc_fail(p, 400);
-    if (!pc_fields_ok(pc))
-        return pc_fail(p, 400);
+        return pc_refuse(p, 400, "more than one Host");
+    if ((why = pc_fields_why(pc)) != NULL)
+        return pc_refuse(p, 400, why);
     for (plen = 0; plen < tlen && target[plen] != '?'; plen++)
         ;
     if (form == 0 && nw_strieq(target, plen, NW_TUNNEL_PATH)) {
@@ -1375,11 +1509,12 @@ static int on_headers_complete(llhttp_t *p) {
     if (pc->srv->draining)
         pc->keep_alive = 0; /* answer this one, then close */
     pc->req_body = has_body != 0;
-    if (p->upgrade && (p->flags & F_CHUNKED)) {
+    if (p->upgrade && ((p->flags & F_CHUNKED) || upgrade_to_http(h))) {
         /* The agent forwards an upgrade's body unframed, by its
          * Content-Length; a chunked one would reach the service with no
-         * length, its bytes read as whatever follows. RFC 9110 7.8 lets a
-         * server ignore Upgrade: this is a plain request. */
+         * length, its bytes read as whatever follows. An upgrade to HTTP
+         * (h2c) would carry requests serve never checks. RFC 9110 7.8 lets
+         * a server ignore Upgrade: this is a plain request. */
         p->upgrade = 0;
     } else if (p->upgrade) {
         /* WebSocket, h2c, ...: forwarded with its Upgrade header and its
@@ -1398,15 +1533,12 @@ static int on_headers_complete(llhttp_t *p) {
     pathbuf = 3 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(3 * (tlen + 2));
     if (!pathbuf)
         return pc_fail(p, 503);
-    status = pc_screen(pc, target, tlen, pathbuf);
-    if (status)
-        status = -status;
-    else if (!pc_auth(pc, target, tlen, pathbuf, pathbuf + tlen + 2))
-        status = 401;
+    why = pc_screen(pc, target, tlen, pathbuf);
+    status = !why && !pc_auth(pc, target, tlen, pathbuf, pathbuf + tlen + 2) ? 401 : 0;
     if (pathbuf != small)
         nw_free(pathbuf);
-    if (status < 0)
-        return pc_fail(p, -status);
+    if (why)
+        return pc_refuse(p, 400, why);
     if (status == 0)
         status = pc_dispatch(pc);
     if (status == 1) {
@@ -1423,15 +1555,22 @@ static int on_headers_complete(llhttp_t *p) {
             return 0;
         }
     }
-    if (status)
-        return pc_fail(p, status);
+    if (status) /* logged where it was decided (pc_auth, pc_dispatch) */
+        return pc_refuse(p, status, "");
     pc_sent(pc);
     return pc->upgrade && !has_body ? 2 : 0; /* a body is parsed, then HPE_PAUSED_UPGRADE */
 }
 
+/* At the last chunk, pause: pc_feed scans the trailer section as it does a
+ * head (llhttp takes a bare LF or an obs-fold there as well), since it
+ * decides where the message ends. */
 static int on_chunk_header(llhttp_t *p) {
-    ((pconn_t *)p->data)->chunk_left = p->content_length;
-    return 0;
+    pconn_t *pc = p->data;
+    pc->chunk_left = p->content_length;
+    if (p->content_length)
+        return 0;
+    pc->trailers = 1;
+    return HPE_PAUSED;
 }
 
 /* llhttp 8 takes any two bytes after chunk data as its CRLF: check them. */
@@ -1453,25 +1592,40 @@ static int pc_chunk_data(pconn_t *pc, const char *at, size_t n) {
     return crlf_after_chunk(pc, at + n, (size_t)(pc->feed_end - (at + n)));
 }
 
+/* Send the request body bytes gathered from this read (and the end, with
+ * end) as one piece. llhttp hands a chunked body over chunk by chunk: a
+ * client sending 1-byte chunks made a DATA frame, and while the tunnel was
+ * congested a queue entry, per byte (32 such uploads on one tunnel whose
+ * agent did not read: +49 MB). 0, or a negative error. */
+static int pc_send_body(pconn_t *pc, int end) {
+    int rc = 0;
+    if (pc->strm && (pc->body_acc.len || end)) {
+        rc = nw_strm_send(pc->strm, pc->body_acc.p, pc->body_acc.len, end);
+        if (rc == 1 && pc->conn)
+            nw_conn_pause(pc->conn, NW_PAUSE_CREDIT);
+    }
+    pc->body_acc.len = 0;
+    if (pc->body_acc.cap > 65536)
+        nw_sbuf_free(&pc->body_acc); /* at most one read is ever held */
+    return rc < 0 ? rc : 0;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t n) {
     pconn_t *pc = p->data;
-    int rc;
     if ((p->flags & F_CHUNKED) && pc_chunk_data(pc, at, n) != 0)
-        return pc_fail(p, 400);
+        return pc_refuse(p, 400, "no CRLF after chunk data");
     if (!pc->strm)
         return 0; /* the response already ended or failed: drop */
     pc->body_started = 1;
-    rc = nw_strm_send(pc->strm, at, n, 0);
-    if (rc < 0)
-        return pc_fail(p, 502);
-    if (rc == 1)
-        nw_conn_pause(pc->conn, NW_PAUSE_CREDIT);
+    if (nw_sbuf_append(&pc->body_acc, at, n) != 0)
+        return pc_refuse(p, 502, "the request body could not go into its stream");
     return 0;
 }
 
 static int on_message_complete(llhttp_t *p) {
     pconn_t *pc = p->data;
     pc->req_done = 1;
+    pc->trailers = 0;
     pc->scanning = 1; /* what follows is the next request's head */
     nw_headscan_init(&pc->scan);
     /* The body's timer (if any) ends here; the response's starts. */
@@ -1479,13 +1633,18 @@ static int on_message_complete(llhttp_t *p) {
         pc_arm(pc, pc->srv->cfg->response_timeout_ms);
     else if (pc->strm && pc->state == PC_STREAM && !pc->piped)
         uv_timer_stop(&pc->timer);
-    if (pc->tunnel || pc->upgrade)
-        return 0; /* llhttp goes on to HPE_PAUSED_UPGRADE */
-    if (pc->strm) {
-        int rc = nw_strm_send(pc->strm, NULL, 0, 1);
-        if (rc < 0 && rc != NW_ECLOSED)
-            return pc_fail(p, 502);
+    if (pc->tunnel || pc->upgrade) {
+        /* llhttp goes on to HPE_PAUSED_UPGRADE; the body goes first. */
+        if (pc_send_body(pc, 0) < 0)
+            return pc_refuse(p, 502, "the request body could not go into its stream");
+        return 0;
     }
+    if (pc->strm) {
+        int rc = pc_send_body(pc, 1);
+        if (rc < 0 && rc != NW_ECLOSED)
+            return pc_refuse(p, 502, "the request body could not go into its stream");
+    }
+    pc->body_acc.len = 0;
     return HPE_PAUSED; /* hold pipelined requests until this one is answered */
 }
 
@@ -1494,6 +1653,7 @@ static const char *status_msg(int status) {
     case 431: return "request header fields too large";
     case 414: return "request target too long";
     case 501: return "method not implemented";
+    case 505: return "HTTP version not supported (use HTTP/1.1)";
     case 503: return "no agent is connected to this server";
     case 401: return "unauthorized: this path needs the access token (X-Auth-Token)";
     case 502: return "could not forward the request";
@@ -1504,10 +1664,11 @@ static const char *status_msg(int status) {
 /* A parse error: answer it (if no response has started) and close. */
 static void pc_parse_error(pconn_t *pc) {
     int status = pc->err_status ? pc->err_status : 400;
-    const char *why = llhttp_get_error_reason(&pc->parser);
-    nw_info("conn=%llu client=%s bad request: %d (%s)", (unsigned long long)pc->id,
-            pc->conn ? pc->conn->peer : "-", status,
-            why && !pc->err_status ? why : nw_http_reason(status));
+    const char *why = pc->err_status ? pc->err_why : llhttp_get_error_reason(&pc->parser);
+    if (!why || *why) /* "": the caller logged it (pc_refuse) */
+        nw_info("conn=%llu client=%s %s: %d (%s)", (unsigned long long)pc->id,
+                pc->conn ? pc->conn->peer : "-", status < 500 ? "bad request" : "refused",
+                status, why ? why : nw_http_reason(status));
     pc->err_status = status;
     if (pc->head_sent) {
         pc_close(pc);
@@ -1536,10 +1697,18 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
         size_t used;
         if (pc->scanning && nw_headscan(&pc->scan, data, len, &used) != 0) {
             if (pc->scan.why) {
-                nw_info("conn=%llu client=%s bad request: 400 (%s)", (unsigned long long)pc->id,
-                        pc->conn ? pc->conn->peer : "-", pc->scan.why);
+                nw_info("conn=%llu client=%s bad request: 400 (%s%s)", (unsigned long long)pc->id,
+                        pc->conn ? pc->conn->peer : "-", pc->scan.why,
+                        pc->trailers ? ", in the trailer section" : "");
                 pc->err_status = 400;
-                pc_reply(pc, 400, "malformed request");
+                if (pc->trailers && pc->strm) {
+                    nw_strm_detach(pc->strm, NW_RST_CANCEL);
+                    pc->strm = NULL;
+                }
+                if (pc->trailers && pc->head_sent)
+                    pc_close(pc);
+                else
+                    pc_reply(pc, 400, pc->trailers ? "malformed request body" : "malformed request");
                 break;
             }
             pc->scanning = 0; /* the head ends in these bytes */
@@ -1562,10 +1731,23 @@ static void pc_feed(pconn_t *pc, const char *data, size_t len) {
         pc->in_feed = 1;
         e = llhttp_execute(&pc->parser, data, len);
         pc->in_feed = 0;
+        if (pc->body_acc.len && pc_send_body(pc, 0) < 0) {
+            pc_close(pc);
+            break;
+        }
         if (pc->state == PC_CLOSED || pc->state == PC_LINGER || e == HPE_OK)
             break;
         pos = llhttp_get_error_pos(&pc->parser);
         off = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
+        if (e == HPE_PAUSED && pc->trailers && !pc->req_done) {
+            llhttp_resume(&pc->parser);
+            pc->scanning = 1;
+            nw_headscan_init(&pc->scan);
+            pc->scan.line = 1; /* no request line: an empty line ends it */
+            data += off;
+            len -= off;
+            continue;
+        }
         if (pc->tunnel && (e == HPE_PAUSED_UPGRADE || e == HPE_PAUSED)) {
             pc_take_over(pc, data + off, len - off);
             break;
@@ -1634,6 +1816,8 @@ static void pc_maybe_free(pconn_t *pc) {
         pc->next->prev = pc->prev;
     nw_hf_free(&pc->hf);
     nw_sbuf_free(&pc->pipeline);
+    nw_sbuf_free(&pc->out_pend);
+    nw_sbuf_free(&pc->body_acc);
     nw_free(pc);
     srv_check_drained(srv);
 }
@@ -1726,6 +1910,14 @@ static void pc_on_timer(uv_timer_t *h) {
             pc->strm = NULL;
         }
         pc_reply(pc, 504, "no response from the local service in time");
+        break;
+    case PC_STREAM: /* pc_send_timer */
+        nw_warn("conn=%llu client=%s agent=%s strm=%u the client took none of the response for "
+                "%llu ms: closing",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-",
+                pc->strm ? pc->strm->tun->agent : "-", pc->strm ? pc->strm->sid : 0,
+                (unsigned long long)pc->srv->cfg->body_timeout_ms);
+        pc_close(pc);
         break;
     default: /* idle keep-alive or lingering: just close */
         pc_close(pc);
@@ -1854,6 +2046,17 @@ static void pc_on_written(nw_conn_t *c, size_t credit) {
         pc->stale_credit = 0;
         if (pc->strm)
             nw_strm_consumed(pc->strm, credit);
+    }
+    if (pc->out_pend.len && !c->wbytes && pc_flush_body(pc) != 0) {
+        pc_close(pc);
+        return;
+    }
+    if (pc->state == PC_STREAM) {
+        /* The client took bytes: a step forward for the send timer. */
+        if (c->wbytes)
+            pc_arm(pc, pc->srv->cfg->body_timeout_ms);
+        else
+            pc_send_timer(pc);
     }
     if (pc->out_wait && pc->state == PC_IDLE) {
         pc_arm(pc, pc->srv->cfg->idle_timeout_ms); /* the client reads: not idle */
@@ -2054,6 +2257,15 @@ static void srv_stop(serve_t *srv) {
     for (i = 0; i < srv->nlisteners; i++)
         uv_close((uv_handle_t *)&srv->listeners[i], NULL);
     srv->nlisteners = 0;
+    for (pc = srv->pconns; pc; pc = pc->next) {
+        /* A request that has had no answer yet gets one, not zero bytes. */
+        if (!pc->head_sent && (pc->state == PC_QUEUED || pc->state == PC_WAIT) && pc->conn) {
+            nw_warn("conn=%llu client=%s no response before the server stopped: 503",
+                    (unsigned long long)pc->id, pc->conn->peer);
+            pc->keep_alive = 0;
+            pc_reply(pc, 503, "the server is shutting down");
+        }
+    }
     while (srv->ntuns)
         nw_tun_close(srv->tuns[0], NW_ECLOSED); /* removes itself */
     for (pc = srv->pconns; pc; pc = pc->next)
@@ -2164,7 +2376,11 @@ int nw_serve_main(int argc, char **argv) {
     /* cfg checked that both compile. */
     if (cfg.allow_agent[0] && regcomp(&srv->allow_re, cfg.allow_agent, REG_EXTENDED | REG_NOSUB) == 0)
         srv->has_allow = 1;
-    if (cfg.auth_rule[0] && regcomp(&srv->auth_re, cfg.auth_rule, REG_EXTENDED | REG_NOSUB) == 0)
+    /* AUTH_RULE matches in any case: Express and ASP.NET route /PRIVATE as
+     * /private by default, so a case-sensitive rule would let it through.
+     * (Wider matching only ever asks for the token more often.) */
+    if (cfg.auth_rule[0] &&
+        regcomp(&srv->auth_re, cfg.auth_rule, REG_EXTENDED | REG_NOSUB | REG_ICASE) == 0)
         srv->has_auth_rule = 1;
     uv_loop_init(&loop);
     srv->loop = &loop;

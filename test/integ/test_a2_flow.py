@@ -176,13 +176,17 @@ def _upgrade_shapes():
     ws = (b"GET /public/ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
           b"Sec-WebSocket-Version: 13\r\n\r\n")
+    other = (b"GET /public/other HTTP/1.1\r\nHost: a\r\nUpgrade: foo/1\r\n"
+             b"Connection: Upgrade\r\n\r\n")
+    post = (b"POST /public/post HTTP/1.1\r\nHost: a\r\nUpgrade: foo/1\r\nConnection: Upgrade\r\n"
+            b"Content-Length: 5\r\n\r\nhello")
+    chunked = (b"POST /public/chunked HTTP/1.1\r\nHost: a\r\nUpgrade: foo/1\r\n"
+               b"Connection: Upgrade\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    # An upgrade to HTTP itself is ignored too (h2c smuggling, test_a7).
     h2c = (b"GET /public/h2c HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n"
            b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
-    post = (b"POST /public/post HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
-            b"Content-Length: 5\r\n\r\nhello")
-    chunked = (b"POST /public/chunked HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n"
-               b"Connection: Upgrade\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-    return [("websocket", ws), ("h2c", h2c), ("post-body", post), ("post-chunked", chunked)]
+    return [("websocket", ws), ("other", other), ("post-body", post), ("post-chunked", chunked),
+            ("h2c-ignored", h2c)]
 
 
 # ------------------------------------------------------ item 1: upgrades
@@ -204,9 +208,10 @@ def test_upgrade_bytes_held_until_101(t):
             if r.status != 200 or r.body != b"ok":
                 problems.append("%s: got %s %r, want the service's 200 ok"
                                 % (name, r.status, r.body))
-            if name == "post-chunked":
+            if name in ("post-chunked", "h2c-ignored"):
                 # Upgrade ignored (a chunked body cannot be forwarded with an
-                # upgrade): the next request is an ordinary, checked one.
+                # upgrade; h2c would carry unchecked requests): the next
+                # request is an ordinary, checked one.
                 r2 = c.read_response()
                 if r2.status != 401:
                     problems.append("%s: pipelined /private got %s, want 401"
@@ -216,7 +221,7 @@ def test_upgrade_bytes_held_until_101(t):
         except TestFailure as e:
             problems.append("%s: %s" % (name, e))
         c.close()
-        if name != "post-chunked":  # that one's local connection is pooled
+        if name not in ("post-chunked", "h2c-ignored"):  # their local connections are pooled
             svc.wait_eof(i + 1)
         if b"SMUGGLED" in svc.all_bytes():
             problems.append("%s: the local service received the smuggled request" % name)
