@@ -72,6 +72,20 @@ static void rx_update(nw_tun_t *t) {
 
 static void arm_flush(nw_tun_t *t);
 
+/* The agent masks what it sends: a fresh key per frame, drawn in bulk.
+ * NULL when the random source fails. */
+static const uint8_t *mask_key(nw_tun_t *t) {
+    const uint8_t *key;
+    if (t->_rnd_left < 4) {
+        if (nw_random(t->_rnd, sizeof(t->_rnd)) != 0)
+            return NULL;
+        t->_rnd_left = sizeof(t->_rnd);
+    }
+    key = t->_rnd + sizeof(t->_rnd) - t->_rnd_left;
+    t->_rnd_left -= 4;
+    return key;
+}
+
 /* Data messages bypass wslay's send side: one binary frame each, framed
  * (and, from the agent, masked) straight into _obuf from its parts. wslay,
  * which still parses what arrives, only sends control frames (pongs,
@@ -80,7 +94,7 @@ static void arm_flush(nw_tun_t *t);
  * masking loop and its per-message allocation. */
 int nw__tun_queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8_t *b,
                         size_t blen) {
-    size_t len = alen + blen, need = len + 14, h = 0;
+    size_t len = alen + blen, need = len + NW_WSFRAME_MAX_HDR, h;
     uint8_t *o;
     if (t->_closing || t->_close_queued || wslay_event_get_close_sent(t->_ws))
         return NW_ECLOSED;
@@ -95,35 +109,16 @@ int nw__tun_queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8
         t->_ocap = cap;
     }
     o = (uint8_t *)t->_obuf + t->_olen;
-    o[h++] = 0x82; /* FIN, binary */
-    if (len < 126) {
-        o[h++] = (uint8_t)len;
-    } else if (len <= 0xffff) {
-        o[h++] = 126;
-        nw_put16(o + h, (uint16_t)len);
-        h += 2;
-    } else {
-        o[h++] = 127;
-        nw_put32(o + h, 0);
-        nw_put32(o + h + 4, (uint32_t)len);
-        h += 8;
-    }
     if (t->is_client) {
-        const uint8_t *key;
-        if (t->_rnd_left < 4) {
-            if (nw_random(t->_rnd, sizeof(t->_rnd)) != 0)
-                return NW_ENOMEM;
-            t->_rnd_left = sizeof(t->_rnd);
-        }
-        key = t->_rnd + sizeof(t->_rnd) - t->_rnd_left;
-        t->_rnd_left -= 4;
-        o[1] |= 0x80;
-        memcpy(o + h, key, 4);
-        h += 4;
+        const uint8_t *key = mask_key(t);
+        if (!key)
+            return NW_ENOMEM;
+        h = nw_wsframe_put_hdr(o, NW_WSFRAME_FIN | NW_WSFRAME_BINARY, len, key);
         nw_wsframe_mask(o + h, a, alen, key, 0);
         if (blen)
             nw_wsframe_mask(o + h + alen, b, blen, key, alen);
     } else {
+        h = nw_wsframe_put_hdr(o, NW_WSFRAME_FIN | NW_WSFRAME_BINARY, len, NULL);
         memcpy(o + h, a, alen);
         if (blen)
             memcpy(o + h + alen, b, blen);
@@ -247,25 +242,20 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 /* The pong for the newest ping, framed (and masked) here; its write carries
  * credit 1, so tun_on_written knows when it has left. */
 static int send_pong(nw_tun_t *t) {
-    size_t n = t->_pong_len, h = 2;
+    size_t n = t->_pong_len, h;
+    const uint8_t *key = NULL;
     uint8_t *p = nw_malloc(n + 6);
     if (!p)
         return NW_ENOMEM;
-    p[0] = 0x8a; /* FIN, pong */
-    p[1] = (uint8_t)n;
-    if (t->is_client) {
-        uint8_t key[4];
-        if (nw_random(key, sizeof(key)) != 0) {
-            nw_free(p);
-            return NW_ENOMEM;
-        }
-        p[1] |= 0x80;
-        memcpy(p + 2, key, 4);
-        h = 6;
-        nw_wsframe_mask(p + h, t->_pong, n, key, 0);
-    } else if (n) {
-        memcpy(p + h, t->_pong, n);
+    if (t->is_client && !(key = mask_key(t))) {
+        nw_free(p);
+        return NW_ENOMEM;
     }
+    h = nw_wsframe_put_hdr(p, NW_WSFRAME_FIN | NW_WSFRAME_PONG, n, key);
+    if (key)
+        nw_wsframe_mask(p + h, t->_pong, n, key, 0);
+    else if (n)
+        memcpy(p + h, t->_pong, n);
     t->_pong_pending = 0;
     t->_pong_inflight = 1;
     return nw_conn_write_owned(t->_conn, (char *)p, h + n, 1);
@@ -371,27 +361,27 @@ static void ws_fail(nw_tun_t *t, uint16_t code, const char *what);
 /* A whole ping is in _cbuf: keep its payload for the pong (a newer ping
  * replaces an older one whose pong has not left yet). */
 static void rx_ping(nw_tun_t *t) {
-    uint8_t b0 = t->_cbuf[0], b1 = t->_cbuf[1], l7 = b1 & 0x7f;
-    int masked = (b1 & 0x80) != 0;
+    nw_wsframe_hdr_t f;
+    size_t len;
     /* The length may be written in the 16- or 64-bit form (its value is
      * at most 125, rx_header checked): the payload follows the header. */
-    size_t h = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + (masked ? 4 : 0);
-    size_t len = t->_clen - h;
-    if (b0 & 0x70) {
+    nw_wsframe_parse_hdr(t->_cbuf, &f);
+    len = t->_clen - f.hlen;
+    if (f.rsv) {
         ws_fail(t, 1002, "reserved bits set");
         return;
     }
-    if (masked == t->is_client) {
+    if (f.masked == (unsigned)t->is_client) {
         ws_fail(t, 1002, t->is_client ? "masked frame from the server"
                                       : "unmasked frame from the agent");
         return;
     }
     if (t->_close_queued || wslay_event_get_close_sent(t->_ws))
         return; /* nothing may follow our close */
-    if (masked)
-        nw_wsframe_mask(t->_pong, t->_cbuf + h, len, t->_cbuf + h - 4, 0);
+    if (f.masked)
+        nw_wsframe_mask(t->_pong, t->_cbuf + f.hlen, len, f.key, 0);
     else if (len)
-        memcpy(t->_pong, t->_cbuf + h, len);
+        memcpy(t->_pong, t->_cbuf + f.hlen, len);
     t->_pong_len = len;
     t->_pong_pending = 1;
 }
@@ -407,47 +397,42 @@ static void ws_fail(nw_tun_t *t, uint16_t code, const char *what) {
 
 /* A frame header is complete in _hbuf: check it and set up its payload. */
 static void rx_header(nw_tun_t *t) {
-    uint8_t b0 = t->_hbuf[0], b1 = t->_hbuf[1];
-    int op = b0 & 0x0f, masked = (b1 & 0x80) != 0;
-    uint64_t len = b1 & 0x7f;
-    size_t h = 2;
-    if (len == 126) {
-        len = nw_get16(t->_hbuf + 2);
-        h = 4;
-    } else if (len == 127) {
-        len = ((uint64_t)nw_get32(t->_hbuf + 2) << 32) | nw_get32(t->_hbuf + 6);
-        h = 10;
-    }
-    if (masked)
-        memcpy(t->_fkey, t->_hbuf + h, 4);
+    nw_wsframe_hdr_t f;
+    unsigned op;
+    uint64_t len;
+    nw_wsframe_parse_hdr(t->_hbuf, &f);
+    op = f.opcode;
+    len = f.len;
+    if (f.masked)
+        memcpy(t->_fkey, f.key, 4);
     t->_fleft = len;
     t->_fpos = 0;
-    t->_ffin = (b0 & 0x80) != 0;
-    if (op >= 8) { /* control: wslay answers pings and closes */
+    t->_ffin = (int)f.fin;
+    if (op >= NW_WSFRAME_CLOSE) { /* control: rx_ping answers pings, wslay the rest */
         memcpy(t->_cbuf, t->_hbuf, t->_hlen);
         t->_clen = t->_hlen;
-        if (!t->_ffin || len > 125)
+        if (!t->_ffin || len > NW_WSFRAME_MAX_CTRL)
             ws_fail(t, 1002, "invalid control frame");
         t->_rstate = RX_CTRL;
         return;
     }
-    if (b0 & 0x70)
+    if (f.rsv)
         ws_fail(t, 1002, "reserved bits set");
-    else if (masked == t->is_client)
+    else if (f.masked == (unsigned)t->is_client)
         ws_fail(t, 1002, t->is_client ? "masked frame from the server"
                                        : "unmasked frame from the agent");
-    else if (op == 1)
+    else if (op == NW_WSFRAME_TEXT)
         ws_fail(t, 1003, "text message on the tunnel");
-    else if (op != 0 && op != 2)
+    else if (op != NW_WSFRAME_CONT && op != NW_WSFRAME_BINARY)
         ws_fail(t, 1002, "unknown opcode");
-    else if ((op == 2) == (t->_in_msg != 0))
-        ws_fail(t, 1002, op == 2 ? "new message inside a fragmented one"
-                                 : "continuation without a message");
-    else if (len > (uint64_t)(NW_MUX_MAX_FRAME - (op == 2 ? 0 : t->_mlen)))
+    else if ((op == NW_WSFRAME_BINARY) == (t->_in_msg != 0))
+        ws_fail(t, 1002, op == NW_WSFRAME_BINARY ? "new message inside a fragmented one"
+                                                 : "continuation without a message");
+    else if (len > (uint64_t)(NW_MUX_MAX_FRAME - (op == NW_WSFRAME_BINARY ? 0 : t->_mlen)))
         ws_fail(t, 1009, "message too big");
     if (t->_closing)
         return;
-    if (op == 2) {
+    if (op == NW_WSFRAME_BINARY) {
         t->_in_msg = 1;
         t->_mlen = 0;
     }
@@ -472,24 +457,9 @@ static void rx_bytes(nw_tun_t *t, const uint8_t *p, size_t n) {
     while (n && !t->_closing && !wslay_event_get_close_received(t->_ws)) {
         size_t k;
         if (t->_rstate == RX_HDR) {
-            size_t need;
-            uint8_t l7;
-            if (t->_hlen < 2) {
-                k = NW_MIN(n, 2 - t->_hlen);
-                memcpy(t->_hbuf + t->_hlen, p, k);
-                t->_hlen += k;
-                p += k, n -= k;
-                if (t->_hlen < 2)
-                    continue;
-            }
-            /* The first two bytes say how long the whole header is. */
-            l7 = t->_hbuf[1] & 0x7f;
-            need = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + ((t->_hbuf[1] & 0x80) ? 4 : 0);
-            k = NW_MIN(n, need - t->_hlen);
-            memcpy(t->_hbuf + t->_hlen, p, k);
-            t->_hlen += k;
+            k = nw_wsframe_hdr_take(t->_hbuf, &t->_hlen, p, n);
             p += k, n -= k;
-            if (t->_hlen < need)
+            if (!nw_wsframe_hdr_done(t->_hbuf, t->_hlen))
                 continue;
             rx_header(t);
             t->_hlen = 0;
@@ -512,7 +482,7 @@ static void rx_bytes(nw_tun_t *t, const uint8_t *p, size_t n) {
         }
         if (t->_rstate == RX_HDR || t->_fleft || t->_closing)
             continue;
-        if (t->_rstate == RX_CTRL && (t->_cbuf[0] & 0x0f) == 0x9) {
+        if (t->_rstate == RX_CTRL && (t->_cbuf[0] & 0x0f) == NW_WSFRAME_PING) {
             rx_ping(t);
         } else if (t->_rstate == RX_CTRL) {
             int rc;

@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "mux.h"
+#include "wsframe.h"
 
 typedef struct nw_tun_s nw_tun_t;
 typedef struct nw_strm_s nw_strm_t;
@@ -90,7 +91,7 @@ struct nw_tun_s {
     size_t _rnd_left;
     /* Receive side (see tun_on_read): data frames are parsed here, control
      * frames are handed whole to wslay. */
-    uint8_t _hbuf[14], _fkey[4], _cbuf[14 + 125];
+    uint8_t _hbuf[NW_WSFRAME_MAX_HDR], _fkey[4], _cbuf[NW_WSFRAME_MAX_HDR + NW_WSFRAME_MAX_CTRL];
     size_t _hlen, _clen;
     uint64_t _fleft, _fpos;
     int _rstate, _ffin, _in_msg;
@@ -110,7 +111,7 @@ struct nw_tun_s {
     /* Pings are answered here, not by wslay: one pong at a time is in the
      * connection's queue, and a ping that arrives meanwhile replaces the
      * payload of the one waiting behind it (a ping flood costs no memory). */
-    uint8_t _pong[125];
+    uint8_t _pong[NW_WSFRAME_MAX_CTRL];
     size_t _pong_len;
     int _pong_pending, _pong_inflight;
     int _rx_full;        /* reads stopped: our output is over TUN_MAX */
