@@ -50,7 +50,7 @@ static int strm_insert(nw_tun_t *t, nw_strm_t *s) {
     return 0;
 }
 
-void nw__strm_blocked_add(nw_tun_t *t, nw_strm_t *s) {
+static void blocked_add(nw_tun_t *t, nw_strm_t *s) {
     if (s->_blocked)
         return;
     s->_blocked = 1;
@@ -71,6 +71,19 @@ static void blocked_del(nw_tun_t *t, nw_strm_t *s) {
         t->_blocked = s->_bnext;
     if (s->_bnext)
         s->_bnext->_bprev = s->_bprev;
+}
+
+/* The owner loses s (once): s stops counting as held (t->active) and,
+ * with tell, the owner hears why through on_reset. The stream itself lives
+ * on until nw__strm_free. */
+void nw__strm_orphan(nw_strm_t *s, int tell, uint32_t code) {
+    nw_tun_t *t = s->tun;
+    if (s->_detached)
+        return;
+    s->_detached = 1;
+    t->active--;
+    if (tell && t->_cbs.on_reset)
+        t->_cbs.on_reset(s, code);
 }
 
 static nw_strm_t *strm_new(nw_tun_t *t, uint32_t sid) {
@@ -128,11 +141,7 @@ static void strm_abort(nw_strm_t *s, uint32_t code) {
     s->_reset = 1;
     nw_warn("tun=%llu agent=%s strm=%u reset sent: %s", (unsigned long long)t->id, t->agent,
             s->sid, nw_mux_code_name(code));
-    if (!s->_detached && t->_cbs.on_reset) {
-        s->_detached = 1;
-        t->active--;
-        t->_cbs.on_reset(s, code);
-    }
+    nw__strm_orphan(s, 1, code);
     nw__strm_free(s);
 }
 
@@ -167,7 +176,7 @@ void nw__strm_flush(nw_strm_t *s) {
         nw_bufq_drop(&s->_pending, n);
     }
     if (s->_pending.bytes) {
-        nw__strm_blocked_add(t, s);
+        blocked_add(t, s);
         return;
     }
     blocked_del(t, s);
@@ -179,6 +188,30 @@ void nw__strm_flush(nw_strm_t *s) {
         strm_settle(s);
     else if (t->_cbs.on_drain)
         t->_cbs.on_drain(s);
+}
+
+/* The tunnel's output fell below its low mark: every blocked stream gets
+ * its turn. Take the whole list, flush each one; one still short of credit
+ * goes back on the list without stopping the others. If the tunnel fills up
+ * again, the rest go back unflushed. (Owners' on_drain only resumes reads,
+ * so no other stream is freed meanwhile.) Stops if the tunnel closes. */
+void nw__strm_unblock_all(nw_tun_t *t) {
+    nw_strm_t *s = t->_blocked, *next, *x;
+    t->_congested = 0;
+    t->_blocked = NULL;
+    for (x = s; x; x = x->_bnext)
+        x->_blocked = 0;
+    for (; s; s = next) {
+        next = s->_bnext;
+        s->_bprev = s->_bnext = NULL;
+        if (t->_congested) {
+            blocked_add(t, s);
+            continue;
+        }
+        nw__strm_flush(s);
+        if (t->_closing)
+            return;
+    }
 }
 
 int nw_strm_send(nw_strm_t *s, const void *p, size_t len, int end) {
@@ -205,7 +238,7 @@ int nw_strm_send(nw_strm_t *s, const void *p, size_t len, int end) {
     if (s->_pending.bytes) {
         if (end)
             s->_pending_end = 1;
-        nw__strm_blocked_add(t, s);
+        blocked_add(t, s);
         return 1;
     }
     if (end && !s->_local_end && send_data(s, "", 0, 1) != 0)
@@ -232,9 +265,8 @@ void nw_strm_detach(nw_strm_t *s, uint32_t code) {
     nw_tun_t *t = s->tun;
     if (s->_detached)
         return;
-    s->_detached = 1;
+    nw__strm_orphan(s, 0, 0);
     s->data = NULL;
-    t->active--;
     if (t->_closing)
         return; /* tun_do_close frees it */
     if (code) {
@@ -322,8 +354,7 @@ static void on_open_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
     }
     s->_remote_end = (f->flags & NW_MUX_F_END) ? 1 : 0;
     if (t->goaway_sent) {
-        s->_detached = 1;
-        t->active--;
+        nw__strm_orphan(s, 0, 0);
         send_rst(s, NW_RST_REFUSED);
         s->_reset = 1;
         nw__strm_free(s);
@@ -395,11 +426,7 @@ static void on_rst_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
     s->reset_by_peer = 1;
     nw_debug("tun=%llu strm=%u reset by peer: %s", (unsigned long long)t->id, s->sid,
              nw_mux_code_name(f->value));
-    if (!s->_detached) {
-        s->_detached = 1;
-        t->active--;
-        t->_cbs.on_reset(s, f->value);
-    }
+    nw__strm_orphan(s, 1, f->value);
     nw__strm_free(s);
 }
 

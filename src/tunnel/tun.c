@@ -1,11 +1,13 @@
-/* tun.c: tunnel session over a WebSocket; maps messages to natwrp frames
- * (mux.c) and keeps per-stream state.
+/* tun.c: the tunnel session over a WebSocket: the frames in and out, the
+ * output bound, the read pause, pings, the stall timer, GOAWAY and close.
+ * Its streams (table, credit windows, send queues, the natwrp frames that
+ * name them) are strm.c's; the frame bytes are wire/wsframe.c's.
  *
  * WebSocket framing is split for speed: natwrp's own data messages (one
- * binary frame each) are framed here on the way out (rx/tx: 8-byte masking,
- * one copy) and parsed here on the way in; control frames (ping, pong,
- * close) are wslay's, in both directions: it answers pings and runs the
- * close handshake. The two never interleave on the wire.
+ * binary frame each, 8-byte masking, one copy) and pongs are framed here;
+ * every frame that arrives is parsed here too. wslay only sends our pings
+ * and runs the close handshake (it is fed the pongs and closes that
+ * arrive). The two never interleave on the wire.
  *
  * Output path: frames queue in buffers that an idle handle flushes at the
  * next loop turn, so every frame produced in one turn leaves in one write.
@@ -19,8 +21,8 @@
  * Every other frame (pongs, close, RST, WINDOW, heads) is answering input,
  * so input is what has to stop: above TUN_MAX the tunnel stops reading its
  * peer until the output is back under TUN_HIGH. (OPENs are not answers:
- * rx_update leaves them out until the peer names their stream.) DATA alone stops at
- * TUN_HIGH, so two peers moving bulk data both ways never both stop
+ * rx_update leaves them out until the peer names their stream.) DATA alone
+ * stops at TUN_HIGH, so two peers moving bulk data both ways never both stop
  * reading. Pings are answered here, one pong in the connection's queue at a
  * time, the newest ping's payload waiting behind it. A peer that reads
  * nothing while output waits for two ping intervals is cut off (on_ping). */
@@ -87,10 +89,10 @@ static const uint8_t *mask_key(nw_tun_t *t) {
 }
 
 /* Data messages bypass wslay's send side: one binary frame each, framed
- * (and, from the agent, masked) straight into _obuf from its parts. wslay,
- * which still parses what arrives, only sends control frames (pongs,
- * pings, close); flush_out never writes _obuf while wslay is in the middle
- * of one, so frames never interleave. Saves wslay's copy, its byte-by-byte
+ * (and, from the agent, masked) straight into _obuf from its parts (a and
+ * b, e.g. a DATA header and its body). wslay only sends pings and the
+ * close; flush_out never writes _obuf while wslay is in the middle of one,
+ * so frames never interleave. Saves wslay's copy, its byte-by-byte
  * masking loop and its per-message allocation. */
 int nw__tun_queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8_t *b,
                         size_t blen) {
@@ -165,7 +167,7 @@ void nw_tun_shutdown(nw_tun_t *t) {
         arm_flush(t);
 }
 
-/* ------------------------------------------------------- receive side */
+/* ---------------------------------------------------- protocol errors */
 
 /* Tunnel-fatal: the peer broke the protocol. */
 void nw__tun_violation(nw_tun_t *t, const char *what, uint32_t sid) {
@@ -261,14 +263,15 @@ static int send_pong(nw_tun_t *t) {
     return nw_conn_write_owned(t->_conn, (char *)p, h + n, 1);
 }
 
-static void flush_out(nw_tun_t *t) {
-    if (t->_closing)
-        return;
+/* Hand the connection every frame that may go, in wire order, while it
+ * holds less than TUN_HIGH: wslay's control frames, the pong, then our data
+ * frames (only while wslay is between frames). -1: the tunnel closed. */
+static int write_out(nw_tun_t *t) {
     while (t->_conn->wbytes < TUN_HIGH) {
         int moved = 0;
         if (wslay_event_want_write(t->_ws) && wslay_event_send(t->_ws) != 0) {
             nw_tun_close(t, NW_EPROTO);
-            return;
+            return -1;
         }
         if (t->_wlen) {
             char *p = t->_wbuf;
@@ -277,7 +280,7 @@ static void flush_out(nw_tun_t *t) {
             t->_wlen = 0;
             if (nw_conn_write_owned(t->_conn, p, n, 0) != 0) {
                 nw_tun_close(t, NW_ECLOSED);
-                return;
+                return -1;
             }
             moved = 1;
         }
@@ -285,7 +288,7 @@ static void flush_out(nw_tun_t *t) {
             !wslay_event_get_close_sent(t->_ws)) {
             if (send_pong(t) != 0) {
                 nw_tun_close(t, NW_ECLOSED);
-                return;
+                return -1;
             }
             moved = 1;
         }
@@ -300,35 +303,26 @@ static void flush_out(nw_tun_t *t) {
             t->_msgs_out = t->_msgs;
             if (nw_conn_write_owned(t->_conn, p, n, 0) != 0) {
                 nw_tun_close(t, NW_ECLOSED);
-                return;
+                return -1;
             }
             moved = 1;
         }
         if (!moved)
             break;
     }
+    return 0;
+}
+
+/* Write what may go; below TUN_LOW, blocked streams send again; then the
+ * read pause, a graceful close that was waiting, and the end of a tunnel
+ * whose WebSocket is done both ways. */
+static void flush_out(nw_tun_t *t) {
+    if (t->_closing || write_out(t) != 0)
+        return;
     if (t->_congested && tun_outq(t) < TUN_LOW) {
-        /* Every blocked stream gets its turn: take the whole list, flush
-         * each one; one still short of credit goes back on the list without
-         * stopping the others. If the tunnel fills up again, the rest go
-         * back unflushed. (Owners' on_drain only resumes reads, so no other
-         * stream is freed meanwhile.) */
-        nw_strm_t *s = t->_blocked, *next, *x;
-        t->_congested = 0;
-        t->_blocked = NULL;
-        for (x = s; x; x = x->_bnext)
-            x->_blocked = 0;
-        for (; s; s = next) {
-            next = s->_bnext;
-            s->_bprev = s->_bnext = NULL;
-            if (t->_congested) {
-                nw__strm_blocked_add(t, s);
-                continue;
-            }
-            nw__strm_flush(s);
-            if (t->_closing)
-                return;
-        }
+        nw__strm_unblock_all(t);
+        if (t->_closing)
+            return;
     }
     rx_update(t);
     if (t->_shutdown && t->_olen == 0 && wslay_event_get_queued_msg_count(t->_ws) == 0) {
@@ -450,8 +444,8 @@ static void rx_header(nw_tun_t *t) {
 
 /* Parse what arrived. Data frames (our messages) are unmasked eight bytes
  * at a time into one message buffer and dispatched; control frames are
- * collected whole and fed to wslay, which answers pings with pongs and
- * runs the close handshake. (wslay's own receive path unmasks byte by byte
+ * collected whole: pings are answered here (rx_ping), pongs and closes are
+ * fed to wslay, which runs the close handshake. (wslay's own receive path unmasks byte by byte
  * and was most of serve's CPU time on a download.) */
 static void rx_bytes(nw_tun_t *t, const uint8_t *p, size_t n) {
     while (n && !t->_closing && !wslay_event_get_close_received(t->_ws)) {
@@ -584,8 +578,12 @@ static void on_ping(uv_timer_t *h) {
 
 nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_cfg_t *cfg,
                      const nw_tun_cbs_t *cbs, void *owner) {
-    static const struct wslay_event_callbacks wcb = {ws_recv, ws_send, ws_genmask, NULL,
-                                                     NULL,    NULL,    ws_on_msg};
+    static const struct wslay_event_callbacks wcb = {
+        .recv_callback = ws_recv,
+        .send_callback = ws_send,
+        .genmask_callback = ws_genmask,
+        .on_msg_recv_callback = ws_on_msg,
+    };
     nw_tun_t *t = nw_calloc(1, sizeof(*t));
     wslay_event_context_ptr ws = NULL;
     int rc;
@@ -645,11 +643,7 @@ static void tun_do_close(nw_tun_t *t) {
         list = s->_bnext;
         s->_blocked = 0;
         s->_reset = 1;
-        if (!s->_detached) {
-            s->_detached = 1;
-            t->active--;
-            t->_cbs.on_reset(s, nw__strm_unsent(s) ? NW_RST_UNSENT : NW_RST_TUNNEL_LOST);
-        }
+        nw__strm_orphan(s, 1, nw__strm_unsent(s) ? NW_RST_UNSENT : NW_RST_TUNNEL_LOST);
         nw__strm_free(s);
     }
     if (t->_cbs.on_close)

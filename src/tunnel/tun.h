@@ -1,7 +1,6 @@
-/* tun.h: one tunnel session over a WebSocket (wslay runs the control
- * frames, tun.c frames the data messages): the stream table,
- * per-stream credit windows, a bound on what the tunnel queues, liveness
- * pings and GOAWAY. Used by both serve (streams out) and agent (streams in).
+/* tun.h: one tunnel session over a WebSocket (tun.c: frames in and out, a
+ * bound on what the tunnel queues, liveness pings, GOAWAY; strm.c: the
+ * stream table and per-stream credit windows). Used by both serve (streams out) and agent (streams in).
  *
  * Ownership: the tunnel owns its streams. An owner (a public connection on
  * the server, a local request on the agent) may use a stream pointer until
@@ -54,7 +53,7 @@ struct nw_strm_s {
     nw_tun_t *tun;
     uint32_t sid;
     unsigned reset_by_peer : 1; /* on_reset: the peer sent RST (else we decided it) */
-    /* private to tun.c */
+    /* private to tun.c and strm.c */
     int64_t _send_credit, _recv_credit;
     uint64_t _open_seq;    /* tunnel message number of the OPEN frame */
     size_t _open_len;      /* its OPEN's bytes, until the peer names the stream */
@@ -75,7 +74,7 @@ struct nw_tun_s {
     size_t active;       /* streams the owner still holds (load balancing) */
     int is_client;
     int goaway_recv, goaway_sent;
-    /* private to tun.c */
+    /* private to tun.c and strm.c */
     nw_conn_t *_conn;
     void *_ws;           /* wslay_event_context_ptr */
     nw_tun_cbs_t _cbs;
