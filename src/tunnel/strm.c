@@ -117,12 +117,14 @@ void nw__strm_free(nw_strm_t *s) {
     nw_free(s);
 }
 
-static void send_rst(nw_strm_t *s, uint32_t code) {
+static void queue_rst(nw_tun_t *t, uint32_t sid, uint32_t code) {
     uint8_t b[16];
-    int n = nw_mux_pack_rst(b, sizeof(b), s->sid, code);
+    int n = nw_mux_pack_rst(b, sizeof(b), sid, code);
     if (n > 0)
-        nw__tun_queue_frame(s->tun, b, (size_t)n);
+        nw__tun_queue_frame(t, b, (size_t)n);
 }
+
+static void send_rst(nw_strm_t *s, uint32_t code) { queue_rst(s->tun, s->sid, code); }
 
 /* A detached stream is freed once nothing is left to send; a peer that
  * has not finished is told to stop. */
@@ -346,10 +348,7 @@ static void on_open_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
     t->_last_sid = f->sid;
     s = strm_new(t, f->sid);
     if (!s) {
-        uint8_t b[16];
-        int n = nw_mux_pack_rst(b, sizeof(b), f->sid, NW_RST_INTERNAL);
-        if (n > 0)
-            nw__tun_queue_frame(t, b, (size_t)n);
+        queue_rst(t, f->sid, NW_RST_INTERNAL);
         return;
     }
     s->_remote_end = (f->flags & NW_MUX_F_END) ? 1 : 0;
