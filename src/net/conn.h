@@ -88,34 +88,9 @@ void nw_conn_close(nw_conn_t *c);
  * are queued (a FIN would wait behind them). Idempotent. */
 void nw_conn_abort(nw_conn_t *c);
 
-/* --- dialer: resolve host, try each address in turn, with a timeout --- */
-typedef struct nw_dial_s nw_dial_t;
-/* c is a connected conn (owner must adopt it) or NULL with err < 0. */
-typedef void (*nw_dial_cb)(nw_dial_t *d, nw_conn_t *c, int err, void *ud);
-/* Start a dial; returns NULL on allocation failure. The dial object frees
- * itself after cb has run; cb is never called from inside nw_dial_start.
- * With tls, the TLS handshake (SNI and verification against host) is part
- * of the dial and its timeout. */
-nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
-                         uint64_t timeout_ms, nw_tls_conf_t *tls, nw_dial_cb cb, void *ud);
-/* During cb: a readable reason for a failed dial (TLS details included). */
-const char *nw_dial_strerror(const nw_dial_t *d);
-/* Abandon a dial: cb is not called; any connection made is closed. */
-void nw_dial_cancel(nw_dial_t *d);
-
-/* Give freed heap back to the system after a burst. The owner reports its
- * load (open connections or requests) as it changes; a timer (h,
- * initialised by nw_trimmer_start) trims once the load has fallen below
- * half of the peak seen since the last trim. */
-typedef struct {
-    uv_timer_t timer;
-    size_t peak, now;
-} nw_trimmer_t;
-void nw_trimmer_start(uv_loop_t *loop, nw_trimmer_t *tr);
-static inline void nw_trimmer_load(nw_trimmer_t *tr, size_t load) {
-    tr->now = load;
-    if (load > tr->peak)
-        tr->peak = load;
-}
+/* The dialer (dial.h) and the heap trimmer (trim.h) used to live here;
+ * serve and agent still reach them through this header. */
+#include "dial.h"
+#include "trim.h"
 
 #endif

@@ -1,11 +1,13 @@
-/* tun.c: tunnel session over a WebSocket; maps messages to natwrp frames
- * (mux.c) and keeps per-stream state.
+/* tun.c: the tunnel session over a WebSocket: the frames in and out, the
+ * output bound, the read pause, pings, the stall timer, GOAWAY and close.
+ * Its streams (table, credit windows, send queues, the natwrp frames that
+ * name them) are strm.c's; the frame bytes are wire/wsframe.c's.
  *
  * WebSocket framing is split for speed: natwrp's own data messages (one
- * binary frame each) are framed here on the way out (rx/tx: 8-byte masking,
- * one copy) and parsed here on the way in; control frames (ping, pong,
- * close) are wslay's, in both directions: it answers pings and runs the
- * close handshake. The two never interleave on the wire.
+ * binary frame each, 8-byte masking, one copy) and pongs are framed here;
+ * every frame that arrives is parsed here too. wslay only sends our pings
+ * and runs the close handshake (it is fed the pongs and closes that
+ * arrive). The two never interleave on the wire.
  *
  * Output path: frames queue in buffers that an idle handle flushes at the
  * next loop turn, so every frame produced in one turn leaves in one write.
@@ -19,8 +21,8 @@
  * Every other frame (pongs, close, RST, WINDOW, heads) is answering input,
  * so input is what has to stop: above TUN_MAX the tunnel stops reading its
  * peer until the output is back under TUN_HIGH. (OPENs are not answers:
- * rx_update leaves them out until the peer names their stream.) DATA alone stops at
- * TUN_HIGH, so two peers moving bulk data both ways never both stop
+ * rx_update leaves them out until the peer names their stream.) DATA alone
+ * stops at TUN_HIGH, so two peers moving bulk data both ways never both stop
  * reading. Pings are answered here, one pong in the connection's queue at a
  * time, the newest ping's payload waiting behind it. A peer that reads
  * nothing while output waits for two ping intervals is cut off (on_ping). */
@@ -28,19 +30,16 @@
 #include <wslay/wslay.h>
 
 #include "log.h"
-#include "tun.h"
+#include "tun_int.h"
 #include "ws.h"
+#include "wsframe.h"
 
 #define TUN_HIGH (1024 * 1024)
 #define TUN_LOW (256 * 1024)
 #define TUN_MAX (2 * TUN_HIGH)
-#define TUN_SMALL_END 4096 /* see nw_strm_send */
 #define TUN_WBUF (64 * 1024)
 
-static _Thread_local uint8_t scratch[NW_MUX_MAX_FRAME];
-
 static void tun_do_close(nw_tun_t *t);
-static void strm_flush(nw_strm_t *s);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -75,33 +74,29 @@ static void rx_update(nw_tun_t *t) {
 
 static void arm_flush(nw_tun_t *t);
 
-/* XOR-copy with a 4-byte key, eight bytes at a time (RFC 6455 5.3). */
-static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4],
-                      size_t phase) {
-    uint8_t k8[8];
-    uint64_t k, v;
-    size_t i = 0, j;
-    for (j = 0; j < 8; j++)
-        k8[j] = key[(phase + j) & 3];
-    memcpy(&k, k8, 8);
-    for (; i + 8 <= n; i += 8) {
-        memcpy(&v, src + i, 8);
-        v ^= k;
-        memcpy(dst + i, &v, 8);
+/* The agent masks what it sends: a fresh key per frame, drawn in bulk.
+ * NULL when the random source fails. */
+static const uint8_t *mask_key(nw_tun_t *t) {
+    const uint8_t *key;
+    if (t->_rnd_left < 4) {
+        if (nw_random(t->_rnd, sizeof(t->_rnd)) != 0)
+            return NULL;
+        t->_rnd_left = sizeof(t->_rnd);
     }
-    for (; i < n; i++)
-        dst[i] = src[i] ^ key[(phase + i) & 3];
+    key = t->_rnd + sizeof(t->_rnd) - t->_rnd_left;
+    t->_rnd_left -= 4;
+    return key;
 }
 
 /* Data messages bypass wslay's send side: one binary frame each, framed
- * (and, from the agent, masked) straight into _obuf from its parts. wslay,
- * which still parses what arrives, only sends control frames (pongs,
- * pings, close); flush_out never writes _obuf while wslay is in the middle
- * of one, so frames never interleave. Saves wslay's copy, its byte-by-byte
+ * (and, from the agent, masked) straight into _obuf from its parts (a and
+ * b, e.g. a DATA header and its body). wslay only sends pings and the
+ * close; flush_out never writes _obuf while wslay is in the middle of one,
+ * so frames never interleave. Saves wslay's copy, its byte-by-byte
  * masking loop and its per-message allocation. */
-static int queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8_t *b,
+int nw__tun_queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8_t *b,
                         size_t blen) {
-    size_t len = alen + blen, need = len + 14, h = 0;
+    size_t len = alen + blen, need = len + NW_WSFRAME_MAX_HDR, h;
     uint8_t *o;
     if (t->_closing || t->_close_queued || wslay_event_get_close_sent(t->_ws))
         return NW_ECLOSED;
@@ -116,35 +111,16 @@ static int queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8_
         t->_ocap = cap;
     }
     o = (uint8_t *)t->_obuf + t->_olen;
-    o[h++] = 0x82; /* FIN, binary */
-    if (len < 126) {
-        o[h++] = (uint8_t)len;
-    } else if (len <= 0xffff) {
-        o[h++] = 126;
-        nw_put16(o + h, (uint16_t)len);
-        h += 2;
-    } else {
-        o[h++] = 127;
-        nw_put32(o + h, 0);
-        nw_put32(o + h + 4, (uint32_t)len);
-        h += 8;
-    }
     if (t->is_client) {
-        const uint8_t *key;
-        if (t->_rnd_left < 4) {
-            if (nw_random(t->_rnd, sizeof(t->_rnd)) != 0)
-                return NW_ENOMEM;
-            t->_rnd_left = sizeof(t->_rnd);
-        }
-        key = t->_rnd + sizeof(t->_rnd) - t->_rnd_left;
-        t->_rnd_left -= 4;
-        o[1] |= 0x80;
-        memcpy(o + h, key, 4);
-        h += 4;
-        mask_copy(o + h, a, alen, key, 0);
+        const uint8_t *key = mask_key(t);
+        if (!key)
+            return NW_ENOMEM;
+        h = nw_wsframe_put_hdr(o, NW_WSFRAME_FIN | NW_WSFRAME_BINARY, len, key);
+        nw_wsframe_mask(o + h, a, alen, key, 0);
         if (blen)
-            mask_copy(o + h + alen, b, blen, key, alen);
+            nw_wsframe_mask(o + h + alen, b, blen, key, alen);
     } else {
+        h = nw_wsframe_put_hdr(o, NW_WSFRAME_FIN | NW_WSFRAME_BINARY, len, NULL);
         memcpy(o + h, a, alen);
         if (blen)
             memcpy(o + h + alen, b, blen);
@@ -157,288 +133,8 @@ static int queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8_
     return 0;
 }
 
-static int queue_frame(nw_tun_t *t, const uint8_t *p, size_t len) {
-    return queue_frame2(t, p, len, NULL, 0);
-}
-
-/* ------------------------------------------------------- stream table */
-
-static nw_strm_t *strm_find(nw_tun_t *t, uint32_t sid) {
-    nw_strm_t *s;
-    if (!t->_nbuckets)
-        return NULL;
-    for (s = t->_buckets[sid & (t->_nbuckets - 1)]; s; s = s->_hnext)
-        if (s->sid == sid)
-            return s;
-    return NULL;
-}
-
-/* The peer named s (any frame for it): it has read s's OPEN. */
-static void open_release(nw_strm_t *s) {
-    s->tun->_open_q -= s->_open_len;
-    s->_open_len = 0;
-}
-
-static int strm_insert(nw_tun_t *t, nw_strm_t *s) {
-    if (t->nstreams + 1 > t->_nbuckets) {
-        size_t n = t->_nbuckets ? t->_nbuckets * 2 : 16, i;
-        nw_strm_t **b = nw_calloc(n, sizeof(*b));
-        if (!b)
-            return NW_ENOMEM;
-        for (i = 0; i < t->_nbuckets; i++) {
-            nw_strm_t *x = t->_buckets[i], *next;
-            for (; x; x = next) {
-                next = x->_hnext;
-                x->_hnext = b[x->sid & (n - 1)];
-                b[x->sid & (n - 1)] = x;
-            }
-        }
-        nw_free(t->_buckets);
-        t->_buckets = b;
-        t->_nbuckets = n;
-    }
-    s->_hnext = t->_buckets[s->sid & (t->_nbuckets - 1)];
-    t->_buckets[s->sid & (t->_nbuckets - 1)] = s;
-    t->nstreams++;
-    return 0;
-}
-
-static void blocked_add(nw_tun_t *t, nw_strm_t *s) {
-    if (s->_blocked)
-        return;
-    s->_blocked = 1;
-    s->_bprev = NULL;
-    s->_bnext = t->_blocked;
-    if (t->_blocked)
-        t->_blocked->_bprev = s;
-    t->_blocked = s;
-}
-
-static void blocked_del(nw_tun_t *t, nw_strm_t *s) {
-    if (!s->_blocked)
-        return;
-    s->_blocked = 0;
-    if (s->_bprev)
-        s->_bprev->_bnext = s->_bnext;
-    else
-        t->_blocked = s->_bnext;
-    if (s->_bnext)
-        s->_bnext->_bprev = s->_bprev;
-}
-
-static nw_strm_t *strm_new(nw_tun_t *t, uint32_t sid) {
-    nw_strm_t *s = nw_calloc(1, sizeof(*s));
-    if (!s)
-        return NULL;
-    s->tun = t;
-    s->sid = sid;
-    s->_send_credit = t->_cfg.peer_window;
-    s->_recv_credit = t->_cfg.my_window;
-    if (strm_insert(t, s) != 0) {
-        nw_free(s);
-        return NULL;
-    }
-    t->active++;
-    return s;
-}
-
-static void strm_free(nw_strm_t *s) {
-    nw_tun_t *t = s->tun;
-    nw_strm_t **pp = &t->_buckets[s->sid & (t->_nbuckets - 1)];
-    while (*pp != s)
-        pp = &(*pp)->_hnext;
-    *pp = s->_hnext;
-    open_release(s);
-    blocked_del(t, s);
-    nw_bufq_clear(&s->_pending);
-    if (!s->_detached)
-        t->active--;
-    t->nstreams--;
-    nw_free(s);
-}
-
-static void send_rst(nw_strm_t *s, uint32_t code) {
-    uint8_t b[16];
-    int n = nw_mux_pack_rst(b, sizeof(b), s->sid, code);
-    if (n > 0)
-        queue_frame(s->tun, b, (size_t)n);
-}
-
-/* A detached stream is freed once nothing is left to send; a peer that
- * has not finished is told to stop. */
-static void strm_settle(nw_strm_t *s) {
-    if (s->_pending.bytes || (s->_pending_end && !s->_local_end))
-        return;
-    if (!s->_reset && !(s->_local_end && s->_remote_end))
-        send_rst(s, NW_RST_CANCEL);
-    strm_free(s);
-}
-
-/* Stream-level failure seen by the tunnel: tell the peer and the owner. */
-static void strm_abort(nw_strm_t *s, uint32_t code) {
-    nw_tun_t *t = s->tun;
-    send_rst(s, code);
-    s->_reset = 1;
-    nw_warn("tun=%llu agent=%s strm=%u reset sent: %s", (unsigned long long)t->id, t->agent,
-            s->sid, nw_mux_code_name(code));
-    if (!s->_detached && t->_cbs.on_reset) {
-        s->_detached = 1;
-        t->active--;
-        t->_cbs.on_reset(s, code);
-    }
-    strm_free(s);
-}
-
-/* ---------------------------------------------------------- send side */
-
-static int send_data(nw_strm_t *s, const void *p, size_t n, int end) {
-    nw_tun_t *t = s->tun;
-    uint8_t hdr[16];
-    int hl = nw_mux_pack_data_hdr(hdr, sizeof(hdr), s->sid, end ? NW_MUX_F_END : 0);
-    if (hl < 0)
-        return hl;
-    s->_send_credit -= (int64_t)n;
-    if (end)
-        s->_local_end = 1;
-    return queue_frame2(t, hdr, (size_t)hl, p, n);
-}
-
-/* Move queued bytes out while there is credit and tunnel room. */
-static void strm_flush(nw_strm_t *s) {
-    nw_tun_t *t = s->tun;
-    while (s->_pending.bytes && s->_send_credit > 0 && !t->_congested) {
-        const char *p;
-        size_t n = nw_bufq_peek(&s->_pending, &p, NW_MUX_MAX_DATA);
-        int last;
-        if ((int64_t)n > s->_send_credit)
-            n = (size_t)s->_send_credit;
-        last = s->_pending_end && n == s->_pending.bytes;
-        if (send_data(s, p, n, last) != 0) {
-            nw_tun_close(t, NW_ENOMEM);
-            return;
-        }
-        nw_bufq_drop(&s->_pending, n);
-    }
-    if (s->_pending.bytes) {
-        blocked_add(t, s);
-        return;
-    }
-    blocked_del(t, s);
-    if (s->_pending_end && !s->_local_end && send_data(s, "", 0, 1) != 0) {
-        nw_tun_close(t, NW_ENOMEM);
-        return;
-    }
-    if (s->_detached)
-        strm_settle(s);
-    else if (t->_cbs.on_drain)
-        t->_cbs.on_drain(s);
-}
-
-int nw_strm_send(nw_strm_t *s, const void *p, size_t len, int end) {
-    nw_tun_t *t = s->tun;
-    const char *b = p;
-    int small_end = end && len <= TUN_SMALL_END && (int64_t)len <= s->_send_credit;
-    if (s->_local_end || s->_pending_end || s->_reset || t->_closing)
-        return NW_ECLOSED;
-    /* Fast path: nothing queued before us, so bytes go straight out. A short
-     * last piece (an error page, a refusal) goes even when the tunnel is
-     * congested: queued, it counts in the output bound, which stops our
-     * reading; held, it would keep the stream alive where nothing counts. */
-    while (!s->_pending.bytes && (!t->_congested || small_end) && len && s->_send_credit > 0) {
-        size_t n = NW_MIN(len, NW_MUX_MAX_DATA);
-        if ((int64_t)n > s->_send_credit)
-            n = (size_t)s->_send_credit;
-        if (send_data(s, b, n, end && n == len) != 0)
-            return NW_ENOMEM;
-        b += n;
-        len -= n;
-    }
-    if (len && nw_bufq_push(&s->_pending, b, len) != 0)
-        return NW_ENOMEM;
-    if (s->_pending.bytes) {
-        if (end)
-            s->_pending_end = 1;
-        blocked_add(t, s);
-        return 1;
-    }
-    if (end && !s->_local_end && send_data(s, "", 0, 1) != 0)
-        return NW_ENOMEM;
-    return 0;
-}
-
-void nw_strm_consumed(nw_strm_t *s, size_t n) {
-    uint8_t b[16];
-    int k;
-    if (s->_remote_end || s->_reset || s->tun->_closing)
-        return;
-    s->_unacked += n;
-    if (s->_unacked < s->tun->_cfg.my_window / 2)
-        return;
-    k = nw_mux_pack_window(b, sizeof(b), s->sid, (uint32_t)s->_unacked);
-    if (k > 0 && queue_frame(s->tun, b, (size_t)k) == 0) {
-        s->_recv_credit += (int64_t)s->_unacked;
-        s->_unacked = 0;
-    }
-}
-
-void nw_strm_detach(nw_strm_t *s, uint32_t code) {
-    nw_tun_t *t = s->tun;
-    if (s->_detached)
-        return;
-    s->_detached = 1;
-    s->data = NULL;
-    t->active--;
-    if (t->_closing)
-        return; /* tun_do_close frees it */
-    if (code) {
-        if (!s->_reset && !(s->_local_end && s->_remote_end))
-            send_rst(s, code);
-        s->_reset = 1;
-        strm_free(s);
-        return;
-    }
-    strm_settle(s);
-}
-
-nw_strm_t *nw_tun_open(nw_tun_t *t, const char *method, size_t method_len, const char *target,
-                       size_t target_len, const nw_hdr_t *hdrs, size_t nhdrs, int end,
-                       int *err) {
-    nw_strm_t *s;
-    int n;
-    *err = NW_ECLOSED;
-    if (t->_closing || t->goaway_recv || t->_last_sid == 0xffffffffu)
-        return NULL;
-    n = nw_mux_pack_open(scratch, sizeof(scratch), t->_last_sid + 1, end ? NW_MUX_F_END : 0,
-                         method, method_len, target, target_len, hdrs, nhdrs);
-    if (n < 0) {
-        *err = n == NW_ENOSPC ? NW_ETOOBIG : n;
-        return NULL;
-    }
-    s = strm_new(t, t->_last_sid + 1);
-    if (!s || (*err = queue_frame(t, scratch, (size_t)n)) != 0) {
-        if (s)
-            strm_free(s);
-        *err = NW_ENOMEM;
-        return NULL;
-    }
-    t->_last_sid++;
-    s->_open_seq = t->_msgs;
-    s->_open_len = (size_t)n;
-    t->_open_q += (size_t)n;
-    s->_local_end = end ? 1 : 0;
-    *err = 0;
-    return s;
-}
-
-int nw_strm_head(nw_strm_t *s, uint16_t status, const char *reason, size_t reason_len,
-                 const nw_hdr_t *hdrs, size_t nhdrs, int end) {
-    int n = nw_mux_pack_head(scratch, sizeof(scratch), s->sid, end ? NW_MUX_F_END : 0, status,
-                             reason, reason_len, hdrs, nhdrs);
-    if (n < 0)
-        return n == NW_ENOSPC ? NW_ETOOBIG : n;
-    if (end)
-        s->_local_end = 1;
-    return queue_frame(s->tun, scratch, (size_t)n);
+int nw__tun_queue_frame(nw_tun_t *t, const uint8_t *p, size_t len) {
+    return nw__tun_queue_frame2(t, p, len, NULL, 0);
 }
 
 void nw_tun_goaway(nw_tun_t *t, uint32_t code) {
@@ -447,7 +143,7 @@ void nw_tun_goaway(nw_tun_t *t, uint32_t code) {
     if (t->_closing || t->goaway_sent)
         return;
     n = nw_mux_pack_goaway(b, sizeof(b), t->_last_sid, code);
-    if (n > 0 && queue_frame(t, b, (size_t)n) == 0)
+    if (n > 0 && nw__tun_queue_frame(t, b, (size_t)n) == 0)
         t->goaway_sent = 1;
 }
 
@@ -471,151 +167,15 @@ void nw_tun_shutdown(nw_tun_t *t) {
         arm_flush(t);
 }
 
-/* ------------------------------------------------------- receive side */
+/* ---------------------------------------------------- protocol errors */
 
 /* Tunnel-fatal: the peer broke the protocol. */
-static void tun_violation(nw_tun_t *t, const char *what, uint32_t sid) {
+void nw__tun_violation(nw_tun_t *t, const char *what, uint32_t sid) {
     nw_warn("tun=%llu agent=%s protocol violation: %s (strm=%u); closing tunnel",
             (unsigned long long)t->id, t->agent, what, sid);
     if (wslay_event_queue_close(t->_ws, 1002, (const uint8_t *)what, strlen(what)) == 0)
         t->_say_close = 1;
     nw_tun_close(t, NW_EPROTO);
-}
-
-/* Look a stream up; ids that were never opened are fatal, closed ones are
- * ignored (a frame may cross a RST in flight). */
-static nw_strm_t *lookup(nw_tun_t *t, const nw_mux_frame_t *f) {
-    nw_strm_t *s = strm_find(t, f->sid);
-    if (!s && f->sid > t->_last_sid)
-        tun_violation(t, "frame for a stream never opened", f->sid);
-    if (s)
-        open_release(s);
-    return s;
-}
-
-static void on_open_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
-    nw_strm_t *s;
-    if (!t->is_client) {
-        tun_violation(t, "OPEN sent to the server", f->sid);
-        return;
-    }
-    if (f->sid <= t->_last_sid) {
-        tun_violation(t, "stream id not increasing", f->sid);
-        return;
-    }
-    t->_last_sid = f->sid;
-    s = strm_new(t, f->sid);
-    if (!s) {
-        uint8_t b[16];
-        int n = nw_mux_pack_rst(b, sizeof(b), f->sid, NW_RST_INTERNAL);
-        if (n > 0)
-            queue_frame(t, b, (size_t)n);
-        return;
-    }
-    s->_remote_end = (f->flags & NW_MUX_F_END) ? 1 : 0;
-    if (t->goaway_sent) {
-        s->_detached = 1;
-        t->active--;
-        send_rst(s, NW_RST_REFUSED);
-        s->_reset = 1;
-        strm_free(s);
-        return;
-    }
-    t->_cbs.on_open(t, s, f);
-}
-
-static void on_head_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
-    nw_strm_t *s;
-    if (t->is_client) {
-        tun_violation(t, "HEAD sent to the agent", f->sid);
-        return;
-    }
-    if (!(s = lookup(t, f)) || s->_detached)
-        return;
-    if (s->_head_recv || s->_remote_end) {
-        strm_abort(s, NW_RST_PROTOCOL);
-        return;
-    }
-    s->_head_recv = 1;
-    if (f->flags & NW_MUX_F_END)
-        s->_remote_end = 1;
-    t->_cbs.on_head(s, f);
-}
-
-static void on_data_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
-    nw_strm_t *s = lookup(t, f);
-    int end = (f->flags & NW_MUX_F_END) ? 1 : 0;
-    if (!s)
-        return;
-    if (s->_remote_end || (!t->is_client && !s->_head_recv)) {
-        if (!s->_detached || !s->_remote_end)
-            strm_abort(s, NW_RST_PROTOCOL);
-        return;
-    }
-    if ((int64_t)f->data_len > s->_recv_credit) {
-        strm_abort(s, NW_RST_FLOW);
-        return;
-    }
-    s->_recv_credit -= (int64_t)f->data_len;
-    if (end)
-        s->_remote_end = 1;
-    if (s->_detached) {
-        if (end)
-            strm_settle(s);
-        return;
-    }
-    t->_cbs.on_data(s, f->data, f->data_len, end);
-}
-
-static void on_window_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
-    nw_strm_t *s = lookup(t, f);
-    if (!s || s->_reset)
-        return;
-    s->_send_credit += f->value;
-    if (s->_send_credit > (int64_t)NW_MUX_MAX_WINDOW) {
-        strm_abort(s, NW_RST_FLOW);
-        return;
-    }
-    strm_flush(s);
-}
-
-static void on_rst_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
-    nw_strm_t *s = lookup(t, f);
-    if (!s)
-        return;
-    s->_reset = 1;
-    s->reset_by_peer = 1;
-    nw_debug("tun=%llu strm=%u reset by peer: %s", (unsigned long long)t->id, s->sid,
-             nw_mux_code_name(f->value));
-    if (!s->_detached) {
-        s->_detached = 1;
-        t->active--;
-        t->_cbs.on_reset(s, f->value);
-    }
-    strm_free(s);
-}
-
-static void dispatch(nw_tun_t *t, const uint8_t *msg, size_t len) {
-    nw_hdr_t hdrs[NW_MUX_MAX_HDRS];
-    nw_mux_frame_t f;
-    int rc = nw_mux_decode(msg, len, &f, hdrs, NW_ARRAY_LEN(hdrs));
-    if (rc != 0) {
-        tun_violation(t, nw_strerror(rc), 0);
-        return;
-    }
-    switch (f.type) {
-    case NW_MUX_OPEN: on_open_frame(t, &f); break;
-    case NW_MUX_HEAD: on_head_frame(t, &f); break;
-    case NW_MUX_DATA: on_data_frame(t, &f); break;
-    case NW_MUX_WINDOW: on_window_frame(t, &f); break;
-    case NW_MUX_RST: on_rst_frame(t, &f); break;
-    case NW_MUX_GOAWAY:
-        t->goaway_recv = 1;
-        if (t->_cbs.on_goaway)
-            t->_cbs.on_goaway(t, f.last_sid, f.value);
-        break;
-    default: tun_violation(t, "unknown frame type", f.sid); break;
-    }
 }
 
 /* --------------------------------------------------------- wslay glue */
@@ -667,7 +227,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     if (t->_closing)
         return;
     if (a->opcode == WSLAY_BINARY_FRAME)
-        dispatch(t, a->msg, a->msg_length);
+        nw__tun_dispatch(t, a->msg, a->msg_length);
     else if (a->opcode == WSLAY_TEXT_FRAME) {
         nw_warn("tun=%llu agent=%s text message on the tunnel; closing",
                 (unsigned long long)t->id, t->agent);
@@ -684,38 +244,34 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 /* The pong for the newest ping, framed (and masked) here; its write carries
  * credit 1, so tun_on_written knows when it has left. */
 static int send_pong(nw_tun_t *t) {
-    size_t n = t->_pong_len, h = 2;
+    size_t n = t->_pong_len, h;
+    const uint8_t *key = NULL;
     uint8_t *p = nw_malloc(n + 6);
     if (!p)
         return NW_ENOMEM;
-    p[0] = 0x8a; /* FIN, pong */
-    p[1] = (uint8_t)n;
-    if (t->is_client) {
-        uint8_t key[4];
-        if (nw_random(key, sizeof(key)) != 0) {
-            nw_free(p);
-            return NW_ENOMEM;
-        }
-        p[1] |= 0x80;
-        memcpy(p + 2, key, 4);
-        h = 6;
-        mask_copy(p + h, t->_pong, n, key, 0);
-    } else if (n) {
-        memcpy(p + h, t->_pong, n);
+    if (t->is_client && !(key = mask_key(t))) {
+        nw_free(p);
+        return NW_ENOMEM;
     }
+    h = nw_wsframe_put_hdr(p, NW_WSFRAME_FIN | NW_WSFRAME_PONG, n, key);
+    if (key)
+        nw_wsframe_mask(p + h, t->_pong, n, key, 0);
+    else if (n)
+        memcpy(p + h, t->_pong, n);
     t->_pong_pending = 0;
     t->_pong_inflight = 1;
     return nw_conn_write_owned(t->_conn, (char *)p, h + n, 1);
 }
 
-static void flush_out(nw_tun_t *t) {
-    if (t->_closing)
-        return;
+/* Hand the connection every frame that may go, in wire order, while it
+ * holds less than TUN_HIGH: wslay's control frames, the pong, then our data
+ * frames (only while wslay is between frames). -1: the tunnel closed. */
+static int write_out(nw_tun_t *t) {
     while (t->_conn->wbytes < TUN_HIGH) {
         int moved = 0;
         if (wslay_event_want_write(t->_ws) && wslay_event_send(t->_ws) != 0) {
             nw_tun_close(t, NW_EPROTO);
-            return;
+            return -1;
         }
         if (t->_wlen) {
             char *p = t->_wbuf;
@@ -724,7 +280,7 @@ static void flush_out(nw_tun_t *t) {
             t->_wlen = 0;
             if (nw_conn_write_owned(t->_conn, p, n, 0) != 0) {
                 nw_tun_close(t, NW_ECLOSED);
-                return;
+                return -1;
             }
             moved = 1;
         }
@@ -732,7 +288,7 @@ static void flush_out(nw_tun_t *t) {
             !wslay_event_get_close_sent(t->_ws)) {
             if (send_pong(t) != 0) {
                 nw_tun_close(t, NW_ECLOSED);
-                return;
+                return -1;
             }
             moved = 1;
         }
@@ -747,35 +303,26 @@ static void flush_out(nw_tun_t *t) {
             t->_msgs_out = t->_msgs;
             if (nw_conn_write_owned(t->_conn, p, n, 0) != 0) {
                 nw_tun_close(t, NW_ECLOSED);
-                return;
+                return -1;
             }
             moved = 1;
         }
         if (!moved)
             break;
     }
+    return 0;
+}
+
+/* Write what may go; below TUN_LOW, blocked streams send again; then the
+ * read pause, a graceful close that was waiting, and the end of a tunnel
+ * whose WebSocket is done both ways. */
+static void flush_out(nw_tun_t *t) {
+    if (t->_closing || write_out(t) != 0)
+        return;
     if (t->_congested && tun_outq(t) < TUN_LOW) {
-        /* Every blocked stream gets its turn: take the whole list, flush
-         * each one; one still short of credit goes back on the list without
-         * stopping the others. If the tunnel fills up again, the rest go
-         * back unflushed. (Owners' on_drain only resumes reads, so no other
-         * stream is freed meanwhile.) */
-        nw_strm_t *s = t->_blocked, *next, *x;
-        t->_congested = 0;
-        t->_blocked = NULL;
-        for (x = s; x; x = x->_bnext)
-            x->_blocked = 0;
-        for (; s; s = next) {
-            next = s->_bnext;
-            s->_bprev = s->_bnext = NULL;
-            if (t->_congested) {
-                blocked_add(t, s);
-                continue;
-            }
-            strm_flush(s);
-            if (t->_closing)
-                return;
-        }
+        nw__strm_unblock_all(t);
+        if (t->_closing)
+            return;
     }
     rx_update(t);
     if (t->_shutdown && t->_olen == 0 && wslay_event_get_queued_msg_count(t->_ws) == 0) {
@@ -808,27 +355,27 @@ static void ws_fail(nw_tun_t *t, uint16_t code, const char *what);
 /* A whole ping is in _cbuf: keep its payload for the pong (a newer ping
  * replaces an older one whose pong has not left yet). */
 static void rx_ping(nw_tun_t *t) {
-    uint8_t b0 = t->_cbuf[0], b1 = t->_cbuf[1], l7 = b1 & 0x7f;
-    int masked = (b1 & 0x80) != 0;
+    nw_wsframe_hdr_t f;
+    size_t len;
     /* The length may be written in the 16- or 64-bit form (its value is
      * at most 125, rx_header checked): the payload follows the header. */
-    size_t h = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + (masked ? 4 : 0);
-    size_t len = t->_clen - h;
-    if (b0 & 0x70) {
+    nw_wsframe_parse_hdr(t->_cbuf, &f);
+    len = t->_clen - f.hlen;
+    if (f.rsv) {
         ws_fail(t, 1002, "reserved bits set");
         return;
     }
-    if (masked == t->is_client) {
+    if (f.masked == (unsigned)t->is_client) {
         ws_fail(t, 1002, t->is_client ? "masked frame from the server"
                                       : "unmasked frame from the agent");
         return;
     }
     if (t->_close_queued || wslay_event_get_close_sent(t->_ws))
         return; /* nothing may follow our close */
-    if (masked)
-        mask_copy(t->_pong, t->_cbuf + h, len, t->_cbuf + h - 4, 0);
+    if (f.masked)
+        nw_wsframe_mask(t->_pong, t->_cbuf + f.hlen, len, f.key, 0);
     else if (len)
-        memcpy(t->_pong, t->_cbuf + h, len);
+        memcpy(t->_pong, t->_cbuf + f.hlen, len);
     t->_pong_len = len;
     t->_pong_pending = 1;
 }
@@ -844,47 +391,42 @@ static void ws_fail(nw_tun_t *t, uint16_t code, const char *what) {
 
 /* A frame header is complete in _hbuf: check it and set up its payload. */
 static void rx_header(nw_tun_t *t) {
-    uint8_t b0 = t->_hbuf[0], b1 = t->_hbuf[1];
-    int op = b0 & 0x0f, masked = (b1 & 0x80) != 0;
-    uint64_t len = b1 & 0x7f;
-    size_t h = 2;
-    if (len == 126) {
-        len = nw_get16(t->_hbuf + 2);
-        h = 4;
-    } else if (len == 127) {
-        len = ((uint64_t)nw_get32(t->_hbuf + 2) << 32) | nw_get32(t->_hbuf + 6);
-        h = 10;
-    }
-    if (masked)
-        memcpy(t->_fkey, t->_hbuf + h, 4);
+    nw_wsframe_hdr_t f;
+    unsigned op;
+    uint64_t len;
+    nw_wsframe_parse_hdr(t->_hbuf, &f);
+    op = f.opcode;
+    len = f.len;
+    if (f.masked)
+        memcpy(t->_fkey, f.key, 4);
     t->_fleft = len;
     t->_fpos = 0;
-    t->_ffin = (b0 & 0x80) != 0;
-    if (op >= 8) { /* control: wslay answers pings and closes */
+    t->_ffin = (int)f.fin;
+    if (op >= NW_WSFRAME_CLOSE) { /* control: rx_ping answers pings, wslay the rest */
         memcpy(t->_cbuf, t->_hbuf, t->_hlen);
         t->_clen = t->_hlen;
-        if (!t->_ffin || len > 125)
+        if (!t->_ffin || len > NW_WSFRAME_MAX_CTRL)
             ws_fail(t, 1002, "invalid control frame");
         t->_rstate = RX_CTRL;
         return;
     }
-    if (b0 & 0x70)
+    if (f.rsv)
         ws_fail(t, 1002, "reserved bits set");
-    else if (masked == t->is_client)
+    else if (f.masked == (unsigned)t->is_client)
         ws_fail(t, 1002, t->is_client ? "masked frame from the server"
                                        : "unmasked frame from the agent");
-    else if (op == 1)
+    else if (op == NW_WSFRAME_TEXT)
         ws_fail(t, 1003, "text message on the tunnel");
-    else if (op != 0 && op != 2)
+    else if (op != NW_WSFRAME_CONT && op != NW_WSFRAME_BINARY)
         ws_fail(t, 1002, "unknown opcode");
-    else if ((op == 2) == (t->_in_msg != 0))
-        ws_fail(t, 1002, op == 2 ? "new message inside a fragmented one"
-                                 : "continuation without a message");
-    else if (len > (uint64_t)(NW_MUX_MAX_FRAME - (op == 2 ? 0 : t->_mlen)))
+    else if ((op == NW_WSFRAME_BINARY) == (t->_in_msg != 0))
+        ws_fail(t, 1002, op == NW_WSFRAME_BINARY ? "new message inside a fragmented one"
+                                                 : "continuation without a message");
+    else if (len > (uint64_t)(NW_MUX_MAX_FRAME - (op == NW_WSFRAME_BINARY ? 0 : t->_mlen)))
         ws_fail(t, 1009, "message too big");
     if (t->_closing)
         return;
-    if (op == 2) {
+    if (op == NW_WSFRAME_BINARY) {
         t->_in_msg = 1;
         t->_mlen = 0;
     }
@@ -902,31 +444,16 @@ static void rx_header(nw_tun_t *t) {
 
 /* Parse what arrived. Data frames (our messages) are unmasked eight bytes
  * at a time into one message buffer and dispatched; control frames are
- * collected whole and fed to wslay, which answers pings with pongs and
- * runs the close handshake. (wslay's own receive path unmasks byte by byte
+ * collected whole: pings are answered here (rx_ping), pongs and closes are
+ * fed to wslay, which runs the close handshake. (wslay's own receive path unmasks byte by byte
  * and was most of serve's CPU time on a download.) */
 static void rx_bytes(nw_tun_t *t, const uint8_t *p, size_t n) {
     while (n && !t->_closing && !wslay_event_get_close_received(t->_ws)) {
         size_t k;
         if (t->_rstate == RX_HDR) {
-            size_t need;
-            uint8_t l7;
-            if (t->_hlen < 2) {
-                k = NW_MIN(n, 2 - t->_hlen);
-                memcpy(t->_hbuf + t->_hlen, p, k);
-                t->_hlen += k;
-                p += k, n -= k;
-                if (t->_hlen < 2)
-                    continue;
-            }
-            /* The first two bytes say how long the whole header is. */
-            l7 = t->_hbuf[1] & 0x7f;
-            need = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + ((t->_hbuf[1] & 0x80) ? 4 : 0);
-            k = NW_MIN(n, need - t->_hlen);
-            memcpy(t->_hbuf + t->_hlen, p, k);
-            t->_hlen += k;
+            k = nw_wsframe_hdr_take(t->_hbuf, &t->_hlen, p, n);
             p += k, n -= k;
-            if (t->_hlen < need)
+            if (!nw_wsframe_hdr_done(t->_hbuf, t->_hlen))
                 continue;
             rx_header(t);
             t->_hlen = 0;
@@ -941,7 +468,7 @@ static void rx_bytes(nw_tun_t *t, const uint8_t *p, size_t n) {
             if (t->is_client)
                 memcpy(t->_msg + t->_mlen, p, k);
             else
-                mask_copy(t->_msg + t->_mlen, p, k, t->_fkey, (size_t)(t->_fpos & 3));
+                nw_wsframe_mask(t->_msg + t->_mlen, p, k, t->_fkey, (size_t)(t->_fpos & 3));
             t->_mlen += k;
             t->_fpos += k;
             t->_fleft -= k;
@@ -949,7 +476,7 @@ static void rx_bytes(nw_tun_t *t, const uint8_t *p, size_t n) {
         }
         if (t->_rstate == RX_HDR || t->_fleft || t->_closing)
             continue;
-        if (t->_rstate == RX_CTRL && (t->_cbuf[0] & 0x0f) == 0x9) {
+        if (t->_rstate == RX_CTRL && (t->_cbuf[0] & 0x0f) == NW_WSFRAME_PING) {
             rx_ping(t);
         } else if (t->_rstate == RX_CTRL) {
             int rc;
@@ -963,7 +490,7 @@ static void rx_bytes(nw_tun_t *t, const uint8_t *p, size_t n) {
             }
         } else if (t->_ffin) {
             t->_in_msg = 0;
-            dispatch(t, t->_msg, t->_mlen);
+            nw__tun_dispatch(t, t->_msg, t->_mlen);
             t->_mlen = 0;
         }
         t->_rstate = RX_HDR;
@@ -1049,17 +576,14 @@ static void on_ping(uv_timer_t *h) {
         arm_flush(t);
 }
 
-/* Did the stream's OPEN never leave this process? Data messages reach the
- * connection in order, all of _obuf at once, so any message numbered
- * above what has been handed over is still in _obuf. */
-static int strm_unsent(const nw_strm_t *s) {
-    return s->_open_seq > s->tun->_msgs_out;
-}
-
 nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_cfg_t *cfg,
                      const nw_tun_cbs_t *cbs, void *owner) {
-    static const struct wslay_event_callbacks wcb = {ws_recv, ws_send, ws_genmask, NULL,
-                                                     NULL,    NULL,    ws_on_msg};
+    static const struct wslay_event_callbacks wcb = {
+        .recv_callback = ws_recv,
+        .send_callback = ws_send,
+        .genmask_callback = ws_genmask,
+        .on_msg_recv_callback = ws_on_msg,
+    };
     nw_tun_t *t = nw_calloc(1, sizeof(*t));
     wslay_event_context_ptr ws = NULL;
     int rc;
@@ -1119,12 +643,8 @@ static void tun_do_close(nw_tun_t *t) {
         list = s->_bnext;
         s->_blocked = 0;
         s->_reset = 1;
-        if (!s->_detached) {
-            s->_detached = 1;
-            t->active--;
-            t->_cbs.on_reset(s, strm_unsent(s) ? NW_RST_UNSENT : NW_RST_TUNNEL_LOST);
-        }
-        strm_free(s);
+        nw__strm_orphan(s, 1, nw__strm_unsent(s) ? NW_RST_UNSENT : NW_RST_TUNNEL_LOST);
+        nw__strm_free(s);
     }
     if (t->_cbs.on_close)
         t->_cbs.on_close(t, err);

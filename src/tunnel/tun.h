@@ -1,7 +1,6 @@
-/* tun.h: one tunnel session over a WebSocket (wslay runs the control
- * frames, tun.c frames the data messages): the stream table,
- * per-stream credit windows, a bound on what the tunnel queues, liveness
- * pings and GOAWAY. Used by both serve (streams out) and agent (streams in).
+/* tun.h: one tunnel session over a WebSocket (tun.c: frames in and out, a
+ * bound on what the tunnel queues, liveness pings, GOAWAY; strm.c: the
+ * stream table and per-stream credit windows). Used by both serve (streams out) and agent (streams in).
  *
  * Ownership: the tunnel owns its streams. An owner (a public connection on
  * the server, a local request on the agent) may use a stream pointer until
@@ -14,6 +13,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "mux.h"
+#include "wsframe.h"
 
 typedef struct nw_tun_s nw_tun_t;
 typedef struct nw_strm_s nw_strm_t;
@@ -53,7 +53,7 @@ struct nw_strm_s {
     nw_tun_t *tun;
     uint32_t sid;
     unsigned reset_by_peer : 1; /* on_reset: the peer sent RST (else we decided it) */
-    /* private to tun.c */
+    /* private to tun.c and strm.c */
     int64_t _send_credit, _recv_credit;
     uint64_t _open_seq;    /* tunnel message number of the OPEN frame */
     size_t _open_len;      /* its OPEN's bytes, until the peer names the stream */
@@ -74,7 +74,7 @@ struct nw_tun_s {
     size_t active;       /* streams the owner still holds (load balancing) */
     int is_client;
     int goaway_recv, goaway_sent;
-    /* private to tun.c */
+    /* private to tun.c and strm.c */
     nw_conn_t *_conn;
     void *_ws;           /* wslay_event_context_ptr */
     nw_tun_cbs_t _cbs;
@@ -90,7 +90,7 @@ struct nw_tun_s {
     size_t _rnd_left;
     /* Receive side (see tun_on_read): data frames are parsed here, control
      * frames are handed whole to wslay. */
-    uint8_t _hbuf[14], _fkey[4], _cbuf[14 + 125];
+    uint8_t _hbuf[NW_WSFRAME_MAX_HDR], _fkey[4], _cbuf[NW_WSFRAME_MAX_HDR + NW_WSFRAME_MAX_CTRL];
     size_t _hlen, _clen;
     uint64_t _fleft, _fpos;
     int _rstate, _ffin, _in_msg;
@@ -110,7 +110,7 @@ struct nw_tun_s {
     /* Pings are answered here, not by wslay: one pong at a time is in the
      * connection's queue, and a ping that arrives meanwhile replaces the
      * payload of the one waiting behind it (a ping flood costs no memory). */
-    uint8_t _pong[125];
+    uint8_t _pong[NW_WSFRAME_MAX_CTRL];
     size_t _pong_len;
     int _pong_pending, _pong_inflight;
     int _rx_full;        /* reads stopped: our output is over TUN_MAX */

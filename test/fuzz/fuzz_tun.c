@@ -1,5 +1,6 @@
-/* fuzz_tun.c: libFuzzer target for the tunnel session (src/tunnel/tun.c), fed as
- * a hand-made peer would feed it: bytes off the wire into a real nw_tun_t
+/* fuzz_tun.c: libFuzzer target for the tunnel session (src/tunnel/tun.c,
+ * its streams in strm.c, its WebSocket framing in src/wire/wsframe.c), fed
+ * as a hand-made peer would feed it: bytes off the wire into a real nw_tun_t
  * on a real connection (one end of a socketpair), with owners that accept,
  * answer, consume and refuse streams the way serve and the agent do.
  *
