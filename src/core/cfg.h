@@ -1,30 +1,16 @@
-/* cfg.h: flags, environment and .env files, URL and listen-address parsing.
+/* cfg.h: flags, environment and .env files for both roles (URLs: url.h; .env: env.h).
  * Every limit lives in a config struct, validated once, then read-only. */
 #ifndef NW_CFG_H
 #define NW_CFG_H
 
+#include "env.h"
 #include "nw.h"
+#include "url.h"
 
 #define NW_TUNNEL_PATH "/_natwrp/tunnel"
 #define NW_CFG_MAX_LISTEN 8
 #define NW_CFG_ERRLEN 256
 #define NW_CFG_TOKEN_MAX 256 /* CONN_TOKEN, AUTH_TOKEN: 1-256 visible ASCII characters */
-
-typedef struct {
-    int tls;            /* https:// (wss) */
-    char host[256];     /* no brackets for IPv6 literals */
-    uint16_t port;      /* explicit or scheme default (80/443) */
-    char path[1024];    /* base path without trailing '/'; "" for root */
-} nw_url_t;
-
-enum { NW_LISTEN_AUTO = 0, NW_LISTEN_TLS = 1, NW_LISTEN_PLAIN = 2 };
-
-typedef struct {
-    char host[256]; /* "" means every interface */
-    uint16_t port;
-    int scheme;     /* NW_LISTEN_*: "https://ADDR", "http://ADDR" or bare */
-    int tls;        /* resolved: serve TLS on this listener */
-} nw_listen_t;
 
 typedef struct {
     nw_listen_t listen[NW_CFG_MAX_LISTEN];
@@ -82,24 +68,6 @@ typedef struct {
     uint64_t grace_ms;         /* GRACE / --grace SECS: finish streams on SIGTERM, 30 */
     char env_file[1024];       /* file actually read, "" if none */
 } nw_agent_cfg_t;
-
-/* Parse "http://host[:port][/base/path]" or https. Rejects other schemes,
- * userinfo, query, fragment, empty host, port 0 or > 65535. 0 or NW_ECONFIG
- * with a reason in err. */
-int nw_url_parse(const char *s, nw_url_t *u, char *err, size_t errlen);
-
-/* Parse ":8000", "0.0.0.0:8000", "127.0.0.1:8000", "[::1]:8000", "8000",
- * optionally prefixed "http://" (plain) or "https://" (TLS). */
-int nw_listen_parse(const char *s, nw_listen_t *l, char *err, size_t errlen);
-
-/* dotenv syntax: comments, blank lines, "export KEY=...", single and double
- * quotes (double quotes understand \n \t \" \\), inline " # comment" after
- * unquoted values. Calls cb for each KEY=VALUE in order; a later duplicate
- * overrides an earlier one at the caller's choice. Returns 0 or NW_ECONFIG
- * with "line N: reason" in err. */
-typedef int (*nw_env_cb)(const char *key, const char *val, void *ud);
-int nw_env_parse(const char *text, size_t len, nw_env_cb cb, void *ud, char *err,
-                 size_t errlen);
 
 /* Parse "30", "0.5" seconds into milliseconds; rejects negatives and junk. */
 int nw_parse_secs(const char *s, uint64_t *ms);

@@ -1,0 +1,18 @@
+/* env.h: the .env (dotenv) parser (env.c, pure). */
+#ifndef NW_ENV_H
+#define NW_ENV_H
+
+#include <stddef.h>
+
+#include "nw.h"
+
+/* dotenv syntax: comments, blank lines, "export KEY=...", single and double
+ * quotes (double quotes understand \n \t \" \\), inline " # comment" after
+ * unquoted values. Calls cb for each KEY=VALUE in order; a later duplicate
+ * overrides an earlier one at the caller's choice. Returns 0 or NW_ECONFIG
+ * with "line N: reason" in err. */
+typedef int (*nw_env_cb)(const char *key, const char *val, void *ud);
+int nw_env_parse(const char *text, size_t len, nw_env_cb cb, void *ud, char *err,
+                 size_t errlen);
+
+#endif
