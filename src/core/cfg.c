@@ -134,8 +134,6 @@ int nw__cfg_find_kind(const layers_t *ly, int kind) {
     return -1;
 }
 
-/* Later layers win: .env file, then the environment, then flags. Empty
- * values in the file or the environment count as unset. */
 void nw__cfg_layers_merge(layers_t *ly) {
     size_t i;
 
@@ -161,8 +159,8 @@ static int apply_secs(uint64_t *field, const char *v, char *why, size_t whylen) 
     uint64_t ms;
 
     if (nw_parse_secs(v, &ms))
-        return nw__cfg_fail(why, whylen, "invalid duration '%.*s' (use seconds, e.g. 30 or 0.5)", QLEN,
-                    v);
+        return nw__cfg_fail(why, whylen, "invalid duration '%.*s' (use seconds, e.g. 30 or 0.5)",
+                            QLEN, v);
     if (ms == 0)
         return nw__cfg_fail(why, whylen, "must be greater than 0");
     *field = ms;
@@ -173,10 +171,11 @@ static int apply_bytes(uint32_t *field, const char *v, char *why, size_t whylen)
     uint64_t n;
 
     if (nw_parse_bytes(v, &n))
-        return nw__cfg_fail(why, whylen, "invalid size '%.*s' (use bytes, e.g. 65536 or 64k)", QLEN, v);
+        return nw__cfg_fail(why, whylen, "invalid size '%.*s' (use bytes, e.g. 65536 or 64k)", QLEN,
+                            v);
     if (n < BYTES_MIN || n > BYTES_MAX)
         return nw__cfg_fail(why, whylen, "must be between %llu and %llu bytes",
-                    (unsigned long long)BYTES_MIN, (unsigned long long)BYTES_MAX);
+                            (unsigned long long)BYTES_MIN, (unsigned long long)BYTES_MAX);
     *field = (uint32_t)n;
     return 0;
 }
@@ -186,23 +185,31 @@ static int apply_count(uint32_t *field, uint64_t max, const char *v, char *why, 
 
     if (nw__cfg_uint(v, strlen(v), max, &n))
         return nw__cfg_fail(why, whylen, "invalid number '%.*s' (use 0-%llu)", QLEN, v,
-                    (unsigned long long)max);
+                            (unsigned long long)max);
     *field = (uint32_t)n;
     return 0;
 }
 
-static int apply_level(int *field, const char *v, char *why, size_t whylen) {
-    static const char *names[] = {"error", "warn", "info", "debug"};
+/* The index of v in names (any case), or -1. */
+static int name_index(const char *v, const char *const *names, size_t n) {
     size_t i;
 
-    for (i = 0; i < NW_ARRAY_LEN(names); i++) {
-        if (nw_strieq(v, strlen(v), names[i])) {
-            *field = NW_LOG_ERROR + (int)i;
-            return 0;
-        }
+    for (i = 0; i < n; i++)
+        if (nw_strieq(v, strlen(v), names[i]))
+            return (int)i;
+    return -1;
+}
+
+static int apply_level(int *field, const char *v, char *why, size_t whylen) {
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    int i = name_index(v, names, NW_ARRAY_LEN(names));
+
+    if (i >= 0) {
+        *field = NW_LOG_ERROR + i;
+        return 0;
     }
-    return nw__cfg_fail(why, whylen, "invalid log level '%.*s' (use error, warn, info or debug)", QLEN,
-                v);
+    return nw__cfg_fail(why, whylen, "invalid log level '%.*s' (use error, warn, info or debug)",
+                        QLEN, v);
 }
 
 static int apply_id(char *field, const char *v, char *why, size_t whylen) {
@@ -214,7 +221,7 @@ static int apply_id(char *field, const char *v, char *why, size_t whylen) {
         int c = (unsigned char)v[i];
         if (!is_alpha(c) && !is_digit(c) && !strchr("._@:+-", c))
             return nw__cfg_fail(why, whylen, "invalid character '%c' (use A-Z a-z 0-9 . _ @ : + -)",
-                        c >= 0x20 && c < 0x7f ? c : '?');
+                                c >= 0x20 && c < 0x7f ? c : '?');
     }
     memcpy(field, v, n + 1);
     return 0;
@@ -229,13 +236,14 @@ static int apply_path(char *field, const char *v, char *why, size_t whylen) {
 }
 
 static int apply_bool(int *field, const char *v, char *why, size_t whylen) {
-    static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off"};
-    size_t i;
-    for (i = 0; i < 4; i++) {
-        if (nw_strieq(v, strlen(v), yes[i]) || nw_strieq(v, strlen(v), no[i])) {
-            *field = nw_strieq(v, strlen(v), yes[i]);
-            return 0;
-        }
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+
+    int y = name_index(v, yes, NW_ARRAY_LEN(yes)), n = name_index(v, no, NW_ARRAY_LEN(no));
+
+    if (y >= 0 || n >= 0) {
+        *field = y >= 0;
+        return 0;
     }
     return nw__cfg_fail(why, whylen, "invalid value '%.*s' (use 1 or 0)", QLEN, v);
 }
@@ -246,7 +254,8 @@ static int apply_token(char *field, const char *v, char *why, size_t whylen) {
         return nw__cfg_fail(why, whylen, "must be 1 to %d characters long", NW_CFG_TOKEN_MAX);
     for (i = 0; i < n; i++)
         if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
-            return nw__cfg_fail(why, whylen, "only visible ASCII characters (no spaces) are allowed");
+            return nw__cfg_fail(why, whylen,
+                                "only visible ASCII characters (no spaces) are allowed");
     memcpy(field, v, n + 1);
     return 0;
 }
@@ -270,17 +279,17 @@ static int apply_regex(char *field, const char *v, char *why, size_t whylen) {
     return 0;
 }
 
+/* Names in NW_BALANCE_* order. */
 static int apply_balance(int *field, const char *v, char *why, size_t whylen) {
-    static const char *names[] = {"least", "hash-ip", "round-robin"};
-    size_t i;
-    for (i = 0; i < NW_ARRAY_LEN(names); i++) {
-        if (nw_strieq(v, strlen(v), names[i])) {
-            *field = (int)i;
-            return 0;
-        }
+    static const char *const names[] = {"least", "hash-ip", "round-robin"};
+    int i = name_index(v, names, NW_ARRAY_LEN(names));
+
+    if (i >= 0) {
+        *field = i;
+        return 0;
     }
-    return nw__cfg_fail(why, whylen, "invalid balance '%.*s' (use least, hash-ip or round-robin)", QLEN,
-                v);
+    return nw__cfg_fail(why, whylen, "invalid balance '%.*s' (use least, hash-ip or round-robin)",
+                        QLEN, v);
 }
 
 static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t whylen) {
@@ -308,7 +317,6 @@ static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t
     }
 }
 
-/* Validate every merged value in table order and store it. */
 int nw__cfg_layers_apply(layers_t *ly, void *cfg, char *err, size_t errlen) {
     char why[NW_CFG_ERRLEN];
     size_t i;
@@ -317,8 +325,10 @@ int nw__cfg_layers_apply(layers_t *ly, void *cfg, char *err, size_t errlen) {
         const opt_t *o = &ly->opts[i];
         if (!ly->val[i]) {
             if (o->required)
-                return nw__cfg_fail(err, errlen, "%s is not set (use %s=... in .env, the environment, "
-                            "or %s)", o->env, o->env, o->flag);
+                return nw__cfg_fail(err, errlen,
+                                    "%s is not set (use %s=... in .env, the environment, "
+                                    "or %s)",
+                                    o->env, o->env, o->flag);
             continue;
         }
         if (apply_opt(o, cfg, ly->val[i], why, sizeof(why)))
@@ -349,11 +359,8 @@ static int find_flag(const layers_t *ly, const char *a, size_t n) {
     return -1;
 }
 
-/* Record every flag's raw value. Returns 0, 1 after printing help or the
- * version, or NW_ECONFIG. Values are checked later, so --help wins over a
- * bad value anywhere on the line. */
 int nw__cfg_parse_args(int argc, char **argv, layers_t *ly, void (*usage)(void), char *err,
-                      size_t errlen) {
+                       size_t errlen) {
     int i;
 
     for (i = 1; i < argc; i++) {
@@ -392,4 +399,3 @@ int nw__cfg_parse_args(int argc, char **argv, layers_t *ly, void (*usage)(void),
     }
     return 0;
 }
-

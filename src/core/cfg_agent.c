@@ -14,28 +14,41 @@
 
 #define AGENT_FIELD(f) offsetof(nw_agent_cfg_t, f)
 static const opt_t agent_opts[] = {
-    {"--env", NULL, OPT_ENVFILE, 0, 0, 0},
-    {"--id", "AGENT_ID", OPT_ID, AGENT_FIELD(agent_id), 0, 1},
-    {"--remote", "REMOTE_URL", OPT_URL, AGENT_FIELD(remote), 0, 1},
-    {"--local", "LOCAL_URL", OPT_URL, AGENT_FIELD(local), 0, 1},
-    {"--ping-interval", "PING_INTERVAL", OPT_SECS, AGENT_FIELD(ping_interval_ms), 0, 0},
-    {"--connect-timeout", "CONNECT_TIMEOUT", OPT_SECS, AGENT_FIELD(connect_timeout_ms), 0, 0},
-    {"--pool-size", "POOL_SIZE", OPT_COUNT, AGENT_FIELD(pool_size), POOL_MAX, 0},
-    {"--window", "WINDOW", OPT_BYTES, AGENT_FIELD(window), 0, 0},
-    {"--max-head", "MAX_HEAD", OPT_BYTES, AGENT_FIELD(max_head), 0, 0},
-    {"--log-level", "LOG_LEVEL", OPT_LEVEL, AGENT_FIELD(log_level), 0, 0},
-    {"--ca-file", "CA_FILE", OPT_PATH, AGENT_FIELD(ca_file), 0, 0},
-    {"--insecure", "TLS_INSECURE", OPT_BOOL, AGENT_FIELD(insecure), 0, 0},
-    {"--local-ca-file", "LOCAL_CA_FILE", OPT_PATH, AGENT_FIELD(local_ca_file), 0, 0},
-    {"--local-insecure", "LOCAL_INSECURE", OPT_BOOL, AGENT_FIELD(local_insecure), 0, 0},
-    {"--conn-token", "CONN_TOKEN", OPT_TOKEN, AGENT_FIELD(conn_token), 0, 0},
-    {"--max-conn", "MAX_CONN", OPT_COUNT1, AGENT_FIELD(max_conn), 64, 0},
-    {"--max-local-conns", "MAX_LOCAL_CONNS", OPT_COUNT1, AGENT_FIELD(max_local), 65536, 0},
-    {"--local-queue", "LOCAL_QUEUE", OPT_COUNT, AGENT_FIELD(local_queue), 1000000, 0},
-    {"--local-queue-timeout", "LOCAL_QUEUE_TIMEOUT", OPT_SECS,
-     AGENT_FIELD(local_queue_timeout_ms), 0, 0},
-    {"--max-local-pipes", "MAX_LOCAL_PIPES", OPT_COUNT1, AGENT_FIELD(max_pipes), 1000000, 0},
-    {"--grace", "GRACE", OPT_SECS, AGENT_FIELD(grace_ms), 0, 0},
+    {.flag = "--env", .kind = OPT_ENVFILE},
+    {.flag = "--id", .env = "AGENT_ID", .kind = OPT_ID,
+     .off = AGENT_FIELD(agent_id), .required = 1},
+    {.flag = "--remote", .env = "REMOTE_URL", .kind = OPT_URL,
+     .off = AGENT_FIELD(remote), .required = 1},
+    {.flag = "--local", .env = "LOCAL_URL", .kind = OPT_URL,
+     .off = AGENT_FIELD(local), .required = 1},
+    {.flag = "--ping-interval", .env = "PING_INTERVAL", .kind = OPT_SECS,
+     .off = AGENT_FIELD(ping_interval_ms)},
+    {.flag = "--connect-timeout", .env = "CONNECT_TIMEOUT", .kind = OPT_SECS,
+     .off = AGENT_FIELD(connect_timeout_ms)},
+    {.flag = "--pool-size", .env = "POOL_SIZE", .kind = OPT_COUNT,
+     .off = AGENT_FIELD(pool_size), .max = POOL_MAX},
+    {.flag = "--window", .env = "WINDOW", .kind = OPT_BYTES, .off = AGENT_FIELD(window)},
+    {.flag = "--max-head", .env = "MAX_HEAD", .kind = OPT_BYTES, .off = AGENT_FIELD(max_head)},
+    {.flag = "--log-level", .env = "LOG_LEVEL", .kind = OPT_LEVEL, .off = AGENT_FIELD(log_level)},
+    {.flag = "--ca-file", .env = "CA_FILE", .kind = OPT_PATH, .off = AGENT_FIELD(ca_file)},
+    {.flag = "--insecure", .env = "TLS_INSECURE", .kind = OPT_BOOL, .off = AGENT_FIELD(insecure)},
+    {.flag = "--local-ca-file", .env = "LOCAL_CA_FILE", .kind = OPT_PATH,
+     .off = AGENT_FIELD(local_ca_file)},
+    {.flag = "--local-insecure", .env = "LOCAL_INSECURE", .kind = OPT_BOOL,
+     .off = AGENT_FIELD(local_insecure)},
+    {.flag = "--conn-token", .env = "CONN_TOKEN", .kind = OPT_TOKEN,
+     .off = AGENT_FIELD(conn_token)},
+    {.flag = "--max-conn", .env = "MAX_CONN", .kind = OPT_COUNT1,
+     .off = AGENT_FIELD(max_conn), .max = 64},
+    {.flag = "--max-local-conns", .env = "MAX_LOCAL_CONNS", .kind = OPT_COUNT1,
+     .off = AGENT_FIELD(max_local), .max = 65536},
+    {.flag = "--local-queue", .env = "LOCAL_QUEUE", .kind = OPT_COUNT,
+     .off = AGENT_FIELD(local_queue), .max = 1000000},
+    {.flag = "--local-queue-timeout", .env = "LOCAL_QUEUE_TIMEOUT", .kind = OPT_SECS,
+     .off = AGENT_FIELD(local_queue_timeout_ms)},
+    {.flag = "--max-local-pipes", .env = "MAX_LOCAL_PIPES", .kind = OPT_COUNT1,
+     .off = AGENT_FIELD(max_pipes), .max = 1000000},
+    {.flag = "--grace", .env = "GRACE", .kind = OPT_SECS, .off = AGENT_FIELD(grace_ms)},
 };
 
 _Static_assert(NW_ARRAY_LEN(agent_opts) <= MAX_OPTS, "raise MAX_OPTS");
@@ -196,8 +209,9 @@ static int load_env_file(layers_t *ly, nw_agent_cfg_t *cfg, char *err, size_t er
         return 0;
     if (rc)
         return nw__cfg_fail(err, errlen, "%s%s: %s", given ? "--env " : "", path,
-                    rc == NW_ETOOBIG ? "file too large" : rc == NW_ENOMEM ? "out of memory"
-                                                                          : strerror(-rc));
+                            rc == NW_ETOOBIG  ? "file too large"
+                            : rc == NW_ENOMEM ? "out of memory"
+                                              : strerror(-rc));
     rc = nw_env_parse(text, len, on_env_pair, ly, why, sizeof(why));
     nw_free(text);
     if (rc == NW_ENOMEM)
@@ -229,10 +243,11 @@ int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t e
         size_t i;
         for (i = 0; i < ly.nopts && ly.opts[i].off != AGENT_FIELD(remote); i++)
             ;
-        rc = nw__cfg_fail(err, errlen, "%s: the server's URL must not have a path ('%s'): agents "
-                  "always dial " NW_TUNNEL_PATH " at the server's root; give "
-                  "http(s)://host[:port] only", i < ly.nopts ? ly.from[i] : "REMOTE_URL",
-                  cfg->remote.path);
+        rc = nw__cfg_fail(err, errlen,
+                          "%s: the server's URL must not have a path ('%s'): agents "
+                          "always dial " NW_TUNNEL_PATH " at the server's root; give "
+                          "http(s)://host[:port] only",
+                          i < ly.nopts ? ly.from[i] : "REMOTE_URL", cfg->remote.path);
     }
     nw__cfg_layers_free(&ly);
     return rc;

@@ -16,6 +16,7 @@
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
+/* Write the message into err (when err and errlen are given); NW_ECONFIG. */
 int nw__cfg_fail(char *err, size_t errlen, const char *fmt, ...);
 
 static inline int is_digit(int c) { return c >= '0' && c <= '9'; }

@@ -10,36 +10,51 @@
 
 #define SERVE_FIELD(f) offsetof(nw_serve_cfg_t, f)
 static const opt_t serve_opts[] = {
-    {"--listen", NULL, OPT_LISTEN, 0, 0, 0},
-    {"--response-timeout", "RESPONSE_TIMEOUT", OPT_SECS, SERVE_FIELD(response_timeout_ms), 0, 0},
-    {"--ping-interval", "PING_INTERVAL", OPT_SECS, SERVE_FIELD(ping_interval_ms), 0, 0},
-    {"--max-head", NULL, OPT_BYTES, SERVE_FIELD(max_head), 0, 0},
-    {"--window", "WINDOW", OPT_BYTES, SERVE_FIELD(window), 0, 0},
-    {"--log-level", "LOG_LEVEL", OPT_LEVEL, SERVE_FIELD(log_level), 0, 0},
-    {"--tls-cert", "TLS_CERT", OPT_PATH, SERVE_FIELD(tls_cert), 0, 0},
-    {"--tls-key", "TLS_KEY", OPT_PATH, SERVE_FIELD(tls_key), 0, 0},
-    {"--trust-proxy", "TRUST_PROXY", OPT_BOOL, SERVE_FIELD(trust_proxy), 0, 0},
-    {"--conn-token", "CONN_TOKEN", OPT_TOKEN, SERVE_FIELD(conn_token), 0, 0},
-    {"--allow-agent", "ALLOW_AGENT", OPT_REGEX, SERVE_FIELD(allow_agent), 0, 0},
-    {"--auth-token", "AUTH_TOKEN", OPT_TOKEN, SERVE_FIELD(auth_token), 0, 0},
-    {"--auth-rule", "AUTH_RULE", OPT_REGEX, SERVE_FIELD(auth_rule), 0, 0},
-    {"--max-headers", "MAX_HEADERS", OPT_COUNT1, SERVE_FIELD(max_headers), 200, 0},
-    {"--max-url", "MAX_URL", OPT_BYTES, SERVE_FIELD(max_url), 0, 0},
-    {"--idle-timeout", "IDLE_TIMEOUT", OPT_SECS, SERVE_FIELD(idle_timeout_ms), 0, 0},
-    {"--head-timeout", "HEAD_TIMEOUT", OPT_SECS, SERVE_FIELD(head_timeout_ms), 0, 0},
-    {"--body-timeout", "BODY_TIMEOUT", OPT_SECS, SERVE_FIELD(body_timeout_ms), 0, 0},
-    {"--max-streams", "MAX_STREAMS", OPT_COUNT1, SERVE_FIELD(max_streams), 1000000, 0},
-    {"--queue-timeout", "QUEUE_TIMEOUT", OPT_SECS, SERVE_FIELD(queue_timeout_ms), 0, 0},
-    {"--max-conns", "MAX_CONNS", OPT_COUNT1, SERVE_FIELD(max_conns), 1000000, 0},
-    {"--max-tunnels", "MAX_TUNNELS", OPT_COUNT1, SERVE_FIELD(max_tunnels), 1024, 0},
-    {"--max-agent-tunnels", "MAX_AGENT_TUNNELS", OPT_COUNT1, SERVE_FIELD(max_agent_tunnels),
-     100000, 0},
-    {"--balance", "BALANCE", OPT_BALANCE, SERVE_FIELD(balance), 0, 0},
-    {"--grace", "GRACE", OPT_SECS, SERVE_FIELD(grace_ms), 0, 0},
+    {.flag = "--listen", .kind = OPT_LISTEN},
+    {.flag = "--response-timeout", .env = "RESPONSE_TIMEOUT", .kind = OPT_SECS,
+     .off = SERVE_FIELD(response_timeout_ms)},
+    {.flag = "--ping-interval", .env = "PING_INTERVAL", .kind = OPT_SECS,
+     .off = SERVE_FIELD(ping_interval_ms)},
+    {.flag = "--max-head", .kind = OPT_BYTES, .off = SERVE_FIELD(max_head)},
+    {.flag = "--window", .env = "WINDOW", .kind = OPT_BYTES, .off = SERVE_FIELD(window)},
+    {.flag = "--log-level", .env = "LOG_LEVEL", .kind = OPT_LEVEL, .off = SERVE_FIELD(log_level)},
+    {.flag = "--tls-cert", .env = "TLS_CERT", .kind = OPT_PATH, .off = SERVE_FIELD(tls_cert)},
+    {.flag = "--tls-key", .env = "TLS_KEY", .kind = OPT_PATH, .off = SERVE_FIELD(tls_key)},
+    {.flag = "--trust-proxy", .env = "TRUST_PROXY", .kind = OPT_BOOL,
+     .off = SERVE_FIELD(trust_proxy)},
+    {.flag = "--conn-token", .env = "CONN_TOKEN", .kind = OPT_TOKEN,
+     .off = SERVE_FIELD(conn_token)},
+    {.flag = "--allow-agent", .env = "ALLOW_AGENT", .kind = OPT_REGEX,
+     .off = SERVE_FIELD(allow_agent)},
+    {.flag = "--auth-token", .env = "AUTH_TOKEN", .kind = OPT_TOKEN,
+     .off = SERVE_FIELD(auth_token)},
+    {.flag = "--auth-rule", .env = "AUTH_RULE", .kind = OPT_REGEX, .off = SERVE_FIELD(auth_rule)},
+    {.flag = "--max-headers", .env = "MAX_HEADERS", .kind = OPT_COUNT1,
+     .off = SERVE_FIELD(max_headers), .max = 200},
+    {.flag = "--max-url", .env = "MAX_URL", .kind = OPT_BYTES, .off = SERVE_FIELD(max_url)},
+    {.flag = "--idle-timeout", .env = "IDLE_TIMEOUT", .kind = OPT_SECS,
+     .off = SERVE_FIELD(idle_timeout_ms)},
+    {.flag = "--head-timeout", .env = "HEAD_TIMEOUT", .kind = OPT_SECS,
+     .off = SERVE_FIELD(head_timeout_ms)},
+    {.flag = "--body-timeout", .env = "BODY_TIMEOUT", .kind = OPT_SECS,
+     .off = SERVE_FIELD(body_timeout_ms)},
+    {.flag = "--max-streams", .env = "MAX_STREAMS", .kind = OPT_COUNT1,
+     .off = SERVE_FIELD(max_streams), .max = 1000000},
+    {.flag = "--queue-timeout", .env = "QUEUE_TIMEOUT", .kind = OPT_SECS,
+     .off = SERVE_FIELD(queue_timeout_ms)},
+    {.flag = "--max-conns", .env = "MAX_CONNS", .kind = OPT_COUNT1,
+     .off = SERVE_FIELD(max_conns), .max = 1000000},
+    {.flag = "--max-tunnels", .env = "MAX_TUNNELS", .kind = OPT_COUNT1,
+     .off = SERVE_FIELD(max_tunnels), .max = 1024},
+    {.flag = "--max-agent-tunnels", .env = "MAX_AGENT_TUNNELS", .kind = OPT_COUNT1,
+     .off = SERVE_FIELD(max_agent_tunnels), .max = 100000},
+    {.flag = "--balance", .env = "BALANCE", .kind = OPT_BALANCE, .off = SERVE_FIELD(balance)},
+    {.flag = "--grace", .env = "GRACE", .kind = OPT_SECS, .off = SERVE_FIELD(grace_ms)},
 };
 
 _Static_assert(NW_ARRAY_LEN(serve_opts) <= MAX_OPTS, "raise MAX_OPTS");
 
+/* Long: one help text, printed as written (split only where it must be). */
 static void serve_usage(void) {
     fputs("Usage: natwrp serve [options]\n"
           "\n"
@@ -165,9 +180,9 @@ static int serve_listen(const layers_t *ly, nw_serve_cfg_t *cfg, char *err, size
             return nw__cfg_fail(err, errlen, "--listen: %s", why);
         if (!listen_host_ok(cfg->listen[i].host))
             return nw__cfg_fail(err, errlen,
-                        "--listen: '%.*s' is not an IP address (serve binds addresses, "
-                        "not names; use localhost, an IPv4 or [IPv6] address, or :PORT)",
-                        QLEN, cfg->listen[i].host);
+                                "--listen: '%.*s' is not an IP address (serve binds addresses, "
+                                "not names; use localhost, an IPv4 or [IPv6] address, or :PORT)",
+                                QLEN, cfg->listen[i].host);
     }
     if (ly->nlisten > 0) {
         cfg->nlisten = ly->nlisten;
@@ -184,7 +199,8 @@ static int serve_listen(const layers_t *ly, nw_serve_cfg_t *cfg, char *err, size
 static int serve_tls(nw_serve_cfg_t *cfg, char *err, size_t errlen) {
     int i, have = cfg->tls_cert[0] != 0;
     if (have != (cfg->tls_key[0] != 0))
-        return nw__cfg_fail(err, errlen, "%s", have ? "--tls-cert needs --tls-key" : "--tls-key needs --tls-cert");
+        return nw__cfg_fail(err, errlen, "%s",
+                            have ? "--tls-cert needs --tls-key" : "--tls-key needs --tls-cert");
     for (i = 0; i < cfg->nlisten; i++) {
         nw_listen_t *l = &cfg->listen[i];
         if (l->scheme == NW_LISTEN_TLS && !have)

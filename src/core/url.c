@@ -35,7 +35,8 @@ static int host_ok(const char *h, size_t n, char *why, size_t whylen) {
         int c = (unsigned char)h[i];
         if (c == '.') {
             if (label == 0)
-                return nw__cfg_fail(why, whylen, "empty label in host '%.*s'", (int)NW_MIN(n, QLEN), h);
+                return nw__cfg_fail(why, whylen, "empty label in host '%.*s'", (int)NW_MIN(n, QLEN),
+                                    h);
             label = 0;
             continue;
         }
@@ -70,7 +71,7 @@ static int split_hostport(const char *s, const char *end, const char **host, siz
             return nw__cfg_fail(why, whylen, "missing ']' after IPv6 address");
         if (!ipv6_ok(s + 1, (size_t)(rb - s - 1)))
             return nw__cfg_fail(why, whylen, "invalid IPv6 address '%.*s'",
-                        (int)NW_MIN(rb - s - 1, QLEN), s + 1);
+                                (int)NW_MIN(rb - s - 1, QLEN), s + 1);
         *host = s + 1;
         *hlen = (size_t)(rb - s - 1);
         rest = rb + 1;
@@ -102,7 +103,7 @@ static int url_scheme(const char *s, nw_url_t *r, const char **auth, char *err, 
         r->tls = 1;
     else if (!nw_strieq(s, n, "http"))
         return nw__cfg_fail(err, errlen, "unsupported scheme '%.*s' (use http:// or https://)",
-                    (int)NW_MIN(n, QLEN), s);
+                            (int)NW_MIN(n, QLEN), s);
     *auth = sep + 3;
     return 0;
 }
@@ -131,8 +132,8 @@ static int url_authority(const char *auth, const char *end, nw_url_t *r, char *e
     if (plen == 0)
         return nw__cfg_fail(err, errlen, "empty port after ':'");
     if (nw__cfg_uint(port, plen, 65535, &v) || v == 0)
-        return nw__cfg_fail(err, errlen, "invalid port '%.*s' (use 1-65535)", (int)NW_MIN(plen, QLEN),
-                    port);
+        return nw__cfg_fail(err, errlen, "invalid port '%.*s' (use 1-65535)",
+                            (int)NW_MIN(plen, QLEN), port);
     r->port = (uint16_t)v;
     return 0;
 }
@@ -205,7 +206,7 @@ int nw_listen_parse(const char *s, nw_listen_t *l, char *err, size_t errlen) {
     }
     if (!port || plen == 0)
         return nw__cfg_fail(err, errlen, "missing port in '%.*s' (use HOST:PORT or :PORT)",
-                    (int)NW_MIN(n, QLEN), s);
+                            (int)NW_MIN(n, QLEN), s);
     if (nw__cfg_uint(port, plen, 65535, &v))
         return nw__cfg_fail(err, errlen, "invalid port in '%.*s'", (int)NW_MIN(n, QLEN), s);
     if (hlen >= sizeof(l->host))
