@@ -29,7 +29,8 @@ typedef struct {
 int nw_url_parse(const char *s, nw_url_t *u, char *err, size_t errlen);
 
 /* Parse ":8000", "0.0.0.0:8000", "127.0.0.1:8000", "[::1]:8000", "8000",
- * optionally prefixed "http://" (plain) or "https://" (TLS). */
+ * optionally prefixed "http://" (plain) or "https://" (TLS). Port 0 is
+ * allowed (pick a free one). 0 or NW_ECONFIG with a reason in err. */
 int nw_listen_parse(const char *s, nw_listen_t *l, char *err, size_t errlen);
 
 #endif

@@ -1,6 +1,8 @@
 /* test_cfg.c: durations and sizes, and the serve/agent configuration
  * layering (file < environment < flags). URLs: test_url.c; .env: test_env.c.
  * Temporary files live in one mkdtemp directory removed at exit. */
+#include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -596,6 +598,109 @@ UNIT_TEST(agent_help_version) {
     fflush(stdout);
 }
 
+/* ---- cfg.h tells the truth ----------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    uint64_t value; /* the default the code sets, in the field's unit */
+} dflt_t;
+
+/* Find field name's default in tab, scaled to what cfg.h's comment says
+ * (seconds for a _ms field). -1 when the field is not in tab. */
+static long long dflt_find(const dflt_t *tab, size_t n, const char *name, size_t len) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (strlen(tab[i].name) == len && memcmp(tab[i].name, name, len) == 0)
+            return (long long)(len > 3 && memcmp(name + len - 3, "_ms", 3) == 0
+                                   ? tab[i].value / 1000
+                                   : tab[i].value);
+    return -1;
+}
+
+/* Check each "default N" in the comments of cfg.h against the defaults the
+ * code sets (cfg.h said 16/64/256 for agent limits that were 64/256/1024).
+ * 0 or the line number of the first wrong or unknown one. */
+static int check_header_defaults(const dflt_t *serve, size_t nserve, const dflt_t *agent,
+                                 size_t nagent, char *bad, size_t badlen) {
+    char path[256], line[256];
+    const char *unit = strstr(__FILE__, "test/unit/test_cfg.c");
+    FILE *f;
+    int n = 0, in_agent = 0, checked = 0;
+
+    snprintf(path, sizeof(path), "%.*ssrc/core/cfg.h", unit ? (int)(unit - __FILE__) : 0,
+             __FILE__);
+    f = fopen(path, "r");
+    if (!f) {
+        snprintf(bad, badlen, "cannot open %s", path);
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        const char *d = strstr(line, "default "), *semi = strchr(line, ';'), *end, *name;
+        long long want;
+        n++;
+        if (strstr(line, "} nw_serve_cfg_t;"))
+            in_agent = 1;
+        if (!d || !semi || semi > d || d[8] < '0' || d[8] > '9')
+            continue;
+        for (end = semi; end > line && end[-1] == ']';)
+            while (end > line && *--end != '[')
+                ;
+        for (name = end; name > line && (name[-1] == '_' || isalnum((unsigned char)name[-1]));)
+            name--;
+        want = in_agent ? dflt_find(agent, nagent, name, (size_t)(end - name))
+                        : dflt_find(serve, nserve, name, (size_t)(end - name));
+        if (want < 0 || want != strtoll(d + 8, NULL, 10)) {
+            snprintf(bad, badlen, "cfg.h line %d: %s", n, line);
+            fclose(f);
+            return n;
+        }
+        checked++;
+    }
+    fclose(f);
+    if (checked < 20) {
+        snprintf(bad, badlen, "only %d defaults found in %s", checked, path);
+        return -1;
+    }
+    return 0;
+}
+
+#define D(f) {#f, c.f}
+#define DA(f) {#f, a.f}
+
+UNIT_TEST(header_defaults) {
+    char *sargv[] = {"serve"};
+    const char *empty = write_tmp("");
+    char *aargv[] = {"agent", "--env", (char *)empty, "--id=x", "--remote=http://r",
+                     "--local=http://l"};
+    nw_serve_cfg_t c;
+    nw_agent_cfg_t a;
+    char err[NW_CFG_ERRLEN] = "", bad[512] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_serve(ARGC(sargv), sargv, &c, err, sizeof(err)), 0);
+    CHECK_EQ(nw_cfg_agent(ARGC(aargv), aargv, &a, err, sizeof(err)), 0);
+    {
+        const dflt_t serve[] = {D(response_timeout_ms), D(ping_interval_ms), D(max_head),
+                                D(window), D(max_headers), D(max_url), D(idle_timeout_ms),
+                                D(head_timeout_ms), D(body_timeout_ms), D(max_streams),
+                                D(queue_timeout_ms), D(max_conns), D(max_tunnels),
+                                D(max_agent_tunnels), D(grace_ms)};
+        const dflt_t agent[] = {DA(ping_interval_ms), DA(connect_timeout_ms), DA(pool_size),
+                                DA(window), DA(max_head), DA(max_conn), DA(max_local),
+                                DA(local_queue), DA(local_queue_timeout_ms), DA(max_pipes),
+                                DA(grace_ms)};
+        int rc = check_header_defaults(serve, ARGC(serve), agent, ARGC(agent), bad, sizeof(bad));
+        if (rc)
+            fprintf(stderr, "  %s\n", bad);
+        CHECK_EQ(rc, 0);
+    }
+    /* The ones cfg.h had wrong, and the help text gives. */
+    CHECK_EQ(a.pool_size, 64);
+    CHECK_EQ(a.max_local, 256);
+    CHECK_EQ(a.local_queue, 1024);
+    CHECK_EQ(a.max_pipes, 1024);
+}
+
 UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_defaults),
           UNIT_CASE(serve_flags), UNIT_CASE(serve_env), UNIT_CASE(serve_bad),
           UNIT_CASE(serve_body_timeout),
@@ -603,4 +708,5 @@ UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_default
           UNIT_CASE(agent_defaults_and_flags), UNIT_CASE(agent_seed_env_file),
           UNIT_CASE(agent_pipes_and_queue_timeout),
           UNIT_CASE(agent_missing_required), UNIT_CASE(agent_bad_values),
-          UNIT_CASE(agent_default_env_file), UNIT_CASE(agent_help_version))
+          UNIT_CASE(agent_default_env_file), UNIT_CASE(agent_help_version),
+          UNIT_CASE(header_defaults))
