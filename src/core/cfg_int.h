@@ -13,10 +13,10 @@
 #define BYTES_MIN 1024ULL         /* smallest window or head size */
 #define QLEN 80                   /* bad values are quoted up to this many bytes */
 
+/* Write the message into err (when err and errlen are given); NW_ECONFIG. */
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-/* Write the message into err (when err and errlen are given); NW_ECONFIG. */
 int nw__cfg_fail(char *err, size_t errlen, const char *fmt, ...);
 
 static inline int is_digit(int c) { return c >= '0' && c <= '9'; }
@@ -35,7 +35,7 @@ enum {
     OPT_ID,      /* char[129] agent id */
     OPT_URL,     /* nw_url_t */
     OPT_PATH,    /* char[1024] file name */
-    OPT_BOOL,    /* int; a flag without a value sets 1; env 1/true/yes or 0/false/no */
+    OPT_BOOL,    /* int; a bare flag sets 1; values 1/true/yes/on or 0/false/no/off */
     OPT_TOKEN,   /* char[NW_CFG_TOKEN_MAX + 1], visible ASCII */
     OPT_REGEX,   /* char[1024], a POSIX extended regular expression that compiles */
     OPT_BALANCE, /* int NW_BALANCE_* */
@@ -50,7 +50,7 @@ typedef struct {
     const char *env;  /* "WINDOW", or NULL when only a flag sets it */
     int kind;         /* OPT_* */
     size_t off;       /* offset of the field in the config struct */
-    uint64_t max;     /* OPT_COUNT upper bound */
+    uint64_t max;     /* OPT_COUNT and OPT_COUNT1 upper bound */
     int required;     /* must be set in some layer */
 } opt_t;
 
@@ -69,8 +69,10 @@ typedef struct {
     int nlisten;
 } layers_t;
 
+/* Empty layers for a table; free releases the file layer's copies. */
 void nw__cfg_layers_init(layers_t *ly, const opt_t *opts, size_t n);
 void nw__cfg_layers_free(layers_t *ly);
+/* Index of the first option of kind (OPT_*) in the table, or -1. */
 int nw__cfg_find_kind(const layers_t *ly, int kind);
 /* Later layers win: .env file, then the environment, then flags. Empty
  * values in the file or the environment count as unset. */
