@@ -1,116 +1,92 @@
-/* cfg.h: flags, environment and .env files, URL and listen-address parsing.
- * Every limit lives in a config struct, validated once, then read-only. */
+/* cfg.h: the configuration of both roles, from flags, the environment and
+ * (agent) a .env file. Every limit lives in a config struct, validated once,
+ * then read-only. The defaults in the comments below are the ones set in
+ * serve_defaults() (cfg_serve.c) and agent_defaults() (cfg_agent.c); the
+ * bounds are in each role's option table there. URLs and listen addresses:
+ * url.h; the .env parser: env.h. */
 #ifndef NW_CFG_H
 #define NW_CFG_H
 
+#include "env.h"
 #include "nw.h"
+#include "url.h"
 
 #define NW_TUNNEL_PATH "/_natwrp/tunnel"
 #define NW_CFG_MAX_LISTEN 8
 #define NW_CFG_ERRLEN 256
 #define NW_CFG_TOKEN_MAX 256 /* CONN_TOKEN, AUTH_TOKEN: 1-256 visible ASCII characters */
 
+/* serve. Each setting is a flag; most also read the environment variable of
+ * the flag's name in capitals (MAX_HEADERS, GRACE, ...); see serve_opts. */
 typedef struct {
-    int tls;            /* https:// (wss) */
-    char host[256];     /* no brackets for IPv6 literals */
-    uint16_t port;      /* explicit or scheme default (80/443) */
-    char path[1024];    /* base path without trailing '/'; "" for root */
-} nw_url_t;
-
-enum { NW_LISTEN_AUTO = 0, NW_LISTEN_TLS = 1, NW_LISTEN_PLAIN = 2 };
-
-typedef struct {
-    char host[256]; /* "" means every interface */
-    uint16_t port;
-    int scheme;     /* NW_LISTEN_*: "https://ADDR", "http://ADDR" or bare */
-    int tls;        /* resolved: serve TLS on this listener */
-} nw_listen_t;
-
-typedef struct {
-    nw_listen_t listen[NW_CFG_MAX_LISTEN];
-    int nlisten;
+    nw_listen_t listen[NW_CFG_MAX_LISTEN]; /* --listen ADDR (repeatable), default ":8000", */
+    int nlisten;                  /* or ":$PORT" when PORT is set and no --listen is given */
     uint64_t response_timeout_ms; /* --response-timeout SECS, default 60 */
-    uint64_t ping_interval_ms;    /* --ping-interval SECS / PING_INTERVAL, default 30 */
-    uint32_t max_head;            /* --max-head BYTES, default 65536 */
-    uint32_t window;              /* --window BYTES, per-stream receive window, default 262144 */
-    int log_level;                /* 0 error 1 warn 2 info 3 debug; --log-level / LOG_LEVEL */
+    uint64_t ping_interval_ms;    /* --ping-interval SECS, default 30 */
+    uint32_t max_head;            /* --max-head BYTES (flag only), default 65536 */
+    uint32_t window;              /* --window BYTES: per-stream receive window, default 262144 */
+    int log_level;                /* --log-level: NW_LOG_*, default info */
     char tls_cert[1024];          /* --tls-cert / TLS_CERT: PEM chain, leaf first */
     char tls_key[1024];           /* --tls-key / TLS_KEY */
-    int trust_proxy;              /* --trust-proxy / TRUST_PROXY: keep incoming X-Forwarded-* */
+    int trust_proxy;              /* --trust-proxy: keep incoming X-Forwarded-*, default off */
     /* Who may open a tunnel, who may pass (issue 4). Empty strings: off. */
     char conn_token[NW_CFG_TOKEN_MAX + 1]; /* --conn-token / CONN_TOKEN */
     char allow_agent[1024];       /* --allow-agent / ALLOW_AGENT: POSIX ERE on AGENT_ID */
     char auth_token[NW_CFG_TOKEN_MAX + 1]; /* --auth-token / AUTH_TOKEN */
     char auth_rule[1024];         /* --auth-rule / AUTH_RULE: ERE on the path; "" = all */
     /* Limits. */
-    uint32_t max_headers;         /* --max-headers N: header fields per request (431), 200 */
-    uint32_t max_url;             /* --max-url BYTES: request target (414), 8192 */
-    uint64_t idle_timeout_ms;     /* --idle-timeout SECS: idle keep-alive connection, 75 */
-    uint64_t head_timeout_ms;     /* --head-timeout SECS: whole request head (408), 30 */
-    uint64_t body_timeout_ms;     /* --body-timeout SECS: request body without progress (408), 30 */
-    uint32_t max_streams;         /* --max-streams N: in-flight streams per tunnel, 1000 */
-    uint64_t queue_timeout_ms;    /* --queue-timeout SECS: wait for a free slot (then 503), 5 */
-    uint32_t max_conns;           /* --max-conns N: open public connections, 10000 */
-    uint32_t max_tunnels;         /* --max-tunnels N: tunnels in total, 256 */
-    uint32_t max_agent_tunnels;   /* --max-agent-tunnels N: tunnels per AGENT_ID, 16 */
-    int balance;                  /* --balance least|hash-ip|round-robin (NW_BALANCE_*) */
-    uint64_t grace_ms;            /* --grace SECS: drain time on SIGTERM/SIGINT, 30 */
+    uint32_t max_headers;         /* --max-headers N: fields per request (431), default 200 = max */
+    uint32_t max_url;             /* --max-url BYTES: request target (414), default 8192 */
+    uint64_t idle_timeout_ms;     /* --idle-timeout SECS: idle keep-alive connection, default 75 */
+    uint64_t head_timeout_ms;     /* --head-timeout SECS: whole request head (408), default 30 */
+    uint64_t body_timeout_ms;     /* --body-timeout SECS: body without progress (408), default 30 */
+    uint32_t max_streams;         /* --max-streams N: in-flight streams per tunnel, default 1000 */
+    uint64_t queue_timeout_ms;    /* --queue-timeout SECS: wait for a slot (503), default 5 */
+    uint32_t max_conns;           /* --max-conns N: open public connections, default 10000 */
+    uint32_t max_tunnels;         /* --max-tunnels N: tunnels in total, default 256 */
+    uint32_t max_agent_tunnels;   /* --max-agent-tunnels N: tunnels per AGENT_ID, default 16 */
+    int balance;                  /* --balance least|hash-ip|round-robin, default least */
+    uint64_t grace_ms;            /* --grace SECS: drain time on SIGTERM/SIGINT, default 30 */
 } nw_serve_cfg_t;
 
 enum { NW_BALANCE_LEAST = 0, NW_BALANCE_HASH_IP = 1, NW_BALANCE_ROUND_ROBIN = 2 };
 
+/* agent. Each setting is an environment (or .env) variable and a flag; see
+ * agent_opts. */
 typedef struct {
-    char agent_id[129];        /* AGENT_ID / --id: [A-Za-z0-9._@:+-]{1,128} */
-    nw_url_t remote;           /* REMOTE_URL / --remote: http(s)://host[:port][/path] */
-    nw_url_t local;            /* LOCAL_URL / --local */
-    uint64_t ping_interval_ms; /* PING_INTERVAL (seconds, fractions allowed), default 30 */
-    uint64_t connect_timeout_ms; /* CONNECT_TIMEOUT (seconds), default 10 */
-    uint32_t pool_size;        /* POOL_SIZE / --pool-size: idle local connections kept, default 16 */
-    uint32_t window;           /* WINDOW / --window: per-stream receive window, default 262144 */
-    uint32_t max_head;         /* max response head from the local service, default 65536 */
-    int log_level;
-    char ca_file[1024];        /* CA_FILE / --ca-file: CAs for REMOTE_URL ("" = system) */
+    char agent_id[129];        /* AGENT_ID / --id: [A-Za-z0-9._@:+-]{1,128}, required */
+    nw_url_t remote;           /* REMOTE_URL / --remote: http(s)://host[:port], required */
+    nw_url_t local;            /* LOCAL_URL / --local: http(s)://host[:port][/path], required */
+    uint64_t ping_interval_ms; /* PING_INTERVAL SECS, default 30 */
+    uint64_t connect_timeout_ms; /* CONNECT_TIMEOUT SECS, default 10 */
+    uint32_t pool_size;        /* POOL_SIZE: idle local connections kept, default 64 */
+    uint32_t window;           /* WINDOW BYTES: per-stream receive window, default 262144 */
+    uint32_t max_head;         /* MAX_HEAD BYTES: local response head, default 65536 */
+    int log_level;             /* LOG_LEVEL: NW_LOG_*, default info */
+    char ca_file[1024];        /* CA_FILE: CAs for REMOTE_URL ("" = system) */
     int insecure;              /* TLS_INSECURE / --insecure: skip REMOTE_URL verification */
-    char local_ca_file[1024];  /* LOCAL_CA_FILE / --local-ca-file */
-    int local_insecure;        /* LOCAL_INSECURE / --local-insecure */
-    char conn_token[NW_CFG_TOKEN_MAX + 1]; /* CONN_TOKEN / --conn-token, sent as Bearer */
-    uint32_t max_conn;         /* MAX_CONN / --max-conn: tunnels (ids ID-1..N when > 1), 1 */
-    uint32_t max_local;        /* MAX_LOCAL_CONNS: concurrent local connections, 64 */
-    uint32_t local_queue;      /* LOCAL_QUEUE: requests waiting for one (then 503), 256 */
-    uint64_t local_queue_timeout_ms; /* LOCAL_QUEUE_TIMEOUT SECS: longest wait (then 503), 5 */
-    uint32_t max_pipes;        /* MAX_LOCAL_PIPES: upgraded pipes open at once (then 503), 1024 */
-    uint64_t grace_ms;         /* GRACE / --grace SECS: finish streams on SIGTERM, 30 */
-    char env_file[1024];       /* file actually read, "" if none */
+    char local_ca_file[1024];  /* LOCAL_CA_FILE: CAs for LOCAL_URL */
+    int local_insecure;        /* LOCAL_INSECURE: skip LOCAL_URL verification */
+    char conn_token[NW_CFG_TOKEN_MAX + 1]; /* CONN_TOKEN, sent as Bearer */
+    uint32_t max_conn;         /* MAX_CONN: tunnels (ids ID-1..N when > 1), default 1 */
+    uint32_t max_local;        /* MAX_LOCAL_CONNS: local connections at once, default 256 */
+    uint32_t local_queue;      /* LOCAL_QUEUE: requests waiting for one (503), default 1024 */
+    uint64_t local_queue_timeout_ms; /* LOCAL_QUEUE_TIMEOUT SECS: longest wait, default 5 */
+    uint32_t max_pipes;        /* MAX_LOCAL_PIPES: upgraded pipes at once (503), default 1024 */
+    uint64_t grace_ms;         /* GRACE SECS: finish streams on SIGTERM, default 30 */
+    char env_file[1024];       /* --env FILE or ./.env: the file actually read, "" if none */
 } nw_agent_cfg_t;
-
-/* Parse "http://host[:port][/base/path]" or https. Rejects other schemes,
- * userinfo, query, fragment, empty host, port 0 or > 65535. 0 or NW_ECONFIG
- * with a reason in err. */
-int nw_url_parse(const char *s, nw_url_t *u, char *err, size_t errlen);
-
-/* Parse ":8000", "0.0.0.0:8000", "127.0.0.1:8000", "[::1]:8000", "8000",
- * optionally prefixed "http://" (plain) or "https://" (TLS). */
-int nw_listen_parse(const char *s, nw_listen_t *l, char *err, size_t errlen);
-
-/* dotenv syntax: comments, blank lines, "export KEY=...", single and double
- * quotes (double quotes understand \n \t \" \\), inline " # comment" after
- * unquoted values. Calls cb for each KEY=VALUE in order; a later duplicate
- * overrides an earlier one at the caller's choice. Returns 0 or NW_ECONFIG
- * with "line N: reason" in err. */
-typedef int (*nw_env_cb)(const char *key, const char *val, void *ud);
-int nw_env_parse(const char *text, size_t len, nw_env_cb cb, void *ud, char *err,
-                 size_t errlen);
 
 /* Parse "30", "0.5" seconds into milliseconds; rejects negatives and junk. */
 int nw_parse_secs(const char *s, uint64_t *ms);
 /* Parse a byte count "65536", "64k", "1m"; rejects junk and overflow. */
 int nw_parse_bytes(const char *s, uint64_t *out);
 
-/* Build the whole configuration from argv (argv[0] is the subcommand name),
- * the .env file and the process environment, in increasing precedence:
- * file < environment < flags. Returns 0; 1 when --help or --version was
- * printed (exit 0); NW_ECONFIG with a one-line reason naming the setting in
- * err (exit 2). */
+/* Build the whole configuration from argv (argv[0] is the subcommand name)
+ * and the process environment, and for the agent its .env file, in
+ * increasing precedence: file < environment < flags. Returns 0; 1 when
+ * --help or --version was printed (exit 0); NW_ECONFIG with a one-line
+ * reason naming the setting in err (exit 2). */
 int nw_cfg_serve(int argc, char **argv, nw_serve_cfg_t *cfg, char *err, size_t errlen);
 int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t errlen);
 

@@ -1,4 +1,4 @@
-/* fuzz_env.c: libFuzzer target for the .env parser (nw_env_parse, src/core/cfg.c).
+/* fuzz_env.c: libFuzzer target for the .env parser (nw_env_parse, src/core/env.c).
  *
  * The input is the file's text. It is not NUL-terminated (libFuzzer hands
  * over an exact-size heap copy), so a parser that relied on a terminator
@@ -21,7 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cfg.h"
+#include "cfg.h" /* NW_CFG_ERRLEN */
+#include "env.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

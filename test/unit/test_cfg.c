@@ -1,6 +1,8 @@
-/* test_cfg.c: URLs, listen addresses, the .env parser, durations and sizes,
- * and the serve/agent configuration layering (file < environment < flags).
+/* test_cfg.c: durations and sizes, and the serve/agent configuration
+ * layering (file < environment < flags). URLs: test_url.c; .env: test_env.c.
  * Temporary files live in one mkdtemp directory removed at exit. */
+#include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,376 +70,11 @@ static void clear_env(void) {
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
 #define HAS(s, sub) (strstr((s), (sub)) != NULL)
 
-/* ---- URLs --------------------------------------------------------------- */
-
-UNIT_TEST(url_good) {
-    nw_url_t u;
-    char err[NW_CFG_ERRLEN];
-
-    CHECK_EQ(nw_url_parse("http://localhost:8000", &u, err, sizeof(err)), 0);
-    CHECK_EQ(u.tls, 0);
-    CHECK_STR(u.host, "localhost");
-    CHECK_EQ(u.port, 8000);
-    CHECK_STR(u.path, "");
-
-    CHECK_EQ(nw_url_parse("https://example.com", &u, err, sizeof(err)), 0);
-    CHECK_EQ(u.tls, 1);
-    CHECK_EQ(u.port, 443);
-    CHECK_STR(u.path, "");
-
-    CHECK_EQ(nw_url_parse("HTTP://Example.COM/", &u, err, sizeof(err)), 0);
-    CHECK_EQ(u.tls, 0);
-    CHECK_EQ(u.port, 80);
-    CHECK_STR(u.host, "Example.COM");
-    CHECK_STR(u.path, "");
-
-    CHECK_EQ(nw_url_parse("HttpS://h:8443/base/", &u, err, sizeof(err)), 0);
-    CHECK_EQ(u.tls, 1);
-    CHECK_EQ(u.port, 8443);
-    CHECK_STR(u.path, "/base");
-
-    CHECK_EQ(nw_url_parse("http://h/a/b//", &u, err, sizeof(err)), 0);
-    CHECK_STR(u.path, "/a/b");
-    CHECK_EQ(nw_url_parse("http://h/a/b@c", &u, err, sizeof(err)), 0);
-    CHECK_STR(u.path, "/a/b@c");
-
-    CHECK_EQ(nw_url_parse("http://[::1]:9000/x", &u, err, sizeof(err)), 0);
-    CHECK_STR(u.host, "::1");
-    CHECK_EQ(u.port, 9000);
-    CHECK_STR(u.path, "/x");
-
-    CHECK_EQ(nw_url_parse("https://[2001:db8::1]", &u, err, sizeof(err)), 0);
-    CHECK_STR(u.host, "2001:db8::1");
-    CHECK_EQ(u.port, 443);
-
-    CHECK_EQ(nw_url_parse("http://127.0.0.1:65535", &u, err, sizeof(err)), 0);
-    CHECK_STR(u.host, "127.0.0.1");
-    CHECK_EQ(u.port, 65535);
-
-    CHECK_EQ(nw_url_parse("http://my_host.local-1:1", &u, err, sizeof(err)), 0);
-    CHECK_STR(u.host, "my_host.local-1");
-    CHECK_EQ(u.port, 1);
-}
-
-static int url_fails(const char *s, const char *why) {
-    nw_url_t u;
-    char err[NW_CFG_ERRLEN] = "";
-
-    memset(&u, 0x5a, sizeof(u));
-    if (nw_url_parse(s, &u, err, sizeof(err)) != NW_ECONFIG) {
-        fprintf(stderr, "  accepted '%s'\n", s);
-        return 0;
-    }
-    if (!HAS(err, why)) {
-        fprintf(stderr, "  '%s': error \"%s\" lacks \"%s\"\n", s, err, why);
-        return 0;
-    }
-    return u.port == 0x5a5a; /* untouched on failure */
-}
-
-UNIT_TEST(url_bad) {
-    CHECK(url_fails("", "empty URL"));
-    CHECK(url_fails("ftp://x", "unsupported scheme 'ftp' (use http:// or https://)"));
-    CHECK(url_fails("ws://x", "unsupported scheme 'ws'"));
-    CHECK(url_fails("localhost:8000", "missing scheme"));
-    CHECK(url_fails("http:/x", "missing scheme"));
-    CHECK(url_fails("http://", "empty host"));
-    CHECK(url_fails("http:///path", "empty host"));
-    CHECK(url_fails("http://:80", "empty host"));
-    CHECK(url_fails("http://user@h", "user info"));
-    CHECK(url_fails("http://u:p@h:80/", "user info"));
-    CHECK(url_fails("http://h/?q=1", "query"));
-    CHECK(url_fails("http://h?q", "query"));
-    CHECK(url_fails("http://h/#frag", "fragment"));
-    CHECK(url_fails("http://h:0", "invalid port '0'"));
-    CHECK(url_fails("http://h:65536", "invalid port '65536'"));
-    CHECK(url_fails("http://h:abc", "invalid port 'abc'"));
-    CHECK(url_fails("http://h:-1", "invalid port"));
-    CHECK(url_fails("http://h:", "empty port"));
-    CHECK(url_fails("http://h /x", "whitespace"));
-    CHECK(url_fails("http://h\t", "whitespace"));
-    CHECK(url_fails(" http://h", "whitespace"));
-    CHECK(url_fails("http://h/\x01", "control"));
-    CHECK(url_fails("http://::1:80", "brackets"));
-    CHECK(url_fails("http://[::1", "missing ']'"));
-    CHECK(url_fails("http://[zz]:80", "invalid IPv6 address 'zz'"));
-    CHECK(url_fails("http://[]", "invalid IPv6"));
-    CHECK(url_fails("http://[::1]x", "after ']'"));
-    CHECK(url_fails("http://256.1.1.1", "invalid IPv4 address"));
-    CHECK(url_fails("http://a..b", "empty label"));
-    CHECK(url_fails("http://.a", "empty label"));
-    CHECK(url_fails("http://a*b", "invalid character '*'"));
-}
-
-/* ---- listen addresses --------------------------------------------------- */
-
-static int listen_is(const char *s, const char *host, int port) {
-    nw_listen_t l;
-    char err[NW_CFG_ERRLEN] = "";
-
-    if (nw_listen_parse(s, &l, err, sizeof(err)) != 0) {
-        fprintf(stderr, "  '%s' rejected: %s\n", s, err);
-        return 0;
-    }
-    return strcmp(l.host, host) == 0 && l.port == port;
-}
-
-static int listen_fails(const char *s, const char *why) {
-    nw_listen_t l;
-    char err[NW_CFG_ERRLEN] = "";
-
-    if (nw_listen_parse(s, &l, err, sizeof(err)) != NW_ECONFIG)
-        return 0;
-    if (!HAS(err, why)) {
-        fprintf(stderr, "  '%s': error \"%s\" lacks \"%s\"\n", s, err, why);
-        return 0;
-    }
-    return 1;
-}
-
-UNIT_TEST(listen_good) {
-    CHECK(listen_is(":8000", "", 8000));
-    CHECK(listen_is("8000", "", 8000));
-    CHECK(listen_is("0.0.0.0:8000", "0.0.0.0", 8000));
-    CHECK(listen_is("127.0.0.1:8000", "127.0.0.1", 8000));
-    CHECK(listen_is("[::1]:8000", "::1", 8000));
-    CHECK(listen_is("[::]:80", "::", 80));
-    CHECK(listen_is("localhost:8000", "localhost", 8000));
-    CHECK(listen_is(":0", "", 0));
-    CHECK(listen_is("127.0.0.1:0", "127.0.0.1", 0));
-    CHECK(listen_is(":65535", "", 65535));
-}
-
-UNIT_TEST(listen_bad) {
-    CHECK(listen_fails("", "empty"));
-    CHECK(listen_fails("abc", "missing port in 'abc'"));
-    CHECK(listen_fails("localhost", "missing port"));
-    CHECK(listen_fails("localhost:", "missing port"));
-    CHECK(listen_fails(":", "missing port"));
-    CHECK(listen_fails("[::1]", "missing port"));
-    CHECK(listen_fails("[::1]8000", "after ']'"));
-    CHECK(listen_fails(":99999", "invalid port in ':99999'"));
-    CHECK(listen_fails("99999", "invalid port in '99999'"));
-    CHECK(listen_fails("x:99999", "invalid port in 'x:99999'"));
-    CHECK(listen_fails(":-1", "invalid port"));
-    CHECK(listen_fails(":80x", "invalid port"));
-    CHECK(listen_fails("::1:8000", "brackets"));
-    CHECK(listen_fails("[zz]:80", "invalid IPv6"));
-    CHECK(listen_fails("a b:80", "invalid character ' '"));
-    CHECK(listen_fails("300.1.1.1:80", "invalid IPv4"));
-}
-
-/* ---- .env parser -------------------------------------------------------- */
-
-typedef struct {
-    int n;
-    int stop_after; /* return 7 after this many pairs; 0 never */
-    char key[16][32];
-    char val[16][128];
-} pairs_t;
-
-static int collect(const char *key, const char *val, void *ud) {
-    pairs_t *p = ud;
-
-    if (p->n < 16) {
-        snprintf(p->key[p->n], sizeof(p->key[0]), "%s", key);
-        snprintf(p->val[p->n], sizeof(p->val[0]), "%s", val);
-    }
-    p->n++;
-    return p->stop_after && p->n >= p->stop_after ? 7 : 0;
-}
-
-static int env_run(const char *text, pairs_t *p, char *err, size_t errlen) {
-    memset(p, 0, sizeof(*p));
-    err[0] = 0;
-    return nw_env_parse(text, strlen(text), collect, p, err, errlen);
-}
-
-UNIT_TEST(env_basic) {
-    pairs_t p;
-    char err[NW_CFG_ERRLEN];
-
-    CHECK_EQ(env_run("A=1\nB_2=two\n_c=3", &p, err, sizeof(err)), 0);
-    CHECK_EQ(p.n, 3);
-    CHECK_STR(p.key[0], "A");
-    CHECK_STR(p.val[0], "1");
-    CHECK_STR(p.key[1], "B_2");
-    CHECK_STR(p.val[1], "two");
-    CHECK_STR(p.key[2], "_c");
-    CHECK_STR(p.val[2], "3");
-
-    CHECK_EQ(env_run("", &p, err, sizeof(err)), 0);
-    CHECK_EQ(p.n, 0);
-
-    /* A later duplicate is delivered after the earlier one. */
-    CHECK_EQ(env_run("A=1\nA=2\n", &p, err, sizeof(err)), 0);
-    CHECK_EQ(p.n, 2);
-    CHECK_STR(p.val[1], "2");
-
-    /* Empty values. */
-    CHECK_EQ(env_run("A=\nB=  \nC=''\nD=\"\"", &p, err, sizeof(err)), 0);
-    CHECK_EQ(p.n, 4);
-    CHECK_STR(p.val[0], "");
-    CHECK_STR(p.val[1], "");
-    CHECK_STR(p.val[2], "");
-    CHECK_STR(p.val[3], "");
-
-    /* len bounds the text: no NUL terminator needed. */
-    memset(&p, 0, sizeof(p));
-    CHECK_EQ(nw_env_parse("A=1B=2", 3, collect, &p, err, sizeof(err)), 0);
-    CHECK_EQ(p.n, 1);
-    CHECK_STR(p.val[0], "1");
-}
-
-UNIT_TEST(env_comments_blank_export) {
-    pairs_t p;
-    char err[NW_CFG_ERRLEN];
-
-    CHECK_EQ(env_run("\n# comment\n   \n\t# indented = comment\nA=1\n\n", &p, err, sizeof(err)),
-             0);
-    CHECK_EQ(p.n, 1);
-    CHECK_STR(p.val[0], "1");
-
-    CHECK_EQ(env_run("export A=1\nexport\tB = 2\n  export   C=3\nexport=4", &p, err, sizeof(err)),
-             0);
-    CHECK_EQ(p.n, 4);
-    CHECK_STR(p.key[0], "A");
-    CHECK_STR(p.key[1], "B");
-    CHECK_STR(p.val[1], "2");
-    CHECK_STR(p.key[2], "C");
-    CHECK_STR(p.key[3], "export");
-    CHECK_STR(p.val[3], "4");
-}
-
-UNIT_TEST(env_unquoted) {
-    pairs_t p;
-    char err[NW_CFG_ERRLEN];
-
-    CHECK_EQ(env_run("A = hello world  \n"
-                     "B=val # comment\n"
-                     "C=val\t# tab comment\n"
-                     "D=a#b\n"
-                     "E=http://h/p#frag\n"
-                     "F=#x\n"
-                     "G= # only a comment\n"
-                     "H=a=b=c\n"
-                     "I=it's \"x\"\n",
-                     &p, err, sizeof(err)),
-             0);
-    CHECK_EQ(p.n, 9);
-    CHECK_STR(p.val[0], "hello world");
-    CHECK_STR(p.val[1], "val");
-    CHECK_STR(p.val[2], "val");
-    CHECK_STR(p.val[3], "a#b");
-    CHECK_STR(p.val[4], "http://h/p#frag");
-    CHECK_STR(p.val[5], "#x");
-    CHECK_STR(p.val[6], "");
-    CHECK_STR(p.val[7], "a=b=c");
-    CHECK_STR(p.val[8], "it's \"x\"");
-}
-
-UNIT_TEST(env_quoted) {
-    pairs_t p;
-    char err[NW_CFG_ERRLEN];
-
-    CHECK_EQ(env_run("A='x # y \\n $Z'\n"
-                     "B=\"a\\nb\\tc\\\"d\\\\e\"\n"
-                     "C=\"kept \\q\" # comment\n"
-                     "D='  padded  '   # c\n"
-                     "E=\"#not a comment\"\n"
-                     "F='dq \" inside'\n"
-                     "G=\"x\"#c\n",
-                     &p, err, sizeof(err)),
-             0);
-    CHECK_EQ(p.n, 7);
-    CHECK_STR(p.val[0], "x # y \\n $Z");
-    CHECK_STR(p.val[1], "a\nb\tc\"d\\e");
-    CHECK_STR(p.val[2], "kept \\q");
-    CHECK_STR(p.val[3], "  padded  ");
-    CHECK_STR(p.val[4], "#not a comment");
-    CHECK_STR(p.val[5], "dq \" inside");
-    CHECK_STR(p.val[6], "x");
-}
-
-UNIT_TEST(env_crlf) {
-    pairs_t p;
-    char err[NW_CFG_ERRLEN];
-
-    CHECK_EQ(env_run("# c\r\nA=1\r\nB='2'\r\nC=\"3\" # x\r\n\r\nD=4 # y\r\n", &p, err,
-                     sizeof(err)),
-             0);
-    CHECK_EQ(p.n, 4);
-    CHECK_STR(p.val[0], "1");
-    CHECK_STR(p.val[1], "2");
-    CHECK_STR(p.val[2], "3");
-    CHECK_STR(p.val[3], "4");
-
-    CHECK_EQ(env_run("\xEF\xBB\xBF" "A=bom\n", &p, err, sizeof(err)), 0);
-    CHECK_STR(p.key[0], "A");
-
-    /* A lone CR line, and a last line without a newline but with a CR. */
-    CHECK_EQ(env_run("\r\nA=1\r", &p, err, sizeof(err)), 0);
-    CHECK_EQ(p.n, 1);
-    CHECK_STR(p.val[0], "1");
-}
-
-UNIT_TEST(env_errors) {
-    pairs_t p;
-    char err[NW_CFG_ERRLEN];
-
-    CHECK_EQ(env_run("A=1\nB='x\n", &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK_STR(err, "line 2: unterminated quote");
-    CHECK_EQ(env_run("A=\"x\\\"\n", &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK_STR(err, "line 1: unterminated quote");
-    CHECK_EQ(env_run("A=\"multi\nline\"\n", &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK_STR(err, "line 1: unterminated quote");
-    CHECK_EQ(env_run("A=1\r\n\r\nnot a pair\r\n", &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK_STR(err, "line 3: expected KEY=VALUE");
-    CHECK_EQ(p.n, 1);
-    CHECK_EQ(env_run("export A\n", &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK_STR(err, "line 1: expected KEY=VALUE");
-    CHECK_EQ(env_run("1A=x", &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK(HAS(err, "line 1: invalid key '1A'"));
-    CHECK_EQ(env_run("A B=x", &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK(HAS(err, "invalid key"));
-    CHECK_EQ(env_run("=x", &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK(HAS(err, "invalid key"));
-    CHECK_EQ(env_run("\n\nA=\"x\" y", &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK_STR(err, "line 3: unexpected text after closing quote");
-
-    memset(&p, 0, sizeof(p));
-    CHECK_EQ(nw_env_parse("A=1\nB=\0\n", 7, collect, &p, err, sizeof(err)), NW_ECONFIG);
-    CHECK(HAS(err, "line 2"));
-}
-
-UNIT_TEST(env_callback_abort) {
-    pairs_t p;
-    char err[NW_CFG_ERRLEN] = "";
-
-    memset(&p, 0, sizeof(p));
-    p.stop_after = 2;
-    CHECK_EQ(nw_env_parse("A=1\nB=2\nC=3\n", 12, collect, &p, err, sizeof(err)), 7);
-    CHECK_EQ(p.n, 2);
-}
-
+/* The example .env from agent --help (test_env.c parses it alone). */
 static const char seed_env[] =
     "AGENT_ID=mac@home # A unique identifier of the proxy client\n"
     "REMOTE_URL=http://localhost:8000 # The base URL of the proxy server\n"
     "LOCAL_URL=http://localhost:11434 # The base URL of the local HTTP server\n";
-
-UNIT_TEST(env_seed_example) {
-    pairs_t p;
-    char err[NW_CFG_ERRLEN];
-
-    CHECK_EQ(env_run(seed_env, &p, err, sizeof(err)), 0);
-    CHECK_EQ(p.n, 3);
-    CHECK_STR(p.key[0], "AGENT_ID");
-    CHECK_STR(p.val[0], "mac@home");
-    CHECK_STR(p.key[1], "REMOTE_URL");
-    CHECK_STR(p.val[1], "http://localhost:8000");
-    CHECK_STR(p.key[2], "LOCAL_URL");
-    CHECK_STR(p.val[2], "http://localhost:11434");
-}
 
 /* ---- durations and sizes ------------------------------------------------ */
 
@@ -961,15 +598,115 @@ UNIT_TEST(agent_help_version) {
     fflush(stdout);
 }
 
-UNIT_MAIN(UNIT_CASE(url_good), UNIT_CASE(url_bad), UNIT_CASE(listen_good),
-          UNIT_CASE(listen_bad), UNIT_CASE(env_basic), UNIT_CASE(env_comments_blank_export),
-          UNIT_CASE(env_unquoted), UNIT_CASE(env_quoted), UNIT_CASE(env_crlf),
-          UNIT_CASE(env_errors), UNIT_CASE(env_callback_abort), UNIT_CASE(env_seed_example),
-          UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_defaults),
+/* ---- cfg.h tells the truth ----------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    uint64_t value; /* the default the code sets, in the field's unit */
+} dflt_t;
+
+/* Find field name's default in tab, scaled to what cfg.h's comment says
+ * (seconds for a _ms field). -1 when the field is not in tab. */
+static long long dflt_find(const dflt_t *tab, size_t n, const char *name, size_t len) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (strlen(tab[i].name) == len && memcmp(tab[i].name, name, len) == 0)
+            return (long long)(len > 3 && memcmp(name + len - 3, "_ms", 3) == 0
+                                   ? tab[i].value / 1000
+                                   : tab[i].value);
+    return -1;
+}
+
+/* Check each "default N" in the comments of cfg.h against the defaults the
+ * code sets (cfg.h said 16/64/256 for agent limits that were 64/256/1024).
+ * 0 or the line number of the first wrong or unknown one. */
+static int check_header_defaults(const dflt_t *serve, size_t nserve, const dflt_t *agent,
+                                 size_t nagent, char *bad, size_t badlen) {
+    char path[256], line[256];
+    const char *unit = strstr(__FILE__, "test/unit/test_cfg.c");
+    FILE *f;
+    int n = 0, in_agent = 0, checked = 0;
+
+    snprintf(path, sizeof(path), "%.*ssrc/core/cfg.h", unit ? (int)(unit - __FILE__) : 0,
+             __FILE__);
+    f = fopen(path, "r");
+    if (!f) {
+        snprintf(bad, badlen, "cannot open %s", path);
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        const char *d = strstr(line, "default "), *semi = strchr(line, ';'), *end, *name;
+        long long want;
+        n++;
+        if (strstr(line, "} nw_serve_cfg_t;"))
+            in_agent = 1;
+        if (!d || !semi || semi > d || d[8] < '0' || d[8] > '9')
+            continue;
+        for (end = semi; end > line && end[-1] == ']';)
+            while (end > line && *--end != '[')
+                ;
+        for (name = end; name > line && (name[-1] == '_' || isalnum((unsigned char)name[-1]));)
+            name--;
+        want = in_agent ? dflt_find(agent, nagent, name, (size_t)(end - name))
+                        : dflt_find(serve, nserve, name, (size_t)(end - name));
+        if (want < 0 || want != strtoll(d + 8, NULL, 10)) {
+            snprintf(bad, badlen, "cfg.h line %d: %s", n, line);
+            fclose(f);
+            return n;
+        }
+        checked++;
+    }
+    fclose(f);
+    if (checked < 20) {
+        snprintf(bad, badlen, "only %d defaults found in %s", checked, path);
+        return -1;
+    }
+    return 0;
+}
+
+#define D(f) {#f, c.f}
+#define DA(f) {#f, a.f}
+
+UNIT_TEST(header_defaults) {
+    char *sargv[] = {"serve"};
+    const char *empty = write_tmp("");
+    char *aargv[] = {"agent", "--env", (char *)empty, "--id=x", "--remote=http://r",
+                     "--local=http://l"};
+    nw_serve_cfg_t c;
+    nw_agent_cfg_t a;
+    char err[NW_CFG_ERRLEN] = "", bad[512] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_serve(ARGC(sargv), sargv, &c, err, sizeof(err)), 0);
+    CHECK_EQ(nw_cfg_agent(ARGC(aargv), aargv, &a, err, sizeof(err)), 0);
+    {
+        const dflt_t serve[] = {D(response_timeout_ms), D(ping_interval_ms), D(max_head),
+                                D(window), D(max_headers), D(max_url), D(idle_timeout_ms),
+                                D(head_timeout_ms), D(body_timeout_ms), D(max_streams),
+                                D(queue_timeout_ms), D(max_conns), D(max_tunnels),
+                                D(max_agent_tunnels), D(grace_ms)};
+        const dflt_t agent[] = {DA(ping_interval_ms), DA(connect_timeout_ms), DA(pool_size),
+                                DA(window), DA(max_head), DA(max_conn), DA(max_local),
+                                DA(local_queue), DA(local_queue_timeout_ms), DA(max_pipes),
+                                DA(grace_ms)};
+        int rc = check_header_defaults(serve, ARGC(serve), agent, ARGC(agent), bad, sizeof(bad));
+        if (rc)
+            fprintf(stderr, "  %s\n", bad);
+        CHECK_EQ(rc, 0);
+    }
+    /* The ones cfg.h had wrong, and the help text gives. */
+    CHECK_EQ(a.pool_size, 64);
+    CHECK_EQ(a.max_local, 256);
+    CHECK_EQ(a.local_queue, 1024);
+    CHECK_EQ(a.max_pipes, 1024);
+}
+
+UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_defaults),
           UNIT_CASE(serve_flags), UNIT_CASE(serve_env), UNIT_CASE(serve_bad),
           UNIT_CASE(serve_body_timeout),
           UNIT_CASE(serve_help_version), UNIT_CASE(agent_precedence),
           UNIT_CASE(agent_defaults_and_flags), UNIT_CASE(agent_seed_env_file),
           UNIT_CASE(agent_pipes_and_queue_timeout),
           UNIT_CASE(agent_missing_required), UNIT_CASE(agent_bad_values),
-          UNIT_CASE(agent_default_env_file), UNIT_CASE(agent_help_version))
+          UNIT_CASE(agent_default_env_file), UNIT_CASE(agent_help_version),
+          UNIT_CASE(header_defaults))
