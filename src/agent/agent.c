@@ -154,12 +154,96 @@ static void fmt_url(char *out, size_t cap, const nw_url_t *u, const char *scheme
              u->port, u->path);
 }
 
+/* REMOTE_URL's and LOCAL_URL's TLS configurations (none for plain URLs). */
+static int agent_tls(agent_t *ag, const nw_agent_cfg_t *cfg, char *err, size_t errlen) {
+    if (cfg->remote.tls &&
+        !(ag->remote_tls = nw_tls_conf_client(cfg->ca_file[0] ? cfg->ca_file : NULL,
+                                              cfg->insecure, err, errlen))) {
+        fprintf(stderr, "natwrp agent: REMOTE_URL: %s\n", err);
+        return -1;
+    }
+    if (cfg->local.tls &&
+        !(ag->local_tls = nw_tls_conf_client(cfg->local_ca_file[0] ? cfg->local_ca_file : NULL,
+                                             cfg->local_insecure, err, errlen))) {
+        fprintf(stderr, "natwrp agent: LOCAL_URL: %s\n", err);
+        return -1;
+    }
+    if (cfg->conn_token[0] && !cfg->remote.tls && !host_is_loopback(cfg->remote.host))
+        nw_warn("agent=%s CONN_TOKEN goes to %s over plain ws://: the token travels in clear "
+                "(anyone on the path can read it and open tunnels); use an https:// REMOTE_URL",
+                cfg->agent_id, cfg->remote.host);
+    if (ag->local_tls && cfg->local_insecure)
+        nw_warn("agent=%s tls: LOCAL_INSECURE is set: the local service's certificate is not "
+                "verified (insecure)", cfg->agent_id);
+    return 0;
+}
+
+/* The URLs as logged, and LOCAL_URL's authority for the Host header. */
+static void agent_names(agent_t *ag, const nw_agent_cfg_t *cfg) {
+    int v6 = strchr(cfg->local.host, ':') != NULL;
+    int dflt = cfg->local.port == (cfg->local.tls ? 443 : 80);
+    fmt_url(ag->remote_str, sizeof(ag->remote_str), &cfg->remote, cfg->remote.tls ? "wss" : "ws");
+    fmt_url(ag->local_str, sizeof(ag->local_str), &cfg->local, cfg->local.tls ? "https" : "http");
+    snprintf(ag->host_hdr, sizeof(ag->host_hdr), "%s%s%s", v6 ? "[" : "", cfg->local.host,
+             v6 ? "]" : "");
+    if (!dflt)
+        snprintf(ag->host_hdr + strlen(ag->host_hdr), sizeof(ag->host_hdr) - strlen(ag->host_hdr),
+                 ":%u", cfg->local.port);
+}
+
+/* The slots' names and timers, the drain and queue timers, the signals. */
+static void agent_handles(agent_t *ag, uv_loop_t *loop) {
+    unsigned k;
+    for (k = 0; k < ag->nslots; k++) {
+        slot_t *sl = &ag->slots[k];
+        sl->ag = ag;
+        if (ag->nslots > 1)
+            snprintf(sl->name, sizeof(sl->name), "%s-%u", ag->cfg->agent_id, k + 1);
+        else
+            snprintf(sl->name, sizeof(sl->name), "%s", ag->cfg->agent_id);
+        nw_hf_init(&sl->hs_hf, 16384);
+        uv_timer_init(loop, &sl->timer);
+        sl->timer.data = sl;
+    }
+    uv_timer_init(loop, &ag->grace);
+    ag->grace.data = ag;
+    uv_check_init(loop, &ag->drain);
+    ag->drain.data = ag;
+    uv_timer_init(loop, &ag->qtimer);
+    ag->qtimer.data = ag;
+    nw_trimmer_start(loop, &ag->trim);
+    uv_signal_init(loop, &ag->sig[0]);
+    uv_signal_init(loop, &ag->sig[1]);
+    ag->sig[0].data = ag->sig[1].data = ag;
+    uv_signal_start(&ag->sig[0], on_signal, SIGINT);
+    uv_signal_start(&ag->sig[1], on_signal, SIGTERM);
+}
+
+/* Free what nw_agent_main built, however far it got. */
+static void agent_free(agent_t *ag) {
+    unsigned k;
+    if (!ag)
+        return;
+    for (k = 0; ag->slots && k < ag->nslots; k++) {
+        nw_hf_free(&ag->slots[k].hs_hf);
+        nw_sbuf_free(&ag->slots[k].hs_body);
+    }
+    nw_free(ag->slots);
+    if (ag->remote_tls)
+        nw_tls_conf_unref(ag->remote_tls);
+    if (ag->local_tls)
+        nw_tls_conf_unref(ag->local_tls);
+    nw_free(ag);
+}
+
+/* Exit codes: 0 done, 1 out of memory, 2 bad configuration. Every exit
+ * after the agent exists goes through agent_free. */
 int nw_agent_main(int argc, char **argv) {
     nw_agent_cfg_t cfg;
     char err[NW_CFG_ERRLEN];
     agent_t *ag;
     uv_loop_t loop;
-    int rc, v6, dflt;
+    int rc;
     unsigned k;
 
     rc = nw_cfg_agent(argc, argv, &cfg, err, sizeof(err));
@@ -176,73 +260,23 @@ int nw_agent_main(int argc, char **argv) {
     /* Lookups (a host name in REMOTE_URL or LOCAL_URL) are rare; libuv's
      * default of 4 pool threads costs memory for nothing. */
     setenv("UV_THREADPOOL_SIZE", "2", 0);
+    rc = 1;
     ag = nw_calloc(1, sizeof(*ag));
     if (!ag)
-        return 1;
-    if (cfg.remote.tls &&
-        !(ag->remote_tls = nw_tls_conf_client(cfg.ca_file[0] ? cfg.ca_file : NULL, cfg.insecure,
-                                              err, sizeof(err)))) {
-        fprintf(stderr, "natwrp agent: REMOTE_URL: %s\n", err);
-        nw_free(ag);
-        return 2;
+        goto out;
+    if (agent_tls(ag, &cfg, err, sizeof(err)) != 0) {
+        rc = 2;
+        goto out;
     }
-    if (cfg.local.tls &&
-        !(ag->local_tls = nw_tls_conf_client(cfg.local_ca_file[0] ? cfg.local_ca_file : NULL,
-                                             cfg.local_insecure, err, sizeof(err)))) {
-        fprintf(stderr, "natwrp agent: LOCAL_URL: %s\n", err);
-        if (ag->remote_tls)
-            nw_tls_conf_unref(ag->remote_tls);
-        nw_free(ag);
-        return 2;
-    }
-    if (cfg.conn_token[0] && !cfg.remote.tls && !host_is_loopback(cfg.remote.host))
-        nw_warn("agent=%s CONN_TOKEN goes to %s over plain ws://: the token travels in clear "
-                "(anyone on the path can read it and open tunnels); use an https:// REMOTE_URL",
-                cfg.agent_id, cfg.remote.host);
-    if (ag->local_tls && cfg.local_insecure)
-        nw_warn("agent=%s tls: LOCAL_INSECURE is set: the local service's certificate is not "
-                "verified (insecure)", cfg.agent_id);
     ag->nslots = cfg.max_conn;
     ag->slots = nw_calloc(ag->nslots, sizeof(*ag->slots));
-    if (!ag->slots) {
-        nw_free(ag);
-        return 1;
-    }
+    if (!ag->slots)
+        goto out;
     uv_loop_init(&loop);
     ag->loop = &loop;
     ag->cfg = &cfg;
-    fmt_url(ag->remote_str, sizeof(ag->remote_str), &cfg.remote, cfg.remote.tls ? "wss" : "ws");
-    fmt_url(ag->local_str, sizeof(ag->local_str), &cfg.local, cfg.local.tls ? "https" : "http");
-    v6 = strchr(cfg.local.host, ':') != NULL;
-    dflt = cfg.local.port == (cfg.local.tls ? 443 : 80);
-    snprintf(ag->host_hdr, sizeof(ag->host_hdr), "%s%s%s", v6 ? "[" : "", cfg.local.host,
-             v6 ? "]" : "");
-    if (!dflt)
-        snprintf(ag->host_hdr + strlen(ag->host_hdr), sizeof(ag->host_hdr) - strlen(ag->host_hdr),
-                 ":%u", cfg.local.port);
-    for (k = 0; k < ag->nslots; k++) {
-        slot_t *sl = &ag->slots[k];
-        sl->ag = ag;
-        if (ag->nslots > 1)
-            snprintf(sl->name, sizeof(sl->name), "%s-%u", cfg.agent_id, k + 1);
-        else
-            snprintf(sl->name, sizeof(sl->name), "%s", cfg.agent_id);
-        nw_hf_init(&sl->hs_hf, 16384);
-        uv_timer_init(&loop, &sl->timer);
-        sl->timer.data = sl;
-    }
-    uv_timer_init(&loop, &ag->grace);
-    ag->grace.data = ag;
-    uv_check_init(&loop, &ag->drain);
-    ag->drain.data = ag;
-    uv_timer_init(&loop, &ag->qtimer);
-    ag->qtimer.data = ag;
-    nw_trimmer_start(&loop, &ag->trim);
-    uv_signal_init(&loop, &ag->sig[0]);
-    uv_signal_init(&loop, &ag->sig[1]);
-    ag->sig[0].data = ag->sig[1].data = ag;
-    uv_signal_start(&ag->sig[0], on_signal, SIGINT);
-    uv_signal_start(&ag->sig[1], on_signal, SIGTERM);
+    agent_names(ag, &cfg);
+    agent_handles(ag, &loop);
     nw_info("agent=%s local=%s env=%s tunnels=%u", cfg.agent_id, ag->local_str,
             cfg.env_file[0] ? cfg.env_file : "(none)", ag->nslots);
     for (k = 0; k < ag->nslots; k++)
@@ -252,15 +286,8 @@ int nw_agent_main(int argc, char **argv) {
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         nw_err("event loop closed with handles still open");
-    for (k = 0; k < ag->nslots; k++) {
-        nw_hf_free(&ag->slots[k].hs_hf);
-        nw_sbuf_free(&ag->slots[k].hs_body);
-    }
-    nw_free(ag->slots);
-    if (ag->remote_tls)
-        nw_tls_conf_unref(ag->remote_tls);
-    if (ag->local_tls)
-        nw_tls_conf_unref(ag->local_tls);
-    nw_free(ag);
-    return 0;
+    rc = 0;
+out:
+    agent_free(ag);
+    return rc;
 }
