@@ -254,8 +254,6 @@ int nw_agent_main(int argc, char **argv) {
         return 2;
     }
     nw_log_level = cfg.log_level;
-    slot_init_settings();
-    local_init_settings();
 
     /* Lookups (a host name in REMOTE_URL or LOCAL_URL) are rare; libuv's
      * default of 4 pool threads costs memory for nothing. */

@@ -104,13 +104,11 @@ struct agent_s {
 void agent_check_done(agent_t *ag);
 
 /* slot.c: tunnel slots */
-void slot_init_settings(void);
 void slot_connect(slot_t *sl);
 void slot_cancel(slot_t *sl);
 
 /* local.c: stream <-> local request */
-extern llhttp_settings_t lc_settings;
-void local_init_settings(void);
+void lc_parser_init(lconn_t *lc);
 void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f);
 void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end);
 void ag_on_reset(nw_strm_t *s, uint32_t code);

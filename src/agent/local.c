@@ -7,8 +7,6 @@
 #include "agent_int.h"
 #include "path.h"
 
-llhttp_settings_t lc_settings;
-
 /* ------------------------------------------------------ tunnel streams */
 
 void lreq_fail(lreq_t *r, uint32_t code, const char *why) {
@@ -374,6 +372,22 @@ static int lc_on_message_complete(llhttp_t *p) {
     return HPE_PAUSED; /* one response per request: nothing after it is ours */
 }
 
+static const llhttp_settings_t lc_settings = {
+    .on_message_begin = lc_on_message_begin,
+    .on_status = nw_http_cb_first,
+    .on_header_field = nw_http_cb_name,
+    .on_header_value = nw_http_cb_value,
+    .on_headers_complete = lc_on_headers_complete,
+    .on_body = lc_on_body,
+    .on_message_complete = lc_on_message_complete,
+};
+
+/* A fresh response parser: a new connection, or one going back to the pool. */
+void lc_parser_init(lconn_t *lc) {
+    llhttp_init(&lc->parser, HTTP_RESPONSE, &lc_settings);
+    lc->parser.data = lc;
+}
+
 /* Raw bytes from the local service into a piped stream (NULL: its EOF). */
 static void lc_pipe_out(lconn_t *lc, const char *p, size_t n) {
     lreq_t *r = lc->req;
@@ -528,8 +542,7 @@ lconn_t *lc_new(agent_t *ag, nw_conn_t *c) {
     lc->ag = ag;
     lc->conn = c;
     nw_hf_init(&lc->hf, ag->cfg->max_head);
-    llhttp_init(&lc->parser, HTTP_RESPONSE, &lc_settings);
-    lc->parser.data = lc;
+    lc_parser_init(lc);
     nw_conn_set_owner(c, lc, lc_on_read, lc_on_written, lc_on_conn_close);
     return lc;
 }
@@ -602,15 +615,4 @@ void lreq_free(lreq_t *r) {
     nw_free(r);
     admit_waiters(ag);
     agent_check_done(ag);
-}
-
-void local_init_settings(void) {
-    llhttp_settings_init(&lc_settings);
-    lc_settings.on_message_begin = lc_on_message_begin;
-    lc_settings.on_status = nw_http_cb_first;
-    lc_settings.on_header_field = nw_http_cb_name;
-    lc_settings.on_header_value = nw_http_cb_value;
-    lc_settings.on_headers_complete = lc_on_headers_complete;
-    lc_settings.on_body = lc_on_body;
-    lc_settings.on_message_complete = lc_on_message_complete;
 }

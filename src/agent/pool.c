@@ -50,8 +50,7 @@ void lreq_done(lreq_t *r) {
             lc->idle = 0;
             nw_conn_close_after_flush(lc->conn);
         } else if (reuse && ag->nidle < ag->cfg->pool_size) {
-            llhttp_init(&lc->parser, HTTP_RESPONSE, &lc_settings);
-            lc->parser.data = lc;
+            lc_parser_init(lc);
             lc->idle = 1;
             lc->reused = 1;
             lc->next = ag->idle;

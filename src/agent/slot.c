@@ -12,8 +12,6 @@
 #define REFUSAL_BODY_MAX 512
 #define REFUSAL_QUOTE_MAX 160 /* body bytes quoted in the refusal log line */
 
-static llhttp_settings_t hs_settings;
-
 /* ------------------------------------------------------------ backoff */
 
 static void on_backoff(uv_timer_t *h) { slot_connect(h->data); }
@@ -90,8 +88,14 @@ static void ag_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
     slot_connect(sl);
 }
 
-static const nw_tun_cbs_t ag_tun_cbs = {ag_on_open,  NULL,         ag_on_data,     ag_on_reset,
-                                        ag_on_drain, ag_on_goaway, ag_on_tun_close};
+static const nw_tun_cbs_t ag_tun_cbs = {
+    .on_open = ag_on_open,
+    .on_data = ag_on_data,
+    .on_reset = ag_on_reset,
+    .on_drain = ag_on_drain,
+    .on_goaway = ag_on_goaway,
+    .on_close = ag_on_tun_close,
+};
 
 static void hs_fail(slot_t *sl, const char *why, int slow) {
     uv_timer_stop(&sl->timer);
@@ -118,6 +122,15 @@ static int hs_on_message_complete(llhttp_t *p) {
     ((slot_t *)p->data)->hs_done = 1;
     return HPE_PAUSED;
 }
+
+static const llhttp_settings_t hs_settings = {
+    .on_status = nw_http_cb_first,
+    .on_header_field = nw_http_cb_name,
+    .on_header_value = nw_http_cb_value,
+    .on_headers_complete = hs_on_headers_complete,
+    .on_body = hs_on_body,
+    .on_message_complete = hs_on_message_complete,
+};
 
 /* The server answered something other than 101: say what it said, as one
  * printable line. Only a short text/plain body is quoted (natwrp's own
@@ -331,14 +344,4 @@ void slot_cancel(slot_t *sl) {
         nw_conn_close(sl->hs);
         sl->hs = NULL;
     }
-}
-
-void slot_init_settings(void) {
-    llhttp_settings_init(&hs_settings);
-    hs_settings.on_status = nw_http_cb_first;
-    hs_settings.on_header_field = nw_http_cb_name;
-    hs_settings.on_header_value = nw_http_cb_value;
-    hs_settings.on_headers_complete = hs_on_headers_complete;
-    hs_settings.on_body = hs_on_body;
-    hs_settings.on_message_complete = hs_on_message_complete;
 }
