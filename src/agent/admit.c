@@ -1,5 +1,6 @@
 /* admit.c: admission to the local service: MAX_LOCAL_CONNS, the
- * LOCAL_QUEUE wait queue and its LOCAL_QUEUE_TIMEOUT, 503 refusals. */
+ * LOCAL_QUEUE wait queue and its LOCAL_QUEUE_TIMEOUT, MAX_LOCAL_PIPES,
+ * 503 refusals. */
 #include <stdio.h>
 #include <string.h>
 
@@ -97,4 +98,22 @@ void lreq_admit(lreq_t *r) {
     nw_warn("agent=%s strm=%u %zu local connections busy and %zu requests waiting: 503",
             ag->cfg->agent_id, r->strm->sid, ag->nlocal, ag->nwait);
     lreq_refuse(r, body, sizeof(body) - 1);
+}
+
+/* MAX_LOCAL_PIPES: pipes have their own bound and, once up, take no
+ * request slot, so idle WebSockets never starve plain requests. Counts r
+ * as a pipe, or answers it 503 (freeing it) and returns -1. */
+int admit_pipe(lreq_t *r) {
+    agent_t *ag = r->ag;
+    static const char body[] = "natwrp agent: too many upgraded connections (WebSockets) "
+                               "to the local service; try again\n";
+    if (ag->npipes >= ag->cfg->max_pipes) {
+        nw_warn("agent=%s strm=%u %zu upgraded connections open (MAX_LOCAL_PIPES): 503",
+                ag->cfg->agent_id, r->strm->sid, ag->npipes);
+        lreq_refuse(r, body, sizeof(body) - 1);
+        return -1;
+    }
+    r->pipe_slot = 1;
+    ag->npipes++;
+    return 0;
 }

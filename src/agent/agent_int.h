@@ -127,6 +127,7 @@ void lreq_done(lreq_t *r);
 /* admit.c: admission to the local service */
 void admit_waiters(agent_t *ag);
 void lreq_admit(lreq_t *r);
+int admit_pipe(lreq_t *r);
 void lreq_refuse(lreq_t *r, const char *body, size_t len);
 
 #endif

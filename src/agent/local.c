@@ -166,24 +166,19 @@ static int target_ok(const char *t, size_t n) {
     return t[0] == '*' || !path_climbs(t, n);
 }
 
-void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
-    agent_t *ag = t->data;
-    lreq_t *r;
-    size_t i;
-    int has_cl = 0;
-    uint64_t cl;
+/* One header line of the request head. */
+static void head_line(nw_sbuf_t *b, const char *name, size_t nlen, const char *val, size_t vlen) {
+    nw_sbuf_append(b, name, nlen);
+    nw_sbuf_append(b, ": ", 2);
+    nw_sbuf_append(b, val, vlen);
+    nw_sbuf_append(b, "\r\n", 2);
+}
 
-    if (!nw_http_token_ok(f->method, f->method_len) || !target_ok(f->target, f->target_len) ||
-        !nw_http_fields_ok(f->hdrs, f->nhdrs)) {
-        nw_warn("agent=%s strm=%u malformed request head from server", ag->cfg->agent_id, s->sid);
-        nw_strm_detach(s, NW_RST_PROTOCOL);
-        return;
-    }
-    r = nw_calloc(1, sizeof(*r));
-    if (!r) {
-        nw_strm_detach(s, NW_RST_INTERNAL);
-        return;
-    }
+/* A request for stream s, in the agent's list of requests. */
+static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
+    lreq_t *r = nw_calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
     r->ag = ag;
     r->strm = s;
     s->data = r;
@@ -194,6 +189,17 @@ void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
     nw_trimmer_load(&ag->trim, ++ag->nreqs);
     r->req_end = (f->flags & NW_MUX_F_END) != 0;
     r->is_head = nw_strieq(f->method, f->method_len, "HEAD");
+    return r;
+}
+
+/* The request head for the local service from the OPEN's, into r->head;
+ * on a bad head, fails r and returns -1. */
+static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
+    agent_t *ag = r->ag;
+    size_t i;
+    int has_cl = 0;
+    uint64_t cl;
+
     /* Only LOCAL_URL's host and port are ever dialled; the target is
      * appended to its base path. */
     nw_sbuf_append(&r->head, f->method, f->method_len);
@@ -212,9 +218,7 @@ void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
             /* An upgrade (WebSocket, h2c): ask the local service for it. */
             r->upgrade = 1;
             nw_sbuf_appends(&r->head, "Connection: Upgrade\r\n");
-            nw_sbuf_append(&r->head, "Upgrade: ", 9);
-            nw_sbuf_append(&r->head, h->value, h->value_len);
-            nw_sbuf_append(&r->head, "\r\n", 2);
+            head_line(&r->head, "Upgrade", 7, h->value, h->value_len);
             continue;
         }
         if (nw_strieq(h->name, h->name_len, "host") || nw_http_is_hop(h->name, h->name_len))
@@ -222,16 +226,13 @@ void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
         if (nw_strieq(h->name, h->name_len, "content-length")) {
             if (has_cl || nw_http_parse_cl(h->value, h->value_len, &cl) != 0) {
                 lreq_fail(r, NW_RST_PROTOCOL, "bad Content-Length from server");
-                return;
+                return -1;
             }
             has_cl = 1;
             r->has_cl = 1;
             r->body_left = cl;
         }
-        nw_sbuf_append(&r->head, h->name, h->name_len);
-        nw_sbuf_append(&r->head, ": ", 2);
-        nw_sbuf_append(&r->head, h->value, h->value_len);
-        nw_sbuf_append(&r->head, "\r\n", 2);
+        head_line(&r->head, h->name, h->name_len, h->value, h->value_len);
     }
     if (r->req_end && r->body_left) {
         /* END with a body announced: the service would wait for bytes that
@@ -239,7 +240,7 @@ void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
          * head as them. */
         lreq_fail(r, NW_RST_PROTOCOL, "server ended a request whose Content-Length "
                                       "announces a body");
-        return;
+        return -1;
     }
     if (!has_cl && !r->req_end && !r->upgrade) {
         r->chunked = 1;
@@ -247,22 +248,32 @@ void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
     }
     if (nw_sbuf_append(&r->head, "\r\n", 2) != 0) {
         lreq_fail(r, NW_RST_INTERNAL, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* The server opened a stream: check its head, build the local request,
+ * and admit it (or queue or refuse it). */
+void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
+    agent_t *ag = t->data;
+    lreq_t *r;
+
+    if (!nw_http_token_ok(f->method, f->method_len) || !target_ok(f->target, f->target_len) ||
+        !nw_http_fields_ok(f->hdrs, f->nhdrs)) {
+        nw_warn("agent=%s strm=%u malformed request head from server", ag->cfg->agent_id, s->sid);
+        nw_strm_detach(s, NW_RST_PROTOCOL);
         return;
     }
-    if (r->upgrade) {
-        /* Pipes have their own bound and, once up, take no request slot:
-         * idle WebSockets never starve plain requests. */
-        static const char body[] = "natwrp agent: too many upgraded connections (WebSockets) "
-                                   "to the local service; try again\n";
-        if (ag->npipes >= ag->cfg->max_pipes) {
-            nw_warn("agent=%s strm=%u %zu upgraded connections open (MAX_LOCAL_PIPES): 503",
-                    ag->cfg->agent_id, s->sid, ag->npipes);
-            lreq_refuse(r, body, sizeof(body) - 1);
-            return;
-        }
-        r->pipe_slot = 1;
-        ag->npipes++;
+    r = lreq_new(ag, s, f);
+    if (!r) {
+        nw_strm_detach(s, NW_RST_INTERNAL);
+        return;
     }
+    if (lreq_build_head(r, f) != 0)
+        return;
+    if (r->upgrade && admit_pipe(r) != 0)
+        return;
     lreq_admit(r);
 }
 
