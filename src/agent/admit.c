@@ -42,10 +42,7 @@ void lreq_refuse(lreq_t *r, const char *body, size_t len) {
         if (nw_strm_head(r->strm, 503, "Service Unavailable", 19, h, 3, 0) == 0)
             nw_strm_send(r->strm, body, len, 1);
     }
-    if (r->strm) {
-        nw_strm_detach(r->strm, 0);
-        r->strm = NULL;
-    }
+    lreq_detach(r, 0);
     lreq_free(r);
 }
 

@@ -1,9 +1,8 @@
-/* agent.c: `natwrp agent`. Keeps MAX_CONN tunnel slots, each dialling
- * REMOTE_URL and upgrading to a natwrp tunnel, and turns every stream the
- * server opens into one HTTP/1.1 exchange with LOCAL_URL over a bounded
- * pool of keep-alive connections. A slot reconnects with exponential
- * backoff and jitter after any loss, and at once when the server says
- * GOAWAY (the old tunnel finishes its streams meanwhile). */
+/* agent.c: `natwrp agent`: start-up and exit (one cleanup path), signals,
+ * drain (GOAWAY, then the grace period) and stop. The agent keeps MAX_CONN
+ * tunnel slots to REMOTE_URL (slot.c) and turns every stream the server
+ * opens into one HTTP/1.1 exchange with LOCAL_URL (local.c), admitted
+ * under its limits (admit.c), over a keep-alive pool (pool.c). */
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
@@ -98,12 +97,8 @@ static void on_drain_check(uv_check_t *h) {
 
 static void on_grace(uv_timer_t *h) {
     agent_t *ag = h->data;
-    size_t n = 0;
-    lreq_t *r;
-    for (r = ag->reqs; r; r = r->next)
-        n++;
     nw_warn("agent=%s grace period (%llu ms) over: cutting %zu request(s) still running",
-            ag->cfg->agent_id, (unsigned long long)ag->cfg->grace_ms, n);
+            ag->cfg->agent_id, (unsigned long long)ag->cfg->grace_ms, ag->nreqs);
     agent_stop(ag);
 }
 
@@ -113,18 +108,15 @@ static void on_grace(uv_timer_t *h) {
 static void on_signal(uv_signal_t *h, int signum) {
     agent_t *ag = h->data;
     const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
-    size_t i, n = 0;
+    size_t i;
     unsigned k;
-    lreq_t *r;
     if (ag->stopping) {
         nw_info("agent=%s received %s again: stopping now", ag->cfg->agent_id, name);
         agent_stop(ag);
         return;
     }
-    for (r = ag->reqs; r; r = r->next)
-        n++;
     nw_info("agent=%s received %s: shutting down (%zu request(s) in flight, grace %llu ms)",
-            ag->cfg->agent_id, name, n, (unsigned long long)ag->cfg->grace_ms);
+            ag->cfg->agent_id, name, ag->nreqs, (unsigned long long)ag->cfg->grace_ms);
     ag->stopping = 1;
     for (k = 0; k < ag->nslots; k++)
         slot_cancel(&ag->slots[k]);

@@ -113,6 +113,7 @@ void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f);
 void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end);
 void ag_on_reset(nw_strm_t *s, uint32_t code);
 void ag_on_drain(nw_strm_t *s);
+void lreq_detach(lreq_t *r, uint32_t code);
 void lreq_fail(lreq_t *r, uint32_t code, const char *why);
 void lreq_start(lreq_t *r);
 void lreq_free(lreq_t *r);

@@ -9,18 +9,28 @@
 
 /* ------------------------------------------------------ tunnel streams */
 
-void lreq_fail(lreq_t *r, uint32_t code, const char *why) {
-    nw_warn("agent=%s strm=%u local request failed: %s", r->ag->cfg->agent_id,
-            r->strm ? r->strm->sid : 0, why);
+/* Let go of r's stream (code 0: it ended; else it is reset with code). */
+void lreq_detach(lreq_t *r, uint32_t code) {
     if (r->strm) {
         nw_strm_detach(r->strm, code);
         r->strm = NULL;
     }
+}
+
+/* Abort r's local connection: never back to the pool, it is mid-exchange. */
+static void lreq_abort_local(lreq_t *r) {
     if (r->lc) {
         r->lc->req = NULL;
         lc_abort(r->lc);
         r->lc = NULL;
     }
+}
+
+void lreq_fail(lreq_t *r, uint32_t code, const char *why) {
+    nw_warn("agent=%s strm=%u local request failed: %s", r->ag->cfg->agent_id,
+            r->strm ? r->strm->sid : 0, why);
+    lreq_detach(r, code);
+    lreq_abort_local(r);
     lreq_free(r);
 }
 
@@ -127,11 +137,7 @@ void ag_on_reset(nw_strm_t *s, uint32_t code) {
         nw_info("agent=%s strm=%u %s: aborting the local request", r->ag->cfg->agent_id, s->sid,
                 code >= NW_RST_TUNNEL_LOST ? "tunnel lost" : nw_mux_code_name(code));
     r->strm = NULL;
-    if (r->lc) {
-        r->lc->req = NULL;
-        lc_abort(r->lc); /* never back to the pool: it is mid-exchange */
-        r->lc = NULL;
-    }
+    lreq_abort_local(r);
     lreq_free(r);
 }
 

@@ -37,10 +37,7 @@ void lreq_done(lreq_t *r) {
     int reuse = lc && !r->upgrade && llhttp_should_keep_alive(&lc->parser) && r->req_end &&
                 !r->early.bytes && lc->conn->wbytes == 0 && !ag->stopping && !lc->stray &&
                 !lc->conn->closing;
-    if (r->strm) {
-        nw_strm_detach(r->strm, 0);
-        r->strm = NULL;
-    }
+    lreq_detach(r, 0);
     if (lc) {
         lc->req = NULL;
         r->lc = NULL;

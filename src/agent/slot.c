@@ -1,5 +1,8 @@
 /* slot.c: tunnel slots: dial REMOTE_URL, the WebSocket handshake (and the
- * log line for a refusal), the tunnel's callbacks, backoff and GOAWAY. */
+ * log line for a refusal), the tunnel's callbacks, backoff and GOAWAY. A
+ * slot reconnects with exponential backoff and jitter after any loss, and
+ * at once when the server says GOAWAY (the old tunnel finishes its streams
+ * meanwhile). */
 #include <stdio.h>
 #include <string.h>
 
