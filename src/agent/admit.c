@@ -114,3 +114,23 @@ int admit_pipe(lreq_t *r) {
     ag->npipes++;
     return 0;
 }
+
+/* r is going: out of the wait queue, and its slots given back. */
+void admit_release(lreq_t *r) {
+    agent_t *ag = r->ag;
+    if (r->waiting) {
+        lreq_t **pp = &ag->wait_head, *prev = NULL;
+        while (*pp && *pp != r)
+            prev = *pp, pp = &(*pp)->wnext;
+        if (*pp) {
+            *pp = r->wnext;
+            if (ag->wait_tail == r)
+                ag->wait_tail = prev;
+            ag->nwait--;
+        }
+    }
+    if (r->admitted)
+        ag->nlocal--;
+    if (r->pipe_slot)
+        ag->npipes--;
+}

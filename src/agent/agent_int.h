@@ -119,16 +119,16 @@ void lreq_start(lreq_t *r);
 void lreq_free(lreq_t *r);
 
 /* pool.c: the keep-alive pool */
-void pool_remove(agent_t *ag, lconn_t *lc);
+lconn_t *pool_take(agent_t *ag);
 void lc_close(lconn_t *lc);
 void lc_abort(lconn_t *lc);
-int lc_reusable(lconn_t *lc);
 void lreq_done(lreq_t *r);
 
 /* admit.c: admission to the local service */
 void admit_waiters(agent_t *ag);
 void lreq_admit(lreq_t *r);
 int admit_pipe(lreq_t *r);
+void admit_release(lreq_t *r);
 void lreq_refuse(lreq_t *r, const char *body, size_t len);
 
 #endif

@@ -585,14 +585,10 @@ static void lreq_on_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
 
 void lreq_start(lreq_t *r) {
     agent_t *ag = r->ag;
-    lconn_t *lc;
-    while ((lc = ag->idle) != NULL) {
-        pool_remove(ag, lc);
-        if (lc_reusable(lc)) {
-            lreq_attach(r, lc);
-            return;
-        }
-        lc_close(lc);
+    lconn_t *lc = pool_take(ag);
+    if (lc) {
+        lreq_attach(r, lc);
+        return;
     }
     r->dial = nw_dial_start(ag->loop, ag->cfg->local.host, ag->cfg->local.port,
                             ag->cfg->connect_timeout_ms, ag->local_tls, lreq_on_dial, r);
@@ -602,21 +598,7 @@ void lreq_start(lreq_t *r) {
 
 void lreq_free(lreq_t *r) {
     agent_t *ag = r->ag;
-    if (r->waiting) {
-        lreq_t **pp = &ag->wait_head, *prev = NULL;
-        while (*pp && *pp != r)
-            prev = *pp, pp = &(*pp)->wnext;
-        if (*pp) {
-            *pp = r->wnext;
-            if (ag->wait_tail == r)
-                ag->wait_tail = prev;
-            ag->nwait--;
-        }
-    }
-    if (r->admitted)
-        ag->nlocal--;
-    if (r->pipe_slot)
-        ag->npipes--;
+    admit_release(r);
     if (r->dial)
         nw_dial_cancel(r->dial);
     nw_trimmer_load(&ag->trim, --ag->nreqs);

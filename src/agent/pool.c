@@ -5,7 +5,7 @@
 
 #include "agent_int.h"
 
-void pool_remove(agent_t *ag, lconn_t *lc) {
+static void pool_remove(agent_t *ag, lconn_t *lc) {
     lconn_t **pp = &ag->idle;
     while (*pp && *pp != lc)
         pp = &(*pp)->next;
@@ -67,7 +67,7 @@ void lreq_done(lreq_t *r) {
  * soon as it runs, but the OPEN may be handled first in the same turn.
  * Over TLS, bytes can also wait in the TLS layer: part of a record (no
  * plaintext yet, so no read callback), whose rest would come later. */
-int lc_reusable(lconn_t *lc) {
+static int lc_reusable(lconn_t *lc) {
     uv_os_fd_t fd;
     char b;
     ssize_t n;
@@ -85,4 +85,17 @@ int lc_reusable(lconn_t *lc) {
         nw_warn("agent=%s local service sent bytes on an idle keep-alive connection: closed",
                 lc->ag->cfg->agent_id);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* An idle connection fit for the next request, or NULL; unfit ones met on
+ * the way are closed. */
+lconn_t *pool_take(agent_t *ag) {
+    lconn_t *lc;
+    while ((lc = ag->idle) != NULL) {
+        pool_remove(ag, lc);
+        if (lc_reusable(lc))
+            return lc;
+        lc_close(lc);
+    }
+    return NULL;
 }
