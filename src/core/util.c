@@ -32,9 +32,17 @@ int nw_strieq(const char *a, size_t alen, const char *b) {
     return b[alen] == 0;
 }
 
-void *nw_malloc(size_t n) { return malloc(n ? n : 1); }
-void *nw_calloc(size_t n, size_t sz) { return calloc(n ? n : 1, sz ? sz : 1); }
-void *nw_realloc(void *p, size_t n) { return realloc(p, n ? n : 1); }
+/* Test-only failure injection (test/unit/test_agent.c): when nonzero, the
+ * allocation that counts it down to 0 fails. Always 0 outside tests. */
+unsigned long nw__alloc_fail_in;
+
+static int alloc_fails(void) { return nw__alloc_fail_in && --nw__alloc_fail_in == 0; }
+
+void *nw_malloc(size_t n) { return alloc_fails() ? NULL : malloc(n ? n : 1); }
+void *nw_calloc(size_t n, size_t sz) {
+    return alloc_fails() ? NULL : calloc(n ? n : 1, sz ? sz : 1);
+}
+void *nw_realloc(void *p, size_t n) { return alloc_fails() ? NULL : realloc(p, n ? n : 1); }
 void nw_free(void *p) { free(p); }
 
 char *nw_strndup(const char *s, size_t n) {

@@ -1,0 +1,134 @@
+/* agent_int.h: what the agent's files share: the agent, its tunnel slots,
+ * its local connections and requests, and the functions they call across
+ * files (agent.c, slot.c, local.c, pool.c, admit.c). */
+#ifndef NW_AGENT_INT_H
+#define NW_AGENT_INT_H
+
+#include <llhttp.h>
+
+#include "cfg.h"
+#include "conn.h"
+#include "http1.h"
+#include "log.h"
+#include "tun.h"
+
+#define MAX_TUNS 256            /* live tunnels: current ones plus retiring ones */
+
+typedef struct agent_s agent_t;
+typedef struct lreq_s lreq_t;
+
+/* One tunnel slot: the dial, the handshake, the tunnel, its backoff. */
+typedef struct slot_s {
+    nw_hfields_t hs_hf; /* first: the shared llhttp head callbacks find it here */
+    agent_t *ag;
+    char name[140];     /* the tunnel's id: AGENT_ID, or AGENT_ID-k with MAX_CONN > 1 */
+    nw_tun_t *tun;
+    nw_dial_t *dial;
+    nw_conn_t *hs;      /* connection while the handshake runs */
+    llhttp_t hs_parser;
+    nw_sbuf_t hs_body;
+    char hs_key[25];
+    int hs_done;
+    uv_timer_t timer;   /* backoff, then handshake deadline */
+    unsigned attempt;
+    uint64_t up_since;
+} slot_t;
+
+/* One connection to the local service. */
+typedef struct lconn_s {
+    nw_hfields_t hf; /* first: the shared llhttp head callbacks find it here */
+    agent_t *ag;
+    nw_conn_t *conn;
+    llhttp_t parser;
+    lreq_t *req;
+    const char *parse_end; /* end of the bytes being parsed */
+    struct lconn_s *next; /* idle pool */
+    unsigned reused : 1, got_bytes : 1, interim : 1, idle : 1, done : 1, piped : 1,
+        stray : 1; /* bytes followed the response: never pooled */
+} lconn_t;
+
+/* One stream's exchange with the local service. */
+struct lreq_s {
+    agent_t *ag;
+    nw_strm_t *strm;
+    lconn_t *lc;
+    nw_dial_t *dial;
+    nw_sbuf_t head;   /* serialized request head, kept for one retry */
+    nw_bufq_t early;  /* body that arrived before a connection was ready */
+    nw_bufq_t held;   /* upgrade: the client's bytes, held until the service says 101 */
+    uint64_t body_left; /* Content-Length (0 for an upgrade without one) not yet received */
+    uint64_t wait_since; /* when it joined the wait queue (LOCAL_QUEUE_TIMEOUT) */
+    lreq_t *prev, *next;
+    lreq_t *wnext;    /* waiting for a local connection slot */
+    unsigned req_end : 1, chunked : 1, body_sent : 1, is_head : 1, head_out : 1, resp_head : 1,
+        resp_end : 1, retried : 1, admitted : 1, waiting : 1,
+        upgrade : 1,  /* the request carries Upgrade: its bytes after the head are raw */
+        piped : 1,    /* the local service answered 101: a raw pipe both ways */
+        in_eof : 1,   /* piped: the server's side (the client) ended */
+        has_cl : 1,   /* OPEN carried Content-Length: body_left bounds the body */
+        pipe_slot : 1; /* counted in npipes (an upgrade request or a pipe) */
+};
+
+struct agent_s {
+    uv_loop_t *loop;
+    nw_agent_cfg_t *cfg;
+    char remote_str[1400];
+    char local_str[1400];
+    char host_hdr[300]; /* LOCAL_URL's authority for Host */
+    slot_t *slots;
+    unsigned nslots;
+    nw_tun_t *tuns[MAX_TUNS]; /* every live tunnel, current or retiring */
+    size_t ntuns;
+    uint64_t tun_seq;
+    lconn_t *idle;
+    size_t nidle;
+    lreq_t *reqs;
+    size_t nreqs;
+    nw_trimmer_t trim;        /* returns memory after a burst of requests */
+    size_t nlocal;            /* requests holding or dialling a local connection */
+    size_t npipes;            /* upgrade requests and pipes (MAX_LOCAL_PIPES) */
+    lreq_t *wait_head, *wait_tail; /* requests waiting for one, oldest first */
+    size_t nwait;
+    uv_timer_t qtimer;        /* LOCAL_QUEUE_TIMEOUT of the oldest waiting request */
+    int admitting;
+    uv_signal_t sig[2];
+    uv_timer_t grace;         /* SIGTERM: the deadline for in-flight requests */
+    uv_check_t drain;         /* SIGTERM: checks after each I/O whether all is done */
+    int stopping;             /* 1 draining, 2 closing everything */
+    int drained;              /* draining: every request done, tunnels closing */
+    nw_tls_conf_t *remote_tls; /* NULL for http:// */
+    nw_tls_conf_t *local_tls;
+};
+
+/* agent.c: process lifecycle */
+void agent_check_done(agent_t *ag);
+
+/* slot.c: tunnel slots */
+void slot_connect(slot_t *sl);
+void slot_cancel(slot_t *sl);
+
+/* local.c: stream <-> local request */
+void lc_parser_init(lconn_t *lc);
+void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f);
+void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end);
+void ag_on_reset(nw_strm_t *s, uint32_t code);
+void ag_on_drain(nw_strm_t *s);
+void lreq_detach(lreq_t *r, uint32_t code);
+void lreq_fail(lreq_t *r, uint32_t code, const char *why);
+void lreq_start(lreq_t *r);
+void lreq_free(lreq_t *r);
+
+/* pool.c: the keep-alive pool */
+lconn_t *pool_take(agent_t *ag);
+void lc_close(lconn_t *lc);
+void lc_abort(lconn_t *lc);
+void lreq_done(lreq_t *r);
+
+/* admit.c: admission to the local service */
+void admit_waiters(agent_t *ag);
+void lreq_admit(lreq_t *r);
+int admit_pipe(lreq_t *r);
+void admit_release(lreq_t *r);
+void lreq_refuse(lreq_t *r, const char *body, size_t len);
+
+#endif
