@@ -65,6 +65,10 @@ static inline uint32_t nw_get32(const uint8_t *p) {
 int nw_strieq(const char *a, size_t alen, const char *b);
 
 /* Allocation wrappers: one place to count and to fail in tests. */
+/* Tests only: when non-zero, the allocation that counts it down to 0
+ * fails (nw_malloc, nw_calloc, nw_realloc), so a test can fail each
+ * allocation of a path in turn. Always 0 in the program. */
+extern unsigned long nw__alloc_fail_in;
 void *nw_malloc(size_t n);
 void *nw_calloc(size_t n, size_t sz);
 void *nw_realloc(void *p, size_t n);

@@ -10,9 +10,8 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "nw.h"
 #include "unit.h"
-
-extern unsigned long nw__alloc_fail_in;
 
 static char *argv_tls[] = {"agent",        "--id",     "t",         "--remote",
                            "https://127.0.0.1:9",  "--local",  "https://127.0.0.1:9",
