@@ -8,8 +8,10 @@
 
 #include "cfg.h"
 #include "conn.h"
+#include "dial.h"
 #include "http1.h"
 #include "log.h"
+#include "trim.h"
 #include "tun.h"
 
 #define MAX_TUNS 256            /* live tunnels: current ones plus retiring ones */
