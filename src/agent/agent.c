@@ -15,12 +15,6 @@
 
 /* ---------------------------------------------------------------- main */
 
-static void on_walk_close(uv_handle_t *h, void *arg) {
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 /* Close everything now; in-flight requests are cut. */
 static void agent_stop(agent_t *ag) {
     unsigned i;
@@ -272,10 +266,7 @@ int nw_agent_main(int argc, char **argv) {
     for (k = 0; k < ag->nslots; k++)
         slot_connect(&ag->slots[k]);
     uv_run(&loop, UV_RUN_DEFAULT);
-    uv_walk(&loop, on_walk_close, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop) != 0)
-        nw_err("event loop closed with handles still open");
+    nw_loop_teardown(&loop);
     rc = 0;
 out:
     agent_free(ag);

@@ -42,14 +42,12 @@ static int lc_write(lconn_t *lc, const void *p, size_t n, size_t credit) {
 /* Write body bytes to the local service, chunked when the length is
  * unknown; credit flows back to the server when the write completes. */
 static int lreq_write_body(lreq_t *r, const void *p, size_t n, int end) {
-    char hdr[32];
+    char hdr[NW_HTTP_CHUNK_LINE];
     uv_buf_t b[4];
     unsigned k = 0;
     if (n) {
-        if (r->chunked) {
-            int l = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
-            b[k++] = uv_buf_init(hdr, (unsigned)l);
-        }
+        if (r->chunked)
+            b[k++] = uv_buf_init(hdr, (unsigned)nw_http_chunk_line(hdr, n));
         b[k++] = uv_buf_init((char *)p, (unsigned)n);
         if (r->chunked)
             b[k++] = uv_buf_init("\r\n", 2);
@@ -173,13 +171,6 @@ static int target_ok(const char *t, size_t n) {
 }
 
 /* One header line of the request head. */
-static void head_line(nw_sbuf_t *b, const char *name, size_t nlen, const char *val, size_t vlen) {
-    nw_sbuf_append(b, name, nlen);
-    nw_sbuf_append(b, ": ", 2);
-    nw_sbuf_append(b, val, vlen);
-    nw_sbuf_append(b, "\r\n", 2);
-}
-
 /* A request for stream s, in the agent's list of requests. */
 static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
     lreq_t *r = nw_calloc(1, sizeof(*r));
@@ -224,7 +215,7 @@ static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
             /* An upgrade (WebSocket, h2c): ask the local service for it. */
             r->upgrade = 1;
             nw_sbuf_appends(&r->head, "Connection: Upgrade\r\n");
-            head_line(&r->head, "Upgrade", 7, h->value, h->value_len);
+            nw_http_put_field(&r->head, "Upgrade", 7, h->value, h->value_len);
             continue;
         }
         if (nw_strieq(h->name, h->name_len, "host") || nw_http_is_hop(h->name, h->name_len))
@@ -238,7 +229,7 @@ static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
             r->has_cl = 1;
             r->body_left = cl;
         }
-        head_line(&r->head, h->name, h->name_len, h->value, h->value_len);
+        nw_http_put_field(&r->head, h->name, h->name_len, h->value, h->value_len);
     }
     if (r->req_end && r->body_left) {
         /* END with a body announced: the service would wait for bytes that

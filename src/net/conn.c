@@ -514,3 +514,16 @@ static int submit_owned(nw_conn_t *c, char *p, size_t len, size_t credit) {
     w->owned = p;
     return submit(c, w);
 }
+
+static void on_walk_close(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void nw_loop_teardown(uv_loop_t *loop) {
+    uv_walk(loop, on_walk_close, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(loop) != 0)
+        nw_err("event loop closed with handles still open");
+}

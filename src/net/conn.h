@@ -93,4 +93,8 @@ void nw_conn_abort(nw_conn_t *c);
 #include "dial.h"
 #include "trim.h"
 
+/* The end of a role's main: close every handle still open, run the loop
+ * until their close callbacks ran, close the loop (logged if that fails). */
+void nw_loop_teardown(uv_loop_t *loop);
+
 #endif

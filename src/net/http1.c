@@ -382,3 +382,26 @@ int nw_http_host_ok(const char *p, size_t n) {
     }
     return 1;
 }
+
+void nw_http_put_field(nw_sbuf_t *out, const char *name, size_t nlen, const char *value,
+                       size_t vlen) {
+    nw_sbuf_append(out, name, nlen);
+    nw_sbuf_append(out, ": ", 2);
+    nw_sbuf_append(out, value, vlen);
+    nw_sbuf_append(out, "\r\n", 2);
+}
+
+size_t nw_http_chunk_line(char *buf, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    char tmp[16];
+    size_t k = 0, len = 0;
+    do {
+        tmp[k++] = hex[n & 15];
+        n >>= 4;
+    } while (n);
+    while (k)
+        buf[len++] = tmp[--k];
+    buf[len++] = '\r';
+    buf[len++] = '\n';
+    return len;
+}

@@ -72,6 +72,15 @@ int nw_http_fields_ok(const nw_hdr_t *h, size_t n);
 /* Strict Content-Length: digits only, at most 19 of them. */
 int nw_http_parse_cl(const char *p, size_t n, uint64_t *out);
 
+/* Append "name: value\r\n" to out. */
+void nw_http_put_field(nw_sbuf_t *out, const char *name, size_t nlen, const char *value,
+                       size_t vlen);
+
+/* The chunk-size line for n body bytes ("%zx\r\n", without printf) into
+ * buf, which holds NW_HTTP_CHUNK_LINE bytes; returns its length. */
+#define NW_HTTP_CHUNK_LINE 20
+size_t nw_http_chunk_line(char *buf, size_t n);
+
 /* A request head checked byte by byte before llhttp sees it, for what
  * llhttp 8 accepts even in strict mode and a front-end must not (request
  * smuggling): a bare LF, obs-fold (a field line starting with SP or HTAB),

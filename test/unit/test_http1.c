@@ -1227,6 +1227,32 @@ UNIT_TEST(test_host_ok) {
     }
 }
 
+/* The chunk-size line matches printf's "%zx\r\n" for every size class. */
+UNIT_TEST(test_chunk_line) {
+    static const size_t sizes[] = {0, 1, 9, 10, 15, 16, 255, 256, 4095, 65536, 0xabcdef,
+                                   (size_t)-1};
+    char got[NW_HTTP_CHUNK_LINE + 1], want[64];
+    size_t i, n;
+    for (i = 0; i < NW_ARRAY_LEN(sizes); i++) {
+        n = nw_http_chunk_line(got, sizes[i]);
+        CHECK(n <= NW_HTTP_CHUNK_LINE);
+        got[n] = 0;
+        snprintf(want, sizeof(want), "%zx\r\n", sizes[i]);
+        CHECK_STR(got, want);
+    }
+}
+
+/* One header line, in the order given. */
+UNIT_TEST(test_put_field) {
+    nw_sbuf_t b = {0};
+    nw_http_put_field(&b, "X-A", 3, "1 2", 3);
+    nw_http_put_field(&b, "Empty", 5, "", 0);
+    CHECK(b.p != NULL);
+    CHECK_EQ(b.len, strlen("X-A: 1 2\r\nEmpty: \r\n"));
+    CHECK(memcmp(b.p, "X-A: 1 2\r\nEmpty: \r\n", b.len) == 0);
+    nw_sbuf_free(&b);
+}
+
 UNIT_MAIN(UNIT_CASE(test_headscan_accepts_good_heads),
           UNIT_CASE(test_headscan_refuses_smuggling_shapes), UNIT_CASE(test_host_ok),
           UNIT_CASE(test_hf_whole_fields), UNIT_CASE(test_hf_first_in_pieces),
@@ -1248,4 +1274,5 @@ UNIT_MAIN(UNIT_CASE(test_headscan_accepts_good_heads),
           UNIT_CASE(test_llhttp_request_byte_at_a_time),
           UNIT_CASE(test_llhttp_response_every_split), UNIT_CASE(test_llhttp_keepalive_reset),
           UNIT_CASE(test_llhttp_head_cap_every_split), UNIT_CASE(test_llhttp_toomany),
-          UNIT_CASE(test_llhttp_value_trailing_ows))
+          UNIT_CASE(test_llhttp_value_trailing_ows), UNIT_CASE(test_chunk_line),
+          UNIT_CASE(test_put_field))
