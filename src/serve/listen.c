@@ -93,8 +93,9 @@ static void on_connection(uv_stream_t *server, int status) {
 /* Bind with SO_REUSEPORT so that a new serve process can listen on the
  * same port before this one drains away (rolling restart; Linux allows it
  * only between processes of the same user). libuv 1.44 has no flag for
- * it, so the socket is made here and handed over with uv_tcp_open. */
-static int bind_reuseport(uv_tcp_t *h, const struct sockaddr *sa) {
+ * it, so the socket is made, bound and listening here, and handed over
+ * with uv_tcp_open. Returns the socket or a negative libuv error. */
+static int bind_reuseport(const struct sockaddr *sa) {
     int one = 1, fd, rc;
     socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                               : sizeof(struct sockaddr_in);
@@ -103,23 +104,30 @@ static int bind_reuseport(uv_tcp_t *h, const struct sockaddr *sa) {
         return uv_translate_sys_error(errno);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        bind(fd, sa, len) != 0) {
+        bind(fd, sa, len) != 0 || listen(fd, 1024) != 0) {
         rc = uv_translate_sys_error(errno);
         close(fd);
         return rc;
     }
+    return fd;
+}
+
+/* Listen on sa with the handle h. Everything that can fail for a reason of
+ * the host (address taken, no IPv6) fails before h is initialised, so the
+ * caller may try another address with the same h. *used is set once h was
+ * initialised: it is then listening, or closing (its close callback has
+ * not run yet, so its memory must not be initialised again). */
+static int listen_on(serve_t *srv, uv_tcp_t *h, const struct sockaddr *sa, int *used) {
+    int rc, fd = bind_reuseport(sa);
+    if (fd < 0)
+        return fd;
+    uv_tcp_init(srv->loop, h);
+    *used = 1;
+    h->data = srv;
     rc = uv_tcp_open(h, fd);
     if (rc != 0)
         close(fd);
-    return rc;
-}
-
-static int listen_on(serve_t *srv, uv_tcp_t *h, const struct sockaddr *sa) {
-    int rc;
-    uv_tcp_init(srv->loop, h);
-    h->data = srv;
-    rc = bind_reuseport(h, sa);
-    if (rc == 0)
+    else
         rc = uv_listen((uv_stream_t *)h, 1024, on_connection);
     if (rc != 0)
         uv_close((uv_handle_t *)h, NULL);
@@ -130,7 +138,7 @@ int srv_listen_one(serve_t *srv, const nw_listen_t *l) {
     uv_tcp_t *h = &srv->listeners[srv->nlisteners];
     struct sockaddr_storage ss;
     char name[INET6_ADDRSTRLEN];
-    int len = sizeof(ss), rc;
+    int len = sizeof(ss), rc, used = 0;
 
     const char *host = l->host[0] ? l->host : "::";
     if (strchr(host, ':'))
@@ -142,11 +150,11 @@ int srv_listen_one(serve_t *srv, const nw_listen_t *l) {
         fprintf(stderr, "natwrp serve: --listen %s:%u: not an IP address\n", l->host, l->port);
         return rc;
     }
-    rc = listen_on(srv, h, (struct sockaddr *)&ss);
-    if (rc != 0 && !l->host[0]) {
-        /* No IPv6 here: fall back to every IPv4 interface. */
+    rc = listen_on(srv, h, (struct sockaddr *)&ss, &used);
+    if (rc != 0 && !l->host[0] && !used) {
+        /* No IPv6 here (or [::]:port taken): every IPv4 interface. */
         uv_ip4_addr("0.0.0.0", l->port, (struct sockaddr_in *)&ss);
-        rc = listen_on(srv, h, (struct sockaddr *)&ss);
+        rc = listen_on(srv, h, (struct sockaddr *)&ss, &used);
     }
     if (rc != 0) { /* a setting this host cannot honour: a usage error, exit 2 */
         fprintf(stderr, "natwrp serve: --listen: cannot listen on %s:%u: %s\n",
