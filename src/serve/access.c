@@ -14,6 +14,7 @@
 #include "path.h"
 #include "serve.h"
 #include "serve_int.h"
+#include "handshake.h"
 #include "tun.h"
 #include "ws.h"
 
@@ -192,7 +193,7 @@ static int offers_natwrp(const nw_hfields_t *h) {
             while (k < f.value_len && (f.value[k] == ' ' || f.value[k] == '\t' ||
                                        f.value[k] == ','))
                 k++;
-            if (cgi_eq(f.value + k, f.value_len - k, "natwrp.", 1))
+            if (cgi_eq(f.value + k, f.value_len - k, NW_HS_SUBPROTO_PREFIX, 1))
                 return 1;
             while (k < f.value_len && f.value[k] != ',')
                 k++;
@@ -230,7 +231,7 @@ const char *pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm) 
         why = "a natwrp.* subprotocol outside the tunnel path";
     for (i = 0; i < h->n && !why; i++) {
         nw_hf_get(h, i, &f);
-        if (cgi_eq(f.name, f.name_len, "x-natwrp-", 1))
+        if (cgi_eq(f.name, f.name_len, NW_HS_FIELD_PREFIX, 1))
             why = "an X-Natwrp-* field outside the tunnel path";
     }
     return why;

@@ -14,22 +14,9 @@
 #include "path.h"
 #include "serve.h"
 #include "serve_int.h"
+#include "handshake.h"
 #include "tun.h"
 #include "ws.h"
-
-/* AGENT_ID's syntax; a MAX_CONN tunnel's id adds "-k" (max_len 139). */
-static int agent_id_ok(const char *p, size_t n, size_t max_len) {
-    size_t i;
-    if (n == 0 || n > max_len)
-        return 0;
-    for (i = 0; i < n; i++) {
-        char c = p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("._@:+-", c)))
-            return 0;
-    }
-    return 1;
-}
 
 /* Refuse a tunnel upgrade with a status and a one-line reason. */
 static void tunnel_refuse(pconn_t *pc, int status, const char *agent, const char *why) {
@@ -45,7 +32,6 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
     nw_hdr_t f;
     char accept[29], msg[256], resp[512];
     int i, n;
-    uint64_t win = 262144;
 
     if (pc->parser.method != HTTP_GET || !nw_http_has_token(h, "upgrade", "websocket") ||
         !nw_http_has_token(h, "connection", "upgrade")) {
@@ -68,16 +54,16 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
         tunnel_refuse(pc, 400, NULL, "missing or invalid Sec-WebSocket-Key");
         return -1;
     }
-    if (!nw_http_has_token(h, "sec-websocket-protocol", NW_WS_SUBPROTO)) {
+    if (!nw_hs_subproto_offered(h)) {
         i = nw_hf_find(h, "sec-websocket-protocol", 0);
         if (i >= 0)
             nw_hf_get(h, (size_t)i, &f);
         snprintf(msg, sizeof(msg),
-                 "protocol version mismatch: agent offered '%.*s', server speaks " NW_WS_SUBPROTO,
+                 "protocol version mismatch: agent offered '%.*s', server speaks " NW_HS_SUBPROTO,
                  i >= 0 ? (int)NW_MIN(f.value_len, 100) : 4, i >= 0 ? f.value : "none");
         nw_warn("tunnel refused from %s: %s", pc->conn->peer, msg);
         n = snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 400 Bad Request\r\nX-Natwrp-Version: %d\r\n"
+                     "HTTP/1.1 400 Bad Request\r\n" NW_HS_VERSION ": %d\r\n"
                      "Content-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n"
                      "natwrp: %s\n",
                      NW_PROTO_VERSION, strlen(msg) + 9, msg);
@@ -86,10 +72,11 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
         pc_linger(pc);
         return -1;
     }
-    i = nw_hf_find(h, "x-natwrp-agent", 0);
+    i = nw_hf_find(h, NW_HS_AGENT, 0);
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f),
-                  !agent_id_ok(f.value, f.value_len,
-                               nw_hf_find(h, "x-natwrp-group", 0) >= 0 ? 139 : 128))) {
+                  !nw_hs_agent_id_ok(f.value, f.value_len,
+                                     nw_hf_find(h, NW_HS_GROUP, 0) >= 0 ? NW_HS_TUNNEL_NAME_MAX
+                                                                        : NW_HS_AGENT_ID_MAX))) {
         tunnel_refuse(pc, 400, NULL,
                       "missing or invalid X-Natwrp-Agent (1-128 of A-Z a-z 0-9 . _ @ : + -)");
         return -1;
@@ -97,8 +84,9 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
     memcpy(agent, f.value, f.value_len);
     agent[f.value_len] = 0;
     /* MAX_CONN agents name each tunnel AGENT_ID-k and send AGENT_ID here. */
-    i = nw_hf_find(h, "x-natwrp-group", 0);
-    if (i >= 0 && (nw_hf_get(h, (size_t)i, &f), !agent_id_ok(f.value, f.value_len, 128))) {
+    i = nw_hf_find(h, NW_HS_GROUP, 0);
+    if (i >= 0 &&
+        (nw_hf_get(h, (size_t)i, &f), !nw_hs_agent_id_ok(f.value, f.value_len, NW_HS_AGENT_ID_MAX))) {
         tunnel_refuse(pc, 400, agent, "invalid X-Natwrp-Group");
         return -1;
     }
@@ -147,20 +135,14 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
         tunnel_refuse(pc, 503, agent, "server is shutting down");
         return -1;
     }
-    i = nw_hf_find(h, "x-natwrp-window", 0);
-    if (i >= 0) {
-        nw_hf_get(h, (size_t)i, &f);
-        if (nw_http_parse_cl(f.value, f.value_len, &win) != 0 || win < 1024 ||
-            win > NW_MUX_MAX_WINDOW) {
-            tunnel_refuse(pc, 400, agent, "invalid X-Natwrp-Window");
-            return -1;
-        }
+    if (nw_hs_window(h, peer_window) != 0) {
+        tunnel_refuse(pc, 400, agent, "invalid " NW_HS_WINDOW);
+        return -1;
     }
-    *peer_window = (uint32_t)win;
     n = snprintf(resp, sizeof(resp),
                  "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
-                 "Sec-WebSocket-Protocol: " NW_WS_SUBPROTO "\r\nX-Natwrp-Window: %u\r\n\r\n",
+                 "Sec-WebSocket-Protocol: " NW_HS_SUBPROTO "\r\n" NW_HS_WINDOW ": %u\r\n\r\n",
                  accept, pc->srv->cfg->window);
     return pc_write(pc, resp, (size_t)n, 0) == 0 ? 0 : -1;
 }
