@@ -14,6 +14,7 @@
 #include "path.h"
 #include "serve.h"
 #include "serve_int.h"
+#include "fwd.h"
 #include "tun.h"
 #include "ws.h"
 
@@ -76,40 +77,19 @@ static const char *pc_ip(const pconn_t *pc, size_t *len) {
     return ip;
 }
 
-/* Build the forwarded head from pc->hf and open a stream for it on a
- * tunnel with a free slot. 0 when open; 1 when every tunnel is full and
- * the request now waits in the queue; else an HTTP status. */
-int pc_dispatch(pconn_t *pc) {
+/* No tunnel with a free slot (t NULL from reg_pick): 1 when the request
+ * now waits in the queue, else 503.
+ * No free slot, or no tunnel at all (just started, the agent is
+ * restarting, or its only tunnel drains after GOAWAY): wait up to
+ * --queue-timeout for one. The queue holds at most one request per
+ * public connection, so --max-conns bounds it. A draining server takes
+ * no new tunnel, so there it waits only for a slot. An upgrade waits
+ * like any request: its parser, held after the head, parses a
+ * Content-Length body when it resumes and then reaches the upgrade,
+ * and what the client sent after that stays held until a 101. */
+static int pc_wait_for_slot(pconn_t *pc, int any) {
     serve_t *srv = pc->srv;
-    int trust = srv->cfg->trust_proxy, end = pc->end_at_open, slash, any;
-    /* X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's.
-     * Forwarded and X-Real-IP name the client as X-Forwarded-For does, and
-     * X-Original-URL and X-Rewrite-URL replace the path for services behind
-     * IIS (Symfony, Laminas): a path AUTH_RULE never saw. Only a trusted
-     * proxy may send them on. */
-    const char *drop[] = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "expect",
-                          NULL, NULL, NULL, NULL, NULL, NULL};
-    size_t nd = 4;
-    nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 5];
-    nw_hfields_t *h = &pc->hf;
-    nw_sbuf_t xff = {0}, tgt = {0};
-    nw_hdr_t f;
-    nw_tun_t *t;
-    const char *ip, *target;
-    size_t iplen, tlen;
-    int n, i = -1, err = 0;
-
-    ip = pc_ip(pc, &iplen);
-    t = reg_pick(srv, ip, iplen, &any);
-    /* No free slot, or no tunnel at all (just started, the agent is
-     * restarting, or its only tunnel drains after GOAWAY): wait up to
-     * --queue-timeout for one. The queue holds at most one request per
-     * public connection, so --max-conns bounds it. A draining server takes
-     * no new tunnel, so there it waits only for a slot. An upgrade waits
-     * like any request: its parser, held after the head, parses a
-     * Content-Length body when it resumes and then reaches the upgrade,
-     * and what the client sent after that stays held until a 101. */
-    if (!t && (any || !srv->draining)) {
+    if (any || !srv->draining) {
         if (pc->state != PC_QUEUED) {
             if (any)
                 nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
@@ -124,65 +104,45 @@ int pc_dispatch(pconn_t *pc) {
         wq_append(pc);
         return 1;
     }
-    if (!t) {
-        nw_warn("conn=%llu client=%s %s: 503", (unsigned long long)pc->id, pc->conn->peer,
-                !any ? "no agent connected"
-                     : "every tunnel is at --max-streams and an upgrade with a body cannot wait");
-        return 503;
-    }
+    nw_warn("conn=%llu client=%s %s: 503", (unsigned long long)pc->id, pc->conn->peer,
+            !any ? "no agent connected"
+                 : "every tunnel is at --max-streams and an upgrade with a body cannot wait");
+    return 503;
+}
+
+/* Build the forwarded head from pc->hf (fwd.c) and open a stream for it on
+ * a tunnel with a free slot. 0 when open; 1 when every tunnel is full and
+ * the request now waits in the queue; else an HTTP status. */
+int pc_dispatch(pconn_t *pc) {
+    serve_t *srv = pc->srv;
+    const char *method = llhttp_method_name((llhttp_method_t)pc->parser.method);
+    nw_fwd_in_t in = {0};
+    nw_fwd_head_t fh;
+    nw_tun_t *t;
+    int any, err = 0;
+
+    in.ip = pc_ip(pc, &in.iplen);
+    t = reg_pick(srv, in.ip, in.iplen, &any);
+    if (!t)
+        return pc_wait_for_slot(pc, any);
     pc->tries++;
-    slash = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen) == 1;
-    if (srv->cfg->auth_token[0])
-        drop[nd++] = "x-auth-token";
-    if (!trust) {
-        drop[nd++] = "forwarded", drop[nd++] = "x-real-ip";
-        drop[nd++] = "x-original-url", drop[nd++] = "x-rewrite-url";
+    in.trust = srv->cfg->trust_proxy;
+    in.auth_token = srv->cfg->auth_token[0] != 0;
+    in.https = pc->https;
+    in.upgrade = pc->upgrade;
+    if (nw_fwd_build(&pc->hf, &in, &fh) != 0) { /* on_headers_complete refused these */
+        nw_fwd_free(&fh);
+        return 400;
     }
-    n = nw_http_filter(h, hdrs, NW_HTTP_MAX_FIELDS, drop);
-    /* Only a proxy we were told to trust may speak for the client; from
-     * anyone else, X-Forwarded-* values are dropped, not extended. */
-    while (trust && (i = nw_hf_find(h, "x-forwarded-for", (size_t)(i + 1))) >= 0) {
-        nw_hf_get(h, (size_t)i, &f);
-        nw_sbuf_append(&xff, f.value, f.value_len);
-        nw_sbuf_append(&xff, ", ", 2);
-    }
-    nw_sbuf_append(&xff, ip, iplen);
-    hdrs[n++] = (nw_hdr_t){"X-Forwarded-For", 15, xff.p ? xff.p : "", xff.len};
-    if (trust && (i = nw_hf_find(h, "x-forwarded-proto", 0)) >= 0) {
-        nw_hf_get(h, (size_t)i, &f);
-        hdrs[n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, f.value, f.value_len};
-    } else {
-        hdrs[n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, pc->https ? "https" : "http",
-                               pc->https ? 5u : 4u};
-    }
-    if ((trust && (i = nw_hf_find(h, "x-forwarded-host", 0)) >= 0) ||
-        (i = nw_hf_find(h, "host", 0)) >= 0) {
-        nw_hf_get(h, (size_t)i, &f);
-        hdrs[n++] = (nw_hdr_t){"X-Forwarded-Host", 16, f.value, f.value_len};
-    }
-    if (pc->upgrade && (i = nw_hf_find(h, "upgrade", 0)) >= 0) {
-        nw_hf_get(h, (size_t)i, &f);
-        hdrs[n++] = (nw_hdr_t){"Connection", 10, "Upgrade", 7};
-        hdrs[n++] = (nw_hdr_t){"Upgrade", 7, f.value, f.value_len};
-    }
-    if (slash) {
-        nw_sbuf_append(&tgt, "/", 1);
-        nw_sbuf_append(&tgt, target, tlen);
-        target = tgt.p;
-        tlen = tgt.len;
-    }
-    pc->strm = nw_tun_open(t, llhttp_method_name((llhttp_method_t)pc->parser.method),
-                           strlen(llhttp_method_name((llhttp_method_t)pc->parser.method)),
-                           target, tlen, hdrs, (size_t)n, end, &err);
+    pc->strm = nw_tun_open(t, method, strlen(method), fh.target, fh.tlen, fh.hdrs, fh.n,
+                           pc->end_at_open, &err);
     if (pc->strm) {
         pc->strm->data = pc;
         nw_debug("conn=%llu client=%s tun=%llu agent=%s strm=%u %s %.*s",
                  (unsigned long long)pc->id, pc->conn->peer, (unsigned long long)t->id, t->agent,
-                 pc->strm->sid, llhttp_method_name((llhttp_method_t)pc->parser.method),
-                 (int)tlen, target);
+                 pc->strm->sid, method, (int)fh.tlen, fh.target);
     }
-    nw_sbuf_free(&xff);
-    nw_sbuf_free(&tgt);
+    nw_fwd_free(&fh);
     if (!pc->strm) {
         nw_warn("conn=%llu client=%s tun=%llu agent=%s could not open a stream: %s: %d",
                 (unsigned long long)pc->id, pc->conn->peer, (unsigned long long)t->id, t->agent,
