@@ -163,7 +163,7 @@ void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
     tc.peer_window = peer_window;
     tc.ping_interval_ms = srv->cfg->ping_interval_ms;
     pc->conn = NULL;
-    pc->state = PC_CLOSED;
+    pc_set_state(pc, PC_CLOSED);
     uv_close((uv_handle_t *)&pc->timer, pc_on_timer_close);
     pc_maybe_free(pc); /* drops the conn's share */
     nw_conn_set_owner(c, NULL, NULL, NULL, NULL); /* the pconn is gone */

@@ -63,7 +63,7 @@ void pc_accept(serve_t *srv, uv_stream_t *server, int fd, int tls) {
         if (tls) {
             pc_close(pc);
         } else {
-            pc->state = PC_IDLE;
+            pc_set_state(pc, PC_IDLE);
             pc_reply(pc, 503, "too many connections; try again");
             nw_conn_resume(c, NW_PAUSE_OWNER); /* the linger drains what it sends */
         }
@@ -76,7 +76,7 @@ void pc_accept(serve_t *srv, uv_stream_t *server, int fd, int tls) {
             return;
         }
     }
-    pc->state = PC_IDLE;
+    pc_set_state(pc, PC_IDLE);
     pc->scanning = 1;
     nw_headscan_init(&pc->scan);
     pc_arm(pc, srv->draining ? FRESH_DRAIN_MS : srv->cfg->idle_timeout_ms);

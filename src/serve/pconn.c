@@ -1,4 +1,5 @@
 /* pconn.c: the public connection's lifecycle: read, feed the parser, timers, 101 pipes, close. */
+#include <assert.h>
 #include <errno.h>
 #include <llhttp.h>
 #include <regex.h>
@@ -55,12 +56,42 @@ void pc_send_timer(pconn_t *pc) {
     }
 }
 
+/* The transitions of pc->state the code makes (from -> to); anything
+ * else is a bug, caught by the assert:
+ *   IDLE   -> IDLE (accepted), HEAD (a request begins), LINGER, CLOSED
+ *   HEAD   -> QUEUED (no free slot), WAIT (sent on a stream), IDLE (serve
+ *             answered it and keeps the connection), LINGER, CLOSED (also:
+ *             taken over as a tunnel)
+ *   QUEUED -> QUEUED (still no slot), WAIT, IDLE, LINGER, CLOSED
+ *   WAIT   -> QUEUED, WAIT (a stream refused before use is retried),
+ *             STREAM (the response head came), IDLE, LINGER, CLOSED
+ *   STREAM -> IDLE (response done, kept alive), LINGER, CLOSED
+ *   LINGER -> CLOSED
+ *   CLOSED -> nothing */
+#define PC_TO(s) (1u << (s))
+#define PC_TO_END (PC_TO(PC_LINGER) | PC_TO(PC_CLOSED))
+static const unsigned pc_next[] = {
+    [PC_IDLE] = PC_TO(PC_IDLE) | PC_TO(PC_HEAD) | PC_TO_END,
+    [PC_HEAD] = PC_TO(PC_QUEUED) | PC_TO(PC_WAIT) | PC_TO(PC_IDLE) | PC_TO_END,
+    [PC_QUEUED] = PC_TO(PC_QUEUED) | PC_TO(PC_WAIT) | PC_TO(PC_IDLE) | PC_TO_END,
+    [PC_WAIT] = PC_TO(PC_QUEUED) | PC_TO(PC_WAIT) | PC_TO(PC_STREAM) | PC_TO(PC_IDLE) | PC_TO_END,
+    [PC_STREAM] = PC_TO(PC_IDLE) | PC_TO_END,
+    [PC_LINGER] = PC_TO(PC_CLOSED),
+    [PC_CLOSED] = 0,
+};
+
+void pc_set_state(pconn_t *pc, enum pc_state to) {
+    assert((size_t)pc->state < sizeof(pc_next) / sizeof(pc_next[0]) &&
+           (pc_next[pc->state] & PC_TO(to)));
+    pc->state = to;
+}
+
 void pc_linger(pconn_t *pc) {
     if (pc->state == PC_LINGER || pc->state == PC_CLOSED || !pc->conn)
         return;
     wq_remove(pc);
     pc_flush_head(pc);
-    pc->state = PC_LINGER;
+    pc_set_state(pc, PC_LINGER);
     if (pc->strm) {
         nw_strm_detach(pc->strm, NW_RST_CANCEL);
         pc->strm = NULL;
@@ -244,7 +275,7 @@ void pc_close(pconn_t *pc) {
     wq_remove(pc);
     pc_heads_unlink(pc);
     nw_sbuf_free(&pc->head_out);
-    pc->state = PC_CLOSED;
+    pc_set_state(pc, PC_CLOSED);
     if (pc->strm) {
         nw_strm_detach(pc->strm, NW_RST_CANCEL);
         pc->strm = NULL;
@@ -431,7 +462,7 @@ void pc_pipe_done(pconn_t *pc) {
     if (!pc->in_eof || !pc->out_eof || pc->state == PC_CLOSED || pc->state == PC_LINGER)
         return;
     wq_remove(pc);
-    pc->state = PC_LINGER; /* the timer bounds a client that stopped reading */
+    pc_set_state(pc, PC_LINGER); /* the timer bounds a client that stopped reading */
     if (pc->strm) {
         nw_strm_detach(pc->strm, 0);
         pc->strm = NULL;

@@ -141,9 +141,16 @@ static void srv_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
     wq_fail_if_hopeless(t->data);
 }
 
-const nw_tun_cbs_t srv_tun_cbs = {NULL,         srv_on_head,   srv_on_data,
-                                         srv_on_reset, srv_on_drain,  srv_on_goaway,
-                                         srv_on_tun_close};
+/* A tunnel's events on serve; serve never gets an OPEN (on_open NULL). */
+const nw_tun_cbs_t srv_tun_cbs = {
+    .on_open = NULL,
+    .on_head = srv_on_head,
+    .on_data = srv_on_data,
+    .on_reset = srv_on_reset,
+    .on_drain = srv_on_drain,
+    .on_goaway = srv_on_goaway,
+    .on_close = srv_on_tun_close,
+};
 
 void wq_append(pconn_t *pc) {
     serve_t *srv = pc->srv;

@@ -18,8 +18,6 @@
 #include "tun.h"
 #include "ws.h"
 
-llhttp_settings_t pc_settings;
-
 /* Stop the parser with status; pc_parse_error answers it and logs one line
  * with why (NULL: the status's reason phrase). A why of "" means the line
  * was already logged by the caller, which decided with more to say. */
@@ -41,7 +39,7 @@ static int on_message_begin(llhttp_t *p) {
     pc->held_eof = pc->req_body = pc->trailers = 0;
     pc->err_status = pc->defer_status = 0;
     pc->err_why = NULL;
-    pc->state = PC_HEAD;
+    pc_set_state(pc, PC_HEAD);
     pc->used = 1;
     pc_arm(pc, pc->srv->cfg->head_timeout_ms);
     return 0;
@@ -100,7 +98,7 @@ static int pc_wait_for_slot(pconn_t *pc, int any) {
                         (unsigned long long)srv->cfg->queue_timeout_ms);
             pc_arm(pc, srv->cfg->queue_timeout_ms);
         }
-        pc->state = PC_QUEUED;
+        pc_set_state(pc, PC_QUEUED);
         wq_append(pc);
         return 1;
     }
@@ -156,7 +154,7 @@ int pc_dispatch(pconn_t *pc) {
 
 /* The request went out on a stream: wait for the response head. */
 void pc_sent(pconn_t *pc) {
-    pc->state = PC_WAIT;
+    pc_set_state(pc, PC_WAIT);
     /* The response timeout counts from the end of the request: a slow
      * upload is not the local service being slow. Until then the body has
      * its own timer, re-armed on each progress (pc_body_timeout). */
@@ -350,15 +348,14 @@ static int on_message_complete(llhttp_t *p) {
     return HPE_PAUSED; /* hold pipelined requests until this one is answered */
 }
 
-/* Set up the parser callbacks (once, before the first connection). */
-void pc_settings_init(void) {
-    llhttp_settings_init(&pc_settings);
-    pc_settings.on_message_begin = on_message_begin;
-    pc_settings.on_url = on_url;
-    pc_settings.on_header_field = on_hname;
-    pc_settings.on_header_value = on_hvalue;
-    pc_settings.on_headers_complete = on_headers_complete;
-    pc_settings.on_body = on_body;
-    pc_settings.on_chunk_header = on_chunk_header;
-    pc_settings.on_message_complete = on_message_complete;
-}
+/* The public request parser's callbacks (llhttp_init in pc_accept). */
+const llhttp_settings_t pc_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_hname,
+    .on_header_value = on_hvalue,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
+    .on_message_complete = on_message_complete,
+};

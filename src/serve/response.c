@@ -116,7 +116,7 @@ void pc_response_done(pconn_t *pc) {
         return;
     }
     /* Next request: take what the client pipelined, then read again. */
-    pc->state = PC_IDLE;
+    pc_set_state(pc, PC_IDLE);
     pc_arm(pc, pc->srv->cfg->idle_timeout_ms);
     if (pc->conn && pc->conn->wbytes > OUT_MAX) {
         /* A client that pipelines and does not read would have every answer
@@ -158,7 +158,7 @@ static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
     nw_sbuf_t out = {0};
     size_t i;
     uv_timer_stop(&pc->timer);
-    pc->state = PC_STREAM;
+    pc_set_state(pc, PC_STREAM);
     pc->piped = 1;
     nw_sbuf_appendf(&out, "HTTP/1.1 101 %.*s\r\n", (int)f->reason_len, f->reason);
     for (i = 0; i < f->nhdrs; i++) {
@@ -218,7 +218,7 @@ void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         pc_arm(pc, pc->srv->cfg->body_timeout_ms); /* the body still has its own timer */
     else
         uv_timer_stop(&pc->timer);
-    pc->state = PC_STREAM;
+    pc_set_state(pc, PC_STREAM);
     pc->has_cl = 0;
     if (pc->upgrade) {
         /* Not accepted: what the client sent after the request was never

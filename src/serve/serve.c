@@ -168,7 +168,6 @@ int nw_serve_main(int argc, char **argv) {
         return 2;
     }
     nw_log_level = cfg.log_level;
-    pc_settings_init();
 
     srv = nw_calloc(1, sizeof(*srv));
     if (!srv)

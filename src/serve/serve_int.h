@@ -22,7 +22,8 @@
 typedef struct serve_s serve_t;
 
 /* PC_QUEUED: the head is parsed, every tunnel is at --max-streams; the
- * parser is paused until a slot frees or --queue-timeout passes. */
+ * parser is paused until a slot frees or --queue-timeout passes. Set only
+ * through pc_set_state (pconn.c), which holds the allowed transitions. */
 enum pc_state { PC_IDLE, PC_HEAD, PC_QUEUED, PC_WAIT, PC_STREAM, PC_LINGER, PC_CLOSED };
 
 typedef struct pconn_s {
@@ -93,7 +94,7 @@ struct serve_s {
     int stopping;
 };
 
-extern llhttp_settings_t pc_settings;
+extern const llhttp_settings_t pc_settings;
 
 
 /* serve.c */
@@ -105,6 +106,7 @@ void pc_accept(serve_t *srv, uv_stream_t *server, int fd, int tls);
 int srv_listen_one(serve_t *srv, const nw_listen_t *l);
 
 /* pconn.c */
+void pc_set_state(pconn_t *pc, enum pc_state to);
 int pc_write(pconn_t *pc, const void *p, size_t n, size_t credit);
 void pc_arm(pconn_t *pc, uint64_t ms);
 int pc_body_waiting(const pconn_t *pc);
@@ -125,7 +127,6 @@ void pc_on_written(nw_conn_t *c, size_t credit);
 
 /* request.c */
 int pc_refuse(llhttp_t *p, int status, const char *why);
-void pc_settings_init(void);
 int pc_dispatch(pconn_t *pc);
 void pc_sent(pconn_t *pc);
 int pc_crlf_after_chunk(pconn_t *pc, const char *q, size_t avail);
