@@ -26,12 +26,35 @@ static void tunnel_refuse(pconn_t *pc, int status, const char *agent, const char
     pc_reply(pc, status, why);
 }
 
-static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *peer_window) {
-    const nw_serve_cfg_t *cfg = pc->srv->cfg;
+/* The subprotocol is not ours: a 400 that names both versions. */
+static void refuse_subproto(pconn_t *pc) {
     nw_hfields_t *h = &pc->hf;
     nw_hdr_t f;
-    char accept[29], msg[256], resp[512];
-    int i, n;
+    char msg[256], resp[512];
+    int n, i = nw_hf_find(h, "sec-websocket-protocol", 0);
+    if (i >= 0)
+        nw_hf_get(h, (size_t)i, &f);
+    snprintf(msg, sizeof(msg),
+             "protocol version mismatch: agent offered '%.*s', server speaks " NW_HS_SUBPROTO,
+             i >= 0 ? (int)NW_MIN(f.value_len, 100) : 4, i >= 0 ? f.value : "none");
+    nw_warn("tunnel refused from %s: %s", pc->conn->peer, msg);
+    n = snprintf(resp, sizeof(resp),
+                 "HTTP/1.1 400 Bad Request\r\n" NW_HS_VERSION ": %d\r\n"
+                 "Content-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n"
+                 "natwrp: %s\n",
+                 NW_PROTO_VERSION, strlen(msg) + 9, msg);
+    pc_write(pc, resp, (size_t)n, 0);
+    pc->head_sent = 1;
+    pc_linger(pc);
+}
+
+/* The WebSocket part of the upgrade: a GET with Upgrade, version 13, a
+ * valid key (its answer into accept) and our subprotocol. 0, or -1 once
+ * refused. */
+static int check_websocket(pconn_t *pc, char accept[29]) {
+    nw_hfields_t *h = &pc->hf;
+    nw_hdr_t f;
+    int i;
 
     if (pc->parser.method != HTTP_GET || !nw_http_has_token(h, "upgrade", "websocket") ||
         !nw_http_has_token(h, "connection", "upgrade")) {
@@ -55,24 +78,19 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
         return -1;
     }
     if (!nw_hs_subproto_offered(h)) {
-        i = nw_hf_find(h, "sec-websocket-protocol", 0);
-        if (i >= 0)
-            nw_hf_get(h, (size_t)i, &f);
-        snprintf(msg, sizeof(msg),
-                 "protocol version mismatch: agent offered '%.*s', server speaks " NW_HS_SUBPROTO,
-                 i >= 0 ? (int)NW_MIN(f.value_len, 100) : 4, i >= 0 ? f.value : "none");
-        nw_warn("tunnel refused from %s: %s", pc->conn->peer, msg);
-        n = snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 400 Bad Request\r\n" NW_HS_VERSION ": %d\r\n"
-                     "Content-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n"
-                     "natwrp: %s\n",
-                     NW_PROTO_VERSION, strlen(msg) + 9, msg);
-        pc_write(pc, resp, (size_t)n, 0);
-        pc->head_sent = 1;
-        pc_linger(pc);
+        refuse_subproto(pc);
         return -1;
     }
-    i = nw_hf_find(h, NW_HS_AGENT, 0);
+    return 0;
+}
+
+/* The tunnel's name (X-Natwrp-Agent) and its group (X-Natwrp-Group, else
+ * the name) into agent and group (140 bytes each). 0, or -1 once refused. */
+static int read_names(pconn_t *pc, char *agent, char *group) {
+    nw_hfields_t *h = &pc->hf;
+    nw_hdr_t f;
+    int i = nw_hf_find(h, NW_HS_AGENT, 0);
+
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f),
                   !nw_hs_agent_id_ok(f.value, f.value_len,
                                      nw_hf_find(h, NW_HS_GROUP, 0) >= 0 ? NW_HS_TUNNEL_NAME_MAX
@@ -96,12 +114,21 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
     } else {
         memcpy(group, agent, strlen(agent) + 1);
     }
+    return 0;
+}
+
+/* May this agent have a tunnel here: CONN_TOKEN, --allow-agent, the
+ * tunnel limits, not draining. 0, or -1 once refused. */
+static int admit(pconn_t *pc, const char *agent, const char *group) {
+    const nw_serve_cfg_t *cfg = pc->srv->cfg;
+    nw_hdr_t f;
+    int i;
     if (cfg->conn_token[0]) {
         const char *tok = NULL;
         size_t tlen = 0;
-        i = nw_hf_find(h, "authorization", 0);
+        i = nw_hf_find(&pc->hf, "authorization", 0);
         if (i >= 0)
-            nw_hf_get(h, (size_t)i, &f);
+            nw_hf_get(&pc->hf, (size_t)i, &f);
         if (i < 0 || !srv_auth_value(&f, 1, &tok, &tlen) ||
             !srv_token_eq(tok, tlen, cfg->conn_token, strlen(cfg->conn_token))) {
             tunnel_refuse(pc, 401, agent,
@@ -135,7 +162,19 @@ static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *pee
         tunnel_refuse(pc, 503, agent, "server is shutting down");
         return -1;
     }
-    if (nw_hs_window(h, peer_window) != 0) {
+    return 0;
+}
+
+/* The tunnel upgrade: checks in the order an agent's mistakes are best
+ * reported, then the 101. 0 when answered with 101, else -1 (refused). */
+static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *peer_window) {
+    char accept[29], resp[512];
+    int n;
+
+    if (check_websocket(pc, accept) != 0 || read_names(pc, agent, group) != 0 ||
+        admit(pc, agent, group) != 0)
+        return -1;
+    if (nw_hs_window(&pc->hf, peer_window) != 0) {
         tunnel_refuse(pc, 400, agent, "invalid " NW_HS_WINDOW);
         return -1;
     }

@@ -119,6 +119,64 @@ void pc_parse_error(pconn_t *pc) {
     pc_reply(pc, status, pc->strm ? "malformed request body" : srv_status_msg(status));
 }
 
+/* Checks on client bytes before llhttp sees them: the head scanner (also
+ * over the trailer section) and the CRLF after chunk data. 0 to parse
+ * them, -1 once the request was refused or the connection closed. */
+static int pc_prescan(pconn_t *pc, const char *data, size_t len) {
+    size_t used;
+    if (pc->scanning && nw_headscan(&pc->scan, data, len, &used) != 0) {
+        if (pc->scan.why) {
+            nw_info("conn=%llu client=%s bad request: 400 (%s%s)", (unsigned long long)pc->id,
+                    pc->conn ? pc->conn->peer : "-", pc->scan.why,
+                    pc->trailers ? ", in the trailer section" : "");
+            pc->err_status = 400;
+            if (pc->trailers && pc->strm) {
+                nw_strm_detach(pc->strm, NW_RST_CANCEL);
+                pc->strm = NULL;
+            }
+            if (pc->trailers && pc->head_sent)
+                pc_close(pc);
+            else
+                pc_reply(pc, 400, pc->trailers ? "malformed request body" : "malformed request");
+            return -1;
+        }
+        pc->scanning = 0; /* the head ends in these bytes */
+    }
+    if (pc->crlf_check && pc_crlf_after_chunk(pc, data, len) != 0) {
+        nw_info("conn=%llu client=%s bad request: 400 (no CRLF after chunk data)",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-");
+        pc->err_status = 400;
+        if (pc->strm) {
+            nw_strm_detach(pc->strm, NW_RST_CANCEL);
+            pc->strm = NULL;
+        }
+        if (pc->head_sent)
+            pc_close(pc);
+        else
+            pc_reply(pc, 400, "malformed request body");
+        return -1;
+    }
+    return 0;
+}
+
+/* A request is complete: hold what follows (rest) until it is answered,
+ * and answer one whose error waited for its body. -1 once closed. */
+static int pc_complete(pconn_t *pc, const char *rest, size_t n) {
+    pc->paused = 1;
+    if (n && nw_sbuf_append(&pc->pipeline, rest, n) != 0) {
+        pc_close(pc);
+        return -1;
+    }
+    if (pc->defer_status) {
+        int st = pc->defer_status;
+        pc->defer_status = 0;
+        pc->in_feed = 1; /* pc_response_done must not re-enter */
+        pc_reply(pc, st, srv_status_msg(st));
+        pc->in_feed = 0;
+    }
+    return 0;
+}
+
 /* Parse client bytes. data == NULL means: parse the pipeline buffer. The
  * loop (not recursion) handles many pipelined requests answered at once. */
 void pc_feed(pconn_t *pc, const char *data, size_t len) {
@@ -134,39 +192,8 @@ void pc_feed(pconn_t *pc, const char *data, size_t len) {
         len = cur.len;
     }
     for (;;) {
-        size_t used;
-        if (pc->scanning && nw_headscan(&pc->scan, data, len, &used) != 0) {
-            if (pc->scan.why) {
-                nw_info("conn=%llu client=%s bad request: 400 (%s%s)", (unsigned long long)pc->id,
-                        pc->conn ? pc->conn->peer : "-", pc->scan.why,
-                        pc->trailers ? ", in the trailer section" : "");
-                pc->err_status = 400;
-                if (pc->trailers && pc->strm) {
-                    nw_strm_detach(pc->strm, NW_RST_CANCEL);
-                    pc->strm = NULL;
-                }
-                if (pc->trailers && pc->head_sent)
-                    pc_close(pc);
-                else
-                    pc_reply(pc, 400, pc->trailers ? "malformed request body" : "malformed request");
-                break;
-            }
-            pc->scanning = 0; /* the head ends in these bytes */
-        }
-        if (pc->crlf_check && pc_crlf_after_chunk(pc, data, len) != 0) {
-            nw_info("conn=%llu client=%s bad request: 400 (no CRLF after chunk data)",
-                    (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-");
-            pc->err_status = 400;
-            if (pc->strm) {
-                nw_strm_detach(pc->strm, NW_RST_CANCEL);
-                pc->strm = NULL;
-            }
-            if (pc->head_sent)
-                pc_close(pc);
-            else
-                pc_reply(pc, 400, "malformed request body");
+        if (pc_prescan(pc, data, len) != 0)
             break;
-        }
         pc->feed_end = data + len;
         pc->in_feed = 1;
         e = llhttp_execute(&pc->parser, data, len);
@@ -206,19 +233,7 @@ void pc_feed(pconn_t *pc, const char *data, size_t len) {
             break;
         }
         /* A request is complete; hold what follows until it is answered. */
-        pc->paused = 1;
-        if (off < len && nw_sbuf_append(&pc->pipeline, data + off, len - off) != 0) {
-            pc_close(pc);
-            break;
-        }
-        if (pc->defer_status) {
-            int st = pc->defer_status;
-            pc->defer_status = 0;
-            pc->in_feed = 1; /* pc_response_done must not re-enter */
-            pc_reply(pc, st, srv_status_msg(st));
-            pc->in_feed = 0;
-        }
-        if (!pc->again)
+        if (pc_complete(pc, data + off, len - off) != 0 || !pc->again)
             break;
         pc->again = 0;
         if (pc->state == PC_CLOSED || pc->state == PC_LINGER)

@@ -167,13 +167,53 @@ void pc_sent(pconn_t *pc) {
         pc_write(pc, "HTTP/1.1 100 Continue\r\n\r\n", 25, 0);
 }
 
+/* Does serve pass this upgrade on (1), or answer it as a plain request
+ * (0, p->upgrade cleared)? */
+static int take_upgrade(pconn_t *pc, llhttp_t *p) {
+    if (!p->upgrade)
+        return 0;
+    if ((p->flags & F_CHUNKED) || srv_upgrade_to_http(&pc->hf)) {
+        /* The agent forwards an upgrade's body unframed, by its
+         * Content-Length; a chunked one would reach the service with no
+         * length, its bytes read as whatever follows. An upgrade to HTTP
+         * (h2c) would carry requests serve never checks. RFC 9110 7.8 lets
+         * a server ignore Upgrade: this is a plain request. */
+        p->upgrade = 0;
+        return 0;
+    }
+    /* WebSocket, h2c, ...: forwarded with its Upgrade header and its
+     * body (Content-Length). What the client sends after that goes raw
+     * into the stream once the service answers 101 (pc_up_in); any
+     * other answer is relayed and ends the connection. */
+    pc->upgrade = 1;
+    pc->keep_alive = 0;
+    return 1;
+}
+
+/* The screening and access checks on the target (access.c): 0 to go on,
+ * 401, or -1 when out of memory; *why is set for a 400.
+ * The target goes on as the client sent it: its escapes and slashes
+ * may mean something to the service (a%2Fb is not a/b). The access rule
+ * sees both readings, and a target that climbs never leaves. */
+static int pc_access(pconn_t *pc, const char *target, size_t tlen, const char **why) {
+    char small[3 * 512], *pathbuf;
+    int status;
+    pathbuf = 3 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(3 * (tlen + 2));
+    if (!pathbuf)
+        return -1;
+    *why = pc_screen(pc, target, tlen, pathbuf);
+    status = !*why && !pc_auth(pc, target, tlen, pathbuf, pathbuf + tlen + 2) ? 401 : 0;
+    if (pathbuf != small)
+        nw_free(pathbuf);
+    return status;
+}
+
 static int on_headers_complete(llhttp_t *p) {
     pconn_t *pc = p->data;
     nw_hfields_t *h = &pc->hf;
     const char *target;
     size_t tlen, plen;
     int form, has_body, status, end;
-    char small[3 * 512], *pathbuf;
     const char *why;
 
     pc->minor = p->http_major == 1 && p->http_minor >= 1;
@@ -209,34 +249,12 @@ static int on_headers_complete(llhttp_t *p) {
     if (pc->srv->draining)
         pc->keep_alive = 0; /* answer this one, then close */
     pc->req_body = has_body != 0;
-    if (p->upgrade && ((p->flags & F_CHUNKED) || srv_upgrade_to_http(h))) {
-        /* The agent forwards an upgrade's body unframed, by its
-         * Content-Length; a chunked one would reach the service with no
-         * length, its bytes read as whatever follows. An upgrade to HTTP
-         * (h2c) would carry requests serve never checks. RFC 9110 7.8 lets
-         * a server ignore Upgrade: this is a plain request. */
-        p->upgrade = 0;
-    } else if (p->upgrade) {
-        /* WebSocket, h2c, ...: forwarded with its Upgrade header and its
-         * body (Content-Length). What the client sends after that goes raw
-         * into the stream once the service answers 101 (pc_up_in); any
-         * other answer is relayed and ends the connection. */
-        pc->upgrade = 1;
-        pc->keep_alive = 0;
+    if (take_upgrade(pc, p))
         end = 0;
-    }
     pc->end_at_open = end;
     pc->tries = 0;
-    /* The target goes on as the client sent it: its escapes and slashes
-     * may mean something to the service (a%2Fb is not a/b). The access rule
-     * sees both readings, and a target that climbs never leaves. */
-    pathbuf = 3 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(3 * (tlen + 2));
-    if (!pathbuf)
+    if ((status = pc_access(pc, target, tlen, &why)) < 0)
         return pc_fail(p, 503);
-    why = pc_screen(pc, target, tlen, pathbuf);
-    status = !why && !pc_auth(pc, target, tlen, pathbuf, pathbuf + tlen + 2) ? 401 : 0;
-    if (pathbuf != small)
-        nw_free(pathbuf);
     if (why)
         return pc_refuse(p, 400, why);
     if (status == 0)

@@ -193,10 +193,66 @@ static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
         nw_conn_resume(pc->conn, NW_PAUSE_PIPELINE);
 }
 
+/* The client's response head from the agent's HEAD frame into out: the
+ * status line, the end-to-end fields, the framing (Content-Length as
+ * given, else chunked on HTTP/1.1, else close-delimited) and Connection.
+ * 0, or -1 after a 502 for an invalid Content-Length. */
+static int build_head(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f, int nobody,
+                      nw_sbuf_t *out) {
+    size_t i;
+    {
+        /* No printf on the per-request path: status is 200..999 here. */
+        char st[13] = "HTTP/1.1 000 ";
+        st[9] = (char)('0' + f->status / 100 % 10);
+        st[10] = (char)('0' + f->status / 10 % 10);
+        st[11] = (char)('0' + f->status % 10);
+        nw_sbuf_append(out, st, 13);
+        nw_sbuf_append(out, f->reason, f->reason_len);
+        nw_sbuf_append(out, "\r\n", 2);
+    }
+    for (i = 0; i < f->nhdrs; i++) {
+        const nw_hdr_t *h = &f->hdrs[i];
+        if (nw_http_is_hop(h->name, h->name_len))
+            continue;
+        if (nw_strieq(h->name, h->name_len, "content-length")) {
+            if (f->status == 204)
+                continue; /* RFC 9110 8.6: never on a 204; a proxy before us would wait for it */
+            if (pc->has_cl || nw_http_parse_cl(h->value, h->value_len, &pc->cl_left) != 0) {
+                nw_sbuf_free(out);
+                nw_strm_detach(s, NW_RST_PROTOCOL);
+                pc->strm = NULL;
+                pc_reply(pc, 502, "invalid Content-Length from the local service");
+                return -1;
+            }
+            pc->has_cl = 1;
+        }
+        put_field(out, h);
+    }
+    if (nobody) {
+        /* Framed as an empty body: any DATA byte after it is beyond the
+         * framing (srv_on_data), never bytes for the client. */
+        pc->has_cl = 1;
+        pc->cl_left = 0;
+        pc->chunked_out = 0;
+    } else if (!pc->has_cl) {
+        if (pc->minor >= 1)
+            pc->chunked_out = 1, nw_sbuf_appends(out, "Transfer-Encoding: chunked\r\n");
+        else
+            pc->keep_alive = 0; /* close-delimited body */
+    }
+    if (!pc->req_done || pc->srv->draining)
+        pc->keep_alive = 0; /* the rest of the request body would be unread */
+    if (!pc->keep_alive)
+        nw_sbuf_appends(out, "Connection: close\r\n");
+    else if (pc->minor == 0)
+        nw_sbuf_appends(out, "Connection: keep-alive\r\n");
+    nw_sbuf_append(out, "\r\n", 2);
+    return 0;
+}
+
 void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     pconn_t *pc = s->data;
     nw_sbuf_t out = {0};
-    size_t i;
     int end = (f->flags & NW_MUX_F_END) != 0;
     int nobody = pc->is_head || f->status == 204 || f->status == 304 || f->status < 200;
     if (f->status == 101 && pc->upgrade && !end && nw_http_fields_ok(f->hdrs, f->nhdrs) &&
@@ -227,53 +283,8 @@ void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         nw_sbuf_free(&pc->pipeline);
         pc->held_eof = 0;
     }
-    {
-        /* No printf on the per-request path: status is 200..999 here. */
-        char st[13] = "HTTP/1.1 000 ";
-        st[9] = (char)('0' + f->status / 100 % 10);
-        st[10] = (char)('0' + f->status / 10 % 10);
-        st[11] = (char)('0' + f->status % 10);
-        nw_sbuf_append(&out, st, 13);
-        nw_sbuf_append(&out, f->reason, f->reason_len);
-        nw_sbuf_append(&out, "\r\n", 2);
-    }
-    for (i = 0; i < f->nhdrs; i++) {
-        const nw_hdr_t *h = &f->hdrs[i];
-        if (nw_http_is_hop(h->name, h->name_len))
-            continue;
-        if (nw_strieq(h->name, h->name_len, "content-length")) {
-            if (f->status == 204)
-                continue; /* RFC 9110 8.6: never on a 204; a proxy before us would wait for it */
-            if (pc->has_cl || nw_http_parse_cl(h->value, h->value_len, &pc->cl_left) != 0) {
-                nw_sbuf_free(&out);
-                nw_strm_detach(s, NW_RST_PROTOCOL);
-                pc->strm = NULL;
-                pc_reply(pc, 502, "invalid Content-Length from the local service");
-                return;
-            }
-            pc->has_cl = 1;
-        }
-        put_field(&out, h);
-    }
-    if (nobody) {
-        /* Framed as an empty body: any DATA byte after it is beyond the
-         * framing (srv_on_data), never bytes for the client. */
-        pc->has_cl = 1;
-        pc->cl_left = 0;
-        pc->chunked_out = 0;
-    } else if (!pc->has_cl) {
-        if (pc->minor >= 1)
-            pc->chunked_out = 1, nw_sbuf_appends(&out, "Transfer-Encoding: chunked\r\n");
-        else
-            pc->keep_alive = 0; /* close-delimited body */
-    }
-    if (!pc->req_done || pc->srv->draining)
-        pc->keep_alive = 0; /* the rest of the request body would be unread */
-    if (!pc->keep_alive)
-        nw_sbuf_appends(&out, "Connection: close\r\n");
-    else if (pc->minor == 0)
-        nw_sbuf_appends(&out, "Connection: keep-alive\r\n");
-    nw_sbuf_append(&out, "\r\n", 2);
+    if (build_head(pc, s, f, nobody, &out) != 0)
+        return;
     if (!out.p) {
         pc_close(pc);
         return;
@@ -349,6 +360,28 @@ int pc_flush_body(pconn_t *pc) {
     return rc;
 }
 
+/* After a 101: the service's bytes go to the client as they are. */
+static void pipe_data(pconn_t *pc, const uint8_t *p, size_t len, int end) {
+    uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
+    int rc = pc_hold_body(pc, p, len);
+    if (rc < 0 || (rc == 0 && len && nw_conn_write(pc->conn, &pb, 1, len) != 0) ||
+        (end && pc_flush_body(pc) != 0)) {
+        pc_close(pc);
+        return;
+    }
+    if (rc == 0)
+        pc->body_inflight += len;
+    pc_send_timer(pc);
+    if (end) {
+        /* The local side ended: half-close towards the client; the
+         * pipe is done once the client has ended too. */
+        pc->out_eof = 1;
+        if (!pc->in_eof)
+            nw_conn_shutdown(pc->conn);
+        pc_pipe_done(pc);
+    }
+}
+
 void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     pconn_t *pc = s->data;
     char hdr[32];
@@ -358,24 +391,7 @@ void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     size_t extra = 0;
 
     if (pc->piped) {
-        uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
-        rc = pc_hold_body(pc, p, len);
-        if (rc < 0 || (rc == 0 && len && nw_conn_write(pc->conn, &pb, 1, len) != 0) ||
-            (end && pc_flush_body(pc) != 0)) {
-            pc_close(pc);
-            return;
-        }
-        if (rc == 0)
-            pc->body_inflight += len;
-        pc_send_timer(pc);
-        if (end) {
-            /* The local side ended: half-close towards the client; the
-             * pipe is done once the client has ended too. */
-            pc->out_eof = 1;
-            if (!pc->in_eof)
-                nw_conn_shutdown(pc->conn);
-            pc_pipe_done(pc);
-        }
+        pipe_data(pc, p, len, end);
         return;
     }
     if (pc->has_cl) {

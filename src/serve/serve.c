@@ -153,12 +153,74 @@ static void on_signal(uv_signal_t *h, int signum) {
     srv_check_drained(srv);
 }
 
+/* The --allow-agent and AUTH_RULE expressions (cfg checked that both
+ * compile). */
+static void srv_compile(serve_t *srv, const nw_serve_cfg_t *cfg) {
+    if (cfg->allow_agent[0] &&
+        regcomp(&srv->allow_re, cfg->allow_agent, REG_EXTENDED | REG_NOSUB) == 0)
+        srv->has_allow = 1;
+    /* AUTH_RULE matches in any case: Express and ASP.NET route /PRIVATE as
+     * /private by default, so a case-sensitive rule would let it through.
+     * (Wider matching only ever asks for the token more often.) */
+    if (cfg->auth_rule[0] &&
+        regcomp(&srv->auth_re, cfg->auth_rule, REG_EXTENDED | REG_NOSUB | REG_ICASE) == 0)
+        srv->has_auth_rule = 1;
+}
+
+/* The handles serve runs on: its timers, the listeners, the signals.
+ * 0, or the error of a listener that could not be set up. */
+static int srv_start(serve_t *srv) {
+    uv_loop_t *loop = srv->loop;
+    int rc = 0, i;
+    uv_timer_init(loop, &srv->grace);
+    srv->grace.data = srv;
+    uv_check_init(loop, &srv->wq_check);
+    srv->wq_check.data = srv;
+    uv_idle_init(loop, &srv->heads_idle);
+    srv->heads_idle.data = srv;
+    nw_trimmer_start(loop, &srv->trim);
+    for (i = 0; i < srv->cfg->nlisten && rc == 0; i++)
+        rc = srv_listen_one(srv, &srv->cfg->listen[i]);
+    if (rc != 0)
+        return rc;
+    if (!srv->cfg->conn_token[0])
+        nw_warn("no CONN_TOKEN: any agent may register a tunnel and receive requests; "
+                "set CONN_TOKEN (or --conn-token) here and on your agents to stop it");
+    for (i = 0; i < 3; i++) {
+        uv_signal_init(loop, &srv->sig[i]);
+        srv->sig[i].data = srv;
+    }
+    uv_signal_start(&srv->sig[0], on_signal, SIGINT);
+    uv_signal_start(&srv->sig[1], on_signal, SIGTERM);
+    uv_signal_start(&srv->sig[2], on_sighup, SIGHUP);
+    return 0;
+}
+
+/* Close every handle still open, let the close callbacks run, close the
+ * loop. */
+static void loop_teardown(uv_loop_t *loop) {
+    uv_walk(loop, on_walk_close, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(loop) != 0)
+        nw_err("event loop closed with handles still open");
+}
+
+static void srv_free(serve_t *srv) {
+    if (srv->tls)
+        nw_tls_conf_unref(srv->tls);
+    if (srv->has_allow)
+        regfree(&srv->allow_re);
+    if (srv->has_auth_rule)
+        regfree(&srv->auth_re);
+    nw_free(srv);
+}
+
 int nw_serve_main(int argc, char **argv) {
     nw_serve_cfg_t cfg;
     char err[NW_CFG_ERRLEN];
     serve_t *srv;
     uv_loop_t loop;
-    int rc, i;
+    int rc;
 
     rc = nw_cfg_serve(argc, argv, &cfg, err, sizeof(err));
     if (rc == 1)
@@ -172,15 +234,7 @@ int nw_serve_main(int argc, char **argv) {
     srv = nw_calloc(1, sizeof(*srv));
     if (!srv)
         return 1;
-    /* cfg checked that both compile. */
-    if (cfg.allow_agent[0] && regcomp(&srv->allow_re, cfg.allow_agent, REG_EXTENDED | REG_NOSUB) == 0)
-        srv->has_allow = 1;
-    /* AUTH_RULE matches in any case: Express and ASP.NET route /PRIVATE as
-     * /private by default, so a case-sensitive rule would let it through.
-     * (Wider matching only ever asks for the token more often.) */
-    if (cfg.auth_rule[0] &&
-        regcomp(&srv->auth_re, cfg.auth_rule, REG_EXTENDED | REG_NOSUB | REG_ICASE) == 0)
-        srv->has_auth_rule = 1;
+    srv_compile(srv, &cfg);
     uv_loop_init(&loop);
     srv->loop = &loop;
     srv->cfg = &cfg;
@@ -190,47 +244,15 @@ int nw_serve_main(int argc, char **argv) {
         srv->tls = nw_tls_conf_server(cfg.tls_cert, cfg.tls_key, terr, sizeof(terr));
         if (!srv->tls) {
             fprintf(stderr, "natwrp serve: %s\n", terr);
-            uv_loop_close(&loop);
-            if (srv->has_allow)
-                regfree(&srv->allow_re);
-            if (srv->has_auth_rule)
-                regfree(&srv->auth_re);
-            nw_free(srv);
-            return 2;
+            rc = -1;
         }
     }
-    uv_timer_init(&loop, &srv->grace);
-    srv->grace.data = srv;
-    uv_check_init(&loop, &srv->wq_check);
-    srv->wq_check.data = srv;
-    uv_idle_init(&loop, &srv->heads_idle);
-    srv->heads_idle.data = srv;
-    nw_trimmer_start(&loop, &srv->trim);
-    for (i = 0; i < cfg.nlisten && rc == 0; i++)
-        rc = srv_listen_one(srv, &cfg.listen[i]);
-    if (rc == 0 && !cfg.conn_token[0])
-        nw_warn("no CONN_TOKEN: any agent may register a tunnel and receive requests; "
-                "set CONN_TOKEN (or --conn-token) here and on your agents to stop it");
-    if (rc == 0) {
-        for (i = 0; i < 3; i++) {
-            uv_signal_init(&loop, &srv->sig[i]);
-            srv->sig[i].data = srv;
-        }
-        uv_signal_start(&srv->sig[0], on_signal, SIGINT);
-        uv_signal_start(&srv->sig[1], on_signal, SIGTERM);
-        uv_signal_start(&srv->sig[2], on_sighup, SIGHUP);
+    if (rc == 0)
+        rc = srv_start(srv);
+    if (rc == 0)
         uv_run(&loop, UV_RUN_DEFAULT);
-    }
-    uv_walk(&loop, on_walk_close, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop) != 0)
-        nw_err("event loop closed with handles still open");
-    if (srv->tls)
-        nw_tls_conf_unref(srv->tls);
-    if (srv->has_allow)
-        regfree(&srv->allow_re);
-    if (srv->has_auth_rule)
-        regfree(&srv->auth_re);
-    nw_free(srv);
-    return rc == 0 ? 0 : 2; /* only a listener that could not be set up fails here */
+    loop_teardown(&loop);
+    srv_free(srv);
+    /* A setting this host cannot honour (certificate, listener) fails here. */
+    return rc == 0 ? 0 : 2;
 }
