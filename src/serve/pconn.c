@@ -56,6 +56,15 @@ void pc_send_timer(pconn_t *pc) {
     }
 }
 
+/* Let go of the request's stream, if any: reset it with code (0: it
+ * ended); the tunnel forgets it. */
+void pc_drop_strm(pconn_t *pc, uint32_t code) {
+    if (pc->strm) {
+        nw_strm_detach(pc->strm, code);
+        pc->strm = NULL;
+    }
+}
+
 /* The transitions of pc->state the code makes (from -> to); anything
  * else is a bug, caught by the assert:
  *   IDLE   -> IDLE (accepted), HEAD (a request begins), LINGER, CLOSED
@@ -92,10 +101,7 @@ void pc_linger(pconn_t *pc) {
     wq_remove(pc);
     pc_flush_head(pc);
     pc_set_state(pc, PC_LINGER);
-    if (pc->strm) {
-        nw_strm_detach(pc->strm, NW_RST_CANCEL);
-        pc->strm = NULL;
-    }
+    pc_drop_strm(pc, NW_RST_CANCEL);
     nw_conn_shutdown(pc->conn);
     nw_conn_resume(pc->conn, NW_PAUSE_CREDIT | NW_PAUSE_PIPELINE | NW_PAUSE_DONE);
     pc_arm(pc, LINGER_MS);
@@ -131,8 +137,7 @@ static int pc_prescan(pconn_t *pc, const char *data, size_t len) {
                     pc->trailers ? ", in the trailer section" : "");
             pc->err_status = 400;
             if (pc->trailers && pc->strm) {
-                nw_strm_detach(pc->strm, NW_RST_CANCEL);
-                pc->strm = NULL;
+                pc_drop_strm(pc, NW_RST_CANCEL);
             }
             if (pc->trailers && pc->head_sent)
                 pc_close(pc);
@@ -146,10 +151,7 @@ static int pc_prescan(pconn_t *pc, const char *data, size_t len) {
         nw_info("conn=%llu client=%s bad request: 400 (no CRLF after chunk data)",
                 (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-");
         pc->err_status = 400;
-        if (pc->strm) {
-            nw_strm_detach(pc->strm, NW_RST_CANCEL);
-            pc->strm = NULL;
-        }
+        pc_drop_strm(pc, NW_RST_CANCEL);
         if (pc->head_sent)
             pc_close(pc);
         else
@@ -291,10 +293,7 @@ void pc_close(pconn_t *pc) {
     pc_heads_unlink(pc);
     nw_sbuf_free(&pc->head_out);
     pc_set_state(pc, PC_CLOSED);
-    if (pc->strm) {
-        nw_strm_detach(pc->strm, NW_RST_CANCEL);
-        pc->strm = NULL;
-    }
+    pc_drop_strm(pc, NW_RST_CANCEL);
     uv_close((uv_handle_t *)&pc->timer, pc_on_timer_close);
     if (pc->conn)
         nw_conn_close(pc->conn);
@@ -313,8 +312,7 @@ void pc_body_timeout(pconn_t *pc) {
             pc->strm->sid, (unsigned long long)pc->srv->cfg->body_timeout_ms,
             svc ? "the local service stopped reading it" : "the client stopped sending it",
             pc->head_sent ? "reset, closing" : svc ? "reset, 504" : "reset, 408");
-    nw_strm_detach(pc->strm, NW_RST_TIMEOUT);
-    pc->strm = NULL;
+    pc_drop_strm(pc, NW_RST_TIMEOUT);
     pc->keep_alive = 0;
     if (pc->head_sent)
         pc_close(pc);
@@ -356,10 +354,7 @@ static void pc_on_timer(uv_timer_t *h) {
                 (unsigned long long)pc->id, pc->conn->peer, pc->strm ? pc->strm->tun->agent : "-",
                 pc->strm ? pc->strm->sid : 0,
                 (unsigned long long)pc->srv->cfg->response_timeout_ms);
-        if (pc->strm) {
-            nw_strm_detach(pc->strm, NW_RST_TIMEOUT);
-            pc->strm = NULL;
-        }
+        pc_drop_strm(pc, NW_RST_TIMEOUT);
         pc_reply(pc, 504, "no response from the local service in time");
         break;
     case PC_STREAM: /* pc_send_timer */
@@ -478,10 +473,7 @@ void pc_pipe_done(pconn_t *pc) {
         return;
     wq_remove(pc);
     pc_set_state(pc, PC_LINGER); /* the timer bounds a client that stopped reading */
-    if (pc->strm) {
-        nw_strm_detach(pc->strm, 0);
-        pc->strm = NULL;
-    }
+    pc_drop_strm(pc, 0);
     pc_arm(pc, LINGER_MS);
     if (pc->conn)
         nw_conn_close_after_flush(pc->conn); /* pc_on_conn_close ends the pconn */

@@ -107,10 +107,7 @@ void pc_reply(pconn_t *pc, int status, const char *msg) {
 
 void pc_response_done(pconn_t *pc) {
     pc->stale_credit = pc->body_inflight;
-    if (pc->strm) {
-        nw_strm_detach(pc->strm, 0);
-        pc->strm = NULL;
-    }
+    pc_drop_strm(pc, 0);
     if (!pc->req_done || !pc->keep_alive || pc->srv->draining) {
         pc_linger(pc); /* draining: the client's next request goes elsewhere */
         return;

@@ -1,9 +1,18 @@
 /* serve.c: `natwrp serve`: main, signals, drain and the grace timer,
- * SIGHUP reload. The rest of serve lives beside it (see serve_int.h).
+ * SIGHUP reload. The rest of serve lives beside it, one concern a file
+ * (shared structs in serve_int.h):
+ *   listen.c    listeners and accepting a public connection
+ *   pconn.c     the public connection's lifecycle (state, timers, pipes, close)
+ *   request.c   llhttp callbacks and the dispatch of a request to a stream
+ *   fwd.c       the forwarded head (pure)
+ *   response.c  the response to the client (stream callbacks, error replies)
+ *   access.c    screening, AUTH_TOKEN/AUTH_RULE
+ *   admit.c     the tunnel upgrade (CONN_TOKEN, --allow-agent, limits)
+ *   registry.c  tunnels, --balance, the wait queue for a stream slot
  *
  * Public HTTP/1.x connections (pconn) are parsed with llhttp in strict
- * mode; each request becomes one stream on the
- * least-loaded agent tunnel. The tunnel upgrade arrives on the same port,
+ * mode; each request becomes one stream on an agent tunnel with a free
+ * slot, picked by --balance. The tunnel upgrade arrives on the same port,
  * on the reserved path NW_TUNNEL_PATH.
  *
  * One request per connection is in flight: pipelined requests wait in the

@@ -106,6 +106,7 @@ void pc_accept(serve_t *srv, uv_stream_t *server, int fd, int tls);
 int srv_listen_one(serve_t *srv, const nw_listen_t *l);
 
 /* pconn.c */
+void pc_drop_strm(pconn_t *pc, uint32_t code);
 void pc_set_state(pconn_t *pc, enum pc_state to);
 int pc_write(pconn_t *pc, const void *p, size_t n, size_t credit);
 void pc_arm(pconn_t *pc, uint64_t ms);
