@@ -2,8 +2,10 @@
  * it: llhttp (HTTP_REQUEST, no lenient flags, compiled like the project's,
  * i.e. without -DLLHTTP_STRICT_MODE=1; see check_accumulator) with the span
  * callbacks accumulating into an nw_hfields_t (src/net/http1.c), then, once the
- * head is complete, the helpers serve's on_headers_complete and open_stream
- * apply to it.
+ * head is complete, the helpers serve's on_headers_complete applies to it and
+ * the head builder pc_dispatch forwards with (nw_fwd_build, src/serve/fwd.c).
+ * The length of the accumulated head picks nw_fwd_build's settings (trust
+ * proxy, AUTH_TOKEN set, TLS), so each is reached.
  *
  * Input: byte 0 is a control byte, the rest is what the client sends.
  *   bits 0-6  where to split the bytes into two reads (0..127 scaled over
@@ -27,13 +29,18 @@
  *   - nw_http_parse_cl accepts only 1-19 digits, with their value, and a
  *     single Content-Length that llhttp accepted parses to the value llhttp
  *     saw (when it has at most 19 digits);
- *   - nw_http_filter (serve's drop list) keeps at most every field, none of
- *     them hop-by-hop, Connection-listed or dropped; with one slot too few
- *     it fails; without the drop list it keeps at least as many;
+ *   - nw_fwd_build keeps at most every field, none of them hop-by-hop,
+ *     Connection-listed or on serve's drop list (nw_fwd_drop_list), and adds
+ *     one X-Forwarded-For ending with the client address, one
+ *     X-Forwarded-Proto, at most one X-Forwarded-Host, and Connection and
+ *     Upgrade only for an upgrade; nw_http_filter with that drop list and
+ *     one slot too few fails; without the drop list it keeps at least as
+ *     many;
  *   - nw_http_fields_ok agrees with nw_http_token_ok/nw_http_value_ok;
  *     nw_http_has_token on "connection" agrees with nw_http_conn_lists;
- *   - the OPEN frame serve would build from it (method, origin-form target,
- *     filtered fields) decodes back to the same method, target and fields.
+ *   - the OPEN frame serve would build from it (method, the forwarded
+ *     target and fields) decodes back to the same method, target and
+ *     fields.
  * Pipelined requests are parsed like serve does: the message-complete
  * callback pauses, the driver resumes at the position llhttp reports. */
 #include <stdint.h>
@@ -44,6 +51,7 @@
 #include <llhttp.h>
 
 #include "cfg.h"
+#include "fwd.h"
 #include "http1.h"
 #include "mux.h"
 
@@ -65,11 +73,6 @@ typedef struct {
     nw_hfields_t hf;
 } head_ctx_t;
 
-/* The same list open_stream drops (X-Forwarded-* are rebuilt, Expect is
- * answered by serve itself). */
-static const char *const drop[] = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                                   "expect", NULL};
-
 static int same(const void *a, size_t alen, const void *b, size_t blen) {
     return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
 }
@@ -82,7 +85,7 @@ static int in_raw(const nw_hfields_t *h, const char *p, size_t n) {
             n <= (size_t)(h->raw.p + h->raw.len - p));
 }
 
-static int is_dropped(const nw_hdr_t *f) {
+static int is_dropped(const char *const *drop, const nw_hdr_t *f) {
     size_t k;
     for (k = 0; drop[k]; k++)
         if (nw_strieq(f->name, f->name_len, drop[k]))
@@ -191,52 +194,92 @@ static void check_cl(const llhttp_t *p, const nw_hfields_t *h) {
         CHECK(rc == 0 && cl == p->content_length);
 }
 
-/* Filter like open_stream, then what serve does with the result. */
-static void check_filter(const llhttp_t *p, const nw_hfields_t *h, const char *target,
-                         size_t tlen, int slash) {
-    nw_hdr_t out[NW_HTTP_MAX_FIELDS], out2[NW_HTTP_MAX_FIELDS], *dh;
-    const char *method = llhttp_method_name((llhttp_method_t)p->method);
-    char *tgt;
+/* A field serve itself adds to the forwarded head. */
+static int is_added(const nw_hdr_t *f, const char *name) {
+    return f->name_len == strlen(name) && memcmp(f->name, name, f->name_len) == 0;
+}
+
+/* What nw_fwd_build adds after the kept fields. */
+static void check_added(const nw_fwd_head_t *fh, size_t kept, const nw_fwd_in_t *in) {
+    size_t i, xff = 0, proto = 0, host = 0, conn = 0, upg = 0;
+    for (i = kept; i < fh->n; i++) {
+        const nw_hdr_t *f = &fh->hdrs[i];
+        if (is_added(f, "X-Forwarded-For")) {
+            xff++;
+            CHECK(f->value_len >= in->iplen &&
+                  memcmp(f->value + f->value_len - in->iplen, in->ip, in->iplen) == 0);
+        } else if (is_added(f, "X-Forwarded-Proto")) {
+            proto++;
+        } else if (is_added(f, "X-Forwarded-Host")) {
+            host++;
+        } else if (is_added(f, "Connection")) {
+            conn++;
+            CHECK(same(f->value, f->value_len, "Upgrade", 7));
+        } else {
+            CHECK(is_added(f, "Upgrade"));
+            upg++;
+        }
+    }
+    CHECK(xff == 1 && proto == 1 && host <= 1 && conn == upg && upg <= 1);
+    CHECK(in->upgrade || upg == 0);
+}
+
+/* Build the forwarded head as pc_dispatch does, then what serve does with
+ * the result. */
+static void check_filter(const llhttp_t *p, const nw_hfields_t *h) {
+    nw_hdr_t out2[NW_HTTP_MAX_FIELDS], *dh, *out;
+    const char *method = llhttp_method_name((llhttp_method_t)p->method), *tgt;
+    const char *drop[NW_FWD_MAX_DROP];
+    nw_fwd_in_t in = {"192.0.2.7", 9, 0, 0, 0, 0};
+    nw_fwd_head_t *fh = malloc(sizeof(*fh));
     uint8_t *frame;
-    size_t i, cap;
+    size_t i, cap, kept, tlen;
     int n, all_ok = 1, rc, bad = 0;
     nw_mux_frame_t fr;
 
-    n = nw_http_filter(h, out, NW_HTTP_MAX_FIELDS, drop);
-    CHECK(n >= 0 && (size_t)n <= h->n);
-    for (i = 0; i < (size_t)n; i++) {
+    if (!fh)
+        abort();
+    in.trust = h->raw.len & 1;
+    in.auth_token = (h->raw.len >> 1) & 1;
+    in.https = (h->raw.len >> 2) & 1;
+    in.upgrade = p->upgrade;
+    nw_fwd_drop_list(&in, drop);
+    CHECK(nw_fwd_build(h, &in, fh) == 0);
+    out = fh->hdrs;
+    n = nw_http_filter(h, out2, NW_HTTP_MAX_FIELDS, drop);
+    CHECK(n >= 0 && (size_t)n <= h->n && (size_t)n <= fh->n);
+    kept = (size_t)n;
+    for (i = 0; i < kept; i++) {
         CHECK(in_raw(h, out[i].name, out[i].name_len) && in_raw(h, out[i].value, out[i].value_len));
         CHECK(!nw_http_is_hop(out[i].name, out[i].name_len));
         CHECK(!nw_http_conn_lists(h, out[i].name, out[i].name_len));
-        CHECK(!is_dropped(&out[i]));
+        CHECK(!is_dropped(drop, &out[i]));
         all_ok &= nw_http_token_ok(out[i].name, out[i].name_len) &&
                   nw_http_value_ok(out[i].value, out[i].value_len);
     }
-    CHECK(nw_http_fields_ok(out, (size_t)n) == all_ok);
+    check_added(fh, kept, &in);
+    CHECK(nw_http_fields_ok(out, kept) == all_ok);
     if (n > 0)
         CHECK(nw_http_filter(h, out2, (size_t)n - 1, drop) == -1);
     CHECK(nw_http_filter(h, out2, NW_HTTP_MAX_FIELDS, NULL) >= n);
 
-    /* The OPEN frame: serve puts '/' before a path-less absolute target. */
-    tgt = malloc(tlen + 1);
-    if (!tgt)
-        abort();
-    if (slash)
-        tgt[0] = '/';
-    if (tlen)
-        memcpy(tgt + (slash ? 1 : 0), target, tlen);
-    tlen += slash ? 1 : 0;
-    cap = 64 + strlen(method) + tlen + h->raw.len + 4 * (size_t)n;
+    /* The OPEN frame, from the target in origin form serve forwards. */
+    tgt = fh->target;
+    tlen = fh->tlen;
+    CHECK(tlen == 0 || tgt[0] == '/' || (tlen == 1 && tgt[0] == '*'));
+    cap = 64 + strlen(method) + tlen + h->raw.len + 4 * fh->n + 256;
+    for (i = kept; i < fh->n; i++)
+        cap += fh->hdrs[i].value_len;
     frame = malloc(cap);
     if (!frame)
         abort();
     rc = nw_mux_pack_open(frame, cap, 1, NW_MUX_F_END, method, strlen(method), tgt, tlen, out,
-                          (size_t)n);
+                          fh->n);
     /* The buffer is big enough, so the encoder may refuse only what the wire
      * can't carry: an empty target or name (the latter is what llhttp 8.1
      * lets through, above), or a target or field wider than 16 bits
      * (possible only with heads over 64 KB, i.e. -max_len above that). */
-    for (i = 0; i < (size_t)n; i++)
+    for (i = 0; i < fh->n; i++)
         bad |= out[i].name_len == 0 || out[i].name_len > 0xffff || out[i].value_len > 0xffff;
     CHECK((rc > 0) == (tlen > 0 && tlen <= 0xffff && !bad));
     if (rc > 0) {
@@ -247,15 +290,16 @@ static void check_filter(const llhttp_t *p, const nw_hfields_t *h, const char *t
         CHECK(fr.type == NW_MUX_OPEN && fr.sid == 1 && fr.flags == NW_MUX_F_END);
         CHECK(same(fr.method, fr.method_len, method, strlen(method)));
         CHECK(same(fr.target, fr.target_len, tgt, tlen));
-        CHECK(fr.nhdrs == (size_t)n);
-        for (i = 0; i < (size_t)n; i++)
+        CHECK(fr.nhdrs == fh->n);
+        for (i = 0; i < fh->n; i++)
             CHECK(same(fr.hdrs[i].name, fr.hdrs[i].name_len, out[i].name, out[i].name_len) &&
                   same(fr.hdrs[i].value, fr.hdrs[i].value_len, out[i].value,
                        out[i].value_len));
         free(dh);
     }
     free(frame);
-    free(tgt);
+    nw_fwd_free(fh);
+    free(fh);
 }
 
 static int on_message_begin(llhttp_t *p) {
@@ -283,7 +327,7 @@ static int on_headers_complete(llhttp_t *p) {
     (void)nw_http_has_token(h, "expect", "100-continue");
     if (form < 0)
         return -1;
-    check_filter(p, h, target, tlen, form == 1);
+    check_filter(p, h);
     if ((p->http_major == 1 && p->http_minor >= 1 && host < 0) ||
         (host >= 0 && nw_hf_find(h, "host", (size_t)host + 1) >= 0))
         return -1;

@@ -1,0 +1,86 @@
+/* fwd.c: the forwarded head of a public request, a pure function (see fwd.h). */
+#include <string.h>
+
+#include "fwd.h"
+
+size_t nw_fwd_drop_list(const nw_fwd_in_t *in, const char *drop[NW_FWD_MAX_DROP]) {
+    /* X-Forwarded-* are rebuilt below and Expect is answered by serve.
+     * X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's.
+     * Forwarded and X-Real-IP name the client as X-Forwarded-For does, and
+     * X-Original-URL and X-Rewrite-URL replace the path for services behind
+     * IIS (Symfony, Laminas): a path AUTH_RULE never saw. Only a trusted
+     * proxy may send them on. */
+    size_t nd = 0;
+    drop[nd++] = "x-forwarded-for", drop[nd++] = "x-forwarded-proto";
+    drop[nd++] = "x-forwarded-host", drop[nd++] = "expect";
+    if (in->auth_token)
+        drop[nd++] = "x-auth-token";
+    if (!in->trust) {
+        drop[nd++] = "forwarded", drop[nd++] = "x-real-ip";
+        drop[nd++] = "x-original-url", drop[nd++] = "x-rewrite-url";
+    }
+    drop[nd] = NULL;
+    return nd;
+}
+
+/* X-Forwarded-For, -Proto and -Host. Only a proxy we were told to trust
+ * may speak for the client; from anyone else, X-Forwarded-* values are
+ * dropped, not extended. */
+static void add_forwarded(const nw_hfields_t *h, const nw_fwd_in_t *in, nw_fwd_head_t *out) {
+    nw_hdr_t f;
+    int i = -1;
+    while (in->trust && (i = nw_hf_find(h, "x-forwarded-for", (size_t)(i + 1))) >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        nw_sbuf_append(&out->xff, f.value, f.value_len);
+        nw_sbuf_append(&out->xff, ", ", 2);
+    }
+    nw_sbuf_append(&out->xff, in->ip, in->iplen);
+    out->hdrs[out->n++] =
+        (nw_hdr_t){"X-Forwarded-For", 15, out->xff.p ? out->xff.p : "", out->xff.len};
+    if (in->trust && (i = nw_hf_find(h, "x-forwarded-proto", 0)) >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        out->hdrs[out->n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, f.value, f.value_len};
+    } else {
+        out->hdrs[out->n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, in->https ? "https" : "http",
+                                         in->https ? 5u : 4u};
+    }
+    if ((in->trust && (i = nw_hf_find(h, "x-forwarded-host", 0)) >= 0) ||
+        (i = nw_hf_find(h, "host", 0)) >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        out->hdrs[out->n++] = (nw_hdr_t){"X-Forwarded-Host", 16, f.value, f.value_len};
+    }
+}
+
+int nw_fwd_build(const nw_hfields_t *h, const nw_fwd_in_t *in, nw_fwd_head_t *out) {
+    const char *drop[NW_FWD_MAX_DROP];
+    nw_hdr_t f;
+    int n, form, i;
+
+    memset(out, 0, sizeof(*out));
+    form = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &out->target, &out->tlen);
+    if (form < 0)
+        return -1;
+    nw_fwd_drop_list(in, drop);
+    n = nw_http_filter(h, out->hdrs, NW_HTTP_MAX_FIELDS, drop);
+    if (n < 0)
+        return -1;
+    out->n = (size_t)n;
+    add_forwarded(h, in, out);
+    if (in->upgrade && (i = nw_hf_find(h, "upgrade", 0)) >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
+        out->hdrs[out->n++] = (nw_hdr_t){"Connection", 10, "Upgrade", 7};
+        out->hdrs[out->n++] = (nw_hdr_t){"Upgrade", 7, f.value, f.value_len};
+    }
+    if (form == 1) { /* "http://h?q": the path is "/" */
+        nw_sbuf_append(&out->tgt, "/", 1);
+        nw_sbuf_append(&out->tgt, out->target, out->tlen);
+        out->target = out->tgt.p;
+        out->tlen = out->tgt.len;
+    }
+    return 0;
+}
+
+void nw_fwd_free(nw_fwd_head_t *out) {
+    nw_sbuf_free(&out->xff);
+    nw_sbuf_free(&out->tgt);
+}

@@ -1,0 +1,207 @@
+/* registry.c: the tunnel registry, balancing, and the wait queue for a stream slot. */
+#include <errno.h>
+#include <llhttp.h>
+#include <regex.h>
+#include <unistd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cfg.h"
+#include "conn.h"
+#include "http1.h"
+#include "log.h"
+#include "path.h"
+#include "serve.h"
+#include "serve_int.h"
+#include "tun.h"
+#include "ws.h"
+
+static void wq_on_check(uv_check_t *h);
+
+static void reg_remove(serve_t *srv, nw_tun_t *t) {
+    size_t i;
+    for (i = 0; i < srv->ntuns; i++)
+        if (srv->tuns[i] == t) {
+            srv->tuns[i] = srv->tuns[--srv->ntuns];
+            return;
+        }
+}
+
+/* FNV-1a over the client address and the tunnel's name: rendezvous
+ * hashing, so a client keeps its tunnel while others come and go, and a
+ * reconnecting agent (same name) gets its clients back. */
+static uint64_t hrw(const char *ip, size_t iplen, const char *name) {
+    uint64_t h = 1469598103934665603ull;
+    size_t i;
+    for (i = 0; i < iplen; i++)
+        h = (h ^ (unsigned char)ip[i]) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (; *name; name++)
+        h = (h ^ (unsigned char)*name) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+}
+
+/* A tunnel with a free stream slot by --balance, or NULL: *any says
+ * whether any usable tunnel exists at all (then the caller may wait). */
+nw_tun_t *reg_pick(serve_t *srv, const char *ip, size_t iplen, int *any) {
+    nw_tun_t *best = NULL;
+    uint64_t best_score = 0;
+    size_t i, bi = 0;
+    *any = 0;
+    for (i = 0; i < srv->ntuns; i++) {
+        size_t k = (srv->rr + i) % srv->ntuns;
+        nw_tun_t *t = srv->tuns[k];
+        if (t->goaway_recv || nw_tun_closing(t))
+            continue;
+        *any = 1;
+        if (t->active >= srv->cfg->max_streams)
+            continue;
+        if (srv->cfg->balance == NW_BALANCE_HASH_IP) {
+            uint64_t sc = hrw(ip, iplen, t->agent);
+            if (!best || sc > best_score)
+                best = t, best_score = sc, bi = k;
+        } else if (srv->cfg->balance == NW_BALANCE_ROUND_ROBIN) {
+            best = t, bi = k;
+            break;
+        } else if (!best || t->active < best->active) {
+            best = t, bi = k; /* fewest in flight; ties rotate */
+        }
+    }
+    if (best)
+        srv->rr = bi + 1;
+    return best;
+}
+
+/* Whether any tunnel may take new streams (full or not). */
+int reg_usable(serve_t *srv) {
+    size_t i;
+    for (i = 0; i < srv->ntuns; i++)
+        if (!srv->tuns[i]->goaway_recv && !nw_tun_closing(srv->tuns[i]))
+            return 1;
+    return 0;
+}
+
+size_t reg_count_group(serve_t *srv, const char *group) {
+    size_t i, n = 0;
+    for (i = 0; i < srv->ntuns; i++)
+        n += strcmp(srv->tuns[i]->group, group) == 0;
+    return n;
+}
+
+/* After an error reply: half-close, then read and drop whatever the client
+ * still sends until it closes or LINGER_MS passes, so the reply is not lost
+ * to a TCP reset caused by unread input. */
+void wq_remove(pconn_t *pc) {
+    serve_t *srv = pc->srv;
+    if (!pc->queued)
+        return;
+    if (pc->qprev)
+        pc->qprev->qnext = pc->qnext;
+    else
+        srv->wq_head = pc->qnext;
+    if (pc->qnext)
+        pc->qnext->qprev = pc->qprev;
+    else
+        srv->wq_tail = pc->qprev;
+    pc->qprev = pc->qnext = NULL;
+    pc->queued = 0;
+}
+
+/* Draining with no tunnel left that takes streams: none can come (the
+ * handshake is refused while draining), so the requests that wait for one
+ * are answered now instead of at --queue-timeout. */
+void wq_fail_if_hopeless(serve_t *srv) {
+    if (!srv->draining || srv->stopping || reg_usable(srv))
+        return;
+    while (srv->wq_head) {
+        pconn_t *pc = srv->wq_head;
+        wq_remove(pc);
+        nw_warn("conn=%llu client=%s no agent connected and draining: 503",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-");
+        pc->keep_alive = 0;
+        pc_reply(pc, 503, "no agent is connected to this server");
+    }
+}
+
+static void srv_on_tun_close(nw_tun_t *t, int err) {
+    serve_t *srv = t->data;
+    reg_remove(srv, t);
+    nw_info("tunnel closed tun=%llu agent=%s reason=%s", (unsigned long long)t->id, t->agent,
+            nw_strerror(err));
+    wq_fail_if_hopeless(srv);
+}
+
+static void srv_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
+    nw_info("tunnel draining tun=%llu agent=%s (GOAWAY %s)", (unsigned long long)t->id, t->agent,
+            nw_mux_code_name(code));
+    (void)last;
+    wq_fail_if_hopeless(t->data);
+}
+
+/* A tunnel's events on serve; serve never gets an OPEN (on_open NULL). */
+const nw_tun_cbs_t srv_tun_cbs = {
+    .on_open = NULL,
+    .on_head = srv_on_head,
+    .on_data = srv_on_data,
+    .on_reset = srv_on_reset,
+    .on_drain = srv_on_drain,
+    .on_goaway = srv_on_goaway,
+    .on_close = srv_on_tun_close,
+};
+
+void wq_append(pconn_t *pc) {
+    serve_t *srv = pc->srv;
+    pc->queued = 1;
+    pc->qnext = NULL;
+    pc->qprev = srv->wq_tail;
+    if (srv->wq_tail)
+        srv->wq_tail->qnext = pc;
+    else
+        srv->wq_head = pc;
+    srv->wq_tail = pc;
+    uv_check_start(&srv->wq_check, wq_on_check);
+}
+
+/* Requests waiting for a slot, oldest first, while tunnels have room. A
+ * uv_check runs this after each loop iteration in which the queue is not
+ * empty, so slots freed in any callback are used without re-entering it. */
+static void wq_on_check(uv_check_t *h) {
+    serve_t *srv = h->data;
+    while (srv->wq_head) {
+        pconn_t *pc = srv->wq_head;
+        int st;
+        wq_remove(pc);
+        st = pc_dispatch(pc);
+        if (st == 1) {
+            /* Still no room: it went back to the tail; put it first again. */
+            wq_remove(pc);
+            pc->queued = 1;
+            pc->qprev = NULL;
+            pc->qnext = srv->wq_head;
+            if (srv->wq_head)
+                srv->wq_head->qprev = pc;
+            else
+                srv->wq_tail = pc;
+            srv->wq_head = pc;
+            return;
+        }
+        if (st != 0) {
+            pc->keep_alive = 0;
+            pc_reply(pc, st, srv_status_msg(st));
+            continue;
+        }
+        pc_sent(pc);
+        if (pc->hold_parser) {
+            pc->hold_parser = 0;
+            pc_unpause(pc); /* the body, if any, flows to the stream now */
+            /* With nothing buffered, run the parser once anyway: it was held
+             * right after the head and still has to end the message. */
+            if (!pc->pipeline.len && pc->state == PC_WAIT && pc->conn)
+                pc_feed(pc, "", 0);
+        }
+    }
+    uv_check_stop(&srv->wq_check);
+}

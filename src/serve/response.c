@@ -1,0 +1,536 @@
+/* response.c: stream callbacks: the response head and body to the client, resets, error replies. */
+#include <errno.h>
+#include <llhttp.h>
+#include <regex.h>
+#include <unistd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cfg.h"
+#include "conn.h"
+#include "http1.h"
+#include "log.h"
+#include "path.h"
+#include "serve.h"
+#include "serve_int.h"
+#include "tun.h"
+#include "ws.h"
+
+static void heads_on_idle(uv_idle_t *h);
+
+/* A response head usually arrives in the same read as the first body
+ * bytes (often all of the body): holding it until the end of this loop
+ * turn lets head and body leave in one write, one syscall instead of two.
+ * Whatever is still held when the turn ends is written on its own. */
+void pc_heads_unlink(pconn_t *pc) {
+    serve_t *srv = pc->srv;
+    if (!pc->head_pending)
+        return;
+    if (pc->hprev)
+        pc->hprev->hnext = pc->hnext;
+    else
+        srv->heads = pc->hnext;
+    if (pc->hnext)
+        pc->hnext->hprev = pc->hprev;
+    pc->hprev = pc->hnext = NULL;
+    pc->head_pending = 0;
+}
+
+static void pc_hold_head(pconn_t *pc, nw_sbuf_t *out) {
+    serve_t *srv = pc->srv;
+    pc->head_out = *out;
+    memset(out, 0, sizeof(*out));
+    pc->head_pending = 1;
+    pc->hprev = NULL;
+    pc->hnext = srv->heads;
+    if (srv->heads)
+        srv->heads->hprev = pc;
+    srv->heads = pc;
+    uv_idle_start(&srv->heads_idle, heads_on_idle);
+}
+
+/* Write a held head now (alone). 0, or an error (the caller closes). */
+int pc_flush_head(pconn_t *pc) {
+    int rc = 0;
+    if (!pc->head_pending)
+        return 0;
+    pc_heads_unlink(pc);
+    if (pc->conn)
+        rc = pc_write(pc, pc->head_out.p, pc->head_out.len, 0);
+    nw_sbuf_free(&pc->head_out);
+    if (rc == 0)
+        pc_send_timer(pc);
+    return rc;
+}
+
+static void heads_on_idle(uv_idle_t *h) {
+    serve_t *srv = h->data;
+    uv_idle_stop(h);
+    while (srv->heads) {
+        pconn_t *pc = srv->heads;
+        if (pc_flush_head(pc) != 0)
+            pc_close(pc);
+    }
+}
+
+/* Answer with a short text error. The connection stays open when the
+ * request was read completely and the client wants keep-alive; otherwise
+ * it is closed (lingering). */
+void pc_reply(pconn_t *pc, int status, const char *msg) {
+    char buf[512];
+    char body[256];
+    int keep = pc->keep_alive && pc->req_done && !pc->err_status;
+    int bl = snprintf(body, sizeof(body), "natwrp: %s\n", msg);
+    const char *extra = status == 401 ? "WWW-Authenticate: Bearer realm=\"natwrp\"\r\n"
+                        : status == 503 ? "Retry-After: 1\r\n"
+                                        : "";
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "%sContent-Length: %d\r\n%s\r\n%s",
+                     status, nw_http_reason(status), extra, bl,
+                     !keep ? "Connection: close\r\n"
+                     : pc->minor ? ""
+                                 : "Connection: keep-alive\r\n",
+                     pc->is_head ? "" : body);
+    if (n > 0)
+        pc_write(pc, buf, (size_t)NW_MIN((size_t)n, sizeof(buf) - 1), 0);
+    pc->head_sent = 1;
+    if (keep) {
+        pc->keep_alive = 1;
+        pc_response_done(pc);
+    } else {
+        pc->keep_alive = 0;
+        pc_linger(pc);
+    }
+}
+
+void pc_response_done(pconn_t *pc) {
+    pc->stale_credit = pc->body_inflight;
+    pc_drop_strm(pc, 0);
+    if (!pc->req_done || !pc->keep_alive || pc->srv->draining) {
+        pc_linger(pc); /* draining: the client's next request goes elsewhere */
+        return;
+    }
+    /* Next request: take what the client pipelined, then read again. */
+    pc_set_state(pc, PC_IDLE);
+    pc_arm(pc, pc->srv->cfg->idle_timeout_ms);
+    if (pc->conn && pc->conn->wbytes > OUT_MAX) {
+        /* A client that pipelines and does not read would have every answer
+         * queued here: parse nothing more (and read nothing) until it has
+         * taken most of what is queued (pc_on_written). */
+        pc->out_wait = 1;
+        nw_conn_pause(pc->conn, NW_PAUSE_PIPELINE);
+        return;
+    }
+    pc_unpause(pc);
+}
+
+/* Let the parser go on with what the client sent after the point where
+ * it was paused (a finished request, or a head waiting for a slot). */
+void pc_unpause(pconn_t *pc) {
+    llhttp_resume(&pc->parser);
+    pc->paused = 0;
+    if (pc->in_feed) {
+        pc->again = 1; /* pc_feed's loop picks the pipeline up */
+        return;
+    }
+    if (pc->conn)
+        nw_conn_resume(pc->conn, NW_PAUSE_PIPELINE);
+    if (pc->pipeline.len)
+        pc_feed(pc, NULL, 0);
+}
+
+static void put_field(nw_sbuf_t *out, const nw_hdr_t *h) {
+    nw_sbuf_append(out, h->name, h->name_len);
+    nw_sbuf_append(out, ": ", 2);
+    nw_sbuf_append(out, h->value, h->value_len);
+    nw_sbuf_append(out, "\r\n", 2);
+}
+
+/* 101 Switching Protocols: pass the head (Upgrade and Connection
+ * included), then the stream is a raw pipe with no timeout of its own:
+ * an idle WebSocket stays open as long as the tunnel does. */
+static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
+    nw_sbuf_t out = {0};
+    size_t i;
+    uv_timer_stop(&pc->timer);
+    pc_set_state(pc, PC_STREAM);
+    pc->piped = 1;
+    nw_sbuf_appendf(&out, "HTTP/1.1 101 %.*s\r\n", (int)f->reason_len, f->reason);
+    for (i = 0; i < f->nhdrs; i++) {
+        const nw_hdr_t *h = &f->hdrs[i];
+        if (nw_http_is_hop(h->name, h->name_len) && !nw_strieq(h->name, h->name_len, "upgrade") &&
+            !nw_strieq(h->name, h->name_len, "connection"))
+            continue;
+        put_field(&out, h);
+    }
+    nw_sbuf_append(&out, "\r\n", 2);
+    if (!out.p || pc_write(pc, out.p, out.len, 0) != 0) {
+        nw_sbuf_free(&out);
+        pc_close(pc);
+        return;
+    }
+    nw_sbuf_free(&out);
+    pc->head_sent = 1;
+    nw_debug("conn=%llu client=%s strm=%u switched protocols: piping", (unsigned long long)pc->id,
+             pc->conn ? pc->conn->peer : "-", s->sid);
+    /* Accepted: what the client sent after its request (held until now,
+     * see pc_up_in) goes first, in order; then reading resumes. */
+    out = pc->pipeline;
+    memset(&pc->pipeline, 0, sizeof(pc->pipeline));
+    if (out.len)
+        pc_pipe_in(pc, out.p, out.len);
+    nw_sbuf_free(&out);
+    if (pc->held_eof && pc->state != PC_CLOSED) {
+        pc->held_eof = 0;
+        pc_pipe_in(pc, NULL, 0);
+    }
+    if (pc->conn && pc->state != PC_CLOSED)
+        nw_conn_resume(pc->conn, NW_PAUSE_PIPELINE);
+}
+
+/* The client's response head from the agent's HEAD frame into out: the
+ * status line, the end-to-end fields, the framing (Content-Length as
+ * given, else chunked on HTTP/1.1, else close-delimited) and Connection.
+ * 0, or -1 after a 502 for an invalid Content-Length. */
+static int build_head(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f, int nobody,
+                      nw_sbuf_t *out) {
+    size_t i;
+    {
+        /* No printf on the per-request path: status is 200..999 here. */
+        char st[13] = "HTTP/1.1 000 ";
+        st[9] = (char)('0' + f->status / 100 % 10);
+        st[10] = (char)('0' + f->status / 10 % 10);
+        st[11] = (char)('0' + f->status % 10);
+        nw_sbuf_append(out, st, 13);
+        nw_sbuf_append(out, f->reason, f->reason_len);
+        nw_sbuf_append(out, "\r\n", 2);
+    }
+    for (i = 0; i < f->nhdrs; i++) {
+        const nw_hdr_t *h = &f->hdrs[i];
+        if (nw_http_is_hop(h->name, h->name_len))
+            continue;
+        if (nw_strieq(h->name, h->name_len, "content-length")) {
+            if (f->status == 204)
+                continue; /* RFC 9110 8.6: never on a 204; a proxy before us would wait for it */
+            if (pc->has_cl || nw_http_parse_cl(h->value, h->value_len, &pc->cl_left) != 0) {
+                nw_sbuf_free(out);
+                nw_strm_detach(s, NW_RST_PROTOCOL);
+                pc->strm = NULL;
+                pc_reply(pc, 502, "invalid Content-Length from the local service");
+                return -1;
+            }
+            pc->has_cl = 1;
+        }
+        put_field(out, h);
+    }
+    if (nobody) {
+        /* Framed as an empty body: any DATA byte after it is beyond the
+         * framing (srv_on_data), never bytes for the client. */
+        pc->has_cl = 1;
+        pc->cl_left = 0;
+        pc->chunked_out = 0;
+    } else if (!pc->has_cl) {
+        if (pc->minor >= 1)
+            pc->chunked_out = 1, nw_sbuf_appends(out, "Transfer-Encoding: chunked\r\n");
+        else
+            pc->keep_alive = 0; /* close-delimited body */
+    }
+    if (!pc->req_done || pc->srv->draining)
+        pc->keep_alive = 0; /* the rest of the request body would be unread */
+    if (!pc->keep_alive)
+        nw_sbuf_appends(out, "Connection: close\r\n");
+    else if (pc->minor == 0)
+        nw_sbuf_appends(out, "Connection: keep-alive\r\n");
+    nw_sbuf_append(out, "\r\n", 2);
+    return 0;
+}
+
+void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
+    pconn_t *pc = s->data;
+    nw_sbuf_t out = {0};
+    int end = (f->flags & NW_MUX_F_END) != 0;
+    int nobody = pc->is_head || f->status == 204 || f->status == 304 || f->status < 200;
+    if (f->status == 101 && pc->upgrade && !end && nw_http_fields_ok(f->hdrs, f->nhdrs) &&
+        nw_http_value_ok(f->reason, f->reason_len)) {
+        pc_switch(pc, s, f);
+        return;
+    }
+    if (f->status < 200 || !nw_http_fields_ok(f->hdrs, f->nhdrs) ||
+        !nw_http_value_ok(f->reason, f->reason_len)) {
+        nw_warn("conn=%llu client=%s agent=%s strm=%u invalid response head from agent: 502",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent,
+                s->sid);
+        nw_strm_detach(s, NW_RST_PROTOCOL);
+        pc->strm = NULL;
+        pc_reply(pc, 502, "invalid response from the agent");
+        return;
+    }
+    if (pc->req_body && !pc->req_done)
+        pc_arm(pc, pc->srv->cfg->body_timeout_ms); /* the body still has its own timer */
+    else
+        uv_timer_stop(&pc->timer);
+    pc_set_state(pc, PC_STREAM);
+    pc->has_cl = 0;
+    if (pc->upgrade) {
+        /* Not accepted: what the client sent after the request was never
+         * for the service. Dropped; the connection closes after this
+         * response (keep_alive is 0 for an upgrade). */
+        nw_sbuf_free(&pc->pipeline);
+        pc->held_eof = 0;
+    }
+    if (build_head(pc, s, f, nobody, &out) != 0)
+        return;
+    if (!out.p) {
+        pc_close(pc);
+        return;
+    }
+    pc->head_sent = 1;
+    if (!end) {
+        pc_hold_head(pc, &out); /* goes out with the first body bytes */
+        return;
+    }
+    if (pc_write(pc, out.p, out.len, 0) != 0) {
+        nw_sbuf_free(&out);
+        pc_close(pc);
+        return;
+    }
+    nw_sbuf_free(&out);
+    if (end) {
+        if (pc->has_cl && pc->cl_left) {
+            pc_close(pc); /* promised a body, sent none: cut */
+            return;
+        }
+        pc_response_done(pc);
+    }
+}
+
+/* The agent sent body bytes its response head does not allow (DATA after
+ * a bodiless head, or beyond Content-Length): they could only be read by
+ * the client as the start of its next response. Reset the stream, let what
+ * was validly sent go out, then end the connection: it is never reused. */
+static void pc_framing_violation(pconn_t *pc, nw_strm_t *s, size_t extra) {
+    nw_warn("conn=%llu client=%s agent=%s strm=%u %zu body bytes beyond the response framing "
+            "from the agent: reset, closing the connection",
+            (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent, s->sid,
+            extra);
+    nw_strm_detach(s, NW_RST_PROTOCOL);
+    pc->strm = NULL;
+    pc->keep_alive = 0;
+    pc_linger(pc); /* half-close after the valid part; pipelined input is dropped */
+}
+
+/* Body bytes that arrive while the client has not taken what was written
+ * before wait in out_pend, raw, and leave as one write (one chunk) once it
+ * has (pc_on_written). Written one by one, each DATA frame costs a write
+ * request, a chunk header and, on TLS, a record: a hostile agent sending
+ * 1-byte DATA frames to a client that does not read made serve hold some
+ * 300 bytes per byte of window. 1 when p was held (counted in flight). */
+static int pc_hold_body(pconn_t *pc, const uint8_t *p, size_t len) {
+    if (!len || !pc->conn || pc->head_pending || (!pc->out_pend.len && !pc->conn->wbytes))
+        return 0;
+    if (nw_sbuf_append(&pc->out_pend, p, len) != 0)
+        return -1;
+    pc->body_inflight += len;
+    return 1;
+}
+
+/* Write what pc_hold_body held (framed as one chunk when chunked). */
+int pc_flush_body(pconn_t *pc) {
+    char hdr[32];
+    uv_buf_t b[3];
+    unsigned n = 0;
+    size_t len = pc->out_pend.len;
+    int rc;
+    if (!len)
+        return 0;
+    if (pc->chunked_out)
+        b[n++] = uv_buf_init(hdr, (unsigned)snprintf(hdr, sizeof(hdr), "%zx\r\n", len));
+    b[n++] = uv_buf_init(pc->out_pend.p, (unsigned)len);
+    if (pc->chunked_out)
+        b[n++] = uv_buf_init("\r\n", 2);
+    rc = pc->conn ? nw_conn_write(pc->conn, b, n, len) : NW_ECLOSED;
+    nw_sbuf_free(&pc->out_pend);
+    if (rc == 0)
+        pc_send_timer(pc);
+    return rc;
+}
+
+/* After a 101: the service's bytes go to the client as they are. */
+static void pipe_data(pconn_t *pc, const uint8_t *p, size_t len, int end) {
+    uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
+    int rc = pc_hold_body(pc, p, len);
+    if (rc < 0 || (rc == 0 && len && nw_conn_write(pc->conn, &pb, 1, len) != 0) ||
+        (end && pc_flush_body(pc) != 0)) {
+        pc_close(pc);
+        return;
+    }
+    if (rc == 0)
+        pc->body_inflight += len;
+    pc_send_timer(pc);
+    if (end) {
+        /* The local side ended: half-close towards the client; the
+         * pipe is done once the client has ended too. */
+        pc->out_eof = 1;
+        if (!pc->in_eof)
+            nw_conn_shutdown(pc->conn);
+        pc_pipe_done(pc);
+    }
+}
+
+void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
+    pconn_t *pc = s->data;
+    char hdr[32];
+    uv_buf_t b[5];
+    unsigned n = 0;
+    int skip = pc->is_head, rc;
+    size_t extra = 0;
+
+    if (pc->piped) {
+        pipe_data(pc, p, len, end);
+        return;
+    }
+    if (pc->has_cl) {
+        if (len > pc->cl_left) {
+            /* Only the bytes the framing allows are written. */
+            extra = len - (size_t)pc->cl_left;
+            len = (size_t)pc->cl_left;
+            end = 0;
+        }
+        pc->cl_left -= len;
+    }
+    if (!skip && (rc = pc_hold_body(pc, p, len)) != 0) {
+        if (rc < 0) {
+            pc_close(pc);
+            return;
+        }
+        len = 0; /* held: only the end (or the violation) is left to handle */
+    }
+    if ((end || extra) && pc_flush_body(pc) != 0) {
+        pc_close(pc);
+        return;
+    }
+    if (pc->head_pending) {
+        pc_heads_unlink(pc);
+        b[n++] = uv_buf_init(pc->head_out.p, (unsigned)pc->head_out.len);
+    }
+    if (len && !skip) {
+        if (pc->chunked_out) {
+            int k = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+            b[n++] = uv_buf_init(hdr, (unsigned)k);
+        }
+        b[n++] = uv_buf_init((char *)p, (unsigned)len);
+        if (pc->chunked_out)
+            b[n++] = uv_buf_init("\r\n", 2);
+    }
+    if (end && pc->chunked_out)
+        b[n++] = uv_buf_init("0\r\n\r\n", 5);
+    if (n) {
+        rc = nw_conn_write(pc->conn, b, n, skip ? 0 : len);
+        nw_sbuf_free(&pc->head_out);
+        if (rc != 0) {
+            pc_close(pc);
+            return;
+        }
+        if (!skip)
+            pc->body_inflight += len;
+        pc_send_timer(pc);
+    }
+    if (extra) {
+        pc_framing_violation(pc, s, extra);
+        return;
+    }
+    if (skip && len)
+        nw_strm_consumed(s, len);
+    if (end) {
+        if (pc->has_cl && pc->cl_left) {
+            nw_warn("conn=%llu strm=%u body shorter than Content-Length; cutting",
+                    (unsigned long long)pc->id, s->sid);
+            pc_close(pc);
+            return;
+        }
+        pc_response_done(pc);
+    }
+}
+
+static int code_status(uint32_t code, const char **msg) {
+    switch (code) {
+    case NW_RST_CONNECT: *msg = "the agent could not connect to the local service"; return 502;
+    case NW_RST_REFUSED: *msg = "the agent refused the request"; return 503;
+    case NW_RST_TIMEOUT: *msg = "the local service timed out"; return 504;
+    case NW_RST_TUNNEL_LOST:
+    case NW_RST_UNSENT: *msg = "the tunnel to the agent was lost"; return 502;
+    case NW_RST_TOOBIG: *msg = "the response head was too large"; return 502;
+    default: *msg = "the local service failed"; return 502;
+    }
+}
+
+void srv_on_reset(nw_strm_t *s, uint32_t code) {
+    pconn_t *pc = s->data;
+    const char *msg;
+    int status = code_status(code, &msg);
+    pc->strm = NULL;
+    /* Never processed (refused by an agent that is going away, or still in
+     * our queue when its tunnel died): a request that was wholly in its
+     * OPEN frame can go to another tunnel. One with a body cannot, as the
+     * body bytes already went to the lost stream. */
+    if (!pc->head_sent && (code == NW_RST_UNSENT || code == NW_RST_REFUSED) && pc->end_at_open &&
+        pc->tries < MAX_TRIES && pc->state == PC_WAIT) {
+        int st;
+        nw_info("conn=%llu client=%s strm=%u not processed by tun=%llu agent=%s (%s): "
+                "retrying on another tunnel",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->sid,
+                (unsigned long long)s->tun->id, s->tun->agent,
+                code == NW_RST_UNSENT ? "tunnel lost before it was sent" : "refused");
+        st = pc_dispatch(pc);
+        if (st == 0)
+            pc_sent(pc);
+        if (st <= 1)
+            return;
+        status = st;
+        msg = srv_status_msg(st);
+    }
+    if (code == NW_RST_UNSENT)
+        code = NW_RST_TUNNEL_LOST;
+    if (pc->head_pending) {
+        /* The head was only held for its first body bytes: nothing has
+         * reached the client, so it still gets a proper 502, not zero bytes. */
+        pc_heads_unlink(pc);
+        nw_sbuf_free(&pc->head_out);
+        pc->head_sent = 0;
+    }
+    if (!pc->head_sent) {
+        nw_warn("conn=%llu client=%s agent=%s strm=%u failed before the response head: %s (%s): "
+                "%d",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent,
+                s->sid, nw_mux_code_name(code), msg, status);
+        pc_reply(pc, status, msg);
+    } else {
+        nw_warn("conn=%llu client=%s agent=%s strm=%u reset mid-response (%s); cutting the body",
+                (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent,
+                s->sid, nw_mux_code_name(code));
+        pc_close(pc);
+    }
+}
+
+void srv_on_drain(nw_strm_t *s) {
+    pconn_t *pc = s->data;
+    if (pc_body_waiting(pc))
+        pc_arm(pc, pc->srv->cfg->body_timeout_ms);
+    if (pc->conn)
+        nw_conn_resume(pc->conn, NW_PAUSE_CREDIT);
+}
+
+const char *srv_status_msg(int status) {
+    switch (status) {
+    case 431: return "request header fields too large";
+    case 414: return "request target too long";
+    case 501: return "method not implemented";
+    case 505: return "HTTP version not supported (use HTTP/1.1)";
+    case 503: return "no agent is connected to this server";
+    case 401: return "unauthorized: this path needs the access token (X-Auth-Token)";
+    case 502: return "could not forward the request";
+    default: return "malformed request";
+    }
+}

@@ -1,0 +1,43 @@
+/* handshake.h: the tunnel upgrade as both ends speak it: header names,
+ * the receive-window bounds and default, the X-Natwrp-Window parse, the
+ * subprotocol check, and the AGENT_ID syntax. serve (src/serve/admit.c)
+ * answers the upgrade; the agent sends it and checks the 101. */
+#ifndef NW_HANDSHAKE_H
+#define NW_HANDSHAKE_H
+
+#include "http1.h"
+#include "ws.h"
+
+/* Request (agent -> serve) and response fields; nw_hf_find ignores case. */
+#define NW_HS_AGENT "X-Natwrp-Agent"     /* this tunnel's name (AGENT_ID or AGENT_ID-k) */
+#define NW_HS_GROUP "X-Natwrp-Group"     /* MAX_CONN > 1: the AGENT_ID its tunnels share */
+#define NW_HS_WINDOW "X-Natwrp-Window"   /* the sender's per-stream receive window */
+#define NW_HS_VERSION "X-Natwrp-Version" /* on a refusal for a subprotocol mismatch */
+#define NW_HS_SUBPROTO NW_WS_SUBPROTO    /* Sec-WebSocket-Protocol both ends must name */
+#define NW_HS_SUBPROTO_PREFIX "natwrp."  /* any version of it (screened off other paths) */
+#define NW_HS_FIELD_PREFIX "x-natwrp-"   /* fields that only the tunnel path may carry */
+
+/* Per-stream receive window: bounds of X-Natwrp-Window, and its value
+ * when the field is absent (an older peer). */
+#define NW_HS_WINDOW_MIN 1024u
+#define NW_HS_WINDOW_MAX 0x7fffffffu /* NW_MUX_MAX_WINDOW */
+#define NW_HS_WINDOW_DEFAULT 262144u
+
+/* AGENT_ID: 1-128 of A-Z a-z 0-9 . _ @ : + -; a MAX_CONN tunnel's name
+ * adds "-k" (up to 139). */
+#define NW_HS_AGENT_ID_MAX 128
+#define NW_HS_TUNNEL_NAME_MAX 139
+
+/* The peer's window from h's X-Natwrp-Window into *out
+ * (NW_HS_WINDOW_DEFAULT when absent). 0, or -1 when it is not a number
+ * within the bounds. */
+int nw_hs_window(const nw_hfields_t *h, uint32_t *out);
+/* serve: does the request offer NW_HS_SUBPROTO (a token of any
+ * Sec-WebSocket-Protocol field)? */
+int nw_hs_subproto_offered(const nw_hfields_t *h);
+/* agent: did the 101 select exactly NW_HS_SUBPROTO? */
+int nw_hs_subproto_selected(const nw_hfields_t *h);
+/* Is p[0..n) an AGENT_ID of at most max_len bytes? */
+int nw_hs_agent_id_ok(const char *p, size_t n, size_t max_len);
+
+#endif
