@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "agent_int.h"
+#include "handshake.h"
 #include "ws.h"
 
 #define BACKOFF_MIN_MS 500
@@ -172,7 +173,7 @@ static void hs_refused(slot_t *sl) {
     for (i = 0; why[i]; i++)
         if ((unsigned char)why[i] < 0x20 || (unsigned char)why[i] >= 0x7f)
             why[i] = ' ';
-    if (nw_hf_find(&sl->hs_hf, "x-natwrp-version", 0) >= 0)
+    if (nw_hf_find(&sl->hs_hf, NW_HS_VERSION, 0) >= 0)
         nw_err("agent=%s protocol version mismatch with the server (agent speaks " NW_WS_SUBPROTO
                ")", sl->name);
     if (st == 401)
@@ -191,7 +192,7 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
     nw_hdr_t f;
     nw_tun_cfg_t tc;
     nw_conn_t *c = sl->hs;
-    uint64_t win = 262144;
+    uint32_t win;
     int i;
 
     nw_ws_accept(sl->hs_key, strlen(sl->hs_key), expect);
@@ -201,21 +202,15 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
         hs_fail(sl, "bad Sec-WebSocket-Accept from server", 0);
         return;
     }
-    i = nw_hf_find(h, "sec-websocket-protocol", 0);
-    if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_strieq(f.value, f.value_len, NW_WS_SUBPROTO))) {
-        nw_err("agent=%s protocol version mismatch: server did not select " NW_WS_SUBPROTO,
+    if (!nw_hs_subproto_selected(h)) {
+        nw_err("agent=%s protocol version mismatch: server did not select " NW_HS_SUBPROTO,
                sl->name);
         hs_fail(sl, "protocol version mismatch", 0);
         return;
     }
-    i = nw_hf_find(h, "x-natwrp-window", 0);
-    if (i >= 0) {
-        nw_hf_get(h, (size_t)i, &f);
-        if (nw_http_parse_cl(f.value, f.value_len, &win) != 0 || win < 1024 ||
-            win > NW_MUX_MAX_WINDOW) {
-            hs_fail(sl, "invalid X-Natwrp-Window from server", 0);
-            return;
-        }
+    if (nw_hs_window(h, &win) != 0) {
+        hs_fail(sl, "invalid " NW_HS_WINDOW " from server", 0);
+        return;
     }
     uv_timer_stop(&sl->timer);
     sl->hs = NULL;
@@ -225,7 +220,7 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
         return;
     }
     tc.my_window = ag->cfg->window;
-    tc.peer_window = (uint32_t)win;
+    tc.peer_window = win;
     tc.ping_interval_ms = ag->cfg->ping_interval_ms;
     sl->tun = nw_tun_new(ag->loop, c, 1, &tc, &ag_tun_cbs, ag);
     if (!sl->tun) {
@@ -301,12 +296,12 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
                     "GET %s" NW_TUNNEL_PATH " HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                    "Sec-WebSocket-Protocol: " NW_WS_SUBPROTO "\r\n"
-                    "X-Natwrp-Agent: %s\r\nX-Natwrp-Window: %u\r\n",
+                    "Sec-WebSocket-Protocol: " NW_HS_SUBPROTO "\r\n"
+                    NW_HS_AGENT ": %s\r\n" NW_HS_WINDOW ": %u\r\n",
                     cfg->remote.path, v6 ? "[" : "", cfg->remote.host, v6 ? "]" : "",
                     cfg->remote.port, sl->hs_key, sl->name, cfg->window);
     if (ag->nslots > 1)
-        nw_sbuf_appendf(&req, "X-Natwrp-Group: %s\r\n", cfg->agent_id);
+        nw_sbuf_appendf(&req, NW_HS_GROUP ": %s\r\n", cfg->agent_id);
     if (cfg->conn_token[0])
         nw_sbuf_appendf(&req, "Authorization: Bearer %s\r\n", cfg->conn_token);
     nw_sbuf_appends(&req, "User-Agent: natwrp/" NW_VERSION "\r\n\r\n");

@@ -88,11 +88,6 @@ void nw_conn_close(nw_conn_t *c);
  * are queued (a FIN would wait behind them). Idempotent. */
 void nw_conn_abort(nw_conn_t *c);
 
-/* The dialer (dial.h) and the heap trimmer (trim.h) used to live here;
- * serve and agent still reach them through this header. */
-#include "dial.h"
-#include "trim.h"
-
 /* The end of a role's main: close every handle still open, run the loop
  * until their close callbacks ran, close the loop (logged if that fails). */
 void nw_loop_teardown(uv_loop_t *loop);

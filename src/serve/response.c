@@ -141,13 +141,6 @@ void pc_unpause(pconn_t *pc) {
         pc_feed(pc, NULL, 0);
 }
 
-static void put_field(nw_sbuf_t *out, const nw_hdr_t *h) {
-    nw_sbuf_append(out, h->name, h->name_len);
-    nw_sbuf_append(out, ": ", 2);
-    nw_sbuf_append(out, h->value, h->value_len);
-    nw_sbuf_append(out, "\r\n", 2);
-}
-
 /* 101 Switching Protocols: pass the head (Upgrade and Connection
  * included), then the stream is a raw pipe with no timeout of its own:
  * an idle WebSocket stays open as long as the tunnel does. */
@@ -163,7 +156,7 @@ static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
         if (nw_http_is_hop(h->name, h->name_len) && !nw_strieq(h->name, h->name_len, "upgrade") &&
             !nw_strieq(h->name, h->name_len, "connection"))
             continue;
-        put_field(&out, h);
+        nw_http_put_field(&out, h->name, h->name_len, h->value, h->value_len);
     }
     nw_sbuf_append(&out, "\r\n", 2);
     if (!out.p || pc_write(pc, out.p, out.len, 0) != 0) {
@@ -223,7 +216,7 @@ static int build_head(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f, int no
             }
             pc->has_cl = 1;
         }
-        put_field(out, h);
+        nw_http_put_field(out, h->name, h->name_len, h->value, h->value_len);
     }
     if (nobody) {
         /* Framed as an empty body: any DATA byte after it is beyond the
@@ -338,7 +331,7 @@ static int pc_hold_body(pconn_t *pc, const uint8_t *p, size_t len) {
 
 /* Write what pc_hold_body held (framed as one chunk when chunked). */
 int pc_flush_body(pconn_t *pc) {
-    char hdr[32];
+    char hdr[NW_HTTP_CHUNK_LINE];
     uv_buf_t b[3];
     unsigned n = 0;
     size_t len = pc->out_pend.len;
@@ -346,7 +339,7 @@ int pc_flush_body(pconn_t *pc) {
     if (!len)
         return 0;
     if (pc->chunked_out)
-        b[n++] = uv_buf_init(hdr, (unsigned)snprintf(hdr, sizeof(hdr), "%zx\r\n", len));
+        b[n++] = uv_buf_init(hdr, (unsigned)nw_http_chunk_line(hdr, len));
     b[n++] = uv_buf_init(pc->out_pend.p, (unsigned)len);
     if (pc->chunked_out)
         b[n++] = uv_buf_init("\r\n", 2);
@@ -381,7 +374,7 @@ static void pipe_data(pconn_t *pc, const uint8_t *p, size_t len, int end) {
 
 void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     pconn_t *pc = s->data;
-    char hdr[32];
+    char hdr[NW_HTTP_CHUNK_LINE];
     uv_buf_t b[5];
     unsigned n = 0;
     int skip = pc->is_head, rc;
@@ -416,10 +409,8 @@ void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
         b[n++] = uv_buf_init(pc->head_out.p, (unsigned)pc->head_out.len);
     }
     if (len && !skip) {
-        if (pc->chunked_out) {
-            int k = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
-            b[n++] = uv_buf_init(hdr, (unsigned)k);
-        }
+        if (pc->chunked_out)
+            b[n++] = uv_buf_init(hdr, (unsigned)nw_http_chunk_line(hdr, len));
         b[n++] = uv_buf_init((char *)p, (unsigned)len);
         if (pc->chunked_out)
             b[n++] = uv_buf_init("\r\n", 2);

@@ -36,12 +36,6 @@
 #include "tun.h"
 #include "ws.h"
 
-static void on_walk_close(uv_handle_t *h, void *arg) {
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 /* SIGHUP: load the pair again. New handshakes use the new one; live
  * sessions keep theirs (the configuration is reference-counted). */
 static void on_sighup(uv_signal_t *h, int signum) {
@@ -205,15 +199,6 @@ static int srv_start(serve_t *srv) {
     return 0;
 }
 
-/* Close every handle still open, let the close callbacks run, close the
- * loop. */
-static void loop_teardown(uv_loop_t *loop) {
-    uv_walk(loop, on_walk_close, NULL);
-    uv_run(loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(loop) != 0)
-        nw_err("event loop closed with handles still open");
-}
-
 static void srv_free(serve_t *srv) {
     if (srv->tls)
         nw_tls_conf_unref(srv->tls);
@@ -260,7 +245,7 @@ int nw_serve_main(int argc, char **argv) {
         rc = srv_start(srv);
     if (rc == 0)
         uv_run(&loop, UV_RUN_DEFAULT);
-    loop_teardown(&loop);
+    nw_loop_teardown(&loop);
     srv_free(srv);
     /* A setting this host cannot honour (certificate, listener) fails here. */
     return rc == 0 ? 0 : 2;

@@ -9,6 +9,7 @@
 #include "cfg.h"
 #include "conn.h"
 #include "http1.h"
+#include "trim.h"
 #include "tun.h"
 
 #define LINGER_MS 2000          /* drain input this long after an error reply */

@@ -1,4 +1,4 @@
-/* test_handshake.c: the tunnel upgrade's shared parts (src/wire/handshake.c):
+/* test_handshake.c: the tunnel upgrade's shared parts (src/tunnel/handshake.c):
  * X-Natwrp-Window bounds and default, the subprotocol offered / selected,
  * and the AGENT_ID syntax. */
 #include <stdint.h>
