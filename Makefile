@@ -23,6 +23,10 @@ SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fram
 ASAN_CFLAGS := -O1 -g $(SAN)
 
 SRCS     := $(sort $(wildcard src/*.c src/*/*.c))
+# Objects go into archives by base name (the fuzz build's libnatwrp.a), so
+# two sources may not share one.
+SAME_NAME := $(shell printf '%s\n' $(notdir $(SRCS)) | sort | uniq -d)
+$(if $(SAME_NAME),$(error src/: more than one file named $(SAME_NAME)))
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
 UNIT_SRCS := $(sort $(wildcard test/unit/test_*.c))
 
@@ -42,7 +46,7 @@ $(BUILD)/natwrp: $(REL_OBJS) $(LL_REL)
 
 $(BUILD)/obj/%.o: src/%.c $(HDRS) | $(BUILD)/obj
 	@mkdir -p $(@D)
-	$(CC) $(BASE) $(WARN) $(CFLAGS) -MMD -c -o $@ $<
+	$(CC) $(BASE) $(WARN) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 # --- sanitizer build (tests) -----------------------------------------------
 asan: $(BUILD)/asan/natwrp

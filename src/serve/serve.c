@@ -7,7 +7,7 @@
  *   fwd.c       the forwarded head (pure)
  *   response.c  the response to the client (stream callbacks, error replies)
  *   access.c    screening, AUTH_TOKEN/AUTH_RULE
- *   admit.c     the tunnel upgrade (CONN_TOKEN, --allow-agent, limits)
+ *   upgrade.c   the tunnel upgrade (CONN_TOKEN, --allow-agent, limits)
  *   registry.c  tunnels, --balance, the wait queue for a stream slot
  *
  * Public HTTP/1.x connections (pconn) are parsed with llhttp in strict

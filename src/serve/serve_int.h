@@ -155,7 +155,7 @@ int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *norm, char
 int srv_upgrade_to_http(const nw_hfields_t *h);
 const char *pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm);
 
-/* admit.c */
+/* upgrade.c */
 void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len);
 
 /* registry.c */

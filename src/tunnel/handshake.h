@@ -1,6 +1,6 @@
 /* handshake.h: the tunnel upgrade as both ends speak it: header names,
  * the receive-window bounds and default, the X-Natwrp-Window parse, the
- * subprotocol check, and the AGENT_ID syntax. serve (src/serve/admit.c)
+ * subprotocol check, and the AGENT_ID syntax. serve (src/serve/upgrade.c)
  * answers the upgrade; the agent sends it and checks the 101. */
 #ifndef NW_HANDSHAKE_H
 #define NW_HANDSHAKE_H

@@ -1,4 +1,4 @@
-/* admit.c: the tunnel upgrade on serve: CONN_TOKEN, --allow-agent, limits, take-over. */
+/* upgrade.c: the tunnel upgrade on serve: CONN_TOKEN, --allow-agent, limits, take-over. */
 #include <errno.h>
 #include <llhttp.h>
 #include <regex.h>
