@@ -221,11 +221,10 @@ static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
         if (nw_strieq(h->name, h->name_len, "host") || nw_http_is_hop(h->name, h->name_len))
             continue;
         if (nw_strieq(h->name, h->name_len, "content-length")) {
-            if (has_cl || nw_http_parse_cl(h->value, h->value_len, &cl) != 0) {
+            if (nw_http_take_cl(&has_cl, h->value, h->value_len, &cl) != 0) {
                 lreq_fail(r, NW_RST_PROTOCOL, "bad Content-Length from server");
                 return -1;
             }
-            has_cl = 1;
             r->has_cl = 1;
             r->body_left = cl;
         }

@@ -405,3 +405,10 @@ size_t nw_http_chunk_line(char *buf, size_t n) {
     buf[len++] = '\n';
     return len;
 }
+
+int nw_http_take_cl(int *seen, const char *p, size_t n, uint64_t *out) {
+    if (*seen || nw_http_parse_cl(p, n, out) != 0)
+        return -1;
+    *seen = 1;
+    return 0;
+}

@@ -71,6 +71,10 @@ int nw_http_value_ok(const char *p, size_t n);
 int nw_http_fields_ok(const nw_hdr_t *h, size_t n);
 /* Strict Content-Length: digits only, at most 19 of them. */
 int nw_http_parse_cl(const char *p, size_t n, uint64_t *out);
+/* One Content-Length field of a head, value p[0..n): the first one sets
+ * *out and *seen; a second one, or a value that is not a strict number,
+ * is -1 (RFC 9112 6.3: a recipient never picks one of several). */
+int nw_http_take_cl(int *seen, const char *p, size_t n, uint64_t *out);
 
 /* Append "name: value\r\n" to out. */
 void nw_http_put_field(nw_sbuf_t *out, const char *name, size_t nlen, const char *value,

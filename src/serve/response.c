@@ -190,6 +190,7 @@ static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
 static int build_head(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f, int nobody,
                       nw_sbuf_t *out) {
     size_t i;
+    int has_cl = 0;
     {
         /* No printf on the per-request path: status is 200..999 here. */
         char st[13] = "HTTP/1.1 000 ";
@@ -207,7 +208,7 @@ static int build_head(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f, int no
         if (nw_strieq(h->name, h->name_len, "content-length")) {
             if (f->status == 204)
                 continue; /* RFC 9110 8.6: never on a 204; a proxy before us would wait for it */
-            if (pc->has_cl || nw_http_parse_cl(h->value, h->value_len, &pc->cl_left) != 0) {
+            if (nw_http_take_cl(&has_cl, h->value, h->value_len, &pc->cl_left) != 0) {
                 nw_sbuf_free(out);
                 nw_strm_detach(s, NW_RST_PROTOCOL);
                 pc->strm = NULL;

@@ -1227,6 +1227,21 @@ UNIT_TEST(test_host_ok) {
     }
 }
 
+/* One Content-Length per head: a second one is refused even when equal. */
+UNIT_TEST(test_take_cl) {
+    int seen = 0;
+    uint64_t v = 7;
+    CHECK_EQ(nw_http_take_cl(&seen, "12", 2, &v), 0);
+    CHECK_EQ(v, 12);
+    CHECK_EQ(seen, 1);
+    CHECK_EQ(nw_http_take_cl(&seen, "12", 2, &v), -1);
+    seen = 0;
+    CHECK_EQ(nw_http_take_cl(&seen, "1,2", 3, &v), -1);
+    CHECK_EQ(seen, 0);
+    CHECK_EQ(nw_http_take_cl(&seen, "+1", 2, &v), -1);
+    CHECK_EQ(nw_http_take_cl(&seen, "", 0, &v), -1);
+}
+
 /* The chunk-size line matches printf's "%zx\r\n" for every size class. */
 UNIT_TEST(test_chunk_line) {
     static const size_t sizes[] = {0, 1, 9, 10, 15, 16, 255, 256, 4095, 65536, 0xabcdef,
@@ -1274,5 +1289,5 @@ UNIT_MAIN(UNIT_CASE(test_headscan_accepts_good_heads),
           UNIT_CASE(test_llhttp_request_byte_at_a_time),
           UNIT_CASE(test_llhttp_response_every_split), UNIT_CASE(test_llhttp_keepalive_reset),
           UNIT_CASE(test_llhttp_head_cap_every_split), UNIT_CASE(test_llhttp_toomany),
-          UNIT_CASE(test_llhttp_value_trailing_ows), UNIT_CASE(test_chunk_line),
+          UNIT_CASE(test_llhttp_value_trailing_ows), UNIT_CASE(test_chunk_line), UNIT_CASE(test_take_cl),
           UNIT_CASE(test_put_field))
