@@ -353,79 +353,39 @@ def test_agent_refuses_remote_url_with_path(t):
 
 # -- item 3, agent side: a hostile server's climbing target --------------------
 
-def _open_frame(sid, target):
-    import struct
-    m, tb = b"GET", target.encode("latin-1")
-    return (bytes([1, 1]) + struct.pack(">I", sid) + bytes([len(m)]) + m +
-            struct.pack(">H", len(tb)) + tb + struct.pack(">H", 0))
-
-
-def _agent_frames(c):
-    """Yield (type, sid, payload) of the agent's natwrp messages (masked)."""
-    import struct
-    buf = b""
-
-    def need(n):
-        nonlocal buf
-        while len(buf) < n:
-            b = c.recv(65536)
-            if not b:
-                fail("the agent closed the tunnel")
-            buf += b
-        out, buf = buf[:n], buf[n:]
-        return out
-
-    while True:
-        h = need(2)
-        op, n = h[0] & 0x0f, h[1] & 0x7f
-        if n == 126:
-            n = struct.unpack(">H", need(2))[0]
-        elif n == 127:
-            n = struct.unpack(">Q", need(8))[0]
-        key = need(4) if h[1] & 0x80 else b"\0\0\0\0"
-        p = bytes(x ^ key[i % 4] for i, x in enumerate(need(n)))
-        if op == 2:
-            yield p[0], struct.unpack(">I", p[2:6])[0], p[6:]
+def agent_answers(t, rec, targets):
+    """A hand-made server (fakeserver.py) opens one GET per target on an
+    agent whose LOCAL_URL is rec's /app; returns {target: Frame}, the
+    agent's first answer on each stream (a HEAD, or a RST)."""
+    from fakeserver import HEAD, RST, FakeServer
+    fake = FakeServer()
+    try:
+        t.agent(fake.url, rec.url + "/app", wait=False)
+        tun = fake.accept()
+        sids = {2 * i + 1: target for i, target in enumerate(targets)}
+        for sid, target in sids.items():
+            tun.open(sid, "GET", target)
+        got = {}
+        while len(got) < len(sids):
+            f, _ = tun.expect(lambda f: f.type in (HEAD, RST) and f.sid in sids and
+                              sids[f.sid] not in got, "the agent's answers")
+            got[sids[f.sid]] = f
+        return got
+    finally:
+        fake.close()
 
 
 def test_agent_refuses_climbing_target_from_server(t):
-    import base64
-    import hashlib
-    import struct
+    from fakeserver import HEAD, RST
     rec = Recorder()
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
     try:
-        t.agent("http://127.0.0.1:%d" % ls.getsockname()[1], rec.url + "/app", wait=False)
-        ls.settimeout(10)
-        c, _ = ls.accept()
-        c.settimeout(10)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += c.recv(4096)
-        key = re.search(rb"(?im)^sec-websocket-key:\s*(\S+)", head).group(1)
-        acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
-                               .digest())
-        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc +
-                  b"\r\nSec-WebSocket-Protocol: natwrp.1\r\n\r\n")
         climbs = ["/../secret", "/%2e%2e/secret", "/..%2fsecret", "/x/../../secret"]
-        for i, target in enumerate(climbs + ["/fine"]):
-            f = _open_frame(2 * i + 1, target)
-            c.sendall(bytes([0x82, len(f)]) + f)
-        want = {2 * i + 1: target for i, target in enumerate(climbs)}
-        frames = _agent_frames(c)
-        got = {}
-        while len(got) < len(climbs) + 1:
-            ftype, sid, p = next(frames)
-            if ftype in (2, 5) and sid not in got:
-                got[sid] = (ftype, p)
-        for sid, target in want.items():
-            eq(got[sid], (5, struct.pack(">I", 4)), "agent's answer to OPEN %s" % target)
-        eq(got[2 * len(climbs) + 1][0], 2, "agent's answer to OPEN /fine (a HEAD)")
+        got = agent_answers(t, rec, climbs + ["/fine"])
+        for target in climbs:
+            eq((got[target].type, got[target].code), (RST, 4),
+               "agent's answer to OPEN %s (RST PROTOCOL)" % target)
+        eq(got["/fine"].type, HEAD, "agent's answer to OPEN /fine (a HEAD)")
         rec.wait_target("/app/fine")
         eq(rec.targets(), ["/app/fine"], "targets at the local service")
     finally:
-        ls.close()
         rec.close()

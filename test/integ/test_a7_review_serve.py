@@ -76,45 +76,18 @@ def test_agent_refuses_fragment_from_server(t):
     base-path check ended the path at '#' too, so the target reached a
     LOCAL_URL with a base path as /app/x#/../../secret. nw_path_normalize
     now refuses any target with a fragment, so the agent resets it."""
-    import base64
-    import hashlib
-    import re as _re
-    from test_a1_paths import _open_frame, _agent_frames
+    from fakeserver import HEAD, RST
+    from test_a1_paths import agent_answers
     rec = Recorder()
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
     try:
-        t.agent("http://127.0.0.1:%d" % ls.getsockname()[1], rec.url + "/app", wait=False)
-        ls.settimeout(10)
-        c, _ = ls.accept()
-        c.settimeout(10)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += c.recv(4096)
-        key = _re.search(rb"(?im)^sec-websocket-key:\s*(\S+)", head).group(1)
-        acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
-                               .digest())
-        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc +
-                  b"\r\nSec-WebSocket-Protocol: natwrp.1\r\n\r\n")
         bad = ["/x#/../../secret", "/x?q#/../../../secret"]
-        for i, target in enumerate(bad + ["/fine"]):
-            f = _open_frame(2 * i + 1, target)
-            c.sendall(bytes([0x82, len(f)]) + f)
-        frames = _agent_frames(c)
-        got = {}
-        while len(got) < len(bad) + 1:
-            ftype, sid, p = next(frames)
-            if ftype in (2, 5) and sid not in got:
-                got[sid] = ftype
-        for i, target in enumerate(bad):
-            eq(got[2 * i + 1], 5, "agent's answer to OPEN %s (RST)" % target)
-        eq(got[2 * len(bad) + 1], 2, "agent's answer to OPEN /fine (a HEAD)")
+        got = agent_answers(t, rec, bad + ["/fine"])
+        for target in bad:
+            eq(got[target].type, RST, "agent's answer to OPEN %s (RST)" % target)
+        eq(got["/fine"].type, HEAD, "agent's answer to OPEN /fine (a HEAD)")
         rec.wait_target("/app/fine")
         eq(rec.targets(), ["/app/fine"], "targets at the local service")
     finally:
-        ls.close()
         rec.close()
 
 
