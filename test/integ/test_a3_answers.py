@@ -322,23 +322,23 @@ def _load(port, nthreads, stop, results, lock):
     return ths
 
 
-@timed(60)
-def test_a3_agent_sigkill_restart_no_503(t):
+def _restart_under_load(t, stop_agent, nthreads=16):
+    """The agent goes away under load (stop_agent(t, serve, agent) makes it
+    and waits until serve has noticed) and a new one starts 1 s later.
+    Returns (the old agent, every status); the load runs until 200 more
+    requests were answered after the restart."""
     o = t.origin()
     s = t.serve("--queue-timeout", "4")
     started = time.time()
     a = t.agent(s, o)
     stop = threading.Event()
     results, lock = [], threading.Lock()
-    nthreads = 16
     ths = _load(s.port, nthreads, stop, results, lock)
     deadline = time.time() + 10
     while len(results) < 200 and time.time() < deadline:
         time.sleep(0.05)
     past_start_window(started, 4)
-    mark = s.proc.mark()
-    a.kill()
-    s.wait_tunnel_closed("a1", since=mark, timeout=10)
+    stop_agent(t, s, a)
     time.sleep(1)  # the restart delay of the scenario, not a synchronisation
     with lock:
         at_restart = len(results)
@@ -352,6 +352,26 @@ def test_a3_agent_sigkill_restart_no_503(t):
     stop.set()
     for th in ths:
         th.join(25)
+    check(len(results) >= at_restart + 200, "load did not go on after the restart")
+    return a, results
+
+
+def _kill(t, s, a):
+    mark = s.proc.mark()
+    a.kill()
+    s.wait_tunnel_closed("a1", since=mark, timeout=10)
+
+
+def _drain(t, s, a):
+    mark = s.proc.mark()
+    a.send(signal.SIGTERM)
+    s.proc.wait_for(r"tunnel draining tun=\d+ agent=a1", 10, since=mark)
+
+
+@timed(60)
+def test_a3_agent_sigkill_restart_no_503(t):
+    nthreads = 16
+    _, results = _restart_under_load(t, _kill, nthreads)
     bad = [st for st in results if st != 200]
     others = [st for st in bad if st not in (502, "cut")]
     check(not others, "requests failed across the agent restart (only the ones in flight on "
@@ -359,43 +379,17 @@ def test_a3_agent_sigkill_restart_no_503(t):
                                                                               len(results)))
     check(len(bad) <= nthreads, "more failures (%d) than requests in flight (%d)" %
           (len(bad), nthreads))
-    with lock:
-        check(len(results) >= at_restart + 200, "load did not go on after the restart")
 
 
 @timed(60)
 def test_a3_agent_sigterm_restart_no_failure(t):
     """The agent drains on SIGTERM (GOAWAY) and a new one starts 1 s later,
     under load: serve holds new requests meanwhile, so none fails."""
-    o = t.origin()
-    s = t.serve("--queue-timeout", "4")
-    started = time.time()
-    a = t.agent(s, o)
-    stop = threading.Event()
-    results, lock = [], threading.Lock()
-    ths = _load(s.port, 16, stop, results, lock)
-    past_start_window(started, 4)
-    mark = s.proc.mark()
-    a.send(signal.SIGTERM)
-    s.proc.wait_for(r"tunnel draining tun=\d+ agent=a1", 10, since=mark)
-    time.sleep(1)  # the restart delay of the scenario, not a synchronisation
-    with lock:
-        at_restart = len(results)
-    t.agent(s, o, label="agent2")
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        with lock:
-            if len(results) >= at_restart + 200:
-                break
-        time.sleep(0.05)
-    stop.set()
-    for th in ths:
-        th.join(25)
+    a, results = _restart_under_load(t, _drain)
     eq(a.wait_exit(10), 0, "exit status of the drained agent")
     bad = [st for st in results if st != 200]
     check(not bad, "requests failed across a drained agent's restart: %r of %d" %
           (bad[:10], len(results)))
-    check(len(results) >= at_restart + 200, "load did not go on after the restart")
 
 
 @timed(30)
