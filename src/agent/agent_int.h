@@ -58,6 +58,9 @@ struct lreq_s {
     nw_sbuf_t head;   /* serialized request head, kept for one retry */
     nw_bufq_t early;  /* body that arrived before a connection was ready */
     nw_bufq_t held;   /* upgrade: the client's bytes, held until the service says 101 */
+    nw_sbuf_t pub;    /* the public origin, "proto://host" ("" unknown: no rewriting) */
+    nw_sbuf_t sent;   /* PRESERVE_HOST: the public Host sent to the service */
+    nw_sbuf_t rw;     /* rewritten redirect values of the response head */
     uint64_t body_left; /* Content-Length (0 for an upgrade without one) not yet received */
     uint64_t wait_since; /* when it joined the wait queue (LOCAL_QUEUE_TIMEOUT) */
     lreq_t *prev, *next;

@@ -6,6 +6,7 @@
 
 #include "agent_int.h"
 #include "path.h"
+#include "redirect.h"
 
 /* ------------------------------------------------------ tunnel streams */
 
@@ -189,6 +190,64 @@ static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
     return r;
 }
 
+/* The first element of a field value's comma-separated list, trimmed. */
+static void first_elem(const nw_hdr_t *h, const char **p, size_t *n) {
+    const char *v = h->value, *c = memchr(v, ',', h->value_len);
+    size_t len = c ? (size_t)(c - v) : h->value_len;
+    while (len && (*v == ' ' || *v == '\t'))
+        v++, len--;
+    while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    *p = v;
+    *n = len;
+}
+
+/* Is p[0..n) a plausible Host value: a reg-name, IPv4 or [IPv6] with an
+ * optional port, nothing a request head or a URL would misread? */
+static int host_ok(const char *p, size_t n) {
+    size_t i;
+    if (n == 0 || n > 255)
+        return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("-._~:[]!$&'()*+;=%", c)))
+            return 0;
+    }
+    return 1;
+}
+
+/* What the OPEN says of the public side: the Host the client used
+ * (X-Forwarded-Host, which serve always sets, else Host) and its scheme
+ * (X-Forwarded-Proto), kept for PRESERVE_HOST and redirect rewriting. */
+static int lreq_public(lreq_t *r, const nw_mux_frame_t *f) {
+    const char *host = NULL, *proto = NULL, *v;
+    size_t hlen = 0, plen = 0, n, i;
+    int xfh = 0;
+    for (i = 0; i < f->nhdrs; i++) {
+        const nw_hdr_t *h = &f->hdrs[i];
+        if (!proto && nw_strieq(h->name, h->name_len, "x-forwarded-proto")) {
+            first_elem(h, &proto, &plen);
+        } else if (!xfh && nw_strieq(h->name, h->name_len, "x-forwarded-host")) {
+            first_elem(h, &v, &n);
+            xfh = 1, host = v, hlen = n;
+        } else if (!host && nw_strieq(h->name, h->name_len, "host")) {
+            first_elem(h, &host, &hlen);
+        }
+    }
+    if (!host || !host_ok(host, hlen))
+        return 0;
+    if (r->ag->cfg->preserve_host && nw_sbuf_append(&r->sent, host, hlen) != 0)
+        return -1;
+    if (!r->ag->cfg->rewrite_location || !proto ||
+        !(nw_strieq(proto, plen, "http") || nw_strieq(proto, plen, "https")))
+        return 0;
+    if (nw_sbuf_appends(&r->pub, nw_strieq(proto, plen, "https") ? "https://" : "http://") != 0 ||
+        nw_sbuf_append(&r->pub, host, hlen) != 0)
+        return -1;
+    return 0;
+}
+
 /* The request head for the local service from the OPEN's, into r->head;
  * on a bad head, fails r and returns -1. */
 static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
@@ -197,6 +256,10 @@ static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
     int has_cl = 0;
     uint64_t cl;
 
+    if (lreq_public(r, f) != 0) {
+        lreq_fail(r, NW_RST_INTERNAL, "out of memory");
+        return -1;
+    }
     /* Only LOCAL_URL's host and port are ever dialled; the target is
      * appended to its base path. */
     nw_sbuf_append(&r->head, f->method, f->method_len);
@@ -207,7 +270,10 @@ static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
     else
         nw_sbuf_append(&r->head, f->target, f->target_len);
     nw_sbuf_appends(&r->head, " HTTP/1.1\r\nHost: ");
-    nw_sbuf_appends(&r->head, ag->host_hdr);
+    if (r->sent.len) /* PRESERVE_HOST */
+        nw_sbuf_append(&r->head, r->sent.p, r->sent.len);
+    else
+        nw_sbuf_appends(&r->head, ag->host_hdr);
     nw_sbuf_append(&r->head, "\r\n", 2);
     for (i = 0; i < f->nhdrs; i++) {
         const nw_hdr_t *h = &f->hdrs[i];
@@ -287,6 +353,44 @@ static int lc_on_message_begin(llhttp_t *p) {
     return 0;
 }
 
+/* Location, Content-Location and Refresh URLs that point at LOCAL_URL or
+ * at the Host sent get the public origin (REWRITE_LOCATION). The new
+ * values live in r->rw; hdrs point into it once it stops growing. */
+static int rewrite_redirects(lreq_t *r, nw_hdr_t *hdrs, size_t n) {
+    agent_t *ag = r->ag;
+    nw_redirect_t rd;
+    size_t i, k = 0, off[NW_HTTP_MAX_FIELDS], len[NW_HTTP_MAX_FIELDS], idx[NW_HTTP_MAX_FIELDS];
+    int kind, rc;
+
+    if (!r->pub.len)
+        return 0;
+    rd.local_tls = ag->cfg->local.tls;
+    rd.local_host = ag->cfg->local.host;
+    rd.local_port = ag->cfg->local.port;
+    rd.sent = r->sent.len ? r->sent.p : ag->host_hdr;
+    rd.sent_len = r->sent.len ? r->sent.len : strlen(ag->host_hdr);
+    rd.pub = r->pub.p;
+    rd.pub_len = r->pub.len;
+    r->rw.len = 0;
+    for (i = 0; i < n; i++) {
+        size_t start = r->rw.len;
+        if (!(kind = nw_redirect_field(hdrs[i].name, hdrs[i].name_len)))
+            continue;
+        rc = nw_redirect_rewrite(&rd, kind, hdrs[i].value, hdrs[i].value_len, &r->rw);
+        if (rc < 0)
+            return -1;
+        if (rc == 1) {
+            idx[k] = i, off[k] = start, len[k] = r->rw.len - start;
+            k++;
+        }
+    }
+    for (i = 0; i < k; i++) {
+        hdrs[idx[i]].value = r->rw.p + off[i];
+        hdrs[idx[i]].value_len = len[i];
+    }
+    return 0;
+}
+
 static int lc_on_headers_complete(llhttp_t *p) {
     lconn_t *lc = p->data;
     lreq_t *r = lc->req;
@@ -328,6 +432,10 @@ static int lc_on_headers_complete(llhttp_t *p) {
     if (p->flags & F_CHUNKED)
         drop[0] = "content-length";
     n = nw_http_filter(&lc->hf, hdrs, NW_ARRAY_LEN(hdrs), drop);
+    if (n > 0 && rewrite_redirects(r, hdrs, (size_t)n) != 0) {
+        llhttp_set_error_reason(p, "out of memory");
+        return -1;
+    }
     end = r->is_head || st == 204 || st == 304 ||
           ((p->flags & F_CONTENT_LENGTH) && p->content_length == 0 && !(p->flags & F_CHUNKED));
     rc = nw_strm_head(r->strm, (uint16_t)st, lc->hf.raw.p ? lc->hf.raw.p : "", lc->hf.first_len,
@@ -599,6 +707,9 @@ void lreq_free(lreq_t *r) {
     if (r->next)
         r->next->prev = r->prev;
     nw_sbuf_free(&r->head);
+    nw_sbuf_free(&r->pub);
+    nw_sbuf_free(&r->sent);
+    nw_sbuf_free(&r->rw);
     nw_bufq_clear(&r->early);
     nw_bufq_clear(&r->held);
     nw_free(r);

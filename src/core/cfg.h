@@ -74,6 +74,8 @@ typedef struct {
     uint64_t local_queue_timeout_ms; /* LOCAL_QUEUE_TIMEOUT SECS: longest wait, default 5 */
     uint32_t max_pipes;        /* MAX_LOCAL_PIPES: upgraded pipes at once (503), default 1024 */
     uint64_t grace_ms;         /* GRACE SECS: finish streams on SIGTERM, default 30 */
+    int preserve_host;         /* PRESERVE_HOST: send the public Host to the service */
+    int rewrite_location;      /* REWRITE_LOCATION: make local redirects public, default 1 */
     char env_file[1024];       /* --env FILE or ./.env: the file actually read, "" if none */
 } nw_agent_cfg_t;
 

@@ -49,6 +49,10 @@ static const opt_t agent_opts[] = {
     {.flag = "--max-local-pipes", .env = "MAX_LOCAL_PIPES", .kind = OPT_COUNT1,
      .off = AGENT_FIELD(max_pipes), .max = 1000000},
     {.flag = "--grace", .env = "GRACE", .kind = OPT_SECS, .off = AGENT_FIELD(grace_ms)},
+    {.flag = "--preserve-host", .env = "PRESERVE_HOST", .kind = OPT_BOOL,
+     .off = AGENT_FIELD(preserve_host)},
+    {.flag = "--rewrite-location", .env = "REWRITE_LOCATION", .kind = OPT_BOOL,
+     .off = AGENT_FIELD(rewrite_location)},
 };
 
 _Static_assert(NW_ARRAY_LEN(agent_opts) <= MAX_OPTS, "raise MAX_OPTS");
@@ -100,6 +104,13 @@ static void agent_usage(void) {
           "                           upgrade gets 503 (default 1024)\n"
           "  --grace SECS             GRACE: on SIGTERM/SIGINT, finish in-flight requests\n"
           "                           for up to this long (default 30)\n"
+          "  --preserve-host          PRESERVE_HOST=1: send the local service the public\n"
+          "                           Host the client used (X-Forwarded-Host), not\n"
+          "                           LOCAL_URL's host and port\n"
+          "  --rewrite-location=0     REWRITE_LOCATION=0: pass Location, Content-Location\n"
+          "                           and Refresh URLs unchanged; by default one that\n"
+          "                           points at LOCAL_URL or at the Host sent gets the\n"
+          "                           public scheme and host (default 1)\n"
           "  -h, --help               show this help and exit\n"
           "  --version                print the version and exit\n",
           stdout);
@@ -176,6 +187,7 @@ static void agent_defaults(nw_agent_cfg_t *cfg) {
     cfg->local_queue_timeout_ms = 5000;
     cfg->max_pipes = 1024;
     cfg->grace_ms = 30000;
+    cfg->rewrite_location = 1;
 }
 
 /* Keep a copy of each .env value that names a setting; ignore the rest. */

@@ -1,0 +1,149 @@
+/* redirect.c: the local service's absolute redirects made public (see
+ * redirect.h), as nginx's "proxy_redirect default" does. */
+#include <string.h>
+
+#include "redirect.h"
+
+int nw_redirect_field(const char *name, size_t len) {
+    if (nw_strieq(name, len, "location") || nw_strieq(name, len, "content-location"))
+        return 1;
+    return nw_strieq(name, len, "refresh") ? 2 : 0;
+}
+
+static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+static int ieq(const char *a, size_t alen, const char *b, size_t blen) {
+    size_t i;
+    if (alen != blen)
+        return 0;
+    for (i = 0; i < alen; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+            return 0;
+    return 1;
+}
+
+/* An authority split into host (brackets removed) and port (0: absent). */
+typedef struct {
+    const char *host;
+    size_t hlen;
+    unsigned port;
+} auth_t;
+
+/* Parse host[:port] or [v6][:port]; -1 on userinfo or a bad port. */
+static int parse_auth(const char *p, size_t n, auth_t *a) {
+    size_t i, end;
+    a->port = 0;
+    if (memchr(p, '@', n) || n == 0)
+        return -1;
+    if (p[0] == '[') {
+        const char *rb = memchr(p, ']', n);
+        if (!rb)
+            return -1;
+        a->host = p + 1;
+        a->hlen = (size_t)(rb - p) - 1;
+        end = (size_t)(rb - p) + 1;
+    } else {
+        const char *c = memchr(p, ':', n);
+        end = c ? (size_t)(c - p) : n;
+        a->host = p;
+        a->hlen = end;
+    }
+    if (a->hlen == 0)
+        return -1;
+    if (end == n)
+        return 0;
+    if (p[end] != ':')
+        return -1;
+    if (end + 1 == n)
+        return 0; /* "host:" is host with the default port (RFC 3986 6.2.3) */
+    for (i = end + 1; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9' || a->port > 65535)
+            return -1;
+        a->port = a->port * 10 + (unsigned)(p[i] - '0');
+    }
+    return a->port > 0 && a->port <= 65535 ? 0 : -1;
+}
+
+/* Does the absolute URL's authority u (scheme tls) name the same origin
+ * as host:port under that scheme, default ports equal to absent ones? */
+static int same(const auth_t *u, int tls, const auth_t *o) {
+    unsigned dflt = tls ? 443 : 80;
+    return ieq(u->host, u->hlen, o->host, o->hlen) &&
+           (u->port ? u->port : dflt) == (o->port ? o->port : dflt);
+}
+
+/* Rewrite the URL u[0..n) into out if it is ours: 1, 0 or -1. */
+static int rewrite_url(const nw_redirect_t *rd, const char *u, size_t n, nw_sbuf_t *out) {
+    size_t s, a, e;
+    int tls;
+    auth_t ua, la, sa;
+
+    /* scheme "://" authority, the authority ending at / ? # or the end */
+    for (s = 0; s < n && u[s] != ':'; s++)
+        if (u[s] == '/' || u[s] == '?' || u[s] == '#')
+            return 0; /* a relative reference */
+    if (ieq(u, s, "http", 4))
+        tls = 0;
+    else if (ieq(u, s, "https", 5))
+        tls = 1;
+    else
+        return 0;
+    if (n - s < 3 || memcmp(u + s, "://", 3) != 0)
+        return 0;
+    a = s + 3;
+    for (e = a; e < n && u[e] != '/' && u[e] != '?' && u[e] != '#'; e++)
+        ;
+    if (parse_auth(u + a, e - a, &ua) != 0)
+        return 0;
+    la.host = rd->local_host;
+    la.hlen = strlen(rd->local_host);
+    la.port = rd->local_port;
+    if (!((tls == rd->local_tls && same(&ua, tls, &la)) ||
+          (rd->sent_len && parse_auth(rd->sent, rd->sent_len, &sa) == 0 && same(&ua, tls, &sa))))
+        return 0;
+    if (nw_sbuf_append(out, rd->pub, rd->pub_len) != 0 || nw_sbuf_append(out, u + e, n - e) != 0)
+        return -1;
+    return 1;
+}
+
+/* Refresh: "5; url=http://h/p" (spaces around '=' and quotes allowed, as
+ * browsers read it). The URL runs to the end, or to its closing quote. */
+int nw_redirect_rewrite(const nw_redirect_t *rd, int kind, const char *v, size_t n,
+                        nw_sbuf_t *out) {
+    size_t i, j, end, start = out->len;
+    char q = 0;
+    int rc;
+
+    if (!rd->pub_len)
+        return 0;
+    if (kind != 2)
+        return rewrite_url(rd, v, n, out);
+    for (i = 0; i < n && v[i] != ';' && v[i] != ','; i++)
+        ;
+    if (i == n)
+        return 0;
+    for (i++; i < n && (v[i] == ' ' || v[i] == '\t'); i++)
+        ;
+    if (n - i < 3 || !ieq(v + i, 3, "url", 3))
+        return 0;
+    for (j = i + 3; j < n && (v[j] == ' ' || v[j] == '\t'); j++)
+        ;
+    if (j == n || v[j] != '=')
+        return 0;
+    for (j++; j < n && (v[j] == ' ' || v[j] == '\t'); j++)
+        ;
+    if (j < n && (v[j] == '\'' || v[j] == '"'))
+        q = v[j++];
+    for (end = j; end < n && (q ? v[end] != q : 1); end++)
+        ;
+    while (!q && end > j && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+        end--;
+    if (nw_sbuf_append(out, v, j) != 0)
+        return -1;
+    rc = rewrite_url(rd, v + j, end - j, out);
+    if (rc <= 0) {
+        out->len = start;
+        return rc;
+    }
+    return nw_sbuf_append(out, v + end, n - end) == 0 ? 1 : -1;
+}

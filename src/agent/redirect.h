@@ -1,0 +1,33 @@
+/* redirect.h: rewriting the local service's absolute redirects to the
+ * public origin (redirect.c, pure): Location, Content-Location, Refresh. */
+#ifndef NW_REDIRECT_H
+#define NW_REDIRECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* What a response URL is compared with, and what it becomes. */
+typedef struct {
+    int local_tls;          /* LOCAL_URL's scheme: https */
+    const char *local_host; /* LOCAL_URL's host, no brackets */
+    uint16_t local_port;    /* LOCAL_URL's port (explicit or default) */
+    const char *sent;       /* the Host value sent to the service */
+    size_t sent_len;
+    const char *pub;        /* the public origin, "https://host[:port]" */
+    size_t pub_len;
+} nw_redirect_t;
+
+/* Is name (case-insensitive) a field whose URL is rewritten? 1 for
+ * Location and Content-Location, 2 for Refresh, else 0. */
+int nw_redirect_field(const char *name, size_t len);
+
+/* If the URL in value v (for Refresh: the one after "url=") points at
+ * LOCAL_URL's origin or at the sent Host, append the value with that origin
+ * replaced by the public one to out and return 1; else 0 (relative, foreign
+ * or unparsable URLs stay as they are). -1 when out of memory. */
+int nw_redirect_rewrite(const nw_redirect_t *rd, int kind, const char *v, size_t n,
+                        nw_sbuf_t *out);
+
+#endif
