@@ -367,8 +367,10 @@ static int rewrite_redirects(lreq_t *r, nw_hdr_t *hdrs, size_t n) {
     rd.local_tls = ag->cfg->local.tls;
     rd.local_host = ag->cfg->local.host;
     rd.local_port = ag->cfg->local.port;
-    rd.sent = r->sent.len ? r->sent.p : ag->host_hdr;
-    rd.sent_len = r->sent.len ? r->sent.len : strlen(ag->host_hdr);
+    /* Without PRESERVE_HOST the Host sent is LOCAL_URL's authority: its
+     * origin, scheme included, is the only match. */
+    rd.sent = r->sent.p;
+    rd.sent_len = r->sent.len;
     rd.pub = r->pub.p;
     rd.pub_len = r->pub.len;
     r->rw.len = 0;
