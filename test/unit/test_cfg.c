@@ -466,6 +466,51 @@ UNIT_TEST(agent_pipes_and_queue_timeout) {
     clear_env();
 }
 
+/* PRESERVE_HOST off and REWRITE_LOCATION on by default; flags, the
+ * environment and .env set them; a bad value names the setting. */
+UNIT_TEST(agent_host_and_redirects) {
+    const char *empty = write_tmp("");
+    const char *envf = write_tmp("AGENT_ID=x\nREMOTE_URL=http://r\nLOCAL_URL=http://l\n"
+                                 "PRESERVE_HOST=yes\nREWRITE_LOCATION=off\n");
+    char *a1[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l"};
+    char *a2[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l", "--preserve-host", "--rewrite-location=0"};
+    char *a3[] = {"agent", "--env", (char *)envf};
+    char *a4[] = {"agent", "--env", (char *)envf, "--preserve-host=0", "--rewrite-location"};
+    char *a5[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l", "--preserve-host=2"};
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_agent(ARGC(a1), a1, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.preserve_host, 0);
+    CHECK_EQ(c.rewrite_location, 1);
+    CHECK_EQ(nw_cfg_agent(ARGC(a2), a2, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.preserve_host, 1);
+    CHECK_EQ(c.rewrite_location, 0);
+    CHECK_EQ(nw_cfg_agent(ARGC(a3), a3, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.preserve_host, 1);
+    CHECK_EQ(c.rewrite_location, 0);
+    CHECK_EQ(nw_cfg_agent(ARGC(a4), a4, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.preserve_host, 0);
+    CHECK_EQ(c.rewrite_location, 1);
+    setenv("PRESERVE_HOST", "1", 1);
+    setenv("REWRITE_LOCATION", "false", 1);
+    CHECK_EQ(nw_cfg_agent(ARGC(a1), a1, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.preserve_host, 1);
+    CHECK_EQ(c.rewrite_location, 0);
+    setenv("REWRITE_LOCATION", "maybe", 1);
+    CHECK(agent_fails(ARGC(a1), a1, "REWRITE_LOCATION"));
+    unsetenv("REWRITE_LOCATION");
+    setenv("PRESERVE_HOST", "2", 1);
+    CHECK(agent_fails(ARGC(a1), a1, "PRESERVE_HOST"));
+    unsetenv("PRESERVE_HOST");
+    CHECK(agent_fails(ARGC(a5), a5, "--preserve-host"));
+    clear_env();
+}
+
 UNIT_TEST(agent_missing_required) {
     const char *empty = write_tmp("# nothing here\nAGENT_ID=\n");
     char *a1[] = {"agent", "--env", (char *)empty};
@@ -688,7 +733,7 @@ UNIT_TEST(header_defaults) {
         const dflt_t agent[] = {DA(ping_interval_ms), DA(connect_timeout_ms), DA(pool_size),
                                 DA(window), DA(max_head), DA(max_conn), DA(max_local),
                                 DA(local_queue), DA(local_queue_timeout_ms), DA(max_pipes),
-                                DA(grace_ms)};
+                                DA(grace_ms), DA(rewrite_location)};
         int rc = check_header_defaults(serve, ARGC(serve), agent, ARGC(agent), bad, sizeof(bad));
         if (rc)
             fprintf(stderr, "  %s\n", bad);
@@ -706,7 +751,7 @@ UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_default
           UNIT_CASE(serve_body_timeout),
           UNIT_CASE(serve_help_version), UNIT_CASE(agent_precedence),
           UNIT_CASE(agent_defaults_and_flags), UNIT_CASE(agent_seed_env_file),
-          UNIT_CASE(agent_pipes_and_queue_timeout),
+          UNIT_CASE(agent_pipes_and_queue_timeout), UNIT_CASE(agent_host_and_redirects),
           UNIT_CASE(agent_missing_required), UNIT_CASE(agent_bad_values),
           UNIT_CASE(agent_default_env_file), UNIT_CASE(agent_help_version),
           UNIT_CASE(header_defaults))
