@@ -109,8 +109,9 @@ static void agent_usage(void) {
           "                           LOCAL_URL's host and port\n"
           "  --rewrite-location=0     REWRITE_LOCATION=0: pass Location, Content-Location\n"
           "                           and Refresh URLs unchanged; by default one that\n"
-          "                           points at LOCAL_URL or at the Host sent gets the\n"
-          "                           public scheme and host (default 1)\n"
+          "                           points at LOCAL_URL (or, with --preserve-host, at\n"
+          "                           the Host sent) gets the public scheme and host\n"
+          "                           (default 1)\n"
           "  -h, --help               show this help and exit\n"
           "  --version                print the version and exit\n",
           stdout);
