@@ -527,7 +527,7 @@ const char *srv_status_msg(int status) {
     case 501: return "method not implemented";
     case 505: return "HTTP version not supported (use HTTP/1.1)";
     case 503: return "no agent is connected to this server";
-    case 401: return "unauthorized: this path needs the access token (X-Auth-Token)";
+    case 401: return "unauthorized: this path needs the access token (X-Auth-Token, or as the Basic password)";
     case 502: return "could not forward the request";
     default: return "malformed request";
     }
