@@ -164,11 +164,8 @@ int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *norm, char
             (!dots[0] || regexec(&srv->auth_re, dots, 0, NULL, 0) != 0))
             return 1;
     }
-    if ((i = nw_hf_find(&pc->hf, "x-auth-token", 0)) >= 0) {
-        nw_hf_get(&pc->hf, (size_t)i, &f);
-        if (srv_token_eq(f.value, f.value_len, want, wlen))
-            return 1;
-    }
+    /* Authorization first: a field that carries the token is serve's even
+     * when X-Auth-Token carries it too, and must not reach the service. */
     i = -1;
     while ((i = nw_hf_find(&pc->hf, "authorization", (size_t)(i + 1))) >= 0) {
         nw_hf_get(&pc->hf, (size_t)i, &f);
@@ -176,6 +173,11 @@ int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *norm, char
             pc->auth_field = (unsigned)i + 1;
             return 1;
         }
+    }
+    if ((i = nw_hf_find(&pc->hf, "x-auth-token", 0)) >= 0) {
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        if (srv_token_eq(f.value, f.value_len, want, wlen))
+            return 1;
     }
     nw_info("conn=%llu client=%s unauthorized: %s: 401", (unsigned long long)pc->id,
             pc->conn->peer, nw_hf_find(&pc->hf, "x-auth-token", 0) >= 0 ||

@@ -144,6 +144,10 @@ def test_basic_not_forwarded(t):
                                       ("Authorization", "Bearer svc-token")])
     eq(hdr(e, "Authorization"), ["Bearer svc-token"], "the service's own Authorization")
     eq(hdr(e, "X-Auth-Token"), [], "X-Auth-Token reaching the origin")
+    # Both ways at once: the Authorization field with the token stays here too.
+    e = echo(s, "/echo/both", headers=[("X-Auth-Token", TOKEN),
+                                       ("Authorization", basic("me:" + TOKEN))])
+    eq(hdr(e, "Authorization"), [], "Authorization with the token beside X-Auth-Token")
     # Two Authorization fields: only the one that carried the token goes.
     e = echo(s, "/echo/two", headers=[("Authorization", "Bearer svc-token"),
                                       ("Authorization", basic("me:" + TOKEN)),
