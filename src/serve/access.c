@@ -1,4 +1,4 @@
-/* access.c: request screening: AUTH_TOKEN/AUTH_RULE, CGI aliases, handshake-header checks. */
+/* access.c: request screening: AUTH_TOKEN/AUTH_RULE (Bearer and Basic), CGI aliases, handshake-header checks. */
 #include <errno.h>
 #include <llhttp.h>
 #include <regex.h>
@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "basic.h"
 #include "cfg.h"
 #include "conn.h"
 #include "http1.h"
@@ -105,8 +106,35 @@ const char *pc_fields_why(pconn_t *pc) {
     return why;
 }
 
+/* Does the Authorization value f carry the token want? "Basic" with
+ * the token as password (RFC 7617, any user-id: a browser's prompt),
+ * "Bearer TOKEN", or the bare token. Malformed Basic is no credential. */
+static int authz_matches(const nw_hdr_t *f, const char *want, size_t wlen) {
+    char small[256], *buf;
+    const char *tok;
+    size_t len, cap = NW_BASIC_CAP(f->value_len);
+    int rc, ok;
+    buf = cap <= sizeof(small) ? small : nw_malloc(cap);
+    if (!buf)
+        return 0;
+    rc = nw_basic_parse(f->value, f->value_len, buf, cap, &tok, &len);
+    ok = rc == NW_BASIC_OK && srv_token_eq(tok, len, want, wlen);
+    if (buf != small) {
+        memset(buf, 0, cap);
+        nw_free(buf);
+    } else {
+        memset(small, 0, sizeof(small));
+    }
+    if (ok)
+        return 1;
+    return srv_auth_value(f, 0, &tok, &len) && srv_token_eq(tok, len, want, wlen);
+}
+
 /* AUTH_TOKEN: 1 when the request may pass. The token comes in
- * X-Auth-Token, or in Authorization with or without "Bearer ". With
+ * X-Auth-Token, or in Authorization as Basic credentials whose password
+ * it is, with "Bearer ", or bare. The Authorization field that carried
+ * it is serve's and not forwarded (pc->auth_field); another one is the
+ * service's. With
  * AUTH_RULE only paths it matches (a search, like grep -E; the query is
  * not part of the path) need it. The rule is tried on every reading of the
  * whole path a service may act on: as sent, normalised (norm, "" for "*"),
@@ -115,11 +143,12 @@ const char *pc_fields_why(pconn_t *pc) {
  * buf has room for 2 * (tlen + 2) bytes. */
 int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *norm, char *buf) {
     serve_t *srv = pc->srv;
-    const char *want = srv->cfg->auth_token, *tok;
+    const char *want = srv->cfg->auth_token;
     size_t wlen = strlen(want), len, plen = nw_path_len(target, tlen);
     char *raw = buf, *dots = buf + tlen + 2;
     nw_hdr_t f;
     int i;
+    pc->auth_field = 0;
     if (!wlen)
         return 1;
     if (srv->has_auth_rule) {
@@ -135,14 +164,19 @@ int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *norm, char
             (!dots[0] || regexec(&srv->auth_re, dots, 0, NULL, 0) != 0))
             return 1;
     }
+    /* Authorization first: a field that carries the token is serve's even
+     * when X-Auth-Token carries it too, and must not reach the service. */
+    i = -1;
+    while ((i = nw_hf_find(&pc->hf, "authorization", (size_t)(i + 1))) >= 0) {
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        if (authz_matches(&f, want, wlen)) {
+            pc->auth_field = (unsigned)i + 1;
+            return 1;
+        }
+    }
     if ((i = nw_hf_find(&pc->hf, "x-auth-token", 0)) >= 0) {
         nw_hf_get(&pc->hf, (size_t)i, &f);
         if (srv_token_eq(f.value, f.value_len, want, wlen))
-            return 1;
-    }
-    if ((i = nw_hf_find(&pc->hf, "authorization", 0)) >= 0) {
-        nw_hf_get(&pc->hf, (size_t)i, &f);
-        if (srv_auth_value(&f, 0, &tok, &len) && srv_token_eq(tok, len, want, wlen))
             return 1;
     }
     nw_info("conn=%llu client=%s unauthorized: %s: 401", (unsigned long long)pc->id,

@@ -5,7 +5,8 @@
 
 size_t nw_fwd_drop_list(const nw_fwd_in_t *in, const char *drop[NW_FWD_MAX_DROP]) {
     /* X-Forwarded-* are rebuilt below and Expect is answered by serve.
-     * X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's.
+     * X-Auth-Token is ours when AUTH_TOKEN is set, else the local service's;
+ * so is the one Authorization field that carried AUTH_TOKEN (auth_field).
      * Forwarded and X-Real-IP name the client as X-Forwarded-For does, and
      * X-Original-URL and X-Rewrite-URL replace the path for services behind
      * IIS (Symfony, Laminas): a path AUTH_RULE never saw. Only a trusted
@@ -65,6 +66,15 @@ int nw_fwd_build(const nw_hfields_t *h, const nw_fwd_in_t *in, nw_fwd_head_t *ou
     if (n < 0)
         return -1;
     out->n = (size_t)n;
+    if (in->auth_field && in->auth_field <= h->n) {
+        size_t k;
+        nw_hf_get(h, in->auth_field - 1, &f);
+        for (k = 0; k < out->n && out->hdrs[k].value != f.value; k++)
+            ;
+        if (k < out->n)
+            memmove(out->hdrs + k, out->hdrs + k + 1, (out->n - k - 1) * sizeof(*out->hdrs)),
+                out->n--;
+    }
     add_forwarded(h, in, out);
     if (in->upgrade && (i = nw_hf_find(h, "upgrade", 0)) >= 0) {
         nw_hf_get(h, (size_t)i, &f);

@@ -17,6 +17,8 @@ typedef struct {
     int auth_token; /* AUTH_TOKEN is set: X-Auth-Token is serve's, never forwarded */
     int https;      /* the client came over TLS */
     int upgrade;    /* an upgrade request: Connection: Upgrade and its Upgrade go on */
+    size_t auth_field; /* 1 + the index in the head of the Authorization field that
+                          carried AUTH_TOKEN (serve's, never forwarded), or 0 */
 } nw_fwd_in_t;
 
 /* The forwarded head. Names and values point into the request head, into

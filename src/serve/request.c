@@ -128,6 +128,7 @@ int pc_dispatch(pconn_t *pc) {
     in.auth_token = srv->cfg->auth_token[0] != 0;
     in.https = pc->https;
     in.upgrade = pc->upgrade;
+    in.auth_field = pc->auth_field;
     if (nw_fwd_build(&pc->hf, &in, &fh) != 0) { /* on_headers_complete refused these */
         nw_fwd_free(&fh);
         return 400;

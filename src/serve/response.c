@@ -82,7 +82,13 @@ void pc_reply(pconn_t *pc, int status, const char *msg) {
     char body[256];
     int keep = pc->keep_alive && pc->req_done && !pc->err_status;
     int bl = snprintf(body, sizeof(body), "natwrp: %s\n", msg);
-    const char *extra = status == 401 ? "WWW-Authenticate: Bearer realm=\"natwrp\"\r\n"
+    /* A visitor's 401 offers Basic first (RFC 9110 11.6.1: a browser
+     * prompts for it; the token is the password), then Bearer; a tunnel
+     * handshake takes only Bearer. */
+    const char *extra = status == 401 && !pc->tunnel
+                            ? "WWW-Authenticate: Basic realm=\"natwrp\"\r\n"
+                              "WWW-Authenticate: Bearer realm=\"natwrp\"\r\n"
+                        : status == 401 ? "WWW-Authenticate: Bearer realm=\"natwrp\"\r\n"
                         : status == 503 ? "Retry-After: 1\r\n"
                                         : "";
     int n = snprintf(buf, sizeof(buf),
@@ -521,7 +527,7 @@ const char *srv_status_msg(int status) {
     case 501: return "method not implemented";
     case 505: return "HTTP version not supported (use HTTP/1.1)";
     case 503: return "no agent is connected to this server";
-    case 401: return "unauthorized: this path needs the access token (X-Auth-Token)";
+    case 401: return "unauthorized: this path needs the access token (X-Auth-Token, or as the Basic password)";
     case 502: return "could not forward the request";
     default: return "malformed request";
     }

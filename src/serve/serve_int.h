@@ -55,6 +55,8 @@ typedef struct pconn_s {
     uint64_t chunk_left;     /* request chunk data still to come */
     unsigned crlf_check;     /* bytes of the CRLF after chunk data in the next read */
     unsigned tries;          /* dispatch attempts for this request */
+    unsigned auth_field;     /* 1 + the index of the Authorization field that carried
+                                AUTH_TOKEN (not forwarded), or 0 (pc_auth) */
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
         has_cl : 1, tunnel : 1, upgrade : 1, minor : 1, in_feed : 1, paused : 1,
         again : 1, https : 1, used : 1, scanning : 1, head_pending : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,

@@ -230,7 +230,7 @@ static void check_filter(const llhttp_t *p, const nw_hfields_t *h) {
     nw_hdr_t out2[NW_HTTP_MAX_FIELDS], *dh, *out;
     const char *method = llhttp_method_name((llhttp_method_t)p->method), *tgt;
     const char *drop[NW_FWD_MAX_DROP];
-    nw_fwd_in_t in = {"192.0.2.7", 9, 0, 0, 0, 0};
+    nw_fwd_in_t in = {"192.0.2.7", 9, 0, 0, 0, 0, 0};
     nw_fwd_head_t *fh = malloc(sizeof(*fh));
     uint8_t *frame;
     size_t i, cap, kept, tlen;
