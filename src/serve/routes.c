@@ -66,8 +66,13 @@ static int expand_name(const char *h, size_t hl, const char *domain, char *out,
         *why = "host longer than 253 bytes";
         return -1;
     }
-    for (i = 0; i < hl; i++)
+    for (i = 0; i < hl; i++) {
         out[i] = lower(h[i]);
+        if (!is_ldh(out[i]) && out[i] != '.') {
+            *why = "host may hold only letters, digits, '-' and dots";
+            return -1;
+        }
+    }
     n = hl;
     if (!memchr(h, '.', hl)) {
         if (dl == 0) {
@@ -145,8 +150,8 @@ int nw_route_parse(const char *s, size_t len, const char *domain, nw_route_t *r,
         goto bad;
     r->hostlen = (size_t)n;
     r->wildcard = wild;
-    if (pl > 1 && slash[pl - 1] == '/')
-        pl--; /* "/api/" is "/api" */
+    if (pl > 1 && slash[pl - 1] == '/' && slash[pl - 2] != '/')
+        pl--; /* "/api/" is "/api" ("//" stays, refused below) */
     if (pl == 1)
         pl = 0; /* "/" is the whole host */
     if (pl > NW_ROUTE_PATH_MAX) {
