@@ -106,7 +106,9 @@ size_t nw_routes_count(const nw_routes_t *t);
  * any case, with a port), path as sent (pathlen 0 reads as "/"). An
  * exact host beats a wildcard, a longer wildcard a shorter one, then the
  * longest path wins; no match: the default route's entry, if any. One
- * pass over the table, no allocation. */
+ * pass over the table, no allocation. Paths compare byte for byte (a
+ * route path holds no '%'): pass the normalised path (nw_path_normalize)
+ * so that "/%61pi" routes as "/api", the path the service will see. */
 nw_route_hit_t nw_routes_lookup(const nw_routes_t *t, const char *host, size_t hostlen,
                                 const char *path, size_t pathlen);
 
