@@ -130,7 +130,7 @@ lint:
 FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 20
 FUZZ_DIR   := $(BUILD)/fuzz
-FUZZ_NAMES := mux env head tun path
+FUZZ_NAMES := mux env head tun path routes
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # Library code gets coverage instrumentation only (fuzzer-no-link); the
 # targets link libFuzzer's main as well.
