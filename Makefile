@@ -117,8 +117,9 @@ lint:
 # --- fuzzing ---------------------------------------------------------------
 # libFuzzer targets (test/fuzz/fuzz_*.c) for the frame codec, the .env parser,
 # request-head parsing, the tunnel session (a hand-made peer's bytes into a
-# real nw_tun_t), request-path normalisation and route matching, built with clang's -fsanitize=fuzzer plus ASan and UBSan
-# (libFuzzer comes with Debian's clang, in libclang-rt-14-dev).
+# real nw_tun_t), request-path normalisation and route matching, built with
+# clang's -fsanitize=fuzzer plus ASan and UBSan (libFuzzer comes with
+# Debian's clang, in libclang-rt-14-dev).
 #   make fuzz                  build them all, run each for FUZZ_TIME seconds
 #   make fuzz FUZZ_TIME=60
 #   make fuzz-build            build only
