@@ -125,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         free(rl);
         has_default = ll > 0 && (p[0] & 1);
-        while (q <= qe && nr < MAXR) {
+        while (q <= qe && nr < MAXR - 1) { /* one slot stays for the default route */
             const uint8_t *c = memchr(q, ',', (size_t)(qe - q));
             size_t il = (size_t)((c ? c : qe) - q);
             char *item = dup_n(q, il);
