@@ -392,8 +392,9 @@ def test_a3_agent_sigterm_restart_no_failure(t):
           (bad[:10], len(results)))
 
 
-@timed(30)
-def test_a3_request_waits_for_returning_agent(t):
+def _agent_gone(t):
+    """Origin, serve (--queue-timeout 4) and an agent that has come and gone
+    again after serve's start-up window: returns (origin, serve)."""
     o = t.origin()
     s = t.serve("--queue-timeout", "4")
     started = time.time()
@@ -402,6 +403,12 @@ def test_a3_request_waits_for_returning_agent(t):
     mark = s.proc.mark()
     a.terminate()
     s.wait_tunnel_closed("a1", since=mark, timeout=10)
+    return o, s
+
+
+@timed(30)
+def test_a3_request_waits_for_returning_agent(t):
+    o, s = _agent_gone(t)
     out = []
 
     def client():
@@ -425,14 +432,7 @@ def test_a3_websocket_waits_for_returning_agent(t):
     """A WebSocket upgrade (no body) made while the agent is away waits for
     it like any request and is then switched, not refused with 503."""
     import wsclient
-    o = t.origin()
-    s = t.serve("--queue-timeout", "4")
-    started = time.time()
-    a = t.agent(s, o)
-    past_start_window(started, 4)
-    mark = s.proc.mark()
-    a.terminate()
-    s.wait_tunnel_closed("a1", since=mark, timeout=10)
+    o, s = _agent_gone(t)
     out = []
 
     def client():
@@ -458,14 +458,7 @@ def test_a3_websocket_waits_for_returning_agent(t):
 def test_a3_websocket_with_early_frame_waits(t):
     """As above, with a WebSocket frame sent right behind the upgrade head:
     it reaches the service after the switch, once the agent is back."""
-    o = t.origin()
-    s = t.serve("--queue-timeout", "4")
-    started = time.time()
-    a = t.agent(s, o)
-    past_start_window(started, 4)
-    mark = s.proc.mark()
-    a.terminate()
-    s.wait_tunnel_closed("a1", since=mark, timeout=10)
+    o, s = _agent_gone(t)
     mark = s.proc.mark()
     cc = Conn(s.port, timeout=15)
     cc.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -589,14 +582,7 @@ def test_a3_upgrade_with_body_waits_for_returning_agent(t):
     """An upgrade that carries a Content-Length body (h2c-style POST) also
     waits for a tunnel: its body is parsed and sent as DATA once a tunnel is
     there, and the bytes after it are held until the service's 101."""
-    o = t.origin()
-    s = t.serve("--queue-timeout", "4")
-    started = time.time()
-    a = t.agent(s, o)
-    past_start_window(started, 4)
-    mark = s.proc.mark()
-    a.terminate()
-    s.wait_tunnel_closed("a1", since=mark, timeout=10)
+    o, s = _agent_gone(t)
     mark = s.proc.mark()
     cc = Conn(s.port, timeout=15)
     cc.send(b"POST /raw-upgrade HTTP/1.1\r\nHost: x\r\nUpgrade: made-up\r\n"
