@@ -370,19 +370,26 @@ def test_e5_browser_jupyter_origin_check(t):
     try:
         pub = "jup.example.com:%d" % s.port
         eq(b.navigate("http://%s/tree" % pub), 200, "notebook page with PRESERVE_HOST")
-        res = json.loads(b.eval(post))
-        eq(res["status"], 200, "fetch() POST with PRESERVE_HOST (body %r)" % res["body"])
-        seen = json.loads(res["body"])
-        eq(seen, {"origin": "http://" + pub, "host": pub}, "Origin and Host at the service")
+        for _ in range(3):
+            res = json.loads(b.eval(post))
+            eq(res["status"], 200, "fetch() POST with PRESERVE_HOST (body %r)" % res["body"])
+            seen = json.loads(res["body"])
+            eq(seen, {"origin": "http://" + pub, "host": pub}, "Origin and Host at the service")
         pub = "nojup.example.com:%d" % s.port
         eq(b.navigate("http://%s/tree" % pub), 200, "notebook page without PRESERVE_HOST")
-        res = json.loads(b.eval(post))
-        eq(res["status"], 403, "fetch() POST without PRESERVE_HOST (body %r)" % res["body"])
-        check(("http://" + pub) in res["body"] and local[7:] in res["body"],
-              "the service compared the page's Origin with LOCAL_URL's host: %r" % res["body"])
+        for _ in range(3):
+            res = json.loads(b.eval(post))
+            eq(res["status"], 403, "fetch() POST without PRESERVE_HOST (body %r)" % res["body"])
+            check(("http://" + pub) in res["body"] and local[7:] in res["body"],
+                  "the service compared the page's Origin with LOCAL_URL's host: %r" %
+                  res["body"])
     finally:
         b.close()
     # The same check by raw request: the Host the service sees.
-    r = http_request(s.port, "POST", "/api/x", [("Host", "jup.example.com"),
-                                                ("Origin", "http://jup.example.com")], b"{}")
-    eq(r.status, 200, "raw POST with PRESERVE_HOST (body %r)" % r.body[:200])
+    for _ in range(3):
+        r = http_request(s.port, "POST", "/api/x", [("Host", "jup.example.com"),
+                                                    ("Origin", "http://jup.example.com")], b"{}")
+        eq(r.status, 200, "raw POST with PRESERVE_HOST (body %r)" % r.body[:200])
+        r = http_request(s.port, "POST", "/api/x", [("Host", "nojup.example.com"),
+                                                    ("Origin", "http://nojup.example.com")], b"{}")
+        eq(r.status, 403, "raw POST without PRESERVE_HOST (body %r)" % r.body[:200])
