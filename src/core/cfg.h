@@ -47,6 +47,10 @@ typedef struct {
     uint32_t max_agent_tunnels;   /* --max-agent-tunnels N: tunnels per AGENT_ID, default 16 */
     int balance;                  /* --balance least|hash-ip|round-robin, default least */
     uint64_t grace_ms;            /* --grace SECS: drain time on SIGTERM/SIGINT, default 30 */
+    /* Many services (issue 11). */
+    char domain[256];             /* --domain / DOMAIN: parent of dot-less routes, "" = none */
+    char tokens_file[1024];       /* --tokens / TOKENS_FILE: per-token route rights */
+    uint64_t route_hold_ms;       /* --route-hold / ROUTE_HOLD SECS: held route, default 300 */
 } nw_serve_cfg_t;
 
 enum { NW_BALANCE_LEAST = 0, NW_BALANCE_HASH_IP = 1, NW_BALANCE_ROUND_ROBIN = 2 };

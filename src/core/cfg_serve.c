@@ -161,6 +161,7 @@ static void serve_defaults(nw_serve_cfg_t *cfg) {
     cfg->max_agent_tunnels = 16;
     cfg->balance = NW_BALANCE_LEAST;
     cfg->grace_ms = 30000;
+    cfg->route_hold_ms = 300000;
 }
 
 /* A listener binds an address: resolving a name at start would block and

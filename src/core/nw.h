@@ -74,5 +74,7 @@ void *nw_calloc(size_t n, size_t sz);
 void *nw_realloc(void *p, size_t n);
 void nw_free(void *p);
 char *nw_strndup(const char *s, size_t n);
+/* Overwrite a secret before its memory is freed (not optimised away). */
+void nw_wipe(void *p, size_t n);
 
 #endif

@@ -45,6 +45,12 @@ void *nw_calloc(size_t n, size_t sz) {
 void *nw_realloc(void *p, size_t n) { return alloc_fails() ? NULL : realloc(p, n ? n : 1); }
 void nw_free(void *p) { free(p); }
 
+void nw_wipe(void *p, size_t n) {
+    volatile unsigned char *v = p;
+    while (n--)
+        *v++ = 0;
+}
+
 char *nw_strndup(const char *s, size_t n) {
     char *p = nw_malloc(n + 1);
     if (p) {

@@ -214,6 +214,16 @@ int nw_http_origin_form(const char *t, size_t len, const char **out, size_t *out
     return 0;
 }
 
+const char *nw_http_authority(const char *t, size_t len, size_t *alen) {
+    const char *out;
+    size_t skip, olen;
+    if (len == 0 || t[0] == '/' || nw_http_origin_form(t, len, &out, &olen) < 0)
+        return NULL;
+    skip = t[4] == ':' ? 7 : 8; /* "http://" or "https://" */
+    *alen = (size_t)(out - t) - skip;
+    return t + skip;
+}
+
 const char *nw_http_reason(int status) {
     switch (status) {
     case 100: return "Continue";

@@ -63,6 +63,9 @@ int nw_http_filter(const nw_hfields_t *h, nw_hdr_t *out, size_t cap, const char 
  * ("http://h" or "http://h?q"), so the caller must put "/" before out; -1 for
  * anything else (authority form, garbage). */
 int nw_http_origin_form(const char *t, size_t len, const char **out, size_t *out_len);
+/* The authority of an absolute-form target ("http://a.example:8/x" ->
+ * "a.example:8", never empty), or NULL for any other form. */
+const char *nw_http_authority(const char *t, size_t len, size_t *alen);
 
 /* Field syntax checks for heads that arrive over the tunnel: a peer must
  * not be able to inject CR/LF into what we write. */

@@ -20,6 +20,8 @@ size_t nw_fwd_drop_list(const nw_fwd_in_t *in, const char *drop[NW_FWD_MAX_DROP]
         drop[nd++] = "forwarded", drop[nd++] = "x-real-ip";
         drop[nd++] = "x-original-url", drop[nd++] = "x-rewrite-url";
     }
+    if (in->authority)
+        drop[nd++] = "host"; /* replaced by the target's authority */
     drop[nd] = NULL;
     return nd;
 }
@@ -28,7 +30,7 @@ size_t nw_fwd_drop_list(const nw_fwd_in_t *in, const char *drop[NW_FWD_MAX_DROP]
  * may speak for the client; from anyone else, X-Forwarded-* values are
  * dropped, not extended. */
 static void add_forwarded(const nw_hfields_t *h, const nw_fwd_in_t *in, nw_fwd_head_t *out) {
-    nw_hdr_t f;
+    nw_hdr_t f = {0};
     int i = -1;
     while (in->trust && (i = nw_hf_find(h, "x-forwarded-for", (size_t)(i + 1))) >= 0) {
         nw_hf_get(h, (size_t)i, &f);
@@ -45,36 +47,51 @@ static void add_forwarded(const nw_hfields_t *h, const nw_fwd_in_t *in, nw_fwd_h
         out->hdrs[out->n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, in->https ? "https" : "http",
                                          in->https ? 5u : 4u};
     }
-    if ((in->trust && (i = nw_hf_find(h, "x-forwarded-host", 0)) >= 0) ||
-        (i = nw_hf_find(h, "host", 0)) >= 0) {
+    if (in->trust && (i = nw_hf_find(h, "x-forwarded-host", 0)) >= 0) {
         nw_hf_get(h, (size_t)i, &f);
-        out->hdrs[out->n++] = (nw_hdr_t){"X-Forwarded-Host", 16, f.value, f.value_len};
+    } else if (in->authority) {
+        f.value = in->authority, f.value_len = in->alen;
+    } else if ((i = nw_hf_find(h, "host", 0)) >= 0) {
+        nw_hf_get(h, (size_t)i, &f);
     }
+    if (f.value)
+        out->hdrs[out->n++] = (nw_hdr_t){"X-Forwarded-Host", 16, f.value, f.value_len};
 }
 
-int nw_fwd_build(const nw_hfields_t *h, const nw_fwd_in_t *in, nw_fwd_head_t *out) {
-    const char *drop[NW_FWD_MAX_DROP];
+/* Remove the forwarded field whose value is the head's field idx - 1. */
+static void drop_field(const nw_hfields_t *h, size_t idx, nw_fwd_head_t *out) {
+    nw_hdr_t f;
+    size_t k;
+    if (!idx || idx > h->n)
+        return;
+    nw_hf_get(h, idx - 1, &f);
+    for (k = 0; k < out->n && out->hdrs[k].value != f.value; k++)
+        ;
+    if (k < out->n)
+        memmove(out->hdrs + k, out->hdrs + k + 1, (out->n - k - 1) * sizeof(*out->hdrs)), out->n--;
+}
+
+int nw_fwd_build(const nw_hfields_t *h, const nw_fwd_in_t *in_, nw_fwd_head_t *out) {
+    const char *drop[NW_FWD_MAX_DROP], *raw = h->raw.p ? h->raw.p : "";
+    nw_fwd_in_t in1 = *in_, *in = &in1;
     nw_hdr_t f;
     int n, form, i;
 
     memset(out, 0, sizeof(*out));
-    form = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &out->target, &out->tlen);
+    form = nw_http_origin_form(raw, h->first_len, &out->target, &out->tlen);
     if (form < 0)
         return -1;
+    in->authority = nw_http_authority(raw, h->first_len, &in->alen);
     nw_fwd_drop_list(in, drop);
     n = nw_http_filter(h, out->hdrs, NW_HTTP_MAX_FIELDS, drop);
     if (n < 0)
         return -1;
     out->n = (size_t)n;
-    if (in->auth_field && in->auth_field <= h->n) {
-        size_t k;
-        nw_hf_get(h, in->auth_field - 1, &f);
-        for (k = 0; k < out->n && out->hdrs[k].value != f.value; k++)
-            ;
-        if (k < out->n)
-            memmove(out->hdrs + k, out->hdrs + k + 1, (out->n - k - 1) * sizeof(*out->hdrs)),
-                out->n--;
-    }
+    drop_field(h, in->auth_field, out);
+    if (in->route_auth != in->auth_field)
+        drop_field(h, in->route_auth, out);
+    if (in->authority)
+        out->hdrs[out->n++] = (nw_hdr_t){"Host", 4, in->authority, in->alen};
     add_forwarded(h, in, out);
     if (in->upgrade && (i = nw_hf_find(h, "upgrade", 0)) >= 0) {
         nw_hf_get(h, (size_t)i, &f);

@@ -2,7 +2,8 @@
  * request, as a pure function of the parsed head (no uv.h): the fields
  * kept (hop-by-hop, Connection-listed and serve's own dropped), the
  * X-Forwarded-* it writes, the Upgrade it passes on, and the target in
- * origin form. pc_dispatch opens the stream with it; fuzz_head checks it. */
+ * origin form, with Host set to an absolute-form target's authority (RFC
+ * 9112 3.2.2: the host it was routed by). pc_dispatch opens the stream with it; fuzz_head checks it. */
 #ifndef NW_FWD_H
 #define NW_FWD_H
 
@@ -19,20 +20,23 @@ typedef struct {
     int upgrade;    /* an upgrade request: Connection: Upgrade and its Upgrade go on */
     size_t auth_field; /* 1 + the index in the head of the Authorization field that
                           carried AUTH_TOKEN (serve's, never forwarded), or 0 */
+    size_t route_auth; /* the same for a route's Basic credential (AUTH_BASIC), or 0 */
+    const char *authority; /* set by nw_fwd_build: an absolute-form target's authority */
+    size_t alen;
 } nw_fwd_in_t;
 
 /* The forwarded head. Names and values point into the request head, into
  * string literals, or into the two buffers here: keep the request head and
  * this object until the OPEN frame is packed, then nw_fwd_free. */
 typedef struct {
-    nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 5];
+    nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS + 6];
     size_t n;
     const char *target; /* origin form ("/p?q" or "*") */
     size_t tlen;
     nw_sbuf_t xff, tgt; /* X-Forwarded-For's value; a target that needed a '/' */
 } nw_fwd_head_t;
 
-#define NW_FWD_MAX_DROP 10
+#define NW_FWD_MAX_DROP 12
 
 /* The fields serve drops from a request before forwarding it (besides the
  * hop-by-hop ones): into drop, NULL-terminated; returns how many. */

@@ -109,6 +109,7 @@ void pc_linger(pconn_t *pc) {
 
 /* A parse error: answer it (if no response has started) and close. */
 void pc_parse_error(pconn_t *pc) {
+    char mb[256];
     int status = pc->err_status ? pc->err_status : 400;
     const char *why = pc->err_status ? pc->err_why : llhttp_get_error_reason(&pc->parser);
     if (!why || *why) /* "": the caller logged it (pc_refuse) */
@@ -122,7 +123,8 @@ void pc_parse_error(pconn_t *pc) {
     }
     if (pc->strm) /* the request body broke mid-stream */
         status = 400;
-    pc_reply(pc, status, pc->strm ? "malformed request body" : srv_status_msg(status));
+    pc_reply(pc, status,
+             pc->strm ? "malformed request body" : pc_status_msg(pc, status, mb, sizeof(mb)));
 }
 
 /* Checks on client bytes before llhttp sees them: the head scanner (also
@@ -170,10 +172,11 @@ static int pc_complete(pconn_t *pc, const char *rest, size_t n) {
         return -1;
     }
     if (pc->defer_status) {
+        char mb[256];
         int st = pc->defer_status;
         pc->defer_status = 0;
         pc->in_feed = 1; /* pc_response_done must not re-enter */
-        pc_reply(pc, st, srv_status_msg(st));
+        pc_reply(pc, st, pc_status_msg(pc, st, mb, sizeof(mb)));
         pc->in_feed = 0;
     }
     return 0;

@@ -1,4 +1,5 @@
-/* registry.c: the tunnel registry, balancing, and the wait queue for a stream slot. */
+/* registry.c: the tunnel registry (serve's side of each tunnel) and the
+ * wait queue for a stream slot. Which tunnel serves a request: routing.c. */
 #include <errno.h>
 #include <llhttp.h>
 #include <regex.h>
@@ -28,60 +29,31 @@ static void reg_remove(serve_t *srv, nw_tun_t *t) {
         }
 }
 
-/* FNV-1a over the client address and the tunnel's name: rendezvous
- * hashing, so a client keeps its tunnel while others come and go, and a
- * reconnecting agent (same name) gets its clients back. */
-static uint64_t hrw(const char *ip, size_t iplen, const char *name) {
-    uint64_t h = 1469598103934665603ull;
-    size_t i;
-    for (i = 0; i < iplen; i++)
-        h = (h ^ (unsigned char)ip[i]) * 1099511628211ull;
-    h = (h ^ 0xff) * 1099511628211ull;
-    for (; *name; name++)
-        h = (h ^ (unsigned char)*name) * 1099511628211ull;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    return h ^ (h >> 33);
-}
-
-/* A tunnel with a free stream slot by --balance, or NULL: *any says
- * whether any usable tunnel exists at all (then the caller may wait). */
-nw_tun_t *reg_pick(serve_t *srv, const char *ip, size_t iplen, int *any) {
-    nw_tun_t *best = NULL;
-    uint64_t best_score = 0;
-    size_t i, bi = 0;
-    *any = 0;
-    for (i = 0; i < srv->ntuns; i++) {
-        size_t k = (srv->rr + i) % srv->ntuns;
-        nw_tun_t *t = srv->tuns[k];
-        if (t->goaway_recv || nw_tun_closing(t))
-            continue;
-        *any = 1;
-        if (t->active >= srv->cfg->max_streams)
-            continue;
-        if (srv->cfg->balance == NW_BALANCE_HASH_IP) {
-            uint64_t sc = hrw(ip, iplen, t->agent);
-            if (!best || sc > best_score)
-                best = t, best_score = sc, bi = k;
-        } else if (srv->cfg->balance == NW_BALANCE_ROUND_ROBIN) {
-            best = t, bi = k;
-            break;
-        } else if (!best || t->active < best->active) {
-            best = t, bi = k; /* fewest in flight; ties rotate */
-        }
-    }
-    if (best)
-        srv->rr = bi + 1;
-    return best;
-}
-
 /* Whether any tunnel may take new streams (full or not). */
 int reg_usable(serve_t *srv) {
     size_t i;
     for (i = 0; i < srv->ntuns; i++)
-        if (!srv->tuns[i]->goaway_recv && !nw_tun_closing(srv->tuns[i]))
+        if (!srv->tuns[i]->goaway_recv && !nw_tun_closing(srv->tuns[i]) &&
+            !((srv_tun_t *)srv->tuns[i]->data)->revoked)
             return 1;
     return 0;
+}
+
+/* Free serve's side of a tunnel; its secrets are wiped first. */
+void reg_tun_free(srv_tun_t *st) {
+    size_t i;
+    if (!st)
+        return;
+    for (i = 0; i < st->ncreds; i++) {
+        nw_wipe(st->creds[i].p, st->creds[i].n);
+        nw_free(st->creds[i].p);
+    }
+    nw_free(st->creds);
+    if (st->token)
+        nw_wipe(st->token, st->toklen);
+    nw_free(st->token);
+    nw_free(st->routes);
+    nw_free(st);
 }
 
 size_t reg_count_group(serve_t *srv, const char *group) {
@@ -127,10 +99,14 @@ void wq_fail_if_hopeless(serve_t *srv) {
 }
 
 static void srv_on_tun_close(nw_tun_t *t, int err) {
-    serve_t *srv = t->data;
+    srv_tun_t *st = t->data;
+    serve_t *srv = st->srv;
     reg_remove(srv, t);
+    rt_detach(st, "tunnel closed");
     nw_info("tunnel closed tun=%llu agent=%s reason=%s", (unsigned long long)t->id, t->agent,
             nw_strerror(err));
+    reg_tun_free(st);
+    t->data = NULL;
     wq_fail_if_hopeless(srv);
 }
 
@@ -138,7 +114,7 @@ static void srv_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
     nw_info("tunnel draining tun=%llu agent=%s (GOAWAY %s)", (unsigned long long)t->id, t->agent,
             nw_mux_code_name(code));
     (void)last;
-    wq_fail_if_hopeless(t->data);
+    wq_fail_if_hopeless(((srv_tun_t *)t->data)->srv);
 }
 
 /* A tunnel's events on serve; serve never gets an OPEN (on_open NULL). */
@@ -189,8 +165,9 @@ static void wq_on_check(uv_check_t *h) {
             return;
         }
         if (st != 0) {
+            char mb[256];
             pc->keep_alive = 0;
-            pc_reply(pc, st, srv_status_msg(st));
+            pc_reply(pc, st, pc_status_msg(pc, st, mb, sizeof(mb)));
             continue;
         }
         pc_sent(pc);

@@ -39,6 +39,8 @@ static int on_message_begin(llhttp_t *p) {
     pc->held_eof = pc->req_body = pc->trailers = 0;
     pc->err_status = pc->defer_status = 0;
     pc->err_why = NULL;
+    pc->realm[0] = pc->nohost[0] = 0;
+    pc->route_auth = 0;
     pc_set_state(pc, PC_HEAD);
     pc->used = 1;
     pc_arm(pc, pc->srv->cfg->head_timeout_ms);
@@ -108,6 +110,34 @@ static int pc_wait_for_slot(pconn_t *pc, int any) {
     return 503;
 }
 
+/* The tunnel for the request: its route (routing.c), then one of the
+ * route's tunnels with a free slot. NULL with *status: 404 (no route),
+ * 401 (the route's Basic credential missing), or 503 (out of memory);
+ * NULL with *status 0: no slot or no tunnel now, *any says which. */
+static nw_tun_t *pc_tunnel(pconn_t *pc, const char *ip, size_t iplen, int *any, int *status) {
+    nw_route_hit_t hit;
+    nw_tun_t *t;
+    *status = 0;
+    *any = 0;
+    if (rt_route_of(pc, &hit, pc->nohost, sizeof(pc->nohost)) != 0) {
+        *status = 503;
+        return NULL;
+    }
+    if (!hit.route) {
+        nw_info("conn=%llu client=%s no service for %s: 404", (unsigned long long)pc->id,
+                pc->conn->peer, pc->nohost);
+        *status = 404;
+        return NULL;
+    }
+    t = rt_pick(pc, &hit, ip, iplen, any);
+    if (!t && pc->realm[0]) {
+        nw_info("conn=%llu client=%s route %s: no matching Basic credential: 401",
+                (unsigned long long)pc->id, pc->conn->peer, pc->realm);
+        *status = 401;
+    }
+    return t;
+}
+
 /* Build the forwarded head from pc->hf (fwd.c) and open a stream for it on
  * a tunnel with a free slot. 0 when open; 1 when every tunnel is full and
  * the request now waits in the queue; else an HTTP status. */
@@ -117,10 +147,12 @@ int pc_dispatch(pconn_t *pc) {
     nw_fwd_in_t in = {0};
     nw_fwd_head_t fh;
     nw_tun_t *t;
-    int any, err = 0;
+    int any, err = 0, status;
 
     in.ip = pc_ip(pc, &in.iplen);
-    t = reg_pick(srv, in.ip, in.iplen, &any);
+    t = pc_tunnel(pc, in.ip, in.iplen, &any, &status);
+    if (status)
+        return status;
     if (!t)
         return pc_wait_for_slot(pc, any);
     pc->tries++;
@@ -129,6 +161,7 @@ int pc_dispatch(pconn_t *pc) {
     in.https = pc->https;
     in.upgrade = pc->upgrade;
     in.auth_field = pc->auth_field;
+    in.route_auth = pc->route_auth;
     if (nw_fwd_build(&pc->hf, &in, &fh) != 0) { /* on_headers_complete refused these */
         nw_fwd_free(&fh);
         return 400;
@@ -265,7 +298,7 @@ static int on_headers_complete(llhttp_t *p) {
         pc->hold_parser = 1;
         return HPE_PAUSED;
     }
-    if (!pc->upgrade && (status == 503 || status == 502 || status == 401)) {
+    if (!pc->upgrade && (status == 503 || status == 502 || status == 401 || status == 404)) {
         /* Read and drop a small body so the connection can be kept. (An
          * upgrade request is answered at once: what follows it is not
          * HTTP.) */

@@ -78,19 +78,25 @@ static void heads_on_idle(uv_idle_t *h) {
  * request was read completely and the client wants keep-alive; otherwise
  * it is closed (lingering). */
 void pc_reply(pconn_t *pc, int status, const char *msg) {
-    char buf[512];
-    char body[256];
+    char buf[1024];
+    char body[384], extra[256];
     int keep = pc->keep_alive && pc->req_done && !pc->err_status;
     int bl = snprintf(body, sizeof(body), "natwrp: %s\n", msg);
+    bl = bl < 0 ? 0 : NW_MIN(bl, (int)sizeof(body) - 1); /* the Content-Length is what goes */
     /* A visitor's 401 offers Basic first (RFC 9110 11.6.1: a browser
      * prompts for it; the token is the password), then Bearer; a tunnel
-     * handshake takes only Bearer. */
-    const char *extra = status == 401 && !pc->tunnel
-                            ? "WWW-Authenticate: Basic realm=\"natwrp\"\r\n"
-                              "WWW-Authenticate: Bearer realm=\"natwrp\"\r\n"
-                        : status == 401 ? "WWW-Authenticate: Bearer realm=\"natwrp\"\r\n"
-                        : status == 503 ? "Retry-After: 1\r\n"
-                                        : "";
+     * handshake takes only Bearer. A route's own credentials (AUTH_BASIC)
+     * are asked for in the route's realm. */
+    if (status == 401 && pc->realm[0] && !pc->tunnel)
+        snprintf(extra, sizeof(extra), "WWW-Authenticate: Basic realm=\"%s\"\r\n", pc->realm);
+    else
+        snprintf(extra, sizeof(extra), "%s",
+                 status == 401 && !pc->tunnel
+                     ? "WWW-Authenticate: Basic realm=\"natwrp\"\r\n"
+                       "WWW-Authenticate: Bearer realm=\"natwrp\"\r\n"
+                 : status == 401 ? "WWW-Authenticate: Bearer realm=\"natwrp\"\r\n"
+                 : status == 503 ? "Retry-After: 1\r\n"
+                                 : "");
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                      "%sContent-Length: %d\r\n%s\r\n%s",
@@ -518,6 +524,18 @@ void srv_on_drain(nw_strm_t *s) {
         pc_arm(pc, pc->srv->cfg->body_timeout_ms);
     if (pc->conn)
         nw_conn_resume(pc->conn, NW_PAUSE_CREDIT);
+}
+
+/* The body line of an error reply to pc's request: what a 404 or a
+ * route's 401 concerns, else the status's own line. */
+const char *pc_status_msg(pconn_t *pc, int status, char *buf, size_t cap) {
+    if (status == 404)
+        snprintf(buf, cap, "no service for %s", pc->nohost[0] ? pc->nohost : "this host");
+    else if (status == 401 && pc->realm[0])
+        snprintf(buf, cap, "unauthorized: %s needs a user name and password", pc->realm);
+    else
+        return srv_status_msg(status);
+    return buf;
 }
 
 const char *srv_status_msg(int status) {

@@ -311,6 +311,7 @@ typedef struct {
     nw_route_t route;
     void **owners;
     size_t n, cap;
+    unsigned long long mark;
 } entry_t;
 
 struct nw_routes {
@@ -403,11 +404,12 @@ int nw_routes_drop(nw_routes_t *t, const nw_route_t *r) {
 }
 
 static nw_route_hit_t hit_of(const entry_t *e) {
-    nw_route_hit_t h = {NULL, NULL, 0};
+    nw_route_hit_t h = {NULL, NULL, 0, 0};
     if (e) {
         h.route = &e->route;
         h.owners = e->owners;
         h.nowners = e->n;
+        h.mark = e->mark;
     }
     return h;
 }
@@ -417,6 +419,16 @@ nw_route_hit_t nw_routes_get(const nw_routes_t *t, const nw_route_t *r) {
 }
 
 size_t nw_routes_count(const nw_routes_t *t) { return t->n; }
+
+nw_route_hit_t nw_routes_at(const nw_routes_t *t, size_t i) {
+    return hit_of(i < t->n ? t->e[i] : NULL);
+}
+
+void nw_routes_set_mark(nw_routes_t *t, const nw_route_t *r, unsigned long long mark) {
+    entry_t *e = find(t, r, NULL);
+    if (e)
+        e->mark = mark;
+}
 
 nw_route_hit_t nw_routes_lookup(const nw_routes_t *t, const char *host, size_t hostlen,
                                 const char *path, size_t pathlen) {

@@ -80,6 +80,7 @@ typedef struct {
     const nw_route_t *route;
     void *const *owners;
     size_t nowners;
+    unsigned long long mark; /* the caller's value for the entry (nw_routes_set_mark) */
 } nw_route_hit_t;
 
 nw_routes_t *nw_routes_new(void);
@@ -101,6 +102,14 @@ nw_route_hit_t nw_routes_get(const nw_routes_t *t, const nw_route_t *r);
 
 /* Routes in the table (the default route's entry included). */
 size_t nw_routes_count(const nw_routes_t *t);
+
+/* The i-th entry (i < nw_routes_count; the order changes when an entry is
+ * dropped). */
+nw_route_hit_t nw_routes_at(const nw_routes_t *t, size_t i);
+
+/* Keep a value of the caller's with route r's entry (serve: when it was
+ * last left without owners). No entry: nothing. */
+void nw_routes_set_mark(nw_routes_t *t, const nw_route_t *r, unsigned long long mark);
 
 /* The winning route for a request: host as sent (authority or Host,
  * any case, with a port), path as sent (pathlen 0 reads as "/"). An

@@ -8,7 +8,10 @@
  *   response.c  the response to the client (stream callbacks, error replies)
  *   access.c    screening, AUTH_TOKEN/AUTH_RULE
  *   upgrade.c   the tunnel upgrade (CONN_TOKEN, --allow-agent, limits)
- *   registry.c  tunnels, --balance, the wait queue for a stream slot
+ *   registry.c  serve's side of each tunnel, the wait queue for a stream slot
+ *   routing.c   which tunnel serves a request: routes, the hold, --balance,
+ *               per-route Basic credentials, grants after a SIGHUP
+ *   routes.c    the route model and matcher (pure); tokens.c --tokens (pure)
  *
  * Public HTTP/1.x connections (pconn) are parsed with llhttp in strict
  * mode; each request becomes one stream on an agent tunnel with a free
@@ -33,18 +36,50 @@
 #include "path.h"
 #include "serve.h"
 #include "serve_int.h"
+#include "tokens.h"
 #include "tun.h"
 #include "ws.h"
 
-/* SIGHUP: load the pair again. New handshakes use the new one; live
- * sessions keep theirs (the configuration is reference-counted). */
+/* The tokens (--tokens, CONN_TOKEN) into *out: NULL when neither is set
+ * (any agent, any route). 0, or NW_ECONFIG with err naming the line. */
+static int srv_load_tokens(const nw_serve_cfg_t *cfg, nw_tokens_t **out, char *err,
+                           size_t errlen) {
+    *out = NULL;
+    if (cfg->tokens_file[0])
+        return nw_tokens_load(cfg->tokens_file, cfg->domain, cfg->conn_token, out, err, errlen);
+    if (cfg->conn_token[0])
+        return nw_tokens_parse("", 0, cfg->domain, cfg->conn_token, out, err, errlen);
+    return 0;
+}
+
+/* SIGHUP, tokens: read the file again; a file that does not parse
+ * changes nothing. Tunnels that lost their grant drain (rt_regrant). */
+static void srv_reload_tokens(serve_t *srv) {
+    char err[NW_CFG_ERRLEN];
+    nw_tokens_t *t;
+    if (srv_load_tokens(srv->cfg, &t, err, sizeof(err)) != 0) {
+        nw_err("tokens: reload failed, keeping the old tokens: %s", err);
+        return;
+    }
+    nw_tokens_free(srv->tokens);
+    srv->tokens = t;
+    nw_info("tokens: reloaded %s (%zu token(s))", srv->cfg->tokens_file, nw_tokens_count(t));
+    rt_regrant(srv);
+}
+
+/* SIGHUP: load the certificate pair and the tokens file again. New
+ * handshakes use the new pair; live sessions keep theirs (the
+ * configuration is reference-counted). */
 static void on_sighup(uv_signal_t *h, int signum) {
     serve_t *srv = h->data;
     char err[NW_TLS_ERRLEN];
     nw_tls_conf_t *c;
     (void)signum;
+    if (srv->cfg->tokens_file[0])
+        srv_reload_tokens(srv);
     if (!srv->cfg->tls_cert[0]) {
-        nw_info("received SIGHUP: no certificate configured, nothing to reload");
+        if (!srv->cfg->tokens_file[0])
+            nw_info("received SIGHUP: no certificate or tokens file configured, nothing to reload");
         return;
     }
     c = nw_tls_conf_server(srv->cfg->tls_cert, srv->cfg->tls_key, err, sizeof(err));
@@ -86,6 +121,7 @@ static void srv_stop(serve_t *srv) {
     uv_close((uv_handle_t *)&srv->grace, NULL);
     uv_close((uv_handle_t *)&srv->wq_check, NULL);
     uv_close((uv_handle_t *)&srv->heads_idle, NULL);
+    uv_close((uv_handle_t *)&srv->sweep, NULL);
 }
 
 /* Draining ends when the last public connection is gone. */
@@ -181,12 +217,14 @@ static int srv_start(serve_t *srv) {
     srv->wq_check.data = srv;
     uv_idle_init(loop, &srv->heads_idle);
     srv->heads_idle.data = srv;
+    if (rt_init(srv) != 0)
+        return NW_ENOMEM;
     nw_trimmer_start(loop, &srv->trim);
     for (i = 0; i < srv->cfg->nlisten && rc == 0; i++)
         rc = srv_listen_one(srv, &srv->cfg->listen[i]);
     if (rc != 0)
         return rc;
-    if (!srv->cfg->conn_token[0])
+    if (!srv->tokens)
         nw_warn("no CONN_TOKEN: any agent may register a tunnel and receive requests; "
                 "set CONN_TOKEN (or --conn-token) here and on your agents to stop it");
     for (i = 0; i < 3; i++) {
@@ -200,6 +238,8 @@ static int srv_start(serve_t *srv) {
 }
 
 static void srv_free(serve_t *srv) {
+    nw_routes_free(srv->routes);
+    nw_tokens_free(srv->tokens);
     if (srv->tls)
         nw_tls_conf_unref(srv->tls);
     if (srv->has_allow)
@@ -240,6 +280,10 @@ int nw_serve_main(int argc, char **argv) {
             fprintf(stderr, "natwrp serve: %s\n", terr);
             rc = -1;
         }
+    }
+    if (rc == 0 && srv_load_tokens(&cfg, &srv->tokens, err, sizeof(err)) != 0) {
+        fprintf(stderr, "natwrp serve: TOKENS_FILE: %s\n", err);
+        rc = -1;
     }
     if (rc == 0)
         rc = srv_start(srv);

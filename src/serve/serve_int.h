@@ -9,6 +9,7 @@
 #include "cfg.h"
 #include "conn.h"
 #include "http1.h"
+#include "routes.h"
 #include "trim.h"
 #include "tun.h"
 
@@ -21,6 +22,31 @@
 #define OUT_MAX (64 * 1024)     /* unsent response bytes above which no next request is parsed */
 
 typedef struct serve_s serve_t;
+typedef struct nw_tokens nw_tokens_t;
+
+/* One Basic credential a tunnel's routes demand: "user:password". */
+typedef struct {
+    char *p;
+    size_t n;
+} srv_cred_t;
+
+/* serve's side of a tunnel (tun->data), owned by the registry
+ * (registry.c): what it was granted and with which token. Freed when the
+ * tunnel closes. */
+typedef struct srv_tun_s {
+    nw_tun_t *tun;
+    serve_t *srv;
+    nw_route_t *routes;  /* the routes it serves (the default route without ROUTES) */
+    size_t nroutes;
+    int named;           /* the agent sent X-Natwrp-Routes */
+    int attached;        /* its routes are in the table (until closed or revoked) */
+    int revoked;         /* SIGHUP took its grant away: no new streams, closing */
+    uint64_t revoked_at; /* loop time of that, for --grace */
+    char *token;         /* the Bearer token it presented, or NULL */
+    size_t toklen;
+    srv_cred_t *creds;   /* Basic credentials its routes demand (AUTH_BASIC) */
+    size_t ncreds;
+} srv_tun_t;
 
 /* PC_QUEUED: the head is parsed, every tunnel is at --max-streams; the
  * parser is paused until a slot frees or --queue-timeout passes. Set only
@@ -55,6 +81,10 @@ typedef struct pconn_s {
     uint64_t chunk_left;     /* request chunk data still to come */
     unsigned crlf_check;     /* bytes of the CRLF after chunk data in the next read */
     unsigned tries;          /* dispatch attempts for this request */
+    unsigned route_auth;     /* 1 + the index of the Authorization field that carried a
+                                route's Basic credential (not forwarded), or 0 */
+    char realm[128];         /* a 401 for a route's Basic: the route's name (rt_pick) */
+    char nohost[104];        /* a 404: the host no route serves (printable, capped) */
     unsigned auth_field;     /* 1 + the index of the Authorization field that carried
                                 AUTH_TOKEN (not forwarded), or 0 (pc_auth) */
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
@@ -93,6 +123,10 @@ struct serve_s {
     pconn_t *heads;               /* pconns holding a response head (see pc_hold_head) */
     uv_idle_t heads_idle;         /* writes those heads at the next loop turn */
     nw_trimmer_t trim;            /* returns memory after a burst of connections */
+    nw_routes_t *routes;          /* route -> tunnels (srv_tun_t), held routes included */
+    nw_tokens_t *tokens;          /* --tokens and CONN_TOKEN; NULL: any agent, any route */
+    uv_timer_t sweep;             /* held routes' expiry, revoked tunnels' --grace */
+    int default_owned;            /* some tunnel has served the default route */
     int draining;
     int stopping;
 };
@@ -148,6 +182,7 @@ void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end);
 void srv_on_reset(nw_strm_t *s, uint32_t code);
 void srv_on_drain(nw_strm_t *s);
 const char *srv_status_msg(int status);
+const char *pc_status_msg(pconn_t *pc, int status, char *buf, size_t cap);
 
 /* access.c */
 int srv_token_eq(const char *got, size_t glen, const char *want, size_t wlen);
@@ -160,8 +195,19 @@ const char *pc_screen(pconn_t *pc, const char *target, size_t tlen, char *norm);
 /* upgrade.c */
 void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len);
 
+/* routing.c */
+int rt_init(serve_t *srv);
+int rt_attach(srv_tun_t *st);
+void rt_detach(srv_tun_t *st, const char *why);
+void rt_sweep_start(serve_t *srv);
+void rt_regrant(serve_t *srv);
+int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap);
+nw_tun_t *rt_pick(pconn_t *pc, const nw_route_hit_t *hit, const char *ip, size_t iplen,
+                  int *any);
+size_t rt_public_url(const nw_route_t *r, int https, char *out, size_t cap);
+
 /* registry.c */
-nw_tun_t *reg_pick(serve_t *srv, const char *ip, size_t iplen, int *any);
+void reg_tun_free(srv_tun_t *st);
 int reg_usable(serve_t *srv);
 size_t reg_count_group(serve_t *srv, const char *group);
 void wq_remove(pconn_t *pc);

@@ -14,7 +14,9 @@
 #include "path.h"
 #include "serve.h"
 #include "serve_int.h"
+#include "basic.h"
 #include "handshake.h"
+#include "tokens.h"
 #include "tun.h"
 #include "ws.h"
 
@@ -117,73 +119,248 @@ static int read_names(pconn_t *pc, char *agent, char *group) {
     return 0;
 }
 
-/* May this agent have a tunnel here: CONN_TOKEN, --allow-agent, the
- * tunnel limits, not draining. 0, or -1 once refused. */
-static int admit(pconn_t *pc, const char *agent, const char *group) {
-    const nw_serve_cfg_t *cfg = pc->srv->cfg;
+/* The Bearer token of the upgrade, or NULL. */
+static const char *bearer_of(pconn_t *pc, size_t *len) {
     nw_hdr_t f;
-    int i;
-    if (cfg->conn_token[0]) {
-        const char *tok = NULL;
-        size_t tlen = 0;
-        i = nw_hf_find(&pc->hf, "authorization", 0);
-        if (i >= 0)
-            nw_hf_get(&pc->hf, (size_t)i, &f);
-        if (i < 0 || !srv_auth_value(&f, 1, &tok, &tlen) ||
-            !srv_token_eq(tok, tlen, cfg->conn_token, strlen(cfg->conn_token))) {
-            tunnel_refuse(pc, 401, agent,
-                          i < 0 ? "unauthorized: no CONN_TOKEN presented (Authorization: Bearer)"
-                                : "unauthorized: wrong CONN_TOKEN");
-            return -1;
-        }
+    const char *tok = NULL;
+    int i = nw_hf_find(&pc->hf, "authorization", 0);
+    if (i < 0)
+        return NULL;
+    nw_hf_get(&pc->hf, (size_t)i, &f);
+    return srv_auth_value(&f, 1, &tok, len) ? tok : NULL;
+}
+
+/* Two tunnels' tokens are the same (both none counts). */
+static int same_token(const srv_tun_t *a, const char *tok, size_t len) {
+    if (!a->token || !tok)
+        return !a->token && !tok;
+    return srv_token_eq(tok, len, a->token, a->toklen);
+}
+
+/* May this agent have a tunnel here: a token of CONN_TOKEN or --tokens
+ * (its line in *line), --allow-agent, the tunnel limits, replacing a
+ * same-name tunnel only with its token, not draining. 0, or -1 once
+ * refused. */
+static int admit(pconn_t *pc, const char *agent, const char *group, int *line) {
+    serve_t *srv = pc->srv;
+    const nw_serve_cfg_t *cfg = srv->cfg;
+    size_t tlen = 0, k, total, mine;
+    const char *tok = bearer_of(pc, &tlen);
+    *line = -1;
+    if (srv->tokens && (!tok || (*line = nw_tokens_find(srv->tokens, tok, tlen)) < 0)) {
+        tunnel_refuse(pc, 401, agent,
+                      nw_hf_find(&pc->hf, "authorization", 0) < 0
+                          ? "unauthorized: no CONN_TOKEN presented (Authorization: Bearer)"
+                          : "unauthorized: wrong CONN_TOKEN");
+        return -1;
     }
-    if (pc->srv->has_allow && regexec(&pc->srv->allow_re, group, 0, NULL, 0) != 0) {
+    if (srv->has_allow && regexec(&srv->allow_re, group, 0, NULL, 0) != 0) {
         tunnel_refuse(pc, 403, agent, "forbidden: AGENT_ID not allowed by --allow-agent");
         return -1;
     }
-    {
-        /* A same-name tunnel is replaced, so it does not count; one that
-         * drains after GOAWAY is not replaced (pc_take_over), so it does:
-         * the tunnel table stays within --max-tunnels. */
-        size_t k, total = pc->srv->ntuns, mine = reg_count_group(pc->srv, group);
-        for (k = 0; k < pc->srv->ntuns; k++)
-            if (strcmp(pc->srv->tuns[k]->agent, agent) == 0 && !pc->srv->tuns[k]->goaway_recv)
-                total--, mine -= strcmp(pc->srv->tuns[k]->group, group) == 0;
-        if (total >= cfg->max_tunnels) {
-            tunnel_refuse(pc, 503, agent, "too many tunnels on this server (--max-tunnels)");
+    /* A same-name tunnel is replaced, so it does not count; one that
+     * drains after GOAWAY is not replaced (pc_take_over), so it does:
+     * the tunnel table stays within --max-tunnels. */
+    total = srv->ntuns, mine = reg_count_group(srv, group);
+    for (k = 0; k < srv->ntuns; k++) {
+        nw_tun_t *t = srv->tuns[k];
+        if (strcmp(t->agent, agent) != 0 || t->goaway_recv)
+            continue;
+        /* Whoever knows an AGENT_ID must not take over its tunnel (and
+         * its routes): only the token that opened it may. */
+        if (!same_token(t->data, tok, tlen)) {
+            tunnel_refuse(pc, 403, agent,
+                          "forbidden: this AGENT_ID is connected with another token");
             return -1;
         }
-        if (mine >= cfg->max_agent_tunnels) {
-            tunnel_refuse(pc, 429, agent, "too many tunnels for this AGENT_ID (--max-agent-tunnels)");
-            return -1;
-        }
+        total--, mine -= strcmp(t->group, group) == 0;
     }
-    if (pc->srv->draining) {
+    if (total >= cfg->max_tunnels) {
+        tunnel_refuse(pc, 503, agent, "too many tunnels on this server (--max-tunnels)");
+        return -1;
+    }
+    if (mine >= cfg->max_agent_tunnels) {
+        tunnel_refuse(pc, 429, agent, "too many tunnels for this AGENT_ID (--max-agent-tunnels)");
+        return -1;
+    }
+    if (srv->draining) {
         tunnel_refuse(pc, 503, agent, "server is shutting down");
         return -1;
     }
     return 0;
 }
 
-/* The tunnel upgrade: checks in the order an agent's mistakes are best
- * reported, then the 101. 0 when answered with 101, else -1 (refused). */
-static int tunnel_handshake(pconn_t *pc, char *agent, char *group, uint32_t *peer_window) {
-    char accept[29], resp[512];
-    int n;
+/* The routes the agent asks for (X-Natwrp-Routes, else the default
+ * route), each granted by its token's line, into st. 0, or -1 once
+ * refused: 403 naming the first route refused and why. */
+static int read_routes(pconn_t *pc, const char *agent, int line, srv_tun_t *st) {
+    serve_t *srv = pc->srv;
+    char err[256], why[400], name[NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 8];
+    nw_route_t *r;
+    nw_hdr_t f;
+    size_t n = 0, i;
+    int hi = nw_hf_find(&pc->hf, NW_HS_ROUTES, 0);
 
-    if (check_websocket(pc, accept) != 0 || read_names(pc, agent, group) != 0 ||
-        admit(pc, agent, group) != 0)
-        return -1;
-    if (nw_hs_window(&pc->hf, peer_window) != 0) {
-        tunnel_refuse(pc, 400, agent, "invalid " NW_HS_WINDOW);
+    r = nw_calloc(NW_ROUTES_MAX, sizeof(*r));
+    if (!r) {
+        tunnel_refuse(pc, 503, agent, "out of memory");
         return -1;
     }
-    n = snprintf(resp, sizeof(resp),
-                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
-                 "Sec-WebSocket-Protocol: " NW_HS_SUBPROTO "\r\n" NW_HS_WINDOW ": %u\r\n\r\n",
-                 accept, pc->srv->cfg->window);
-    return pc_write(pc, resp, (size_t)n, 0) == 0 ? 0 : -1;
+    st->routes = r;
+    if (hi >= 0 && nw_hf_find(&pc->hf, NW_HS_ROUTES, (size_t)hi + 1) >= 0) {
+        tunnel_refuse(pc, 400, agent, "more than one " NW_HS_ROUTES);
+        return -1;
+    }
+    if (hi < 0) {
+        nw_route_default(&r[0]);
+        n = 1;
+    } else {
+        char *list;
+        int rc;
+        nw_hf_get(&pc->hf, (size_t)hi, &f);
+        list = nw_strndup(f.value, f.value_len);
+        rc = list ? nw_routes_parse_list(list, srv->cfg->domain, r, NW_ROUTES_MAX, &n, err,
+                                         sizeof(err))
+                  : NW_ENOMEM;
+        nw_free(list);
+        if (rc != 0) {
+            snprintf(why, sizeof(why), "refused: %s", rc == NW_ENOMEM ? "out of memory" : err);
+            tunnel_refuse(pc, 403, agent, why);
+            return -1;
+        }
+        st->named = 1;
+    }
+    st->nroutes = n;
+    for (i = 0; srv->tokens && i < n; i++)
+        if (!nw_tokens_grants(srv->tokens, line, &r[i])) {
+            nw_route_format(&r[i], name, sizeof(name));
+            snprintf(why, sizeof(why), "refused: route \"%.300s\": not granted to this token",
+                     name);
+            tunnel_refuse(pc, 403, agent, why);
+            return -1;
+        }
+    return 0;
+}
+
+/* The Basic credentials the agent's routes demand (X-Natwrp-Auth-Basic,
+ * base64 of user:password, as in a Basic Authorization) into st. 0, or
+ * -1 once refused. The values are never logged. */
+static int read_creds(pconn_t *pc, const char *agent, srv_tun_t *st) {
+    char val[8 + 4 * NW_HS_BASIC_LEN / 3 + 8], dec[NW_BASIC_CAP(sizeof(val))];
+    const char *pass;
+    size_t plen, n = 0;
+    nw_hdr_t f;
+    int i = -1;
+    while ((i = nw_hf_find(&pc->hf, NW_HS_AUTH_BASIC, (size_t)(i + 1))) >= 0)
+        n++;
+    if (n > NW_HS_BASIC_MAX) {
+        tunnel_refuse(pc, 400, agent, "more than 64 " NW_HS_AUTH_BASIC " fields");
+        return -1;
+    }
+    if (n && !(st->creds = nw_calloc(n, sizeof(*st->creds)))) {
+        tunnel_refuse(pc, 503, agent, "out of memory");
+        return -1;
+    }
+    while ((i = nw_hf_find(&pc->hf, NW_HS_AUTH_BASIC, (size_t)(i + 1))) >= 0) {
+        int vl;
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        vl = snprintf(val, sizeof(val), "Basic %.*s", (int)NW_MIN(f.value_len, sizeof(val)),
+                      f.value);
+        if (f.value_len + 6 >= sizeof(val) ||
+            nw_basic_parse(val, (size_t)vl, dec, sizeof(dec), &pass, &plen) != NW_BASIC_OK) {
+            tunnel_refuse(pc, 400, agent, "invalid " NW_HS_AUTH_BASIC
+                                          " (base64 of user:password, at most 512 bytes)");
+            return -1;
+        }
+        plen = (size_t)(pass + plen - dec);
+        if (!(st->creds[st->ncreds].p = nw_strndup(dec, plen))) {
+            tunnel_refuse(pc, 503, agent, "out of memory");
+            return -1;
+        }
+        st->creds[st->ncreds++].n = plen;
+    }
+    nw_wipe(dec, sizeof(dec));
+    nw_wipe(val, sizeof(val));
+    return 0;
+}
+
+/* The public scheme agents' routes are reached by: the listener's, or
+ * what a trusted proxy in front says. */
+static int public_https(pconn_t *pc) {
+    nw_hdr_t f;
+    int i;
+    if (pc->srv->cfg->trust_proxy && (i = nw_hf_find(&pc->hf, "x-forwarded-proto", 0)) >= 0) {
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        return nw_strieq(f.value, f.value_len, "https");
+    }
+    return pc->https;
+}
+
+/* The 101; for an agent that named its routes, with the routes granted
+ * as public URLs. 0, or -1. */
+static int answer_101(pconn_t *pc, const char *accept, const srv_tun_t *st) {
+    char url[NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 16];
+    nw_sbuf_t b = {0};
+    size_t i;
+    int rc;
+    char head[512];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
+                     "Sec-WebSocket-Protocol: " NW_HS_SUBPROTO "\r\n" NW_HS_WINDOW ": %u\r\n",
+                     accept, pc->srv->cfg->window);
+    nw_sbuf_append(&b, head, (size_t)n);
+    if (st->named) {
+        nw_sbuf_append(&b, NW_HS_ROUTES ": ", sizeof(NW_HS_ROUTES) + 1);
+        for (i = 0; i < st->nroutes; i++) {
+            size_t ul = rt_public_url(&st->routes[i], public_https(pc), url, sizeof(url));
+            if (i)
+                nw_sbuf_append(&b, ", ", 2);
+            nw_sbuf_append(&b, url, ul);
+        }
+        nw_sbuf_append(&b, "\r\n", 2);
+    }
+    rc = nw_sbuf_append(&b, "\r\n", 2) == 0 ? pc_write(pc, b.p, b.len, 0) : -1;
+    nw_sbuf_free(&b);
+    return rc == 0 ? 0 : -1;
+}
+
+/* The tunnel upgrade: checks in the order an agent's mistakes are best
+ * reported, then the 101. serve's side of the tunnel, or NULL (refused). */
+static srv_tun_t *tunnel_handshake(pconn_t *pc, char *agent, char *group,
+                                   uint32_t *peer_window) {
+    char accept[29];
+    srv_tun_t *st;
+    size_t tlen = 0;
+    const char *tok;
+    int line;
+
+    if (check_websocket(pc, accept) != 0 || read_names(pc, agent, group) != 0 ||
+        admit(pc, agent, group, &line) != 0)
+        return NULL;
+    if (nw_hs_window(&pc->hf, peer_window) != 0) {
+        tunnel_refuse(pc, 400, agent, "invalid " NW_HS_WINDOW);
+        return NULL;
+    }
+    if (!(st = nw_calloc(1, sizeof(*st)))) {
+        tunnel_refuse(pc, 503, agent, "out of memory");
+        return NULL;
+    }
+    st->srv = pc->srv;
+    tok = bearer_of(pc, &tlen);
+    if (read_routes(pc, agent, line, st) != 0 || read_creds(pc, agent, st) != 0 ||
+        (tok && !(st->token = nw_strndup(tok, tlen)))) {
+        if (!pc->head_sent)
+            tunnel_refuse(pc, 503, agent, "out of memory");
+        reg_tun_free(st);
+        return NULL;
+    }
+    st->toklen = tlen;
+    if (answer_101(pc, accept, st) != 0) {
+        reg_tun_free(st);
+        return NULL;
+    }
+    return st;
 }
 
 /* The connection becomes a tunnel; the pconn shell goes away. */
@@ -194,9 +371,10 @@ void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
     nw_tun_cfg_t tc;
     nw_tun_t *t;
     nw_conn_t *c = pc->conn;
+    srv_tun_t *st;
     size_t i;
 
-    if (tunnel_handshake(pc, agent, group, &peer_window) != 0)
+    if (!(st = tunnel_handshake(pc, agent, group, &peer_window)))
         return;
     tc.my_window = srv->cfg->window;
     tc.peer_window = peer_window;
@@ -206,14 +384,18 @@ void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
     uv_close((uv_handle_t *)&pc->timer, pc_on_timer_close);
     pc_maybe_free(pc); /* drops the conn's share */
     nw_conn_set_owner(c, NULL, NULL, NULL, NULL); /* the pconn is gone */
-    t = nw_tun_new(srv->loop, c, 0, &tc, &srv_tun_cbs, srv);
-    if (!t)
+    t = nw_tun_new(srv->loop, c, 0, &tc, &srv_tun_cbs, st);
+    if (!t) {
+        reg_tun_free(st);
         return;
+    }
+    st->tun = t;
     t->id = ++srv->next_tun_id;
     snprintf(t->agent, sizeof(t->agent), "%s", agent);
     snprintf(t->group, sizeof(t->group), "%s", group);
     /* One that sent GOAWAY is left alone: it finishes its streams and
-     * closes by itself (an agent restarting under the same id). */
+     * closes by itself (an agent restarting under the same id). admit()
+     * checked that this one has the replaced tunnel's token. */
     for (i = 0; i < srv->ntuns; i++)
         if (strcmp(srv->tuns[i]->agent, agent) == 0 && !srv->tuns[i]->goaway_recv) {
             nw_info("tunnel replaced tun=%llu agent=%s by tun=%llu",
@@ -230,5 +412,11 @@ void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
     }
     srv->tuns[srv->ntuns++] = t;
     nw_info("tunnel open tun=%llu agent=%s peer=%s", (unsigned long long)t->id, agent, c->peer);
+    if (rt_attach(st) != 0) {
+        nw_warn("tunnel tun=%llu agent=%s: out of memory for its routes", (unsigned long long)t->id,
+                agent);
+        nw_tun_close(t, NW_ENOMEM);
+        return;
+    }
     nw_tun_start(t, rest, rest_len);
 }

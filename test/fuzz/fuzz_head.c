@@ -201,7 +201,7 @@ static int is_added(const nw_hdr_t *f, const char *name) {
 
 /* What nw_fwd_build adds after the kept fields. */
 static void check_added(const nw_fwd_head_t *fh, size_t kept, const nw_fwd_in_t *in) {
-    size_t i, xff = 0, proto = 0, host = 0, conn = 0, upg = 0;
+    size_t i, xff = 0, proto = 0, host = 0, conn = 0, upg = 0, hostf = 0;
     for (i = kept; i < fh->n; i++) {
         const nw_hdr_t *f = &fh->hdrs[i];
         if (is_added(f, "X-Forwarded-For")) {
@@ -212,6 +212,9 @@ static void check_added(const nw_fwd_head_t *fh, size_t kept, const nw_fwd_in_t 
             proto++;
         } else if (is_added(f, "X-Forwarded-Host")) {
             host++;
+        } else if (is_added(f, "Host")) {
+            hostf++; /* an absolute-form target's authority, in place of Host */
+            CHECK(in->authority && same(f->value, f->value_len, in->authority, in->alen));
         } else if (is_added(f, "Connection")) {
             conn++;
             CHECK(same(f->value, f->value_len, "Upgrade", 7));
@@ -221,6 +224,7 @@ static void check_added(const nw_fwd_head_t *fh, size_t kept, const nw_fwd_in_t 
         }
     }
     CHECK(xff == 1 && proto == 1 && host <= 1 && conn == upg && upg <= 1);
+    CHECK(hostf == (in->authority != NULL));
     CHECK(in->upgrade || upg == 0);
 }
 
@@ -230,7 +234,7 @@ static void check_filter(const llhttp_t *p, const nw_hfields_t *h) {
     nw_hdr_t out2[NW_HTTP_MAX_FIELDS], *dh, *out;
     const char *method = llhttp_method_name((llhttp_method_t)p->method), *tgt;
     const char *drop[NW_FWD_MAX_DROP];
-    nw_fwd_in_t in = {"192.0.2.7", 9, 0, 0, 0, 0, 0};
+    nw_fwd_in_t in = {"192.0.2.7", 9, 0, 0, 0, 0, 0, 0, NULL, 0};
     nw_fwd_head_t *fh = malloc(sizeof(*fh));
     uint8_t *frame;
     size_t i, cap, kept, tlen;
@@ -243,6 +247,7 @@ static void check_filter(const llhttp_t *p, const nw_hfields_t *h) {
     in.auth_token = (h->raw.len >> 1) & 1;
     in.https = (h->raw.len >> 2) & 1;
     in.upgrade = p->upgrade;
+    in.authority = nw_http_authority(h->raw.p ? h->raw.p : "", h->first_len, &in.alen);
     nw_fwd_drop_list(&in, drop);
     CHECK(nw_fwd_build(h, &in, fh) == 0);
     out = fh->hdrs;

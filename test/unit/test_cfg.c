@@ -729,7 +729,7 @@ UNIT_TEST(header_defaults) {
                                 D(window), D(max_headers), D(max_url), D(idle_timeout_ms),
                                 D(head_timeout_ms), D(body_timeout_ms), D(max_streams),
                                 D(queue_timeout_ms), D(max_conns), D(max_tunnels),
-                                D(max_agent_tunnels), D(grace_ms)};
+                                D(max_agent_tunnels), D(grace_ms), D(route_hold_ms)};
         const dflt_t agent[] = {DA(ping_interval_ms), DA(connect_timeout_ms), DA(pool_size),
                                 DA(window), DA(max_head), DA(max_conn), DA(max_local),
                                 DA(local_queue), DA(local_queue_timeout_ms), DA(max_pipes),

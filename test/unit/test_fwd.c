@@ -53,7 +53,7 @@ static const char *const fields[] = {"Host", "example.com", "X-Forwarded-For", "
     "Keep-Alive", "5", "Accept", "*/*", NULL};
 
 UNIT_TEST(untrusted) {
-    nw_fwd_in_t in = {"10.0.0.1", 8, 0, 1, 0, 0, 0};
+    nw_fwd_in_t in = {"10.0.0.1", 8, 0, 1, 0, 0, 0, 0, NULL, 0};
     head("/a?b", fields);
     CHECK_EQ(nw_fwd_build(&hf, &in, &fh), 0);
     CHECK(fh.tlen == 4 && memcmp(fh.target, "/a?b", 4) == 0);
@@ -68,7 +68,7 @@ UNIT_TEST(untrusted) {
 }
 
 UNIT_TEST(trusted_tls) {
-    nw_fwd_in_t in = {"10.0.0.1", 8, 1, 0, 1, 0, 0};
+    nw_fwd_in_t in = {"10.0.0.1", 8, 1, 0, 1, 0, 0, 0, NULL, 0};
     head("http://example.com?q", fields);
     CHECK_EQ(nw_fwd_build(&hf, &in, &fh), 0);
     CHECK(fh.tlen == 3 && memcmp(fh.target, "/?q", 3) == 0);
@@ -84,7 +84,7 @@ UNIT_TEST(trusted_tls) {
 UNIT_TEST(upgrade_and_refusals) {
     static const char *const up[] = {"Host", "h", "Connection", "Upgrade", "Upgrade",
                                      "websocket", NULL};
-    nw_fwd_in_t in = {"::1", 3, 0, 0, 1, 1, 0};
+    nw_fwd_in_t in = {"::1", 3, 0, 0, 1, 1, 0, 0, NULL, 0};
     head("/ws", up);
     CHECK_EQ(nw_fwd_build(&hf, &in, &fh), 0);
     CHECK(is("Connection", "Upgrade") && is("Upgrade", "websocket"));
@@ -106,7 +106,7 @@ UNIT_TEST(upgrade_and_refusals) {
 UNIT_TEST(auth_field) {
     static const char *const au[] = {"Host", "h", "Authorization", "Bearer svc",
                                      "Authorization", "Basic dTpTM2NyZXQ=", "Accept", "*/*", NULL};
-    nw_fwd_in_t in = {"10.0.0.1", 8, 0, 1, 0, 0, 0};
+    nw_fwd_in_t in = {"10.0.0.1", 8, 0, 1, 0, 0, 0, 0, NULL, 0};
     head("/", au);
     CHECK_EQ(nw_fwd_build(&hf, &in, &fh), 0);
     CHECK_EQ(has("Authorization"), 2);

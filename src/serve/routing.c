@@ -1,0 +1,331 @@
+/* routing.c: which tunnel serves a request. The route table of serve
+ * (routes.c holds the pure model): a tunnel's routes go in when it opens
+ * and out when it closes or loses its grant, a route left without tunnels
+ * is held for --route-hold, and a request is matched by its host and path,
+ * then given to one of the route's tunnels by --balance, among those whose
+ * Basic credentials (AUTH_BASIC) it carries. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "basic.h"
+#include "http1.h"
+#include "log.h"
+#include "path.h"
+#include "serve_int.h"
+#include "tokens.h"
+
+#define SWEEP_MS 1000 /* how often held routes and revoked tunnels are checked */
+
+static void rt_on_sweep(uv_timer_t *h);
+
+/* The default route's entry exists from the start, held: a request that
+ * comes before the first agent waits for it, as it always did. */
+int rt_init(serve_t *srv) {
+    nw_route_t def;
+    srv->routes = nw_routes_new();
+    if (!srv->routes)
+        return NW_ENOMEM;
+    nw_route_default(&def);
+    if (nw_routes_add(srv->routes, &def, srv) != 0)
+        return NW_ENOMEM;
+    nw_routes_remove(srv->routes, &def, srv);
+    uv_timer_init(srv->loop, &srv->sweep);
+    srv->sweep.data = srv;
+    return 0;
+}
+
+static const char *rt_name(const nw_route_t *r, char *buf, size_t cap) {
+    nw_route_format(r, buf, cap);
+    return buf;
+}
+
+/* Put the tunnel's routes in the table. A server whose first routes are
+ * named ones has no default service: its held default entry goes, so an
+ * unclaimed host gets 404 at once instead of waiting for one. */
+int rt_attach(srv_tun_t *st) {
+    serve_t *srv = st->srv;
+    char name[NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 8];
+    size_t i;
+    for (i = 0; i < st->nroutes; i++) {
+        const nw_route_t *r = &st->routes[i];
+        if (r->is_default) {
+            srv->default_owned = 1;
+        } else if (!srv->default_owned) {
+            nw_route_t def;
+            nw_route_default(&def);
+            nw_routes_drop(srv->routes, &def);
+        }
+        if (nw_routes_add(srv->routes, r, st) != 0) {
+            while (i--)
+                nw_routes_remove(srv->routes, &st->routes[i], st);
+            return NW_ENOMEM;
+        }
+        nw_info("route %s +tun=%llu agent=%s", rt_name(r, name, sizeof(name)),
+                (unsigned long long)st->tun->id, st->tun->agent);
+    }
+    st->attached = 1;
+    return 0;
+}
+
+/* Take the tunnel's routes out of the table. A route left without a
+ * tunnel stays, held, so that its requests wait for the agent to return
+ * (rt_on_sweep drops it after --route-hold). */
+void rt_detach(srv_tun_t *st, const char *why) {
+    serve_t *srv = st->srv;
+    char name[NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 8];
+    size_t i;
+    int held = 0;
+    if (!st->attached)
+        return;
+    st->attached = 0;
+    for (i = 0; i < st->nroutes; i++) {
+        const nw_route_t *r = &st->routes[i];
+        int left = nw_routes_remove(srv->routes, r, st);
+        if (left == 0) {
+            nw_routes_set_mark(srv->routes, r, uv_now(srv->loop));
+            held |= !r->is_default;
+        }
+        nw_info("route %s -tun=%llu agent=%s (%s; %s)", rt_name(r, name, sizeof(name)),
+                (unsigned long long)st->tun->id, st->tun->agent, why,
+                left == 0 ? "held" : "other tunnels serve it");
+    }
+    if (held)
+        rt_sweep_start(srv);
+}
+
+void rt_sweep_start(serve_t *srv) {
+    if (!srv->stopping && !uv_is_active((uv_handle_t *)&srv->sweep))
+        uv_timer_start(&srv->sweep, rt_on_sweep, SWEEP_MS, SWEEP_MS);
+}
+
+/* A held named route whose hold is over. The default route is never
+ * dropped once a tunnel served it: it is the server's own service. */
+static int rt_expired(const serve_t *srv, const nw_route_hit_t *h, uint64_t now) {
+    return h->route && !h->route->is_default && h->nowners == 0 &&
+           now - h->mark >= srv->cfg->route_hold_ms;
+}
+
+/* Once a second while something waits for time: drop held routes whose
+ * hold is over, and close revoked tunnels that finished their streams or
+ * outlived --grace. */
+static void rt_on_sweep(uv_timer_t *h) {
+    serve_t *srv = h->data;
+    uint64_t now = uv_now(srv->loop);
+    char name[NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 8];
+    size_t i;
+    int more = 0;
+    for (i = 0; i < nw_routes_count(srv->routes);) {
+        nw_route_hit_t e = nw_routes_at(srv->routes, i);
+        if (rt_expired(srv, &e, now)) {
+            nw_info("route %s dropped: no tunnel came back within --route-hold",
+                    rt_name(e.route, name, sizeof(name)));
+            nw_routes_drop(srv->routes, e.route); /* the last entry moves to i */
+            continue;
+        }
+        more |= e.route && !e.route->is_default && e.nowners == 0;
+        i++;
+    }
+    for (i = 0; i < srv->ntuns; i++) {
+        nw_tun_t *t = srv->tuns[i];
+        srv_tun_t *st = t->data;
+        if (!st->revoked || nw_tun_closing(t))
+            continue;
+        if (t->active == 0) {
+            nw_info("tunnel tun=%llu agent=%s revoked: its streams are done, closing",
+                    (unsigned long long)t->id, t->agent);
+            nw_tun_shutdown(t);
+        } else if (now - st->revoked_at >= srv->cfg->grace_ms) {
+            nw_warn("tunnel tun=%llu agent=%s revoked: %zu stream(s) still open after --grace, "
+                    "closing", (unsigned long long)t->id, t->agent, t->active);
+            nw_tun_close(t, NW_ECLOSED);
+        } else {
+            more = 1;
+        }
+    }
+    if (!more)
+        uv_timer_stop(&srv->sweep);
+}
+
+/* The request's route: its host (the authority of an absolute-form
+ * target, else Host; RFC 9112 3.2.2) and its normalised path, the one the
+ * service resolves (so "/%61pi" routes as "/api"). host gets the name for
+ * a 404 (printable, capped). 0, or NW_ENOMEM. */
+int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap) {
+    serve_t *srv = pc->srv;
+    const char *target, *h = "";
+    char small[1024], *path;
+    size_t tlen, hl = 0, plen = 0, i, k;
+    nw_hdr_t f;
+    int hi;
+
+    target = pc->hf.raw.p ? pc->hf.raw.p : "";
+    tlen = pc->hf.first_len;
+    if ((h = nw_http_authority(target, tlen, &hl)) == NULL) {
+        h = "";
+        if ((hi = nw_hf_find(&pc->hf, "host", 0)) >= 0) {
+            nw_hf_get(&pc->hf, (size_t)hi, &f);
+            h = f.value, hl = f.value_len;
+        }
+    }
+    for (i = k = 0; i < hl && k + 1 < hostcap && k < 100; i++)
+        host[k++] = h[i] > 0x20 && h[i] < 0x7f ? h[i] : '?';
+    host[k] = 0;
+    path = tlen + 2 <= sizeof(small) ? small : nw_malloc(tlen + 2);
+    if (!path)
+        return NW_ENOMEM;
+    if (nw_path_normalize(target, tlen, 0, path, tlen + 2, &plen) < 0)
+        plen = 0; /* "*": the host's root */
+    for (;;) {
+        *hit = nw_routes_lookup(srv->routes, h, hl, path, plen);
+        if (!rt_expired(srv, hit, uv_now(srv->loop)))
+            break;
+        nw_routes_drop(srv->routes, hit->route); /* the sweep had not come yet */
+    }
+    if (path != small)
+        nw_free(path);
+    return 0;
+}
+
+/* The index + 1 of the request's Basic credential that one of st's
+ * credentials equals, or 0. cred/clen: the first Basic credential of the
+ * request, decoded (clen 0: none). */
+static int rt_cred_ok(const srv_tun_t *st, const char *cred, size_t clen) {
+    size_t i;
+    int ok = 0;
+    for (i = 0; i < st->ncreds; i++) /* no early exit: the time says nothing */
+        ok |= clen && srv_token_eq(cred, clen, st->creds[i].p, st->creds[i].n);
+    return ok;
+}
+
+/* The first Authorization field with a well-formed Basic credential:
+ * decoded into buf (cap bytes), its length, and the field's index + 1. */
+static size_t rt_basic_of(const pconn_t *pc, char *buf, size_t cap, unsigned *field) {
+    nw_hdr_t f;
+    const char *pass;
+    size_t plen;
+    int i = -1;
+    *field = 0;
+    while ((i = nw_hf_find(&pc->hf, "authorization", (size_t)(i + 1))) >= 0) {
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        if (NW_BASIC_CAP(f.value_len) > cap)
+            continue; /* longer than any credential a tunnel holds */
+        if (nw_basic_parse(f.value, f.value_len, buf, cap, &pass, &plen) == NW_BASIC_OK) {
+            *field = (unsigned)i + 1;
+            return (size_t)(pass + plen - buf);
+        }
+    }
+    return 0;
+}
+
+/* FNV-1a over the client address and the tunnel's name: rendezvous
+ * hashing, so a client keeps its tunnel while others come and go, and a
+ * reconnecting agent (same name) gets its clients back. */
+static uint64_t hrw(const char *ip, size_t iplen, const char *name) {
+    uint64_t h = 1469598103934665603ull;
+    size_t i;
+    for (i = 0; i < iplen; i++)
+        h = (h ^ (unsigned char)ip[i]) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (; *name; name++)
+        h = (h ^ (unsigned char)*name) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+}
+
+/* A tunnel of the route with a free stream slot, by --balance, among
+ * those whose credentials the request carries; or NULL, with *any set when
+ * a usable tunnel exists at all (then the caller may wait for a slot).
+ * When every usable tunnel wants a Basic credential the request lacks,
+ * NULL with *any 0 and pc->realm set: the caller answers 401. */
+nw_tun_t *rt_pick(pconn_t *pc, const nw_route_hit_t *hit, const char *ip, size_t iplen,
+                  int *any) {
+    serve_t *srv = pc->srv;
+    char cred[768];
+    unsigned field;
+    size_t clen = 0, i, n = hit->nowners, bi = 0;
+    nw_tun_t *best = NULL;
+    uint64_t best_score = 0;
+    int locked = 0, checked = 0;
+
+    *any = 0;
+    pc->realm[0] = 0;
+    pc->route_auth = 0;
+    for (i = 0; i < n; i++) {
+        size_t k = (srv->rr + i) % n;
+        srv_tun_t *st = hit->owners[k];
+        nw_tun_t *t = st->tun;
+        if (t->goaway_recv || nw_tun_closing(t) || st->revoked)
+            continue;
+        if (st->ncreds) {
+            if (!checked)
+                clen = rt_basic_of(pc, cred, sizeof(cred), &field), checked = 1;
+            if (!rt_cred_ok(st, cred, clen)) {
+                locked = 1;
+                continue;
+            }
+            pc->route_auth = field;
+        }
+        *any = 1;
+        if (t->active >= srv->cfg->max_streams)
+            continue;
+        if (srv->cfg->balance == NW_BALANCE_HASH_IP) {
+            uint64_t sc = hrw(ip, iplen, t->agent);
+            if (!best || sc > best_score)
+                best = t, best_score = sc, bi = k;
+        } else if (srv->cfg->balance == NW_BALANCE_ROUND_ROBIN) {
+            best = t, bi = k;
+            break;
+        } else if (!best || t->active < best->active) {
+            best = t, bi = k; /* fewest in flight; ties rotate */
+        }
+    }
+    if (best)
+        srv->rr = bi + 1;
+    if (!*any && locked)
+        nw_route_format(hit->route, pc->realm, sizeof(pc->realm));
+    return best;
+}
+
+/* After the tokens changed (SIGHUP): a tunnel whose token is gone, or
+ * no longer grants one of its routes, loses all of them now (new requests
+ * wait for another tunnel, as for a route held), gets GOAWAY, and closes
+ * once its streams are done or --grace is over (rt_on_sweep). */
+void rt_regrant(serve_t *srv) {
+    char name[NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 8], msg[sizeof(name) + 48];
+    size_t i, k;
+    for (i = 0; i < srv->ntuns; i++) {
+        nw_tun_t *t = srv->tuns[i];
+        srv_tun_t *st = t->data;
+        const char *why = NULL;
+        int line = -1;
+        if (st->revoked || nw_tun_closing(t) || !srv->tokens)
+            continue;
+        if (!st->token || (line = nw_tokens_find(srv->tokens, st->token, st->toklen)) < 0)
+            why = "its token was removed";
+        for (k = 0; !why && k < st->nroutes; k++)
+            if (!nw_tokens_grants(srv->tokens, line, &st->routes[k])) {
+                snprintf(msg, sizeof(msg), "its token no longer grants route %s",
+                         rt_name(&st->routes[k], name, sizeof(name)));
+                why = msg;
+            }
+        if (!why)
+            continue;
+        nw_warn("tunnel tun=%llu agent=%s revoked: %s: GOAWAY, closing within --grace",
+                (unsigned long long)t->id, t->agent, why);
+        st->revoked = 1;
+        st->revoked_at = uv_now(srv->loop);
+        rt_detach(st, "revoked");
+        nw_tun_goaway(t, 0);
+        rt_sweep_start(srv);
+    }
+}
+
+/* The public URL of route r: "https://a.example.com/api". */
+size_t rt_public_url(const nw_route_t *r, int https, char *out, size_t cap) {
+    int n = snprintf(out, cap, "%s://", https ? "https" : "http");
+    if (n < 0 || (size_t)n >= cap)
+        return 0;
+    return (size_t)n + nw_route_format(r, out + n, cap - (size_t)n);
+}
