@@ -60,7 +60,7 @@ def refused(t, s, origin, agent_id, token, routes, status, route=None, mark=None
         mark = s.proc.mark()
     a, _ = tok_agent(t, s, origin, agent_id, token, routes, wait=False)
     if route is not None:
-        a.wait_for(r"refused the tunnel: %d\b.*route '%s' refused" % (status, re.escape(route)),
+        a.wait_for(r"refused the tunnel: %d\b.*route ['\"]%s['\"]" % (status, re.escape(route)),
                    15)
     else:
         a.wait_for(r"refused the tunnel: %d\b" % status, 15)
@@ -229,7 +229,7 @@ def test_e4_sighup_route_no_longer_granted(t):
     mark = s.proc.mark()
     s.proc.send(signal.SIGHUP)
     s.proc.wait_for(r"tunnel closed tun=%d agent=alice\b" % tun, 15, mark)
-    a.wait_for(r"refused the tunnel: 403\b.*route 'app\.alice\.example\.com' refused", 15)
+    a.wait_for(r"refused the tunnel: 403\b.*route ['\"]app\.alice\.example\.com['\"]", 15)
     r = req(s, "app.alice.example.com", "/echo")
     check(r.status in (404, 503), "route no longer granted: %d" % r.status)
 
