@@ -28,7 +28,7 @@ import tempfile
 import time
 
 import wsclient
-from harness import check, curl, eq, fail, http_request, timed
+from harness import Conn, check, curl, eq, fail, http_request, timed
 from test_c1_browser import CHROMIUM_FLAGS, Cdp, http_json
 from test_e1_routes import echo_hdr, expect_origin, req, route_agent
 
@@ -393,3 +393,45 @@ def test_e5_browser_jupyter_origin_check(t):
         r = http_request(s.port, "POST", "/api/x", [("Host", "nojup.example.com"),
                                                     ("Origin", "http://nojup.example.com")], b"{}")
         eq(r.status, 403, "raw POST without PRESERVE_HOST (body %r)" % r.body[:200])
+
+
+@timed(60)
+def test_e5_auth_follows_the_route_not_the_host_field(t):
+    """The credential check uses the route the request is sent to: an
+    absolute-form target naming the protected host needs the credential
+    whatever Host says; a path that normalises to the protected prefix
+    (/%61dmin, //admin, /x/../admin) needs it even when one local service
+    sits behind both the protected and the open route; and each request on
+    a keep-alive connection is checked on its own."""
+    s = t.serve()
+    o = t.origin("APP")
+    route_agent(t, s, o, "adm", "app.example.com/admin", env={"AUTH_BASIC": "root:hunter2"})
+    route_agent(t, s, o, "open", "app.example.com")
+    route_agent(t, s, o, "priv", "priv.example.com", env={"AUTH_BASIC": "alice:s3cr3t:x"})
+    m = o.proc.mark()
+    expect_401(s, "app.example.com", "http://priv.example.com/echo?probe=abs", "priv.example.com")
+    expect_401(s, "priv.example.com.", "/echo?probe=dot", "priv.example.com")
+    for i, target in enumerate(["/%61dmin/x", "//admin/x", "/x/../admin/x", "/./admin",
+                                "/admin/", "/admin?x=1", "/%61%64%6d%69%6e",
+                                "http://app.example.com/%61dmin/x"]):
+        sep = "&" if "?" in target else "?"
+        expect_401(s, "app.example.com", target + sep + "probe=p%d" % i, "app.example.com/admin")
+    eq(o.proc.count(r"probe=", m), 0, "unauthenticated requests that reached the service")
+    expect_origin(s, "app.example.com", "/adminx?probe=open", "APP")
+    # Absolute form naming the open route, Host naming the protected one.
+    r = req(s, "priv.example.com", "http://app.example.com/name")
+    eq((r.status, r.body), (200, b"APP\n"), "absolute form to the open route")
+    # One connection: authorised, then not, then authorised again.
+    c = Conn(s.port)
+    try:
+        for auth, want in ((basic("alice", "s3cr3t:x"), 200), (None, 401),
+                           (basic("root", "hunter2"), 401), (basic("alice", "s3cr3t:x"), 200)):
+            hdrs = [("Host", "priv.example.com")] + ([("Authorization", auth)] if auth else [])
+            c.request("GET", "/echo", hdrs)
+            r = c.read_response()
+            eq(r.status, want, "keep-alive request with %r" % auth)
+            if r.header("Connection") and r.header("Connection").lower() == "close":
+                c.close()
+                c = Conn(s.port)
+    finally:
+        c.close()
