@@ -465,3 +465,33 @@ def test_e1_route_log_lines(t):
     a.terminate()
     for n in ("a.example.com/api/v1", "ollama." + DOMAIN, "*.w.example.com"):
         s.proc.wait_for(r"route %s -tun=%d agent=logs\b" % (re.escape(n), tun), 10, mark)
+
+
+@timed(40)
+def test_e1_asterisk_form_options(t):
+    """`OPTIONS * HTTP/1.1` (asterisk form, RFC 9112 3.2.4) has no path and
+    no authority: it is routed by Host to the route covering the host's
+    root and reaches the service as `OPTIONS *`, as before routing existed;
+    serve keeps running."""
+    s = t.serve()
+    oa, od = t.origin("A"), t.origin("D")
+
+    def options(host, want):
+        c = Conn(s.port, timeout=10)
+        try:
+            c.send(b"OPTIONS * HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+            r = c.read_response(allow_eof=True)
+        finally:
+            c.close()
+        check(r is not None, "serve closed the connection on OPTIONS * (alive: %s)" %
+              s.proc.alive())
+        eq(r.status, 200, "OPTIONS * to %s (body %r)" % (host, r.body[:200]))
+        j = r.json()
+        eq((j["name"], j["method"], j["path"]), (want, "OPTIONS", "*"), "OPTIONS * at the origin")
+
+    route_agent(t, s, od, "rd")  # the default route only, as before issue 11
+    options("a.example.com", "D")
+    route_agent(t, s, oa, "ra", "a.example.com")
+    for host, want in (("a.example.com", "A"), ("b.example.com", "D"), ("A.example.com:1", "A")):
+        options(host, want)
+    expect_origin(s, "a.example.com", "/echo", "A")
