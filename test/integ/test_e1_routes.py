@@ -495,3 +495,23 @@ def test_e1_asterisk_form_options(t):
     for host, want in (("a.example.com", "A"), ("b.example.com", "D"), ("A.example.com:1", "A")):
         options(host, want)
     expect_origin(s, "a.example.com", "/echo", "A")
+
+
+@timed(40)
+def test_e1_absolute_form_userinfo_not_forwarded(t):
+    """An absolute-form target with userinfo (http://user:pw@host/, which
+    RFC 9110 4.2.4 says to treat as an error) is refused with 400, or routed
+    by its host with the userinfo dropped: it never reaches the service in
+    X-Forwarded-Host or Host."""
+    s = t.serve()
+    oa = t.origin("A")
+    route_agent(t, s, oa, "ra", "a.example.com", env={"PRESERVE_HOST": "1"})
+    for target in ("http://user:pw@a.example.com/echo", "http://user@a.example.com/echo"):
+        r = req(s, "b.example.com", target)
+        check(r.status in (200, 400), "%s: status %d (body %r)" % (target, r.status,
+                                                                  r.body[:200]))
+        if r.status == 200:
+            j = r.json()
+            eq(j["name"], "A", "origin for %s" % target)
+            for f in ("Host", "X-Forwarded-Host"):
+                eq(echo_hdr(j, f), ["a.example.com"], "%s at the service for %s" % (f, target))

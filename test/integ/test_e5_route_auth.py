@@ -435,3 +435,23 @@ def test_e5_auth_follows_the_route_not_the_host_field(t):
                 c = Conn(s.port)
     finally:
         c.close()
+
+
+@timed(40)
+def test_e5_credential_never_forwarded(t):
+    """Authorization is a singleton field (RFC 9110 11.6.2): a request that
+    repeats the right credential in two fields is refused or has both
+    removed; the password never reaches the local service."""
+    s = t.serve()
+    o = t.origin("P")
+    route_agent(t, s, o, "p", "priv.example.com", env={"AUTH_BASIC": "alice:s3cr3t:x"})
+    good, other = basic("alice", "s3cr3t:x"), basic("someone", "else")
+    for fields in ([good, good], [good, other], [other, good]):
+        r = req(s, "priv.example.com", "/echo",
+                headers=[("Authorization", v) for v in fields])
+        check(r.status in (200, 400, 401), "two Authorization fields %r: %d" % (fields, r.status))
+        if r.status == 200:
+            j = r.json()
+            check(good not in echo_hdr(j, "Authorization"),
+                  "the route's credential reached the local service: %r" %
+                  echo_hdr(j, "Authorization"))
