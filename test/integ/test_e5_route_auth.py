@@ -25,6 +25,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 import wsclient
@@ -455,3 +456,53 @@ def test_e5_credential_never_forwarded(t):
             check(good not in echo_hdr(j, "Authorization"),
                   "the route's credential reached the local service: %r" %
                   echo_hdr(j, "Authorization"))
+
+
+@timed(60)
+def test_e5_held_route_still_checks_credentials(t):
+    """A request for a protected route that waits while the route is held
+    (its agent restarting) is checked against the credentials of the tunnel
+    that comes back before it is forwarded: without them it gets 401 and
+    the local service never sees it; with them it is served."""
+    s = t.serve("--queue-timeout", "8")
+    started = time.time()
+    o = t.origin("P")
+    env = {"AUTH_BASIC": "alice:s3cr3t:x"}
+    a, tun = route_agent(t, s, o, "p", "priv.example.com", env=env)
+    left = started + 8 + 0.3 - time.time()
+    if left > 0:
+        time.sleep(left)  # past serve's start-up window (a wait on time itself)
+    mark = s.proc.mark()
+    a.terminate()
+    s.proc.wait_for(r"route priv\.example\.com -tun=%d agent=p\b" % tun, 10, mark)
+    out = {}
+
+    def client(key, headers):
+        try:
+            out[key] = req(s, "priv.example.com", "/echo?probe=" + key, headers=headers,
+                           timeout=20)
+        except Exception as e:  # noqa: B902
+            out[key] = e
+
+    ths = [threading.Thread(target=client, args=("held-none", []), daemon=True),
+           threading.Thread(target=client, args=("held-ok", [
+               ("Authorization", basic("alice", "s3cr3t:x"))]), daemon=True)]
+    m = o.proc.mark()
+    for th in ths:
+        th.start()
+    deadline = time.time() + 5
+    while s.proc.count(r": waiting", mark) < 2 and time.time() < deadline and not out:
+        time.sleep(0.02)
+    check(not out, "answered at once instead of waiting for the held route: %r" % out)
+    eq(s.proc.count(r": waiting", mark), 2, "requests serve holds for the route")
+    route_agent(t, s, o, "p", "priv.example.com", env=env, label="agent-p2")
+    for th in ths:
+        th.join(20)
+    r = out.get("held-none")
+    check(r is not None and not isinstance(r, BaseException), "held-none: %r" % r)
+    eq(r.status, 401, "held request without credentials after the agent came back")
+    r = out.get("held-ok")
+    check(r is not None and not isinstance(r, BaseException), "held-ok: %r" % r)
+    eq(r.status, 200, "held request with credentials after the agent came back")
+    eq(o.proc.count(r"probe=held-none", m), 0, "the unauthenticated held request reached "
+       "the service")
