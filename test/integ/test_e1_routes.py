@@ -23,9 +23,11 @@ import re
 import signal
 import threading
 import time
+import urllib.parse
 
 import wsclient
-from harness import Conn, check, curl, eq, fail, http_request, timed, tunnel_upgrade
+from harness import (Conn, TlsConn, check, curl, eq, fail, http_request, pki, timed,
+                     tunnel_upgrade)
 
 DOMAIN = "tunnel.example.com"
 
@@ -515,3 +517,55 @@ def test_e1_absolute_form_userinfo_not_forwarded(t):
             eq(j["name"], "A", "origin for %s" % target)
             for f in ("Host", "X-Forwarded-Host"):
                 eq(echo_hdr(j, f), ["a.example.com"], "%s at the service for %s" % (f, target))
+
+
+@timed(60)
+def test_e1_public_scheme_of_granted_routes(t):
+    """serve answers the granted routes with the public scheme it knows:
+    https on a TLS listener (the agent logs `serving https://HOST/PATH`),
+    X-Forwarded-Proto behind --trust-proxy, else http."""
+    P = pki()
+    s = t.serve("--tls-cert", P("server.pem"), "--tls-key", P("server.key"), label="serve-tls")
+    o = t.origin("A")
+    route_agent(t, s, o, "ra", "a.example.com/x", env={"CA_FILE": P("ca.pem")})
+    c = TlsConn(s.port, cafile=P("ca.pem"))
+    try:
+        c.request("GET", "/x/echo", [("Host", "a.example.com")])
+        r = c.read_response()
+        eq((r.status, r.json()["name"]), (200, "A"), "routed over TLS")
+        eq(echo_hdr(r.json(), "X-Forwarded-Proto"), ["https"], "X-Forwarded-Proto over TLS")
+    finally:
+        c.close()
+    s2 = t.serve("--trust-proxy", label="serve-proxy")
+    for proto, want in (("https", "https://a.example.com/x"), (None, "http://a.example.com/x")):
+        extra = [("X-Natwrp-Routes", "a.example.com/x")]
+        if proto:
+            extra.append(("X-Forwarded-Proto", proto))
+        c, r = tunnel_upgrade(s2.port, agent_id="raw-%s" % proto, extra=extra)
+        c.close()
+        eq(r.status, 101, "upgrade behind --trust-proxy")
+        eq(r.header("X-Natwrp-Routes"), want, "granted route with X-Forwarded-Proto %s" % proto)
+
+
+@timed(60)
+def test_e1_location_rewritten_per_route(t):
+    """Two routes to one local service: an absolute Location at LOCAL_URL
+    becomes the public origin of the route the client used (its host and
+    port); relative and foreign ones pass unchanged."""
+    from test_d1_agent_http import local_service
+    lp = local_service(t)
+    local = "http://127.0.0.1:%d" % lp
+    s = t.serve()
+    route_agent(t, s, local, "ra", "a.example.com")
+    route_agent(t, s, local, "rb", "b.example.com/app")
+    for host, target, loc, want in (
+            ("a.example.com", "/redir", local + "/login?x=1", "http://a.example.com/login?x=1"),
+            ("B.example.com:8080", "/app/redir", local + "/app/in",
+             "http://B.example.com:8080/app/in"),
+            ("a.example.com", "/redir", "/relative", "/relative"),
+            ("b.example.com", "/app/redir", "http://foreign.example/x",
+             "http://foreign.example/x")):
+        r = req(s, host, target + "?" + urllib.parse.urlencode([("h", "Location:" + loc)]))
+        eq(r.status, 302, "redirect via %s (body %r)" % (host, r.body[:200]))
+        got = r.header("Location")
+        eq(got.lower(), want.lower(), "Location via %s" % host)
