@@ -569,3 +569,77 @@ def test_e1_location_rewritten_per_route(t):
         eq(r.status, 302, "redirect via %s (body %r)" % (host, r.body[:200]))
         got = r.header("Location")
         eq(got.lower(), want.lower(), "Location via %s" % host)
+
+
+@timed(60)
+def test_e1_keepalive_connection_routes_each_request(t):
+    """Requests on one keep-alive connection (and pipelined ones) are each
+    routed by their own Host: a connection is not bound to the agent of its
+    first request."""
+    s = t.serve()
+    oa, ob, od = t.origin("A"), t.origin("B"), t.origin("D")
+    route_agent(t, s, oa, "ra", "a.example.com")
+    route_agent(t, s, ob, "rb", "b.example.com")
+    route_agent(t, s, od, "rd")
+    c = Conn(s.port)
+    try:
+        for host, want in (("a.example.com", "A"), ("b.example.com", "B"),
+                           ("c.example.com", "D"), ("A.example.com", "A")):
+            c.request("GET", "/name", [("Host", host)])
+            r = c.read_response()
+            eq((r.status, r.body), (200, want.encode() + b"\n"), "keep-alive request to %s" % host)
+        # Pipelined: three requests in one write.
+        c.send(b"".join(b"GET /name HTTP/1.1\r\nHost: %s\r\n\r\n" % h for h in
+                        (b"b.example.com", b"a.example.com", b"b.example.com")))
+        got = [c.read_response().body for _ in range(3)]
+        eq(got, [b"B\n", b"A\n", b"B\n"], "pipelined requests to three hosts")
+    finally:
+        c.close()
+
+
+@timed(60)
+def test_e1_shared_route_survives_one_agent(t):
+    """Two agents (two AGENT_IDs) registered one route share its traffic;
+    when one dies the other takes every request at once (the route is not
+    held, no request waits)."""
+    s = t.serve("--balance", "round-robin", "--queue-timeout", "5")
+    o1, o2 = t.origin("ONE"), t.origin("TWO")
+    a1, tun1 = route_agent(t, s, o1, "one", "a.example.com/app")
+    route_agent(t, s, o2, "two", "a.example.com/app")
+    seen = {served_by(s, "a.example.com", "/app/x")[1] for _ in range(6)}
+    eq(seen, {"ONE", "TWO"}, "origins behind a shared route")
+    mark = s.proc.mark()
+    a1.kill()
+    s.proc.wait_for(r"route a\.example\.com/app -tun=%d agent=one\b" % tun1, 10, mark)
+    for _ in range(6):
+        t0 = time.time()
+        expect_origin(s, "a.example.com", "/app/x", "TWO")
+        check(time.time() - t0 < 1.0, "a request waited although the route had a tunnel")
+    eq(s.proc.count(r": waiting", mark), 0, "requests that waited for a tunnel")
+
+
+@timed(60)
+def test_e1_route_hold_expires(t):
+    """--route-hold: a route whose last tunnel left is held that long
+    (requests wait --queue-timeout, then 503); after it the host is
+    unclaimed again: the default route takes it at once."""
+    s = t.serve("--queue-timeout", "1", "--route-hold", "2")
+    started = time.time()
+    oa, od = t.origin("A"), t.origin("D")
+    a, tun = route_agent(t, s, oa, "ra", "a.example.com")
+    route_agent(t, s, od, "rd")
+    past_start_window(started, 1)
+    mark = s.proc.mark()
+    a.terminate()
+    s.proc.wait_for(r"route a\.example\.com -tun=%d agent=ra\b" % tun, 10, mark)
+    gone = time.time()
+    r = req(s, "a.example.com", "/echo")
+    eq(r.status, 503, "held route within --route-hold (body %r)" % r.body[:200])
+    # After the hold: wait it out (a wait on time itself), then the
+    # default route answers without waiting.
+    left = gone + 2 + 0.5 - time.time()
+    if left > 0:
+        time.sleep(left)
+    t0 = time.time()
+    expect_origin(s, "a.example.com", "/echo", "D")
+    check(time.time() - t0 < 1.0, "request after the hold waited")
