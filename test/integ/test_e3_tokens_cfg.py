@@ -6,7 +6,7 @@ as before."""
 
 import os
 
-from harness import check, echo, eq
+from harness import check, echo, eq, get
 
 SECRET = "S3cr3t-Tok3n-e3"
 
@@ -59,9 +59,14 @@ def test_tokens_file_malformed_exits_2(t):
     _refused(t, [], {"TOKENS_FILE": missing},
              "TOKENS_FILE: %s: No such file or directory" % missing)
     # The flag wins over a bad variable, and --domain makes the dot-less line good.
-    s = t.serve("--tokens", dotless, "--domain", "tunnel.example.com",
+    s = t.serve("--tokens", dotless, "--domain", "tunnel.example.com", "--queue-timeout", "0.1",
                 env={"TOKENS_FILE": bad_pattern}, label="serve-flag-wins")
-    check(s.proc.alive(), "serve with a good --tokens over a bad TOKENS_FILE")
+    # An answer (no agent: 503 or 404) shows the loop runs, so its signal
+    # handlers are in place before cleanup sends SIGTERM ("listening" is
+    # logged just before they are).
+    r = get(s, "/")
+    check(r.status in (404, 503), "serve with a good --tokens over a bad TOKENS_FILE: %s"
+          % r.status)
 
 
 def test_bad_domain_and_route_hold_exit_2(t):
