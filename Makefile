@@ -117,9 +117,9 @@ lint:
 # --- fuzzing ---------------------------------------------------------------
 # libFuzzer targets (test/fuzz/fuzz_*.c) for the frame codec, the .env parser,
 # request-head parsing, the tunnel session (a hand-made peer's bytes into a
-# real nw_tun_t), request-path normalisation and route matching, built with
-# clang's -fsanitize=fuzzer plus ASan and UBSan (libFuzzer comes with
-# Debian's clang, in libclang-rt-14-dev).
+# real nw_tun_t), request-path normalisation, route matching and the tokens
+# file, built with clang's -fsanitize=fuzzer plus ASan and UBSan (libFuzzer
+# comes with Debian's clang, in libclang-rt-14-dev).
 #   make fuzz                  build them all, run each for FUZZ_TIME seconds
 #   make fuzz FUZZ_TIME=60
 #   make fuzz-build            build only
@@ -131,7 +131,7 @@ lint:
 FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 20
 FUZZ_DIR   := $(BUILD)/fuzz
-FUZZ_NAMES := mux env head tun path routes
+FUZZ_NAMES := mux env head tun path routes tokens
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # Library code gets coverage instrumentation only (fuzzer-no-link); the
 # targets link libFuzzer's main as well.

@@ -295,6 +295,48 @@ static int apply_balance(int *field, const char *v, char *why, size_t whylen) {
                         QLEN, v);
 }
 
+/* A DNS name (serve's --domain): labels of 1-63 letters, digits and '-'
+ * (not first or last in a label, RFC 1123), at most NW_CFG_DOMAIN_MAX
+ * bytes so that routes under it fit in 253; one trailing dot is dropped,
+ * and the name is stored lowercase (routes compare lowercase names). */
+static int apply_domain(char *field, const char *v, char *why, size_t whylen) {
+    char name[NW_CFG_DOMAIN_MAX + 1];
+    size_t i, lab = 0, n = strlen(v);
+    const char *bad = NULL;
+
+    if (n > 0 && v[n - 1] == '.')
+        n--;
+    if (n == 0)
+        bad = "empty name";
+    else if (n > NW_CFG_DOMAIN_MAX)
+        bad = "longer than 200 bytes";
+    for (i = 0; !bad && i <= n; i++) {
+        char c = i < n ? v[i] : '.';
+        if (c == '.') {
+            if (lab == 0)
+                bad = "empty label";
+            else if (lab > 63)
+                bad = "a label is longer than 63 bytes";
+            else if (name[i - lab] == '-' || name[i - 1] == '-')
+                bad = "a label starts or ends with '-'";
+            lab = 0;
+        } else if (is_alpha((unsigned char)c) || is_digit((unsigned char)c) || c == '-') {
+            lab++;
+        } else {
+            bad = c == '*' ? "a name, not a pattern (no '*')"
+                           : "only letters, digits, '-' and dots are allowed";
+        }
+        if (!bad && i < n)
+            name[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    if (bad)
+        return nw__cfg_fail(why, whylen, "invalid domain '%.*s': %s (e.g. tunnel.example.com)",
+                            QLEN, v, bad);
+    memcpy(field, name, n);
+    field[n] = 0;
+    return 0;
+}
+
 static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t whylen) {
     char *field = (char *)cfg + o->off;
 
@@ -311,6 +353,7 @@ static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t
     case OPT_TOKEN: return apply_token(field, v, why, whylen);
     case OPT_REGEX: return apply_regex(field, v, why, whylen);
     case OPT_BALANCE: return apply_balance((int *)(void *)field, v, why, whylen);
+    case OPT_DOMAIN: return apply_domain(field, v, why, whylen);
     default: return 0;
     }
 }

@@ -15,6 +15,7 @@
 #define NW_CFG_MAX_LISTEN 8
 #define NW_CFG_ERRLEN 256
 #define NW_CFG_TOKEN_MAX 256 /* CONN_TOKEN, AUTH_TOKEN: 1-256 visible ASCII characters */
+#define NW_CFG_DOMAIN_MAX 200 /* --domain: leaves room for route labels under it (253) */
 
 /* serve. Each setting is a flag; most also read the environment variable of
  * the flag's name in capitals (MAX_HEADERS, GRACE, ...); see serve_opts. */
@@ -47,10 +48,13 @@ typedef struct {
     uint32_t max_agent_tunnels;   /* --max-agent-tunnels N: tunnels per AGENT_ID, default 16 */
     int balance;                  /* --balance least|hash-ip|round-robin, default least */
     uint64_t grace_ms;            /* --grace SECS: drain time on SIGTERM/SIGINT, default 30 */
-    /* Many services (issue 11). */
-    char domain[256];             /* --domain / DOMAIN: parent of dot-less routes, "" = none */
-    char tokens_file[1024];       /* --tokens / TOKENS_FILE: per-token route rights */
-    uint64_t route_hold_ms;       /* --route-hold / ROUTE_HOLD SECS: held route, default 300 */
+    /* Many services on one server (issue 11). Empty strings: off. */
+    char domain[NW_CFG_DOMAIN_MAX + 1]; /* --domain / DOMAIN: parent of dot-less routes,
+                                           lowercase, no trailing dot */
+    char tokens_file[1024];       /* --tokens / TOKENS_FILE: which token may claim which
+                                     routes (serve/tokens.h); checked here at start */
+    uint64_t route_hold_ms;       /* --route-hold SECS: route kept held, default 300 */
+                                  /* (a named route whose last tunnel left) */
 } nw_serve_cfg_t;
 
 enum { NW_BALANCE_LEAST = 0, NW_BALANCE_HASH_IP = 1, NW_BALANCE_ROUND_ROBIN = 2 };

@@ -39,6 +39,7 @@ enum {
     OPT_TOKEN,   /* char[NW_CFG_TOKEN_MAX + 1], visible ASCII */
     OPT_REGEX,   /* char[1024], a POSIX extended regular expression that compiles */
     OPT_BALANCE, /* int NW_BALANCE_* */
+    OPT_DOMAIN,  /* char[NW_CFG_DOMAIN_MAX + 1], a DNS name, stored lowercase */
     OPT_LISTEN,  /* repeatable, handled by nw_cfg_serve */
     OPT_ENVFILE, /* handled by nw_cfg_agent */
 };

@@ -1,4 +1,5 @@
-/* cfg_serve.c: serve's options: flag table, defaults, listen and TLS checks, usage text. */
+/* cfg_serve.c: serve's options: flag table, defaults, listen, TLS and
+ * tokens-file checks, usage text. */
 #include <arpa/inet.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -7,6 +8,11 @@
 
 #include "cfg_int.h"
 #include "log.h"
+/* The tokens file is checked here, at start, so that a malformed one stops
+ * serve with exit 2 like any other bad setting; tokens.c is pure (no
+ * libuv), so core may call it as cfg_agent.c calls routes.c. serve loads
+ * it again for use (and on SIGHUP). */
+#include "tokens.h"
 
 #define SERVE_FIELD(f) offsetof(nw_serve_cfg_t, f)
 static const opt_t serve_opts[] = {
@@ -50,6 +56,11 @@ static const opt_t serve_opts[] = {
      .off = SERVE_FIELD(max_agent_tunnels), .max = 100000},
     {.flag = "--balance", .env = "BALANCE", .kind = OPT_BALANCE, .off = SERVE_FIELD(balance)},
     {.flag = "--grace", .env = "GRACE", .kind = OPT_SECS, .off = SERVE_FIELD(grace_ms)},
+    /* After conn_token: the tokens file is checked with it and the domain. */
+    {.flag = "--domain", .env = "DOMAIN", .kind = OPT_DOMAIN, .off = SERVE_FIELD(domain)},
+    {.flag = "--tokens", .env = "TOKENS_FILE", .kind = OPT_PATH, .off = SERVE_FIELD(tokens_file)},
+    {.flag = "--route-hold", .env = "ROUTE_HOLD", .kind = OPT_SECS,
+     .off = SERVE_FIELD(route_hold_ms)},
 };
 
 _Static_assert(NW_ARRAY_LEN(serve_opts) <= MAX_OPTS, "raise MAX_OPTS");
@@ -105,6 +116,25 @@ static void serve_usage(void) {
           "                           resolved or kept)\n"
           "                           (default: every path; env AUTH_RULE)\n"
           "\n"
+          "Many services on one server (agents' ROUTES):\n"
+          "  --domain NAME            parent name for agents' dot-less routes: \"ollama\"\n"
+          "                           is ollama.NAME (point a wildcard DNS record *.NAME\n"
+          "                           at serve). Without it such routes are refused\n"
+          "                           (env DOMAIN)\n"
+          "  --tokens FILE            lines \"TOKEN PATTERN...\": an agent presenting TOKEN\n"
+          "                           (Bearer) may claim only routes a pattern grants:\n"
+          "                           \"*\" anything (the default route too),\n"
+          "                           \"*.alice.example.com\" any name below it,\n"
+          "                           \"alice.example.com\" that host, any path; a\n"
+          "                           dot-less pattern is under --domain. \"#\" starts a\n"
+          "                           comment. CONN_TOKEN counts as a line \"CONN_TOKEN *\".\n"
+          "                           A malformed file stops serve (exit 2); SIGHUP\n"
+          "                           re-reads it (env TOKENS_FILE)\n"
+          "  --route-hold SECS        a named route whose last tunnel left is held this\n"
+          "                           long (its requests wait --queue-timeout, then 503),\n"
+          "                           then its host answers 404 again\n"
+          "                           (default 300; env ROUTE_HOLD)\n"
+          "\n"
           "Limits:\n"
           "  --max-headers N          header fields per request, at most 200, else 431\n"
           "                           (default 200)\n"
@@ -131,9 +161,9 @@ static void serve_usage(void) {
           stdout);
     fputs("\n"
           "Environment: PORT, RESPONSE_TIMEOUT, PING_INTERVAL, WINDOW, LOG_LEVEL, TLS_CERT,\n"
-          "TLS_KEY, TRUST_PROXY, CONN_TOKEN, ALLOW_AGENT, AUTH_TOKEN, AUTH_RULE, and each\n"
-          "limit by its flag name in capitals (MAX_HEADERS, GRACE, ...). Empty values\n"
-          "count as unset.\n"
+          "TLS_KEY, TRUST_PROXY, CONN_TOKEN, ALLOW_AGENT, AUTH_TOKEN, AUTH_RULE, DOMAIN,\n"
+          "TOKENS_FILE, ROUTE_HOLD, and each limit by its flag name in capitals\n"
+          "(MAX_HEADERS, GRACE, ...). Empty values count as unset.\n"
           "SECS may have a fraction (0.5). BYTES may end in k, m or g (64k = 65536).\n",
           stdout);
 }
@@ -214,6 +244,27 @@ static int serve_tls(nw_serve_cfg_t *cfg, char *err, size_t errlen) {
     return 0;
 }
 
+/* A malformed tokens file (or one that cannot be read) stops the start:
+ * "TOKENS_FILE: FILE: line N: reason", named as it was set. The message
+ * never holds a token (nw_tokens_load). */
+static int serve_tokens(const layers_t *ly, const nw_serve_cfg_t *cfg, char *err, size_t errlen) {
+    char why[NW_CFG_ERRLEN + 1024];
+    const char *from = "TOKENS_FILE";
+    nw_tokens_t *t = NULL;
+    size_t i;
+
+    if (!cfg->tokens_file[0])
+        return 0;
+    for (i = 0; i < ly->nopts; i++)
+        if (ly->opts[i].off == SERVE_FIELD(tokens_file) && ly->opts[i].kind == OPT_PATH &&
+            ly->from[i])
+            from = ly->from[i];
+    if (nw_tokens_load(cfg->tokens_file, cfg->domain, cfg->conn_token, &t, why, sizeof(why)))
+        return nw__cfg_fail(err, errlen, "%s: %s", from, why);
+    nw_tokens_free(t);
+    return 0;
+}
+
 int nw_cfg_serve(int argc, char **argv, nw_serve_cfg_t *cfg, char *err, size_t errlen) {
     layers_t ly;
     int rc;
@@ -227,6 +278,8 @@ int nw_cfg_serve(int argc, char **argv, nw_serve_cfg_t *cfg, char *err, size_t e
     rc = nw__cfg_layers_apply(&ly, cfg, err, errlen);
     if (rc == 0)
         rc = serve_listen(&ly, cfg, err, errlen);
-    return rc ? rc : serve_tls(cfg, err, errlen);
+    if (rc == 0)
+        rc = serve_tls(cfg, err, errlen);
+    return rc ? rc : serve_tokens(&ly, cfg, err, errlen);
 }
 

@@ -217,9 +217,9 @@ int nw_http_origin_form(const char *t, size_t len, const char **out, size_t *out
 const char *nw_http_authority(const char *t, size_t len, size_t *alen) {
     const char *out;
     size_t skip, olen;
-    if (len == 0 || t[0] == '/' || nw_http_origin_form(t, len, &out, &olen) < 0)
-        return NULL;
-    skip = t[4] == ':' ? 7 : 8; /* "http://" or "https://" */
+    if (len < 7 || t[0] == '/' || nw_http_origin_form(t, len, &out, &olen) < 0)
+        return NULL; /* not absolute-form: it starts "http://" or "https://" */
+    skip = t[4] == ':' ? 7 : 8;
     *alen = (size_t)(out - t) - skip;
     return t + skip;
 }

@@ -62,6 +62,7 @@ void pc_drop_strm(pconn_t *pc, uint32_t code) {
     if (pc->strm) {
         nw_strm_detach(pc->strm, code);
         pc->strm = NULL;
+        wq_kick(pc->srv); /* a slot is free */
     }
 }
 

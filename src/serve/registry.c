@@ -107,6 +107,7 @@ static void srv_on_tun_close(nw_tun_t *t, int err) {
             nw_strerror(err));
     reg_tun_free(st);
     t->data = NULL;
+    wq_kick(srv);
     wq_fail_if_hopeless(srv);
 }
 
@@ -141,29 +142,33 @@ void wq_append(pconn_t *pc) {
     uv_check_start(&srv->wq_check, wq_on_check);
 }
 
-/* Requests waiting for a slot, oldest first, while tunnels have room. A
- * uv_check runs this after each loop iteration in which the queue is not
- * empty, so slots freed in any callback are used without re-entering it. */
+/* Something may let a waiting request go: a stream slot freed, a tunnel
+ * came or went, a held route was dropped. The next check runs the queue. */
+void wq_kick(serve_t *srv) {
+    srv->wq_kick = 1;
+}
+
+/* Requests waiting for a slot, oldest first. A uv_check runs this after
+ * each loop iteration in which the queue is not empty, so slots freed in
+ * any callback are used without re-entering it; it passes over the queue
+ * only after a wq_kick, since nothing else can change its answer. Each
+ * request that still has no tunnel goes back to the tail in the same
+ * order (its route may be held while another route has room: no request
+ * waits behind one of another route). */
 static void wq_on_check(uv_check_t *h) {
     serve_t *srv = h->data;
-    while (srv->wq_head) {
-        pconn_t *pc = srv->wq_head;
+    pconn_t *last = srv->wq_tail, *pc;
+    int done = 0;
+    if (!srv->wq_kick)
+        return;
+    srv->wq_kick = 0;
+    while (!done && (pc = srv->wq_head) != NULL) {
         int st;
+        done = pc == last;
         wq_remove(pc);
         st = pc_dispatch(pc);
-        if (st == 1) {
-            /* Still no room: it went back to the tail; put it first again. */
-            wq_remove(pc);
-            pc->queued = 1;
-            pc->qprev = NULL;
-            pc->qnext = srv->wq_head;
-            if (srv->wq_head)
-                srv->wq_head->qprev = pc;
-            else
-                srv->wq_tail = pc;
-            srv->wq_head = pc;
-            return;
-        }
+        if (st == 1)
+            continue; /* back at the tail (pc_wait_for_slot) */
         if (st != 0) {
             char mb[256];
             pc->keep_alive = 0;
@@ -180,5 +185,7 @@ static void wq_on_check(uv_check_t *h) {
                 pc_feed(pc, "", 0);
         }
     }
+    if (srv->wq_head)
+        return;
     uv_check_stop(&srv->wq_check);
 }

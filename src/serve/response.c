@@ -475,6 +475,7 @@ void srv_on_reset(nw_strm_t *s, uint32_t code) {
     const char *msg;
     int status = code_status(code, &msg);
     pc->strm = NULL;
+    wq_kick(pc->srv); /* its slot is free */
     /* Never processed (refused by an agent that is going away, or still in
      * our queue when its tunnel died): a request that was wholly in its
      * OPEN frame can go to another tunnel. One with a body cannot, as the

@@ -65,6 +65,7 @@ int rt_attach(srv_tun_t *st) {
                 (unsigned long long)st->tun->id, st->tun->agent);
     }
     st->attached = 1;
+    wq_kick(srv);
     return 0;
 }
 
@@ -121,6 +122,7 @@ static void rt_on_sweep(uv_timer_t *h) {
             nw_info("route %s dropped: no tunnel came back within --route-hold",
                     rt_name(e.route, name, sizeof(name)));
             nw_routes_drop(srv->routes, e.route); /* the last entry moves to i */
+            wq_kick(srv);
             continue;
         }
         more |= e.route && !e.route->is_default && e.nowners == 0;

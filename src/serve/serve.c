@@ -55,7 +55,7 @@ static int srv_load_tokens(const nw_serve_cfg_t *cfg, nw_tokens_t **out, char *e
 /* SIGHUP, tokens: read the file again; a file that does not parse
  * changes nothing. Tunnels that lost their grant drain (rt_regrant). */
 static void srv_reload_tokens(serve_t *srv) {
-    char err[NW_CFG_ERRLEN];
+    char err[NW_CFG_ERRLEN + 1024];
     nw_tokens_t *t;
     if (srv_load_tokens(srv->cfg, &t, err, sizeof(err)) != 0) {
         nw_err("tokens: reload failed, keeping the old tokens: %s", err);
@@ -220,13 +220,8 @@ static int srv_start(serve_t *srv) {
     if (rt_init(srv) != 0)
         return NW_ENOMEM;
     nw_trimmer_start(loop, &srv->trim);
-    for (i = 0; i < srv->cfg->nlisten && rc == 0; i++)
-        rc = srv_listen_one(srv, &srv->cfg->listen[i]);
-    if (rc != 0)
-        return rc;
-    if (!srv->tokens)
-        nw_warn("no CONN_TOKEN: any agent may register a tunnel and receive requests; "
-                "set CONN_TOKEN (or --conn-token) here and on your agents to stop it");
+    /* Signals before the listeners: a supervisor may stop serve as soon
+     * as it logs "listening". */
     for (i = 0; i < 3; i++) {
         uv_signal_init(loop, &srv->sig[i]);
         srv->sig[i].data = srv;
@@ -234,6 +229,13 @@ static int srv_start(serve_t *srv) {
     uv_signal_start(&srv->sig[0], on_signal, SIGINT);
     uv_signal_start(&srv->sig[1], on_signal, SIGTERM);
     uv_signal_start(&srv->sig[2], on_sighup, SIGHUP);
+    for (i = 0; i < srv->cfg->nlisten && rc == 0; i++)
+        rc = srv_listen_one(srv, &srv->cfg->listen[i]);
+    if (rc != 0)
+        return rc;
+    if (!srv->tokens)
+        nw_warn("no CONN_TOKEN: any agent may register a tunnel and receive requests; "
+                "set CONN_TOKEN (or --conn-token) here and on your agents to stop it");
     return 0;
 }
 

@@ -115,7 +115,7 @@ struct serve_s {
     pconn_t *pconns;
     size_t npconns;               /* public connections counted against --max-conns */
     pconn_t *wq_head, *wq_tail;   /* requests waiting for a stream slot, oldest first */
-    int in_wq;
+    int wq_kick;                  /* the queue may move: run it at the next check */
     regex_t allow_re, auth_re;
     int has_allow, has_auth_rule;
     uv_timer_t grace;             /* SIGTERM: the drain deadline */
@@ -214,5 +214,6 @@ void wq_remove(pconn_t *pc);
 void wq_fail_if_hopeless(serve_t *srv);
 extern const nw_tun_cbs_t srv_tun_cbs;
 void wq_append(pconn_t *pc);
+void wq_kick(serve_t *srv);
 
 #endif

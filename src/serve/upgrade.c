@@ -201,7 +201,7 @@ static int read_routes(pconn_t *pc, const char *agent, int line, srv_tun_t *st) 
     size_t n = 0, i;
     int hi = nw_hf_find(&pc->hf, NW_HS_ROUTES, 0);
 
-    r = nw_calloc(NW_ROUTES_MAX, sizeof(*r));
+    r = nw_calloc(hi < 0 ? 1 : NW_ROUTES_MAX, sizeof(*r));
     if (!r) {
         tunnel_refuse(pc, 503, agent, "out of memory");
         return -1;
@@ -229,6 +229,9 @@ static int read_routes(pconn_t *pc, const char *agent, int line, srv_tun_t *st) 
             return -1;
         }
         st->named = 1;
+        if ((r = nw_realloc(st->routes, n * sizeof(*r))) != NULL)
+            st->routes = r; /* keep only what is used (a route is 780 bytes) */
+        r = st->routes;
     }
     st->nroutes = n;
     for (i = 0; srv->tokens && i < n; i++)

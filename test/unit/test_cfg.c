@@ -321,6 +321,149 @@ UNIT_TEST(serve_help_version) {
     fflush(stdout);
 }
 
+/* --domain, --tokens, --route-hold (issue 11). */
+UNIT_TEST(serve_domain) {
+    char *plain[] = {"serve"};
+    char *flag[] = {"serve", "--domain", "Tunnel.EXAMPLE.com."};
+    char *one[] = {"serve", "--domain=localhost"};
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "", long_ok[260], long_bad[260], lab63[80], lab64[80];
+    char arg[300];
+    char *a[] = {"serve", arg};
+    static const char *const bad[][2] = {
+        {"--domain=", "--domain: invalid domain '': empty name"},
+        {"--domain=.", "--domain: invalid domain '.': empty name"},
+        {"--domain=a..b", "--domain: invalid domain 'a..b': empty label"},
+        {"--domain=.a.b", "empty label"},
+        {"--domain=a.b..", "empty label"},
+        {"--domain=*.example.com", "a name, not a pattern"},
+        {"--domain=a_b.example.com", "only letters, digits, '-' and dots"},
+        {"--domain=a b.com", "only letters, digits, '-' and dots"},
+        {"--domain=-a.example.com", "a label starts or ends with '-'"},
+        {"--domain=a-.example.com", "a label starts or ends with '-'"},
+        {"--domain=exa\xc3\xa9mple.com", "only letters, digits"},
+        {"--domain=a.example.com:8000", "only letters, digits"},
+        {"--domain=a.example.com/x", "only letters, digits"},
+    };
+    size_t i;
+
+    clear_env();
+    unsetenv("DOMAIN");
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.domain, "");
+    CHECK_STR(c.tokens_file, "");
+    CHECK_EQ(c.route_hold_ms, 300000);
+
+    /* Lowercase, one trailing dot dropped; one label is a name too. */
+    CHECK_EQ(nw_cfg_serve(ARGC(flag), flag, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.domain, "tunnel.example.com");
+    CHECK_EQ(nw_cfg_serve(ARGC(one), one, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.domain, "localhost");
+    setenv("DOMAIN", "X-1.Example.org", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.domain, "x-1.example.org");
+    CHECK_EQ(nw_cfg_serve(ARGC(flag), flag, &c, err, sizeof(err)), 0); /* the flag wins */
+    CHECK_STR(c.domain, "tunnel.example.com");
+    setenv("DOMAIN", "bad_name", 1);
+    CHECK(serve_fails(ARGC(plain), plain, "DOMAIN: invalid domain 'bad_name'"));
+    unsetenv("DOMAIN");
+
+    for (i = 0; i < ARGC(bad); i++) {
+        snprintf(arg, sizeof(arg), "%s", bad[i][0]);
+        if (strcmp(bad[i][0], "--domain=") == 0) {
+            /* An empty flag value is refused (an empty variable is unset). */
+            CHECK(serve_fails(ARGC(a), a, bad[i][1]));
+            continue;
+        }
+        if (!serve_fails(ARGC(a), a, bad[i][1])) {
+            fprintf(stderr, "  case %s\n", bad[i][0]);
+            CHECK(0);
+        }
+    }
+
+    /* 200 bytes at most (routes under it need room in 253); 63 per label. */
+    memset(long_ok, 'a', 200);
+    for (i = 63; i < 200; i += 64)
+        long_ok[i] = '.';
+    long_ok[200] = 0;
+    snprintf(arg, sizeof(arg), "--domain=%s.", long_ok); /* the dot does not count */
+    CHECK_EQ(nw_cfg_serve(ARGC(a), a, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.domain, long_ok);
+    memcpy(long_bad, long_ok, 200);
+    memcpy(long_bad + 200, "a", 2);
+    snprintf(arg, sizeof(arg), "--domain=%s", long_bad);
+    CHECK(serve_fails(ARGC(a), a, "longer than 200 bytes"));
+    memset(lab63, 'b', 63);
+    memcpy(lab63 + 63, ".com", 5);
+    snprintf(arg, sizeof(arg), "--domain=%s", lab63);
+    CHECK_EQ(nw_cfg_serve(ARGC(a), a, &c, err, sizeof(err)), 0);
+    memset(lab64, 'b', 64);
+    memcpy(lab64 + 64, ".com", 5);
+    snprintf(arg, sizeof(arg), "--domain=%s", lab64);
+    CHECK(serve_fails(ARGC(a), a, "a label is longer than 63 bytes"));
+}
+
+UNIT_TEST(serve_tokens_file) {
+    const char *good = write_tmp("# who may claim what\nalice *.alice.example.com\nops *\n");
+    const char *bad = write_tmp("ok *\n\nS3cr3tT0k a.example.com/api\n");
+    const char *dotless = write_tmp("carol ollama\n");
+    char want[NW_CFG_ERRLEN];
+    char *g[] = {"serve", "--tokens", (char *)good};
+    char *b[] = {"serve", "--tokens", (char *)bad};
+    char *plain[] = {"serve"};
+    char *d0[] = {"serve", "--tokens", (char *)dotless};
+    char *d1[] = {"serve", "--tokens", (char *)dotless, "--domain", "t.example.com"};
+    char *miss[] = {"serve", "--tokens=/nonexistent/natwrp-tokens"};
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    unsetenv("TOKENS_FILE");
+    unsetenv("DOMAIN");
+    CHECK_EQ(nw_cfg_serve(ARGC(g), g, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.tokens_file, good);
+
+    /* Named as set, with the file and line; never the token. */
+    snprintf(want, sizeof(want), "--tokens: %s: line 3: pattern \"a.example.com/api\"", bad);
+    CHECK(serve_fails(ARGC(b), b, want));
+    CHECK_EQ(nw_cfg_serve(ARGC(b), b, &c, err, sizeof(err)), NW_ECONFIG);
+    CHECK(!HAS(err, "S3cr3t"));
+    setenv("TOKENS_FILE", bad, 1);
+    snprintf(want, sizeof(want), "TOKENS_FILE: %s: line 3: ", bad);
+    CHECK(serve_fails(ARGC(plain), plain, want));
+    CHECK_EQ(nw_cfg_serve(ARGC(g), g, &c, err, sizeof(err)), 0); /* the flag wins */
+    unsetenv("TOKENS_FILE");
+
+    /* A dot-less pattern needs --domain, given in any layer. */
+    CHECK(serve_fails(ARGC(d0), d0, "line 1: pattern \"ollama\": a name without a dot needs"));
+    CHECK_EQ(nw_cfg_serve(ARGC(d1), d1, &c, err, sizeof(err)), 0);
+    setenv("DOMAIN", "t.example.com", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(d0), d0, &c, err, sizeof(err)), 0);
+    unsetenv("DOMAIN");
+
+    CHECK(serve_fails(ARGC(miss), miss,
+                      "--tokens: /nonexistent/natwrp-tokens: No such file or directory"));
+}
+
+UNIT_TEST(serve_route_hold) {
+    char *flag[] = {"serve", "--route-hold", "2.5"};
+    char *plain[] = {"serve"};
+    char *zero[] = {"serve", "--route-hold=0"};
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    setenv("ROUTE_HOLD", "60", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.route_hold_ms, 60000);
+    CHECK_EQ(nw_cfg_serve(ARGC(flag), flag, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.route_hold_ms, 2500);
+    setenv("ROUTE_HOLD", "soon", 1);
+    CHECK(serve_fails(ARGC(plain), plain, "ROUTE_HOLD: invalid duration 'soon'"));
+    unsetenv("ROUTE_HOLD");
+    CHECK(serve_fails(ARGC(zero), zero, "--route-hold: must be greater than 0"));
+}
+
 /* ---- agent -------------------------------------------------------------- */
 
 UNIT_TEST(agent_precedence) {
@@ -748,7 +891,8 @@ UNIT_TEST(header_defaults) {
 
 UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_defaults),
           UNIT_CASE(serve_flags), UNIT_CASE(serve_env), UNIT_CASE(serve_bad),
-          UNIT_CASE(serve_body_timeout),
+          UNIT_CASE(serve_body_timeout), UNIT_CASE(serve_domain), UNIT_CASE(serve_tokens_file),
+          UNIT_CASE(serve_route_hold),
           UNIT_CASE(serve_help_version), UNIT_CASE(agent_precedence),
           UNIT_CASE(agent_defaults_and_flags), UNIT_CASE(agent_seed_env_file),
           UNIT_CASE(agent_pipes_and_queue_timeout), UNIT_CASE(agent_host_and_redirects),

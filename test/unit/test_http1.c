@@ -601,6 +601,32 @@ static int of_is(const char *t, int want_rc, const char *want_out) {
     return 1;
 }
 
+/* nw_http_authority(t) is want (NULL: no authority). */
+static int auth_is(const char *t, const char *want) {
+    size_t n = 0;
+    const char *a = nw_http_authority(t, strlen(t), &n);
+    if (!want ? a == NULL : (a && span_is(a, n, want)))
+        return 1;
+    fprintf(stderr, "  authority(\"%s\") = \"%.*s\", want %s\n", t, a ? (int)n : 4,
+            a ? a : "NULL", want ? want : "NULL");
+    return 0;
+}
+
+UNIT_TEST(test_authority) {
+    CHECK(auth_is("http://a.example:8/x?y", "a.example:8"));
+    CHECK(auth_is("HTTPS://u@B.example/", "u@B.example"));
+    CHECK(auth_is("http://h?q=/x", "h"));
+    CHECK(auth_is("http://[::1]:80/p", "[::1]:80"));
+    CHECK(auth_is("https://h", "h"));
+    CHECK(auth_is("/p", NULL));
+    CHECK(auth_is("//h/p", NULL));
+    CHECK(auth_is("*", NULL));
+    CHECK(auth_is("http:///p", NULL));
+    CHECK(auth_is("h:80", NULL));
+    CHECK(auth_is("ftp://h/p", NULL));
+    CHECK(auth_is("", NULL));
+}
+
 UNIT_TEST(test_origin_form) {
     CHECK(of_is("/p?q", 0, "/p?q"));
     CHECK(of_is("/", 0, "/"));
@@ -1283,7 +1309,7 @@ UNIT_MAIN(UNIT_CASE(test_headscan_accepts_good_heads),
           UNIT_CASE(test_filter_drop_list), UNIT_CASE(test_filter_keeps_order_and_multiplicity),
           UNIT_CASE(test_filter_points_into_head), UNIT_CASE(test_filter_capacity),
           UNIT_CASE(test_filter_full_head), UNIT_CASE(test_conn_lists), UNIT_CASE(test_has_token),
-          UNIT_CASE(test_origin_form), UNIT_CASE(test_token_ok), UNIT_CASE(test_value_ok),
+          UNIT_CASE(test_origin_form), UNIT_CASE(test_authority), UNIT_CASE(test_token_ok), UNIT_CASE(test_value_ok),
           UNIT_CASE(test_fields_ok), UNIT_CASE(test_parse_cl), UNIT_CASE(test_reason),
           UNIT_CASE(test_llhttp_request_every_split), UNIT_CASE(test_llhttp_request_two_cuts),
           UNIT_CASE(test_llhttp_request_byte_at_a_time),
