@@ -506,3 +506,26 @@ def test_e5_held_route_still_checks_credentials(t):
     eq(r.status, 200, "held request with credentials after the agent came back")
     eq(o.proc.count(r"probe=held-none", m), 0, "the unauthenticated held request reached "
        "the service")
+
+
+@timed(60)
+def test_e5_shared_route_each_tunnel_its_credentials(t):
+    """Two agents share one route, each with its own AUTH_BASIC: a request
+    goes only to a tunnel whose credential it carries (docs/protocol.md 5),
+    so each user always reaches their own agent and never gets a 401 from
+    the balancer's choice; a credential of neither gets 401."""
+    s = t.serve("--balance", "round-robin")
+    o1, o2 = t.origin("ONE"), t.origin("TWO")
+    route_agent(t, s, o1, "one", "team.example.com", env={"AUTH_BASIC": "alice:pw-one"})
+    route_agent(t, s, o2, "two", "team.example.com", env={"AUTH_BASIC": "bob:pw:two"})
+    for _ in range(4):
+        j = expect_origin(s, "team.example.com", "/echo", "ONE",
+                          [("Authorization", basic("alice", "pw-one"))])
+        eq(echo_hdr(j, "Authorization"), [], "Authorization forwarded to ONE")
+        j = expect_origin(s, "team.example.com", "/echo", "TWO",
+                          [("Authorization", basic("bob", "pw:two"))])
+        eq(echo_hdr(j, "Authorization"), [], "Authorization forwarded to TWO")
+    r = expect_401(s, "team.example.com", "/echo", "team.example.com",
+                   [("Authorization", basic("alice", "pw:two"))])
+    eq(r.header_all("WWW-Authenticate").count('Basic realm="team.example.com"'), 1,
+       "one challenge for the route, not one per tunnel")
