@@ -268,6 +268,14 @@ def test_e4_malformed_file(t):
     expect_origin(s, "app.alice.example.com", "/echo", "ALICE")
     expect_origin(s, "bob.example.com", "/echo", "NEW")
     expect_origin(s, "b.alice.example.com", "/echo", "ALICE")
+    # A file gone at SIGHUP: refused, naming the file; the old tokens stay.
+    os.unlink(path)
+    mark = s.proc.mark()
+    s.proc.send(signal.SIGHUP)
+    s.proc.wait_for(re.escape(path), 10, mark)
+    check(s.proc.alive(), "serve exited on a missing tokens file at SIGHUP")
+    tok_agent(t, s, oal, "alice3", "tok-alice", "c.alice.example.com")
+    expect_origin(s, "c.alice.example.com", "/echo", "ALICE")
 
 
 @timed(60)
@@ -307,3 +315,21 @@ def test_e4_refused_claims_reach_nothing(t):
     expect_origin(s, "bob.example.com", "/admin/x", "BOB")
     expect_404(s, "evil.example.org")
     eq(oev.proc.count(r'"GET '), 0, "requests that reached the refused agent's origin")
+
+
+@timed(60)
+def test_e4_sighup_reloads_tokens_and_certificate(t):
+    """On a TLS serve one SIGHUP re-reads both the certificate and the
+    tokens file: a token added is admitted over wss."""
+    from harness import pki
+    P = pki()
+    path = tokens_file(t, "tok-alice *.alice.example.com\n")
+    s = t.serve("--tls-cert", P("server.pem"), "--tls-key", P("server.key"), "--tokens", path,
+                "--domain", DOMAIN)
+    o = t.origin("CAROL")
+    tokens_file(t, "tok-alice *.alice.example.com\ntok-carol carol.example.com\n")
+    mark = s.proc.mark()
+    s.proc.send(signal.SIGHUP)
+    s.proc.wait_for(r"tls: reloaded", 10, mark)
+    s.proc.wait_for(r"(?i)\btokens\b.*\breloaded\b", 10, mark)
+    tok_agent(t, s, o, "carol", "tok-carol", "carol.example.com", env={"CA_FILE": P("ca.pem")})
