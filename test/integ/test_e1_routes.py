@@ -11,9 +11,14 @@ longest prefix between agents on one host, the default route (an agent
 without ROUTES) beside named routes, 404 "natwrp: no service for HOST", an
 absolute-form target routed by its authority, a WebSocket upgrade routed by
 host, a route held through an agent restart (no 503 while the agent comes
-back within --queue-timeout, 503 with Retry-After after it), the handshake's
-X-Natwrp-Routes answer, and the log lines: serve's `route NAME +tun=N
-agent=ID` / `-tun=N` and the agent's `serving http://HOST/PATH`.
+back within --queue-timeout, 503 with Retry-After after it) and the end of
+--route-hold, a route shared by two agents surviving one, each keep-alive or
+pipelined request routed on its own, OPTIONS * routed by Host, an
+absolute-form target's userinfo never forwarded, the handshake's
+X-Natwrp-Routes answer with the public scheme (https on TLS, X-Forwarded-Proto
+behind --trust-proxy), Location rewritten per route, and the log lines:
+serve's `route NAME +tun=N agent=ID` / `-tun=N` and the agent's
+`serving http://HOST/PATH`.
 
 The other test files of issue 11 (e4 tokens, e5 per-route auth) import the
 helpers below."""

@@ -13,8 +13,9 @@ keeps serving; SIGHUP adding a token (a new agent is admitted) and removing
 one (its tunnel drains: a request in flight finishes, then it closes and its
 route no longer answers); a malformed file at start (exit 2 naming the
 line, never the token) and on SIGHUP (refused with a log line naming the
-line; the old tokens keep working); CONN_TOKEN beside --tokens counting as
-`CONN_TOKEN *`."""
+line, or the file when it is gone; the old tokens keep working); a route no
+longer granted after SIGHUP; one SIGHUP reloading certificate and tokens;
+CONN_TOKEN beside --tokens counting as `CONN_TOKEN *`."""
 
 import os
 import re
@@ -22,7 +23,7 @@ import signal
 import threading
 import time
 
-from harness import check, eq, timed
+from harness import check, eq, pki, timed
 from test_e1_routes import (DOMAIN, expect_404, expect_origin, past_start_window, req,
                             route_agent)
 
@@ -321,7 +322,6 @@ def test_e4_refused_claims_reach_nothing(t):
 def test_e4_sighup_reloads_tokens_and_certificate(t):
     """On a TLS serve one SIGHUP re-reads both the certificate and the
     tokens file: a token added is admitted over wss."""
-    from harness import pki
     P = pki()
     path = tokens_file(t, "tok-alice *.alice.example.com\n")
     s = t.serve("--tls-cert", P("server.pem"), "--tls-key", P("server.key"), "--tokens", path,

@@ -7,7 +7,12 @@ for that agent's routes without a matching Basic credential with 401 and
 `WWW-Authenticate: Basic realm="<route>"`, so an unauthenticated request
 never crosses the tunnel, and removes the matched Authorization field before
 forwarding. Other agents' routes are not affected, and no log holds a
-password.
+password. The check follows the route a request is sent to (absolute form,
+a trailing dot, paths that normalise to the protected prefix, each request
+on a keep-alive connection), a credential repeated in two fields is never
+forwarded, a request held for a route is checked against the credentials
+of the tunnel that comes back, and two agents sharing a route each get the
+users of their own credentials.
 
 The browser cases drive headless Chromium over DevTools (the Cdp client of
 test_c1_browser.py), with `--host-resolver-rules` mapping *.example.com to
