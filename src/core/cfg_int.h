@@ -41,6 +41,9 @@ enum {
     OPT_BALANCE, /* int NW_BALANCE_* */
     OPT_LISTEN,  /* repeatable, handled by nw_cfg_serve */
     OPT_ENVFILE, /* handled by nw_cfg_agent */
+    OPT_ROUTES,  /* char[NW_CFG_ROUTES_LEN], handled by nw_cfg_agent */
+    OPT_BASIC,   /* nw_creds_t, handled by nw_cfg_agent */
+    OPT_BASIC_FILE, /* char[1024] file of credentials, handled by nw_cfg_agent */
 };
 
 /* One setting: its flag, its environment name, how its value is checked

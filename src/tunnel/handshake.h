@@ -16,6 +16,9 @@
 #define NW_HS_SUBPROTO NW_WS_SUBPROTO    /* Sec-WebSocket-Protocol both ends must name */
 #define NW_HS_SUBPROTO_PREFIX "natwrp."  /* any version of it (screened off other paths) */
 #define NW_HS_FIELD_PREFIX "x-natwrp-"   /* fields that only the tunnel path may carry */
+#define NW_HS_ROUTES "X-Natwrp-Routes"   /* agent: its ROUTES; 101: the granted routes as URLs */
+#define NW_HS_AUTH_BASIC "X-Natwrp-Auth-Basic" /* agent: base64 "user:password", one a field */
+#define NW_HS_BASIC_MAX 64               /* X-Natwrp-Auth-Basic fields in one handshake */
 
 /* Per-stream receive window: bounds of X-Natwrp-Window, and its value
  * when the field is absent (an older peer). */
