@@ -161,6 +161,9 @@ static int agent_tls(agent_t *ag, const nw_agent_cfg_t *cfg, char *err, size_t e
         nw_warn("agent=%s CONN_TOKEN goes to %s over plain ws://: the token travels in clear "
                 "(anyone on the path can read it and open tunnels); use an https:// REMOTE_URL",
                 cfg->agent_id, cfg->remote.host);
+    if (cfg->basic.n && !cfg->remote.tls && !host_is_loopback(cfg->remote.host))
+        nw_warn("agent=%s AUTH_BASIC logins go to %s over plain ws://: they travel in clear; "
+                "use an https:// REMOTE_URL", cfg->agent_id, cfg->remote.host);
     if (ag->local_tls && cfg->local_insecure)
         nw_warn("agent=%s tls: LOCAL_INSECURE is set: the local service's certificate is not "
                 "verified (insecure)", cfg->agent_id);

@@ -328,10 +328,7 @@ static int agent_basic(const layers_t *ly, nw_agent_cfg_t *cfg, char *err, size_
                             rc == NW_ETOOBIG  ? "file too large"
                             : rc == NW_ENOMEM ? "out of memory"
                                               : strerror(-rc));
-    if (memchr(text, 0, len))
-        rc = nw__cfg_fail(why, sizeof(why), "a NUL byte in the file");
-    else
-        rc = nw_creds_parse(&cfg->basic, text, len, why, sizeof(why));
+    rc = nw_creds_parse(&cfg->basic, text, len, why, sizeof(why)); /* NUL: a control byte */
     memset(text, 0, len); /* secrets */
     nw_free(text);
     if (rc)
