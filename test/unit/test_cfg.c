@@ -15,7 +15,7 @@
 /* ---- helpers ------------------------------------------------------------ */
 
 static char tmp_root[64];
-static char tmp_files[16][128];
+static char tmp_files[64][128];
 static int ntmp_files;
 
 static void tmp_cleanup(void) {
@@ -44,8 +44,10 @@ static const char *write_tmp(const char *text) {
     FILE *f;
     int fd;
 
-    if (ntmp_files == (int)(sizeof(tmp_files) / sizeof(tmp_files[0])))
+    if (ntmp_files == (int)(sizeof(tmp_files) / sizeof(tmp_files[0]))) {
+        fprintf(stderr, "write_tmp: more than %d files: raise tmp_files\n", ntmp_files);
         exit(1);
+    }
     path = tmp_files[ntmp_files++];
     snprintf(path, sizeof(tmp_files[0]), "%s/env.XXXXXX", tmp_dir());
     fd = mkstemp(path);
