@@ -13,6 +13,9 @@
 #include "agent.h"
 #include "agent_int.h"
 
+#define HS_REQUEST_MAX 65536  /* the tunnel upgrade request: serve's default --max-head */
+#define HS_RESPONSE_MAX 65536 /* its 101: X-Natwrp-Routes lists up to 64 route URLs */
+
 /* ---------------------------------------------------------------- main */
 
 /* Close everything now; in-flight requests are cut. */
@@ -158,6 +161,9 @@ static int agent_tls(agent_t *ag, const nw_agent_cfg_t *cfg, char *err, size_t e
         nw_warn("agent=%s CONN_TOKEN goes to %s over plain ws://: the token travels in clear "
                 "(anyone on the path can read it and open tunnels); use an https:// REMOTE_URL",
                 cfg->agent_id, cfg->remote.host);
+    if (cfg->basic.n && !cfg->remote.tls && !host_is_loopback(cfg->remote.host))
+        nw_warn("agent=%s AUTH_BASIC logins go to %s over plain ws://: they travel in clear; "
+                "use an https:// REMOTE_URL", cfg->agent_id, cfg->remote.host);
     if (ag->local_tls && cfg->local_insecure)
         nw_warn("agent=%s tls: LOCAL_INSECURE is set: the local service's certificate is not "
                 "verified (insecure)", cfg->agent_id);
@@ -187,7 +193,7 @@ static void agent_handles(agent_t *ag, uv_loop_t *loop) {
             snprintf(sl->name, sizeof(sl->name), "%s-%u", ag->cfg->agent_id, k + 1);
         else
             snprintf(sl->name, sizeof(sl->name), "%s", ag->cfg->agent_id);
-        nw_hf_init(&sl->hs_hf, 16384);
+        nw_hf_init(&sl->hs_hf, HS_RESPONSE_MAX);
         uv_timer_init(loop, &sl->timer);
         sl->timer.data = sl;
     }
@@ -203,6 +209,39 @@ static void agent_handles(agent_t *ag, uv_loop_t *loop) {
     ag->sig[0].data = ag->sig[1].data = ag;
     uv_signal_start(&ag->sig[0], on_signal, SIGINT);
     uv_signal_start(&ag->sig[1], on_signal, SIGTERM);
+}
+
+/* The tunnel handshake must fit in serve's request head limit (its
+ * --max-head, 64k by default): ROUTES and AUTH_BASIC make it long. Built
+ * once here with the longest tunnel name. 0, 1 out of memory, or 2 (said
+ * on stderr). */
+static int agent_hs_fits(agent_t *ag) {
+    slot_t *sl = nw_calloc(1, sizeof(*sl));
+    nw_sbuf_t req = {0};
+    size_t len;
+    int rc;
+    if (!sl)
+        return 1;
+    sl->ag = ag;
+    if (ag->nslots > 1)
+        snprintf(sl->name, sizeof(sl->name), "%s-%u", ag->cfg->agent_id, ag->nslots);
+    else
+        snprintf(sl->name, sizeof(sl->name), "%s", ag->cfg->agent_id);
+    rc = slot_hs_request(sl, "AAAAAAAAAAAAAAAAAAAAAA==", &req);
+    len = req.len;
+    if (req.p)
+        memset(req.p, 0, req.len); /* it holds the credentials */
+    nw_sbuf_free(&req);
+    nw_free(sl);
+    if (rc)
+        return 1;
+    if (len <= HS_REQUEST_MAX)
+        return 0;
+    fprintf(stderr,
+            "natwrp agent: ROUTES and AUTH_BASIC make the tunnel handshake %zu bytes, over "
+            "%d (serve's default --max-head): list fewer or shorter routes or credentials\n",
+            len, HS_REQUEST_MAX);
+    return 2;
 }
 
 /* Free what nw_agent_main built, however far it got. */
@@ -253,6 +292,10 @@ int nw_agent_main(int argc, char **argv) {
         goto out;
     }
     ag->nslots = cfg.max_conn;
+    ag->cfg = &cfg;
+    if ((rc = agent_hs_fits(ag)) != 0)
+        goto out;
+    rc = 1;
     ag->slots = nw_calloc(ag->nslots, sizeof(*ag->slots));
     if (!ag->slots)
         goto out;

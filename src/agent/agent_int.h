@@ -111,6 +111,9 @@ void agent_check_done(agent_t *ag);
 /* slot.c: tunnel slots */
 void slot_connect(slot_t *sl);
 void slot_cancel(slot_t *sl);
+/* Append the tunnel upgrade request of slot sl with Sec-WebSocket-Key
+ * key to req. 0 or NW_ENOMEM. */
+int slot_hs_request(const slot_t *sl, const char *key, nw_sbuf_t *req);
 
 /* local.c: stream <-> local request */
 void lc_parser_init(lconn_t *lc);

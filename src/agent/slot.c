@@ -15,6 +15,8 @@
 #define HEALTHY_MS 60000
 #define REFUSAL_BODY_MAX 512
 #define REFUSAL_QUOTE_MAX 160 /* body bytes quoted in the refusal log line */
+#define ROUTES_LOG_MAX 64     /* "serving URL" lines per tunnel (NW_ROUTES_MAX) */
+#define ROUTE_URL_LOG_MAX 800 /* bytes of one granted URL logged: scheme + a route */
 
 /* ------------------------------------------------------------ backoff */
 
@@ -180,9 +182,51 @@ static void hs_refused(slot_t *sl) {
         nw_err("agent=%s unauthorized: check CONN_TOKEN (the server wants the same token; "
                "retrying every %ds)", sl->name, BACKOFF_MAX_MS / 1000);
     if (st == 403)
-        nw_err("agent=%s forbidden: the server does not allow this AGENT_ID (--allow-agent)",
-               sl->name);
+        nw_err("agent=%s forbidden: %s (serve refuses a route in ROUTES (its --tokens or "
+               "--domain) or this AGENT_ID (its --allow-agent); retrying every %ds)",
+               sl->name, body[0] ? body : "no reason given", BACKOFF_MAX_MS / 1000);
     hs_fail(sl, why, st == 401 || st == 403);
+}
+
+/* The 101 names the routes serve granted, as public URLs, in
+ * X-Natwrp-Routes: one log line each. Bytes that do not print become
+ * '?' and a long item is cut: the values come from the network. A 101
+ * without the field comes from a serve that predates routes: it ignored
+ * ROUTES and gave this tunnel its default route. */
+static void hs_log_routes(slot_t *sl) {
+    const nw_hfields_t *h = &sl->hs_hf;
+    unsigned lines = 0;
+    nw_hdr_t f;
+    int i = nw_hf_find(h, NW_HS_ROUTES, 0);
+
+    if (i < 0) {
+        nw_warn("agent=%s the server does not support routes (an older natwrp serve?): it "
+                "ignored ROUTES and sends this tunnel its default route", sl->name);
+        return;
+    }
+    for (; i >= 0; i = nw_hf_find(h, NW_HS_ROUTES, (size_t)i + 1)) {
+        const char *p, *end;
+        nw_hf_get(h, (size_t)i, &f);
+        for (p = f.value, end = f.value + f.value_len; p < end && lines < ROUTES_LOG_MAX;) {
+            const char *comma = memchr(p, ',', (size_t)(end - p)), *e = comma ? comma : end;
+            char url[ROUTE_URL_LOG_MAX + 4];
+            size_t k = 0;
+            while (p < e && (*p == ' ' || *p == '\t'))
+                p++;
+            while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            for (; p < e && k < ROUTE_URL_LOG_MAX; p++)
+                url[k++] = *p > 0x20 && *p < 0x7f ? *p : '?';
+            if (p < e)
+                memcpy(url + k, "...", 3), k += 3;
+            url[k] = 0;
+            if (k) {
+                nw_info("agent=%s serving %s", sl->name, url);
+                lines++;
+            }
+            p = comma ? comma + 1 : end;
+        }
+    }
 }
 
 static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
@@ -233,6 +277,8 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
     sl->up_since = uv_now(ag->loop);
     nw_info("tunnel up agent=%s remote=%s tun=%llu", sl->name, ag->remote_str,
             (unsigned long long)sl->tun->id);
+    if (ag->cfg->routes[0])
+        hs_log_routes(sl);
     nw_tun_start(sl->tun, rest, rest_len);
 }
 
@@ -265,6 +311,39 @@ static void hs_on_close(nw_conn_t *c) { (void)c; }
 
 static void hs_on_timeout(uv_timer_t *h) { hs_fail(h->data, "handshake timed out", 0); }
 
+int slot_hs_request(const slot_t *sl, const char *key, nw_sbuf_t *req) {
+    const agent_t *ag = sl->ag;
+    const nw_agent_cfg_t *cfg = ag->cfg;
+    int v6 = strchr(cfg->remote.host, ':') != NULL;
+    size_t i;
+    int rc;
+
+    /* The token goes in a header, never the URL, to stay out of logs. */
+    rc = nw_sbuf_appendf(req,
+                         "GET %s" NW_TUNNEL_PATH " HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
+                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                         "Sec-WebSocket-Protocol: " NW_HS_SUBPROTO "\r\n"
+                         NW_HS_AGENT ": %s\r\n" NW_HS_WINDOW ": %u\r\n",
+                         cfg->remote.path, v6 ? "[" : "", cfg->remote.host, v6 ? "]" : "",
+                         cfg->remote.port, key, sl->name, cfg->window);
+    if (ag->nslots > 1)
+        rc |= nw_sbuf_appendf(req, NW_HS_GROUP ": %s\r\n", cfg->agent_id);
+    if (cfg->conn_token[0])
+        rc |= nw_sbuf_appendf(req, "Authorization: Bearer %s\r\n", cfg->conn_token);
+    /* Without ROUTES no field: a serve of any version gives the default
+     * route, as before routes existed. */
+    if (cfg->routes[0]) {
+        rc |= nw_sbuf_appends(req, NW_HS_ROUTES ": ");
+        rc |= nw_sbuf_appends(req, cfg->routes);
+        rc |= nw_sbuf_appends(req, "\r\n");
+    }
+    for (i = 0; i < cfg->basic.n; i++)
+        rc |= nw_sbuf_appendf(req, NW_HS_AUTH_BASIC ": %s\r\n", cfg->basic.b64[i]);
+    rc |= nw_sbuf_appends(req, "User-Agent: natwrp/" NW_VERSION "\r\n\r\n");
+    return rc ? NW_ENOMEM : 0;
+}
+
 static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     slot_t *sl = ud;
     agent_t *ag = sl->ag;
@@ -272,7 +351,7 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     nw_sbuf_t req = {0};
     uv_buf_t b;
     char reason[1600];
-    int v6 = strchr(cfg->remote.host, ':') != NULL;
+    int rc;
     sl->dial = NULL;
     if (!c) {
         snprintf(reason, sizeof(reason), "cannot connect to %s: %s", ag->remote_str,
@@ -291,22 +370,9 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     llhttp_init(&sl->hs_parser, HTTP_RESPONSE, &hs_settings);
     sl->hs_parser.data = sl;
     nw_ws_new_key(sl->hs_key);
-    /* The token goes in a header, never the URL, to stay out of logs. */
-    nw_sbuf_appendf(&req,
-                    "GET %s" NW_TUNNEL_PATH " HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
-                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                    "Sec-WebSocket-Protocol: " NW_HS_SUBPROTO "\r\n"
-                    NW_HS_AGENT ": %s\r\n" NW_HS_WINDOW ": %u\r\n",
-                    cfg->remote.path, v6 ? "[" : "", cfg->remote.host, v6 ? "]" : "",
-                    cfg->remote.port, sl->hs_key, sl->name, cfg->window);
-    if (ag->nslots > 1)
-        nw_sbuf_appendf(&req, NW_HS_GROUP ": %s\r\n", cfg->agent_id);
-    if (cfg->conn_token[0])
-        nw_sbuf_appendf(&req, "Authorization: Bearer %s\r\n", cfg->conn_token);
-    nw_sbuf_appends(&req, "User-Agent: natwrp/" NW_VERSION "\r\n\r\n");
+    rc = slot_hs_request(sl, sl->hs_key, &req);
     b = uv_buf_init(req.p, (unsigned)req.len);
-    if (!req.p || nw_conn_write(c, &b, 1, 0) != 0) {
+    if (rc != 0 || !req.p || nw_conn_write(c, &b, 1, 0) != 0) {
         nw_sbuf_free(&req);
         hs_fail(sl, "cannot send the handshake", 0);
         return;

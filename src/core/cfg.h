@@ -7,6 +7,7 @@
 #ifndef NW_CFG_H
 #define NW_CFG_H
 
+#include "creds.h"
 #include "env.h"
 #include "nw.h"
 #include "url.h"
@@ -16,6 +17,9 @@
 #define NW_CFG_ERRLEN 256
 #define NW_CFG_TOKEN_MAX 256 /* CONN_TOKEN, AUTH_TOKEN: 1-256 visible ASCII characters */
 #define NW_CFG_DOMAIN_MAX 200 /* --domain: leaves room for route labels under it (253) */
+/* ROUTES as sent: up to NW_ROUTES_MAX items of at most "*." + 253 + 513 bytes,
+ * joined with ", " (cfg_agent.c checks this against routes.h). */
+#define NW_CFG_ROUTES_LEN 49408
 
 /* serve. Each setting is a flag; most also read the environment variable of
  * the flag's name in capitals (MAX_HEADERS, GRACE, ...); see serve_opts. */
@@ -84,6 +88,11 @@ typedef struct {
     uint64_t grace_ms;         /* GRACE SECS: finish streams on SIGTERM, default 30 */
     int preserve_host;         /* PRESERVE_HOST: send the public Host to the service */
     int rewrite_location;      /* REWRITE_LOCATION: make local redirects public, default 1 */
+    /* ROUTES: the items as given, trimmed, joined with ", " ("" = the
+     * default route); sent in X-Natwrp-Routes. */
+    char routes[NW_CFG_ROUTES_LEN];
+    nw_creds_t basic;          /* AUTH_BASIC and AUTH_BASIC_FILE, as base64 */
+    char basic_file[1024];     /* AUTH_BASIC_FILE: the file read, "" if none */
     char env_file[1024];       /* --env FILE or ./.env: the file actually read, "" if none */
 } nw_agent_cfg_t;
 

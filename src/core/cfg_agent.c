@@ -8,9 +8,18 @@
 #include "cfg_int.h"
 #include "env.h"
 #include "log.h"
+#include "routes.h"
 
 #define POOL_MAX 1024ULL          /* largest agent pool size */
-#define ENV_FILE_MAX (1u << 20)   /* largest .env file read */
+#define ENV_FILE_MAX (1u << 20)   /* largest .env or AUTH_BASIC_FILE file read */
+/* ROUTES is checked for syntax only: serve resolves a dot-less name under
+ * its own --domain, which the agent does not know, so the check expands it
+ * under a reserved name (RFC 6761) that can never be a real parent. */
+#define ROUTES_CHECK_DOMAIN "natwrp.invalid"
+
+_Static_assert(NW_CFG_ROUTES_LEN >=
+                   NW_ROUTES_MAX * (2 + NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 1 + 2),
+               "NW_CFG_ROUTES_LEN too small for NW_ROUTES_MAX routes");
 
 #define AGENT_FIELD(f) offsetof(nw_agent_cfg_t, f)
 static const opt_t agent_opts[] = {
@@ -53,6 +62,10 @@ static const opt_t agent_opts[] = {
      .off = AGENT_FIELD(preserve_host)},
     {.flag = "--rewrite-location", .env = "REWRITE_LOCATION", .kind = OPT_BOOL,
      .off = AGENT_FIELD(rewrite_location)},
+    {.flag = "--routes", .env = "ROUTES", .kind = OPT_ROUTES, .off = AGENT_FIELD(routes)},
+    {.flag = "--auth-basic", .env = "AUTH_BASIC", .kind = OPT_BASIC, .off = AGENT_FIELD(basic)},
+    {.flag = "--auth-basic-file", .env = "AUTH_BASIC_FILE", .kind = OPT_BASIC_FILE,
+     .off = AGENT_FIELD(basic_file)},
 };
 
 _Static_assert(NW_ARRAY_LEN(agent_opts) <= MAX_OPTS, "raise MAX_OPTS");
@@ -112,6 +125,18 @@ static void agent_usage(void) {
           "                           points at LOCAL_URL (or, with --preserve-host, at\n"
           "                           the Host sent) gets the public scheme and host\n"
           "                           (default 1)\n"
+          "  --routes LIST            ROUTES: the routes this agent serves, comma-separated:\n"
+          "                           HOST or HOST/PATH; HOST a DNS name, \"*.example.com\"\n"
+          "                           for any name below it, or a name without a dot\n"
+          "                           under serve's --domain; PATH matches whole\n"
+          "                           segments; at most 64 (default: serve's default\n"
+          "                           route)\n"
+          "  --auth-basic USER:PASS   AUTH_BASIC: serve asks visitors of these routes for\n"
+          "                           this Basic login (checked at serve; sent to it only\n"
+          "                           in the tunnel handshake, never logged)\n"
+          "  --auth-basic-file FILE   AUTH_BASIC_FILE: more logins, one user:password a\n"
+          "                           line ('#' comments); with AUTH_BASIC, either passes;\n"
+          "                           at most 64 in all\n"
           "  -h, --help               show this help and exit\n"
           "  --version                print the version and exit\n",
           stdout);
@@ -237,6 +262,81 @@ static int load_env_file(layers_t *ly, nw_agent_cfg_t *cfg, char *err, size_t er
     return 0;
 }
 
+/* ROUTES: check the list (at most NW_ROUTES_MAX items, each a route) and
+ * keep it as sent: items trimmed, joined with ", ", as given (serve
+ * resolves dot-less names and case). */
+static int agent_routes(const char *from, const char *v, nw_agent_cfg_t *cfg, char *err,
+                        size_t errlen) {
+    char why[NW_CFG_ERRLEN];
+    nw_route_t *r;
+    const char *p = v;
+    size_t n = 1, k = 0;
+    int rc;
+
+    for (; *p; p++)
+        n += *p == ',';
+    if (n > NW_ROUTES_MAX)
+        return nw__cfg_fail(err, errlen, "%s: at most %d routes (%zu given)", from,
+                            NW_ROUTES_MAX, n);
+    r = nw_calloc(NW_ROUTES_MAX, sizeof(*r));
+    if (!r)
+        return nw__cfg_fail(err, errlen, "%s: out of memory", from);
+    rc = nw_routes_parse_list(v, ROUTES_CHECK_DOMAIN, r, NW_ROUTES_MAX, &n, why, sizeof(why));
+    nw_free(r);
+    if (rc)
+        return nw__cfg_fail(err, errlen, "%s: %s", from, why);
+    for (p = v;;) {
+        const char *comma = strchr(p, ','), *e = comma ? comma : p + strlen(p), *b = p;
+        while (is_blank((unsigned char)*b))
+            b++;
+        while (e > b && is_blank((unsigned char)e[-1]))
+            e--;
+        /* Fits: at most NW_ROUTES_MAX items, each at most a route's length. */
+        if (k)
+            memcpy(cfg->routes + k, ", ", 2), k += 2;
+        memcpy(cfg->routes + k, b, (size_t)(e - b));
+        k += (size_t)(e - b);
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    cfg->routes[k] = 0;
+    return 0;
+}
+
+/* AUTH_BASIC and AUTH_BASIC_FILE (both may be given: either login
+ * passes). No message quotes a credential. */
+static int agent_basic(const layers_t *ly, nw_agent_cfg_t *cfg, char *err, size_t errlen) {
+    int kb = nw__cfg_find_kind(ly, OPT_BASIC), kf = nw__cfg_find_kind(ly, OPT_BASIC_FILE);
+    char why[NW_CFG_ERRLEN], *text = NULL;
+    const char *path;
+    size_t len = 0;
+    int rc;
+
+    if (ly->val[kb] &&
+        nw_creds_add(&cfg->basic, ly->val[kb], strlen(ly->val[kb]), why, sizeof(why)) != 0)
+        return nw__cfg_fail(err, errlen, "%s: %s", ly->from[kb], why);
+    if (!ly->val[kf])
+        return 0;
+    path = ly->val[kf];
+    if (strlen(path) >= sizeof(cfg->basic_file))
+        return nw__cfg_fail(err, errlen, "%s: file name must be 1 to 1023 characters",
+                            ly->from[kf]);
+    rc = slurp(path, &text, &len);
+    if (rc)
+        return nw__cfg_fail(err, errlen, "%s: %s: %s", ly->from[kf], path,
+                            rc == NW_ETOOBIG  ? "file too large"
+                            : rc == NW_ENOMEM ? "out of memory"
+                                              : strerror(-rc));
+    rc = nw_creds_parse(&cfg->basic, text, len, why, sizeof(why)); /* NUL: a control byte */
+    memset(text, 0, len); /* secrets */
+    nw_free(text);
+    if (rc)
+        return nw__cfg_fail(err, errlen, "%s: %s: %s", ly->from[kf], path, why);
+    memcpy(cfg->basic_file, path, strlen(path) + 1);
+    return 0;
+}
+
 int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t errlen) {
     layers_t ly;
     int rc;
@@ -250,6 +350,13 @@ int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t e
         nw__cfg_layers_merge(&ly);
         rc = nw__cfg_layers_apply(&ly, cfg, err, errlen);
     }
+    if (rc == 0) {
+        int k = nw__cfg_find_kind(&ly, OPT_ROUTES);
+        if (ly.val[k])
+            rc = agent_routes(ly.from[k], ly.val[k], cfg, err, errlen);
+    }
+    if (rc == 0)
+        rc = agent_basic(&ly, cfg, err, errlen);
     if (rc == 0 && cfg->remote.path[0]) {
         /* The tunnel is at the server's root: a prefix would send the
          * handshake, CONN_TOKEN and all, to whatever serves that prefix. */

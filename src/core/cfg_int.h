@@ -42,6 +42,9 @@ enum {
     OPT_DOMAIN,  /* char[NW_CFG_DOMAIN_MAX + 1], a DNS name, stored lowercase */
     OPT_LISTEN,  /* repeatable, handled by nw_cfg_serve */
     OPT_ENVFILE, /* handled by nw_cfg_agent */
+    OPT_ROUTES,  /* char[NW_CFG_ROUTES_LEN], handled by nw_cfg_agent */
+    OPT_BASIC,   /* nw_creds_t, handled by nw_cfg_agent */
+    OPT_BASIC_FILE, /* char[1024] file of credentials, handled by nw_cfg_agent */
 };
 
 /* One setting: its flag, its environment name, how its value is checked

@@ -95,6 +95,7 @@ class Tunnel:
         self.sock = sock
         self.buf = bytearray(buf)
         self.request = request  # the upgrade request head, text
+        self.fields = []        # its fields, (name, value) in order
         self.closed = None      # the agent's close code once it sent one
         self.eof = False
 
@@ -262,7 +263,9 @@ class FakeServer:
         self.window = window
         self.tunnels = []
 
-    def accept(self, timeout=15.0):
+    def _upgrade_request(self, timeout):
+        """Accept one connection and read the agent's upgrade request:
+        (socket, head text, bytes after it, fields as a list of (name, value))."""
         deadline = time.monotonic() + timeout
         self.lsock.settimeout(timeout)
         try:
@@ -283,19 +286,48 @@ class FakeServer:
         lines = head.decode("latin-1").split("\r\n")
         check(lines[0].startswith("GET ") and lines[0].split(" ")[1].endswith("/_natwrp/tunnel"),
               "fakeserver: unexpected upgrade request line %r" % lines[0])
-        hdrs = {}
+        fields = []
         for line in lines[1:]:
             k, _, v = line.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
+            fields.append((k.strip(), v.strip()))
+        return sock, head.decode("latin-1"), rest, fields
+
+    def accept(self, timeout=15.0, extra=()):
+        """extra: more (name, value) fields for the 101."""
+        sock, head, rest, fields = self._upgrade_request(timeout)
+        hdrs = {k.lower(): v for k, v in fields}
         key = hdrs.get("sec-websocket-key", "")
         accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+        more = "".join("%s: %s\r\n" % (k, v) for k, v in extra)
         sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
-                      "Sec-WebSocket-Protocol: natwrp.1\r\nX-Natwrp-Window: %d\r\n\r\n"
-                      % (accept, self.window)).encode())
-        t = Tunnel(sock, rest, head.decode("latin-1"))
+                      "Sec-WebSocket-Protocol: natwrp.1\r\nX-Natwrp-Window: %d\r\n%s\r\n"
+                      % (accept, self.window, more)).encode("latin-1"))
+        t = Tunnel(sock, rest, head)
+        t.fields = fields
         self.tunnels.append(t)
         return t
+
+    def refuse(self, status, reason, body, timeout=15.0):
+        """Answer the next upgrade with status and a text/plain body, then
+        close. Returns the request's fields as a list of (name, value)."""
+        sock, _, _, fields = self._upgrade_request(timeout)
+        body = body.encode("latin-1") if isinstance(body, str) else body
+        sock.sendall(("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                      "Connection: close\r\n\r\n" % (status, reason, len(body))).encode()
+                     + body)
+        sock.close()
+        return fields
+
+    def no_connection(self, seconds):
+        """Fail if an agent connects within seconds."""
+        self.lsock.settimeout(seconds)
+        try:
+            sock, _ = self.lsock.accept()
+        except socket.timeout:
+            return
+        sock.close()
+        fail("fakeserver: an agent connected again within %.1fs" % seconds)
 
     def close(self):
         for t in self.tunnels:

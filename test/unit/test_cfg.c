@@ -15,7 +15,7 @@
 /* ---- helpers ------------------------------------------------------------ */
 
 static char tmp_root[64];
-static char tmp_files[16][128];
+static char tmp_files[64][128];
 static int ntmp_files;
 
 static void tmp_cleanup(void) {
@@ -44,8 +44,10 @@ static const char *write_tmp(const char *text) {
     FILE *f;
     int fd;
 
-    if (ntmp_files == (int)(sizeof(tmp_files) / sizeof(tmp_files[0])))
+    if (ntmp_files == (int)(sizeof(tmp_files) / sizeof(tmp_files[0]))) {
+        fprintf(stderr, "write_tmp: more than %d files: raise tmp_files\n", ntmp_files);
         exit(1);
+    }
     path = tmp_files[ntmp_files++];
     snprintf(path, sizeof(tmp_files[0]), "%s/env.XXXXXX", tmp_dir());
     fd = mkstemp(path);
@@ -61,7 +63,8 @@ static const char *write_tmp(const char *text) {
 static void clear_env(void) {
     static const char *names[] = {"PORT", "RESPONSE_TIMEOUT", "PING_INTERVAL", "WINDOW",
                                   "LOG_LEVEL", "MAX_HEAD", "AGENT_ID", "REMOTE_URL",
-                                  "LOCAL_URL", "CONNECT_TIMEOUT", "POOL_SIZE"};
+                                  "LOCAL_URL", "CONNECT_TIMEOUT", "POOL_SIZE", "ROUTES",
+                                  "AUTH_BASIC", "AUTH_BASIC_FILE"};
     size_t i;
     for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         unsetenv(names[i]);
@@ -654,6 +657,64 @@ UNIT_TEST(agent_host_and_redirects) {
     clear_env();
 }
 
+/* ROUTES is kept as sent (items trimmed, joined with ", ", as written);
+ * AUTH_BASIC and AUTH_BASIC_FILE add up to one credential list as base64;
+ * a bad route or login line exits with the setting (and file:line) named,
+ * never the secret. */
+UNIT_TEST(agent_routes_and_basic) {
+    const char *empty = write_tmp("");
+    const char *envf = write_tmp("AGENT_ID=x\nREMOTE_URL=http://r\nLOCAL_URL=http://l\n"
+                                 "ROUTES=' ollama ,A.Example.com/api/'\n");
+    const char *logins = write_tmp("# who\n\nbob:b-pass\r\nalice:a:pass\n");
+    const char *bad = write_tmp("ok:Secret-1\nno-colon-Secret-2\n");
+    char *a1[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l"};
+    char *a2[] = {"agent", "--env", (char *)envf};
+    char *a3[] = {"agent", "--env", (char *)envf, "--routes", "*.x.example.com/v1",
+                  "--auth-basic", "alice:a:pass", "--auth-basic-file", (char *)logins};
+    char *a4[] = {"agent", "--env", (char *)envf, "--auth-basic-file", (char *)bad};
+    char *a5[] = {"agent", "--env", (char *)envf, "--routes", "a.example.com, a b"};
+    char *a6[] = {"agent", "--env", (char *)envf, "--auth-basic", ":Secret-3"};
+    char *a7[] = {"agent", "--env", (char *)envf, "--auth-basic-file", "/nonexistent/logins"};
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_agent(ARGC(a1), a1, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.routes, "");
+    CHECK_EQ(c.basic.n, 0);
+    CHECK_EQ(nw_cfg_agent(ARGC(a2), a2, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.routes, "ollama, A.Example.com/api/");
+    CHECK_EQ(nw_cfg_agent(ARGC(a3), a3, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.routes, "*.x.example.com/v1");
+    CHECK_EQ(c.basic.n, 2); /* alice twice: once */
+    CHECK_STR(c.basic.b64[0], "YWxpY2U6YTpwYXNz");
+    CHECK_STR(c.basic.b64[1], "Ym9iOmItcGFzcw==");
+    CHECK_STR(c.basic_file, logins);
+    setenv("ROUTES", "b.example.com,\tc.example.com/x ", 1);
+    setenv("AUTH_BASIC", "carol:c-pass", 1);
+    CHECK_EQ(nw_cfg_agent(ARGC(a2), a2, &c, err, sizeof(err)), 0);
+    CHECK_STR(c.routes, "b.example.com, c.example.com/x");
+    CHECK_EQ(c.basic.n, 1);
+    CHECK_STR(c.basic.b64[0], "Y2Fyb2w6Yy1wYXNz");
+    setenv("ROUTES", "a.example.com,,b.example.com", 1);
+    CHECK(agent_fails(ARGC(a2), a2, "ROUTES: empty route in the list"));
+    setenv("ROUTES", "*", 1);
+    CHECK(agent_fails(ARGC(a2), a2, "ROUTES: route \"*\""));
+    unsetenv("ROUTES");
+    unsetenv("AUTH_BASIC");
+    CHECK(agent_fails(ARGC(a4), a4, "--auth-basic-file: "));
+    CHECK(agent_fails(ARGC(a4), a4, ": line 2: expected user:password"));
+    CHECK_EQ(nw_cfg_agent(ARGC(a4), a4, &c, err, sizeof(err)), NW_ECONFIG);
+    CHECK(!HAS(err, "Secret"));
+    CHECK(agent_fails(ARGC(a5), a5, "--routes: route \"a b\""));
+    CHECK(agent_fails(ARGC(a6), a6, "--auth-basic: empty user name"));
+    CHECK_EQ(nw_cfg_agent(ARGC(a6), a6, &c, err, sizeof(err)), NW_ECONFIG);
+    CHECK(!HAS(err, "Secret"));
+    CHECK(agent_fails(ARGC(a7), a7, "--auth-basic-file: /nonexistent/logins: No such file"));
+    clear_env();
+}
+
 UNIT_TEST(agent_missing_required) {
     const char *empty = write_tmp("# nothing here\nAGENT_ID=\n");
     char *a1[] = {"agent", "--env", (char *)empty};
@@ -896,6 +957,6 @@ UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_default
           UNIT_CASE(serve_help_version), UNIT_CASE(agent_precedence),
           UNIT_CASE(agent_defaults_and_flags), UNIT_CASE(agent_seed_env_file),
           UNIT_CASE(agent_pipes_and_queue_timeout), UNIT_CASE(agent_host_and_redirects),
-          UNIT_CASE(agent_missing_required), UNIT_CASE(agent_bad_values),
+          UNIT_CASE(agent_routes_and_basic), UNIT_CASE(agent_missing_required), UNIT_CASE(agent_bad_values),
           UNIT_CASE(agent_default_env_file), UNIT_CASE(agent_help_version),
           UNIT_CASE(header_defaults))
