@@ -87,7 +87,7 @@ static const char *cgi_alias(const char *name, size_t len) {
 const char *pc_fields_why(pconn_t *pc) {
     nw_hfields_t *h = &pc->hf;
     const char *why = NULL;
-    size_t i, te = 0;
+    size_t i, te = 0, authz = 0;
     nw_hdr_t f;
     for (i = 0; i < h->n && !why; i++) {
         nw_hf_get(h, i, &f);
@@ -102,6 +102,10 @@ const char *pc_fields_why(pconn_t *pc) {
         else if (nw_strieq(f.name, f.name_len, "transfer-encoding") &&
                  (te++ || !pc->minor || !nw_strieq(f.value, f.value_len, "chunked")))
             why = "unsupported Transfer-Encoding (only a single 'chunked' on HTTP/1.1)";
+        else if (nw_strieq(f.name, f.name_len, "authorization") && authz++)
+            /* A singleton (RFC 9110 11.6.2). serve removes the one that
+             * carried its credential; a copy would reach the service. */
+            why = "more than one Authorization";
     }
     return why;
 }

@@ -110,7 +110,7 @@ void pc_linger(pconn_t *pc) {
 
 /* A parse error: answer it (if no response has started) and close. */
 void pc_parse_error(pconn_t *pc) {
-    char mb[256];
+    char mb[320];
     int status = pc->err_status ? pc->err_status : 400;
     const char *why = pc->err_status ? pc->err_why : llhttp_get_error_reason(&pc->parser);
     if (!why || *why) /* "": the caller logged it (pc_refuse) */
@@ -173,7 +173,7 @@ static int pc_complete(pconn_t *pc, const char *rest, size_t n) {
         return -1;
     }
     if (pc->defer_status) {
-        char mb[256];
+        char mb[320];
         int st = pc->defer_status;
         pc->defer_status = 0;
         pc->in_feed = 1; /* pc_response_done must not re-enter */
@@ -340,15 +340,16 @@ static void pc_on_timer(uv_timer_t *h) {
     case PC_QUEUED:
         wq_remove(pc);
         pc->keep_alive = 0;
-        if (reg_usable(pc->srv)) {
+        if (pc->wait_busy) {
             nw_warn("conn=%llu client=%s every tunnel stayed at --max-streams (%u) for %llu ms: "
                     "503",
                     (unsigned long long)pc->id, pc->conn->peer, pc->srv->cfg->max_streams,
                     (unsigned long long)pc->srv->cfg->queue_timeout_ms);
             pc_reply(pc, 503, "every tunnel is busy; try again");
         } else {
-            nw_warn("conn=%llu client=%s no agent connected within %llu ms: 503",
+            nw_warn("conn=%llu client=%s no tunnel for %s came within %llu ms: 503",
                     (unsigned long long)pc->id, pc->conn->peer,
+                    pc->nohost[0] ? pc->nohost : "this host",
                     (unsigned long long)pc->srv->cfg->queue_timeout_ms);
             pc_reply(pc, 503, "no agent is connected to this server");
         }

@@ -170,7 +170,7 @@ static void wq_on_check(uv_check_t *h) {
         if (st == 1)
             continue; /* back at the tail (pc_wait_for_slot) */
         if (st != 0) {
-            char mb[256];
+            char mb[320];
             pc->keep_alive = 0;
             pc_reply(pc, st, pc_status_msg(pc, st, mb, sizeof(mb)));
             continue;

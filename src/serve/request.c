@@ -95,11 +95,13 @@ static int pc_wait_for_slot(pconn_t *pc, int any) {
                 nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
                         (unsigned long long)pc->id, pc->conn->peer, srv->cfg->max_streams);
             else
-                nw_info("conn=%llu client=%s no agent connected: waiting up to %llu ms for one",
-                        (unsigned long long)pc->id, pc->conn->peer,
+                nw_info("conn=%llu client=%s no tunnel serves %s now: waiting up to %llu ms "
+                        "for one", (unsigned long long)pc->id, pc->conn->peer,
+                        pc->nohost[0] ? pc->nohost : "this host",
                         (unsigned long long)srv->cfg->queue_timeout_ms);
             pc_arm(pc, srv->cfg->queue_timeout_ms);
         }
+        pc->wait_busy = any != 0;
         pc_set_state(pc, PC_QUEUED);
         wq_append(pc);
         return 1;
@@ -245,8 +247,8 @@ static int pc_access(pconn_t *pc, const char *target, size_t tlen, const char **
 static int on_headers_complete(llhttp_t *p) {
     pconn_t *pc = p->data;
     nw_hfields_t *h = &pc->hf;
-    const char *target;
-    size_t tlen, plen;
+    const char *target, *auth;
+    size_t tlen, plen, alen;
     int form, has_body, status, end;
     const char *why;
 
@@ -264,6 +266,11 @@ static int on_headers_complete(llhttp_t *p) {
     form = nw_http_origin_form(h->raw.p ? h->raw.p : "", h->first_len, &target, &tlen);
     if (form < 0)
         return pc_refuse(p, 400, "request target neither origin nor absolute form");
+    if ((auth = nw_http_authority(h->raw.p, h->first_len, &alen)) != NULL &&
+        !nw_http_host_ok(auth, alen))
+        /* Userinfo ("http://user:pw@h/", an error by RFC 9110 4.2.4) or no
+         * host[:port]: it would reach the service as its Host. */
+        return pc_refuse(p, 400, "invalid authority in the request target");
     if (tlen == 1 && target[0] == '*' && p->method != HTTP_OPTIONS) /* RFC 9112 3.2.4 */
         return pc_refuse(p, 400, "asterisk-form target with a method other than OPTIONS");
     if (pc->minor && nw_hf_find(h, "host", 0) < 0) /* RFC 9112 3.2 */

@@ -90,6 +90,14 @@ static int expand_name(const char *h, size_t hl, const char *domain, char *out,
     out[n] = 0;
     if ((*why = name_bad(out, n)) != NULL)
         return -1;
+    for (i = n; i > 0 && out[i - 1] >= '0' && out[i - 1] <= '9'; i--)
+        ;
+    if (i == 0 || out[i - 1] == '.') {
+        /* "127.0.0.1": a request for an IP address matches no named route
+         * (nw_route_req_host), so such a route could never be reached. */
+        *why = "an IP address is not a route (a name's last label is never all digits)";
+        return -1;
+    }
     return (int)n;
 }
 

@@ -170,9 +170,17 @@ int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap) {
             h = f.value, hl = f.value_len;
         }
     }
-    for (i = k = 0; i < hl && k + 1 < hostcap && k < 100; i++)
-        host[k++] = h[i] > 0x20 && h[i] < 0x7f ? h[i] : '?';
-    host[k] = 0;
+    {
+        /* For a 404: the name routes matched (lowercase, no port), or for
+         * an IP literal the host as sent, printable and capped. */
+        char name[NW_ROUTE_HOST_MAX + 1];
+        int nl = nw_route_req_host(h, hl, name);
+        const char *shown = nl >= 0 ? name : h;
+        size_t sl = nl >= 0 ? (size_t)nl : hl;
+        for (i = k = 0; i < sl && k + 1 < hostcap; i++)
+            host[k++] = shown[i] > 0x20 && shown[i] < 0x7f ? shown[i] : '?';
+        host[k] = 0;
+    }
     path = tlen + 2 <= sizeof(small) ? small : nw_malloc(tlen + 2);
     if (!path)
         return NW_ENOMEM;

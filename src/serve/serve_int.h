@@ -84,13 +84,14 @@ typedef struct pconn_s {
     unsigned route_auth;     /* 1 + the index of the Authorization field that carried a
                                 route's Basic credential (not forwarded), or 0 */
     char realm[128];         /* a 401 for a route's Basic: the route's name (rt_pick) */
-    char nohost[104];        /* a 404: the host no route serves (printable, capped) */
+    char nohost[NW_ROUTE_HOST_MAX + 3]; /* a 404: the host no route serves (printable) */
     unsigned auth_field;     /* 1 + the index of the Authorization field that carried
                                 AUTH_TOKEN (not forwarded), or 0 (pc_auth) */
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
         has_cl : 1, tunnel : 1, upgrade : 1, minor : 1, in_feed : 1, paused : 1,
         again : 1, https : 1, used : 1, scanning : 1, head_pending : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
         body_started : 1,
+        wait_busy : 1, /* queued because the route's tunnels were full (else: none) */
         piped : 1,   /* 101 answered: the stream is a raw byte pipe both ways */
         held_eof : 1, /* upgrade: the client ended before the 101; held with its bytes */
         req_body : 1, /* the request has a body (Content-Length or chunked) */

@@ -187,7 +187,7 @@ def test_requests_go_to_their_route(t):
     # No default route: an unclaimed host gets 404 at once, naming it.
     r = _get(s.port, "/", "Other.Test:8080")
     eq(r.status, 404, "unclaimed host")
-    eq(r.body, b"natwrp: no service for Other.Test:8080\n", "404 body")
+    eq(r.body, b"natwrp: no service for other.test\n", "404 body")
     # Longest path at a segment boundary; case and port of Host do not matter.
     for target, host, tun in [("/api/x", "A.Example.com:80", api), ("/api?q=1", "a.example.com", api),
                               ("/apix", "a.example.com", web), ("/", "b.example.com", web),
