@@ -117,10 +117,14 @@ static int pc_wait_for_slot(pconn_t *pc, int any) {
 static nw_tun_t *pc_tunnel(pconn_t *pc, const char *ip, size_t iplen, int *any, int *status) {
     nw_route_hit_t hit;
     nw_tun_t *t;
+    int rc;
     *status = 0;
     *any = 0;
-    if (rt_route_of(pc, &hit, pc->nohost, sizeof(pc->nohost)) != 0) {
-        *status = 503;
+    if ((rc = rt_route_of(pc, &hit, pc->nohost, sizeof(pc->nohost))) != 0) {
+        if (rc == NW_EINVAL)
+            nw_warn("conn=%llu client=%s its path with dot segments is another route's than "
+                    "without them: 400", (unsigned long long)pc->id, pc->conn->peer);
+        *status = rc == NW_EINVAL ? 400 : 503;
         return NULL;
     }
     if (!hit.route) {
@@ -245,8 +249,8 @@ static int pc_access(pconn_t *pc, const char *target, size_t tlen, const char **
 static int on_headers_complete(llhttp_t *p) {
     pconn_t *pc = p->data;
     nw_hfields_t *h = &pc->hf;
-    const char *target;
-    size_t tlen, plen;
+    const char *target, *auth;
+    size_t tlen, plen, alen;
     int form, has_body, status, end;
     const char *why;
 
@@ -266,6 +270,13 @@ static int on_headers_complete(llhttp_t *p) {
         return pc_refuse(p, 400, "request target neither origin nor absolute form");
     if (tlen == 1 && target[0] == '*' && p->method != HTTP_OPTIONS) /* RFC 9112 3.2.4 */
         return pc_refuse(p, 400, "asterisk-form target with a method other than OPTIONS");
+    /* The authority of an absolute-form target routes the request and is
+     * forwarded as its Host (fwd.c): it must be a valid one, without the
+     * userinfo RFC 9110 4.2.4 says to treat as an error. */
+    if (form >= 0 && (auth = nw_http_authority(h->raw.p ? h->raw.p : "", h->first_len,
+                                               &alen)) != NULL &&
+        !nw_http_host_ok(auth, alen))
+        return pc_refuse(p, 400, "invalid authority in the request target");
     if (pc->minor && nw_hf_find(h, "host", 0) < 0) /* RFC 9112 3.2 */
         return pc_refuse(p, 400, "HTTP/1.1 request without Host");
     if (nw_hf_find(h, "host", (size_t)nw_hf_find(h, "host", 0) + 1) >= 0)

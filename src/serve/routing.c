@@ -149,17 +149,36 @@ static void rt_on_sweep(uv_timer_t *h) {
         uv_timer_stop(&srv->sweep);
 }
 
+/* The live entry for host and path (a held route whose hold is over is
+ * dropped on the way, in case the sweep has not come yet). */
+static nw_route_hit_t rt_lookup(serve_t *srv, const char *h, size_t hl, const char *path,
+                                size_t plen) {
+    nw_route_hit_t hit;
+    for (;;) {
+        hit = nw_routes_lookup(srv->routes, h, hl, path, plen);
+        if (!rt_expired(srv, &hit, uv_now(srv->loop)))
+            return hit;
+        nw_routes_drop(srv->routes, hit.route);
+    }
+}
+
 /* The request's route: its host (the authority of an absolute-form
  * target, else Host; RFC 9112 3.2.2) and its normalised path, the one the
  * service resolves (so "/%61pi" routes as "/api"). host gets the name for
- * a 404 (printable, capped). 0, or NW_ENOMEM. */
+ * a 404 (printable, capped). 0; NW_EINVAL when the path's readings fall on
+ * different routes; or NW_ENOMEM.
+ * The target goes to the service as sent, and not every service resolves
+ * dot segments before it routes (Express's app.use("/admin") takes
+ * "/admin/../x"): a path that is another route's with its dots kept must
+ * not go, unauthenticated, to the route its resolved reading names. */
 int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap) {
     serve_t *srv = pc->srv;
     const char *target, *h = "";
     char small[1024], *path;
     size_t tlen, hl = 0, plen = 0, i, k;
+    nw_route_hit_t kept;
     nw_hdr_t f;
-    int hi;
+    int hi, rc = 0;
 
     target = pc->hf.raw.p ? pc->hf.raw.p : "";
     tlen = pc->hf.first_len;
@@ -176,17 +195,17 @@ int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap) {
     path = tlen + 2 <= sizeof(small) ? small : nw_malloc(tlen + 2);
     if (!path)
         return NW_ENOMEM;
-    if (nw_path_normalize(target, tlen, 0, path, tlen + 2, &plen) < 0)
+    if (nw_path_normalize(target, tlen, NW_PATH_KEEP_DOTS, path, tlen + 2, &plen) < 0)
         plen = 0; /* "*": the host's root */
-    for (;;) {
-        *hit = nw_routes_lookup(srv->routes, h, hl, path, plen);
-        if (!rt_expired(srv, hit, uv_now(srv->loop)))
-            break;
-        nw_routes_drop(srv->routes, hit->route); /* the sweep had not come yet */
-    }
+    kept = rt_lookup(srv, h, hl, path, plen);
+    if (nw_path_normalize(target, tlen, 0, path, tlen + 2, &plen) < 0)
+        plen = 0;
+    *hit = rt_lookup(srv, h, hl, path, plen);
+    if (kept.route != hit->route)
+        rc = NW_EINVAL;
     if (path != small)
         nw_free(path);
-    return 0;
+    return rc;
 }
 
 /* The index + 1 of the request's Basic credential that one of st's
