@@ -69,6 +69,34 @@ int rt_attach(srv_tun_t *st) {
     return 0;
 }
 
+/* Held named routes beyond what --max-tunnels live tunnels could hold
+ * go, oldest first: a token that grants a wildcard grants endless names,
+ * and each tunnel of 64 fresh ones left 64 entries for --route-hold (the
+ * table, and the lookup every request pays, grew with every handshake). */
+static void rt_trim_held(serve_t *srv) {
+    char name[NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 8];
+    size_t cap = (size_t)srv->cfg->max_tunnels * NW_ROUTES_MAX, held = 0, i, n = 0;
+    for (i = 0; i < nw_routes_count(srv->routes); i++) {
+        nw_route_hit_t e = nw_routes_at(srv->routes, i);
+        held += !e.route->is_default && e.nowners == 0;
+    }
+    for (; held > cap; held--, n++) {
+        nw_route_hit_t old = {NULL, NULL, 0, 0};
+        for (i = 0; i < nw_routes_count(srv->routes); i++) {
+            nw_route_hit_t e = nw_routes_at(srv->routes, i);
+            if (!e.route->is_default && e.nowners == 0 && (!old.route || e.mark < old.mark))
+                old = e;
+        }
+        rt_name(old.route, name, sizeof(name));
+        nw_routes_drop(srv->routes, old.route);
+    }
+    if (n) {
+        nw_warn("%zu held route(s) dropped, the oldest %s: more held routes than --max-tunnels "
+                "tunnels could serve", n, name);
+        wq_kick(srv);
+    }
+}
+
 /* Take the tunnel's routes out of the table. A route left without a
  * tunnel stays, held, so that its requests wait for the agent to return
  * (rt_on_sweep drops it after --route-hold). */
@@ -91,8 +119,10 @@ void rt_detach(srv_tun_t *st, const char *why) {
                 (unsigned long long)st->tun->id, st->tun->agent, why,
                 left == 0 ? "held" : "other tunnels serve it");
     }
-    if (held)
+    if (held) {
+        rt_trim_held(srv);
         rt_sweep_start(srv);
+    }
 }
 
 void rt_sweep_start(serve_t *srv) {

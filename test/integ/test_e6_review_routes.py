@@ -63,3 +63,40 @@ def test_absolute_form_authority_is_a_valid_host(t):
                    "http://b.test\"/x", "http://b.test:/x"):
         r = _get(s.port, target, "b.test")
         eq(r.status, 400, "%s: %r" % (target, r.body[:200]))
+
+
+@timed(120)
+def test_held_routes_are_bounded(t):
+    """A tenant whose token grants a wildcard ("*.alice.test": infinitely
+    many names) churned tunnels of 64 fresh routes each: every route was
+    held for --route-hold (300 s) after its tunnel left, so the table (and
+    serve's memory, and the O(n) lookup every request pays) grew with each
+    handshake. Held routes beyond what the live tunnels could ever hold are
+    dropped oldest first."""
+    import os
+    from harness import tunnel_upgrade
+    path = os.path.join(t.logdir, "tokens")
+    with open(path, "w") as f:
+        f.write("alice-T0k *.alice.test\n")
+    s = t.serve("--tokens", path, "--max-tunnels", "4", "--queue-timeout", "1")
+
+    def churn(first, n):
+        for i in range(first, first + n):
+            names = ", ".join("r%d-%d.alice.test" % (i, k) for k in range(64))
+            c, r = tunnel_upgrade(s.port, agent_id="churn",
+                                  extra=[("X-Natwrp-Routes", names),
+                                         ("Authorization", "Bearer alice-T0k")])
+            eq(r.status, 101, "churn %d" % i)
+            c.close()
+    churn(0, 100)
+    s.proc.wait_for(r"tunnel closed tun=100 ", 10)
+    r = _get(s.port, "/", "r99-0.alice.test")
+    eq(r.status, 503, "a route held after its tunnel left")
+    churn(100, 400)
+    s.proc.wait_for(r"tunnel closed tun=500 ", 10)
+    r = _get(s.port, "/", "r99-0.alice.test")
+    eq(r.status, 404, "the oldest held routes are dropped")
+    r = _get(s.port, "/", "r499-0.alice.test")
+    eq(r.status, 503, "the newest held route is still held")
+    s.proc.wait_for(r"warn  \d+ held route\(s\) dropped, the oldest r\d+-\d+\.alice\.test: "
+                    r"more held routes than --max-tunnels tunnels could serve", 5)
