@@ -209,7 +209,7 @@ size_t rt_public_url(const nw_route_t *r, int https, char *out, size_t cap);
 /* registry.c */
 void reg_tun_free(srv_tun_t *st);
 int reg_usable(serve_t *srv);
-size_t reg_count_group(serve_t *srv, const char *group);
+size_t reg_count_group(serve_t *srv, const char *group, const char *tok, size_t tlen);
 void wq_remove(pconn_t *pc);
 void wq_fail_if_hopeless(serve_t *srv);
 extern const nw_tun_cbs_t srv_tun_cbs;

@@ -161,7 +161,7 @@ static int admit(pconn_t *pc, const char *agent, const char *group, int *line) {
     /* A same-name tunnel is replaced, so it does not count; one that
      * drains after GOAWAY is not replaced (pc_take_over), so it does:
      * the tunnel table stays within --max-tunnels. */
-    total = srv->ntuns, mine = reg_count_group(srv, group);
+    total = srv->ntuns, mine = reg_count_group(srv, group, tok, tlen);
     for (k = 0; k < srv->ntuns; k++) {
         nw_tun_t *t = srv->tuns[k];
         if (strcmp(t->agent, agent) != 0 || t->goaway_recv)

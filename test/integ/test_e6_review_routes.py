@@ -100,3 +100,41 @@ def test_held_routes_are_bounded(t):
     eq(r.status, 503, "the newest held route is still held")
     s.proc.wait_for(r"warn  \d+ held route\(s\) dropped, the oldest r\d+-\d+\.alice\.test: "
                     r"more held routes than --max-tunnels tunnels could serve", 5)
+
+
+@timed(40)
+def test_another_token_cannot_use_up_a_group(t):
+    """--max-agent-tunnels counts a group's tunnels by name, and anyone
+    with any token may send X-Natwrp-Group: alice. Mallory's two tunnels
+    named into Alice's group left Alice's own agent 429 (too many tunnels
+    for this AGENT_ID) for as long as Mallory liked. A group is counted
+    per token."""
+    import os
+    from harness import tunnel_upgrade
+    path = os.path.join(t.logdir, "tokens")
+    with open(path, "w") as f:
+        f.write("alice-T0k *.alice.test\nmal-T0k *.mal.test\n")
+    s = t.serve("--tokens", path, "--max-agent-tunnels", "2")
+    held = []
+    for i in range(2):
+        c, r = tunnel_upgrade(s.port, agent_id="alice-%d" % (i + 5),
+                              extra=[("X-Natwrp-Group", "alice"),
+                                     ("X-Natwrp-Routes", "x.mal.test"),
+                                     ("Authorization", "Bearer mal-T0k")])
+        eq(r.status, 101, "mallory's tunnel %d" % i)
+        held.append(c)
+    c, r = tunnel_upgrade(s.port, agent_id="alice",
+                          extra=[("X-Natwrp-Routes", "www.alice.test"),
+                                 ("Authorization", "Bearer alice-T0k")])
+    eq(r.status, 101, "alice's own agent (body %r)" % r.body[:200])
+    held.append(c)
+    # Her own group still has its limit.
+    for i in range(2):
+        c, r = tunnel_upgrade(s.port, agent_id="alice-%d" % (i + 1),
+                              extra=[("X-Natwrp-Group", "alice"),
+                                     ("X-Natwrp-Routes", "www.alice.test"),
+                                     ("Authorization", "Bearer alice-T0k")])
+        held.append(c)
+    eq(r.status, 429, "alice's third tunnel in her group")
+    for c in held:
+        c.close()
