@@ -204,8 +204,8 @@ static nw_route_hit_t rt_lookup(serve_t *srv, const char *h, size_t hl, const ch
 int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap) {
     serve_t *srv = pc->srv;
     const char *target, *h = "";
-    char small[1024], *path;
-    size_t tlen, hl = 0, plen = 0, i, k;
+    char small[2048], *path, *dots;
+    size_t tlen, hl = 0, plen = 0, dlen = 0, i, k;
     nw_route_hit_t kept;
     nw_hdr_t f;
     int hi, rc = 0;
@@ -222,16 +222,17 @@ int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap) {
     for (i = k = 0; i < hl && k + 1 < hostcap && k < 100; i++)
         host[k++] = h[i] > 0x20 && h[i] < 0x7f ? h[i] : '?';
     host[k] = 0;
-    path = tlen + 2 <= sizeof(small) ? small : nw_malloc(tlen + 2);
+    path = 2 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(2 * (tlen + 2));
     if (!path)
         return NW_ENOMEM;
-    if (nw_path_normalize(target, tlen, NW_PATH_KEEP_DOTS, path, tlen + 2, &plen) < 0)
-        plen = 0; /* "*": the host's root */
-    kept = rt_lookup(srv, h, hl, path, plen);
     if (nw_path_normalize(target, tlen, 0, path, tlen + 2, &plen) < 0)
-        plen = 0;
+        plen = 0; /* "*": the host's root */
     *hit = rt_lookup(srv, h, hl, path, plen);
-    if (kept.route != hit->route)
+    dots = path + tlen + 2;
+    if (nw_path_normalize(target, tlen, NW_PATH_KEEP_DOTS, dots, tlen + 2, &dlen) < 0)
+        dlen = 0;
+    if ((dlen != plen || memcmp(dots, path, plen) != 0) && /* dot segments (rare): */
+        (kept = rt_lookup(srv, h, hl, dots, dlen)).route != hit->route)
         rc = NW_EINVAL;
     if (path != small)
         nw_free(path);
