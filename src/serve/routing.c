@@ -158,22 +158,33 @@ static void rt_on_sweep(uv_timer_t *h) {
         more |= e.route && !e.route->is_default && e.nowners == 0;
         i++;
     }
-    for (i = 0; i < srv->ntuns; i++) {
+    /* From the end: closing a tunnel removes it at once, moving the last
+     * one into its place. */
+    for (i = srv->ntuns; i-- > 0;) {
         nw_tun_t *t = srv->tuns[i];
         srv_tun_t *st = t->data;
         if (!st->revoked || nw_tun_closing(t))
             continue;
-        if (t->active == 0) {
+        /* --grace bounds both the streams and the agent's answer to our
+         * close frame: an agent that never answers it kept the tunnel (and
+         * its slot under --max-tunnels) for good. */
+        if (now - st->revoked_at >= srv->cfg->grace_ms) {
+            if (t->active)
+                nw_warn("tunnel tun=%llu agent=%s revoked: %zu stream(s) still open after "
+                        "--grace, closing", (unsigned long long)t->id, t->agent, t->active);
+            else
+                nw_warn("tunnel tun=%llu agent=%s revoked: no close from the agent within "
+                        "--grace, closing", (unsigned long long)t->id, t->agent);
+            nw_tun_close(t, NW_ECLOSED);
+            continue;
+        }
+        if (t->active == 0 && !st->revoked_shut) {
             nw_info("tunnel tun=%llu agent=%s revoked: its streams are done, closing",
                     (unsigned long long)t->id, t->agent);
+            st->revoked_shut = 1;
             nw_tun_shutdown(t);
-        } else if (now - st->revoked_at >= srv->cfg->grace_ms) {
-            nw_warn("tunnel tun=%llu agent=%s revoked: %zu stream(s) still open after --grace, "
-                    "closing", (unsigned long long)t->id, t->agent, t->active);
-            nw_tun_close(t, NW_ECLOSED);
-        } else {
-            more = 1;
         }
+        more = 1;
     }
     if (!more)
         uv_timer_stop(&srv->sweep);

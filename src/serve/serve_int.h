@@ -42,6 +42,7 @@ typedef struct srv_tun_s {
     int attached;        /* its routes are in the table (until closed or revoked) */
     int revoked;         /* SIGHUP took its grant away: no new streams, closing */
     uint64_t revoked_at; /* loop time of that, for --grace */
+    int revoked_shut;    /* its streams were done: our close frame is out */
     char *token;         /* the Bearer token it presented, or NULL */
     size_t toklen;
     srv_cred_t *creds;   /* Basic credentials its routes demand (AUTH_BASIC) */

@@ -138,3 +138,33 @@ def test_another_token_cannot_use_up_a_group(t):
     eq(r.status, 429, "alice's third tunnel in her group")
     for c in held:
         c.close()
+
+
+@timed(40)
+def test_revoked_tunnel_closes_within_grace(t):
+    """SIGHUP took a token's grant away: serve sends GOAWAY and, once the
+    tunnel's streams are done, its close frame, then waited for the agent
+    to answer it, for ever: an agent that never does kept its connection
+    (and its slot under --max-tunnels), and serve logged "revoked: its
+    streams are done, closing" once a second. --grace bounds that too."""
+    import os
+    import signal
+    from harness import tunnel_upgrade
+    path = os.path.join(t.logdir, "tokens")
+    with open(path, "w") as f:
+        f.write("alice-T0k *.alice.test\nbob-T0k *.bob.test\n")
+    s = t.serve("--tokens", path, "--queue-timeout", "1", "--grace", "2")
+    a, r = tunnel_upgrade(s.port, agent_id="alice",
+                          extra=[("X-Natwrp-Routes", "a.alice.test"),
+                                 ("Authorization", "Bearer alice-T0k")])
+    eq(r.status, 101, "alice")
+    with open(path, "w") as f:
+        f.write("bob-T0k *.bob.test\n")
+    s.proc.send(signal.SIGHUP)
+    s.proc.wait_for(r"tunnel tun=1 agent=alice revoked: its token was removed", 5)
+    r = _get(s.port, "/", "a.alice.test")
+    eq(r.status, 503, "a revoked route is held, not served by the revoked tunnel")
+    # alice's raw tunnel reads nothing and answers nothing.
+    s.proc.wait_for(r"tunnel closed tun=1 agent=alice", 6)
+    eq(s.proc.count(r"revoked: its streams are done, closing"), 1, "logged once")
+    a.close()
