@@ -168,3 +168,24 @@ def test_revoked_tunnel_closes_within_grace(t):
     s.proc.wait_for(r"tunnel closed tun=1 agent=alice", 6)
     eq(s.proc.count(r"revoked: its streams are done, closing"), 1, "logged once")
     a.close()
+
+
+@timed(40)
+def test_agent_fails_closed_when_basic_is_not_enforced(t):
+    """AUTH_BASIC is enforced by serve, not by the agent. A serve that
+    predates routes ignores X-Natwrp-Auth-Basic and answers 101 without
+    X-Natwrp-Routes: the agent warned that its routes were ignored and
+    then served the local app to anyone, without the password its
+    operator set. With ROUTES and AUTH_BASIC it now refuses that tunnel
+    and retries at the slow cap."""
+    from fakeserver import FakeServer
+    fs = FakeServer()
+    a = t.agent(fs.url, "http://127.0.0.1:9", agent_id="pw",
+                env={"ROUTES": "p.test", "AUTH_BASIC": "u:Secr3t-pw"}, wait=False)
+    fs.accept()
+    a.wait_for(r"agent=pw the server does not support routes .*: it would not enforce "
+               r"AUTH_BASIC", 10)
+    check(not a.find(r"tunnel up agent=pw"), "the agent served through it")
+    fs.no_connection(3)
+    check("Secr3t" not in a.text(), "the agent logged the password")
+    fs.close()
