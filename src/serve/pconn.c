@@ -340,14 +340,14 @@ static void pc_on_timer(uv_timer_t *h) {
     case PC_QUEUED:
         wq_remove(pc);
         pc->keep_alive = 0;
-        if (reg_usable(pc->srv)) {
+        if (pc->wait_any) { /* its route's tunnels: other routes' say nothing */
             nw_warn("conn=%llu client=%s every tunnel stayed at --max-streams (%u) for %llu ms: "
                     "503",
                     (unsigned long long)pc->id, pc->conn->peer, pc->srv->cfg->max_streams,
                     (unsigned long long)pc->srv->cfg->queue_timeout_ms);
             pc_reply(pc, 503, "every tunnel is busy; try again");
         } else {
-            nw_warn("conn=%llu client=%s no agent connected within %llu ms: 503",
+            nw_warn("conn=%llu client=%s no agent connected for its route within %llu ms: 503",
                     (unsigned long long)pc->id, pc->conn->peer,
                     (unsigned long long)pc->srv->cfg->queue_timeout_ms);
             pc_reply(pc, 503, "no agent is connected to this server");

@@ -90,12 +90,14 @@ static const char *pc_ip(const pconn_t *pc, size_t *len) {
 static int pc_wait_for_slot(pconn_t *pc, int any) {
     serve_t *srv = pc->srv;
     if (any || !srv->draining) {
+        pc->wait_any = any != 0;
         if (pc->state != PC_QUEUED) {
             if (any)
                 nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
                         (unsigned long long)pc->id, pc->conn->peer, srv->cfg->max_streams);
             else
-                nw_info("conn=%llu client=%s no agent connected: waiting up to %llu ms for one",
+                nw_info("conn=%llu client=%s no agent connected for its route: waiting up to "
+                        "%llu ms for one",
                         (unsigned long long)pc->id, pc->conn->peer,
                         (unsigned long long)srv->cfg->queue_timeout_ms);
             pc_arm(pc, srv->cfg->queue_timeout_ms);

@@ -92,6 +92,7 @@ typedef struct pconn_s {
         has_cl : 1, tunnel : 1, upgrade : 1, minor : 1, in_feed : 1, paused : 1,
         again : 1, https : 1, used : 1, scanning : 1, head_pending : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
         body_started : 1,
+        wait_any : 1, /* queued for a slot (1), or for a tunnel of its route (0) */
         piped : 1,   /* 101 answered: the stream is a raw byte pipe both ways */
         held_eof : 1, /* upgrade: the client ended before the 101; held with its bytes */
         req_body : 1, /* the request has a body (Content-Length or chunked) */

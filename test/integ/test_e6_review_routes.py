@@ -189,3 +189,25 @@ def test_agent_fails_closed_when_basic_is_not_enforced(t):
     fs.no_connection(3)
     check("Secr3t" not in a.text(), "the agent logged the password")
     fs.close()
+
+
+@timed(30)
+def test_held_route_503_says_no_agent(t):
+    """A request for a held route (its agent gone) that waited out
+    --queue-timeout was told "every tunnel is busy" and serve logged
+    "every tunnel stayed at --max-streams" whenever some other route had a
+    tunnel: the operator was sent to raise --max-streams for an agent that
+    was down. The answer now follows the request's own route."""
+    from harness import tunnel_upgrade
+    s = t.serve("--queue-timeout", "1")
+    b, r = tunnel_upgrade(s.port, agent_id="bob", extra=[("X-Natwrp-Routes", "b.test")])
+    eq(r.status, 101, "bob")
+    a, r = tunnel_upgrade(s.port, agent_id="alice", extra=[("X-Natwrp-Routes", "a.test")])
+    eq(r.status, 101, "alice")
+    a.close()
+    s.proc.wait_for(r"route a.test -tun=\d+ agent=alice \(tunnel closed; held\)", 10)
+    r = _get(s.port, "/", "a.test")
+    eq(r.status, 503, "held route after --queue-timeout")
+    eq(r.body, b"natwrp: no agent is connected to this server\n", "503 body")
+    check(not s.proc.find(r"stayed at --max-streams"), "serve blamed --max-streams")
+    b.close()
