@@ -271,6 +271,8 @@ static int read_creds(pconn_t *pc, const char *agent, srv_tun_t *st) {
                       f.value);
         if (f.value_len + 6 >= sizeof(val) ||
             nw_basic_parse(val, (size_t)vl, dec, sizeof(dec), &pass, &plen) != NW_BASIC_OK) {
+            nw_wipe(dec, sizeof(dec));
+            nw_wipe(val, sizeof(val));
             tunnel_refuse(pc, 400, agent, "invalid " NW_HS_AUTH_BASIC
                                           " (base64 of user:password, at most 512 bytes)");
             return -1;
