@@ -56,10 +56,18 @@ void reg_tun_free(srv_tun_t *st) {
     nw_free(st);
 }
 
-size_t reg_count_group(serve_t *srv, const char *group) {
+/* The tunnels of group opened with token tok (NULL: none). A group is
+ * named by its agent, so another token's tunnels that take the same name
+ * are not in it: they cannot use up its --max-agent-tunnels. */
+size_t reg_count_group(serve_t *srv, const char *group, const char *tok, size_t tlen) {
     size_t i, n = 0;
-    for (i = 0; i < srv->ntuns; i++)
-        n += strcmp(srv->tuns[i]->group, group) == 0;
+    for (i = 0; i < srv->ntuns; i++) {
+        const srv_tun_t *st = srv->tuns[i]->data;
+        if (strcmp(srv->tuns[i]->group, group) == 0 &&
+            (st->token && tok ? srv_token_eq(tok, tlen, st->token, st->toklen)
+                              : !st->token && !tok))
+            n++;
+    }
     return n;
 }
 

@@ -90,6 +90,7 @@ static const char *pc_ip(const pconn_t *pc, size_t *len) {
 static int pc_wait_for_slot(pconn_t *pc, int any) {
     serve_t *srv = pc->srv;
     if (any || !srv->draining) {
+        pc->wait_busy = any != 0;
         if (pc->state != PC_QUEUED) {
             if (any)
                 nw_info("conn=%llu client=%s every tunnel is at --max-streams (%u): waiting",
@@ -119,10 +120,14 @@ static int pc_wait_for_slot(pconn_t *pc, int any) {
 static nw_tun_t *pc_tunnel(pconn_t *pc, const char *ip, size_t iplen, int *any, int *status) {
     nw_route_hit_t hit;
     nw_tun_t *t;
+    int rc;
     *status = 0;
     *any = 0;
-    if (rt_route_of(pc, &hit, pc->nohost, sizeof(pc->nohost)) != 0) {
-        *status = 503;
+    if ((rc = rt_route_of(pc, &hit, pc->nohost, sizeof(pc->nohost))) != 0) {
+        if (rc == NW_EINVAL)
+            nw_warn("conn=%llu client=%s its path with dot segments is another route's than "
+                    "without them: 400", (unsigned long long)pc->id, pc->conn->peer);
+        *status = rc == NW_EINVAL ? 400 : 503;
         return NULL;
     }
     if (!hit.route) {

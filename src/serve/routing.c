@@ -69,6 +69,34 @@ int rt_attach(srv_tun_t *st) {
     return 0;
 }
 
+/* Held named routes beyond what --max-tunnels live tunnels could hold
+ * go, oldest first: a token that grants a wildcard grants endless names,
+ * and each tunnel of 64 fresh ones left 64 entries for --route-hold (the
+ * table, and the lookup every request pays, grew with every handshake). */
+static void rt_trim_held(serve_t *srv) {
+    char name[NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 8];
+    size_t cap = (size_t)srv->cfg->max_tunnels * NW_ROUTES_MAX, held = 0, i, n = 0;
+    for (i = 0; i < nw_routes_count(srv->routes); i++) {
+        nw_route_hit_t e = nw_routes_at(srv->routes, i);
+        held += !e.route->is_default && e.nowners == 0;
+    }
+    for (; held > cap; held--, n++) {
+        nw_route_hit_t old = {NULL, NULL, 0, 0};
+        for (i = 0; i < nw_routes_count(srv->routes); i++) {
+            nw_route_hit_t e = nw_routes_at(srv->routes, i);
+            if (!e.route->is_default && e.nowners == 0 && (!old.route || e.mark < old.mark))
+                old = e;
+        }
+        rt_name(old.route, name, sizeof(name));
+        nw_routes_drop(srv->routes, old.route);
+    }
+    if (n) {
+        nw_warn("%zu held route(s) dropped, the oldest %s: more held routes than --max-tunnels "
+                "tunnels could serve", n, name);
+        wq_kick(srv);
+    }
+}
+
 /* Take the tunnel's routes out of the table. A route left without a
  * tunnel stays, held, so that its requests wait for the agent to return
  * (rt_on_sweep drops it after --route-hold). */
@@ -91,8 +119,10 @@ void rt_detach(srv_tun_t *st, const char *why) {
                 (unsigned long long)st->tun->id, st->tun->agent, why,
                 left == 0 ? "held" : "other tunnels serve it");
     }
-    if (held)
+    if (held) {
+        rt_trim_held(srv);
         rt_sweep_start(srv);
+    }
 }
 
 void rt_sweep_start(serve_t *srv) {
@@ -128,38 +158,68 @@ static void rt_on_sweep(uv_timer_t *h) {
         more |= e.route && !e.route->is_default && e.nowners == 0;
         i++;
     }
-    for (i = 0; i < srv->ntuns; i++) {
+    /* From the end: closing a tunnel removes it at once, moving the last
+     * one into its place. */
+    for (i = srv->ntuns; i-- > 0;) {
         nw_tun_t *t = srv->tuns[i];
         srv_tun_t *st = t->data;
         if (!st->revoked || nw_tun_closing(t))
             continue;
-        if (t->active == 0) {
+        /* --grace bounds both the streams and the agent's answer to our
+         * close frame: an agent that never answers it kept the tunnel (and
+         * its slot under --max-tunnels) for good. */
+        if (now - st->revoked_at >= srv->cfg->grace_ms) {
+            if (t->active)
+                nw_warn("tunnel tun=%llu agent=%s revoked: %zu stream(s) still open after "
+                        "--grace, closing", (unsigned long long)t->id, t->agent, t->active);
+            else
+                nw_warn("tunnel tun=%llu agent=%s revoked: no close from the agent within "
+                        "--grace, closing", (unsigned long long)t->id, t->agent);
+            nw_tun_close(t, NW_ECLOSED);
+            continue;
+        }
+        if (t->active == 0 && !st->revoked_shut) {
             nw_info("tunnel tun=%llu agent=%s revoked: its streams are done, closing",
                     (unsigned long long)t->id, t->agent);
+            st->revoked_shut = 1;
             nw_tun_shutdown(t);
-        } else if (now - st->revoked_at >= srv->cfg->grace_ms) {
-            nw_warn("tunnel tun=%llu agent=%s revoked: %zu stream(s) still open after --grace, "
-                    "closing", (unsigned long long)t->id, t->agent, t->active);
-            nw_tun_close(t, NW_ECLOSED);
-        } else {
-            more = 1;
         }
+        more = 1;
     }
     if (!more)
         uv_timer_stop(&srv->sweep);
 }
 
+/* The live entry for host and path (a held route whose hold is over is
+ * dropped on the way, in case the sweep has not come yet). */
+static nw_route_hit_t rt_lookup(serve_t *srv, const char *h, size_t hl, const char *path,
+                                size_t plen) {
+    nw_route_hit_t hit;
+    for (;;) {
+        hit = nw_routes_lookup(srv->routes, h, hl, path, plen);
+        if (!rt_expired(srv, &hit, uv_now(srv->loop)))
+            return hit;
+        nw_routes_drop(srv->routes, hit.route);
+    }
+}
+
 /* The request's route: its host (the authority of an absolute-form
  * target, else Host; RFC 9112 3.2.2) and its normalised path, the one the
  * service resolves (so "/%61pi" routes as "/api"). host gets the name for
- * a 404 (printable, capped). 0, or NW_ENOMEM. */
+ * a 404 (printable, capped). 0; NW_EINVAL when the path's readings fall on
+ * different routes; or NW_ENOMEM.
+ * The target goes to the service as sent, and not every service resolves
+ * dot segments before it routes (Express's app.use("/admin") takes
+ * "/admin/../x"): a path that is another route's with its dots kept must
+ * not go, unauthenticated, to the route its resolved reading names. */
 int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap) {
     serve_t *srv = pc->srv;
     const char *target, *h = "";
-    char small[1024], *path;
-    size_t tlen, hl = 0, plen = 0, i, k;
+    char small[2048], *path, *dots;
+    size_t tlen, hl = 0, plen = 0, dlen = 0, i, k;
+    nw_route_hit_t kept;
     nw_hdr_t f;
-    int hi;
+    int hi, rc = 0;
 
     target = pc->hf.raw.p ? pc->hf.raw.p : "";
     tlen = pc->hf.first_len;
@@ -181,20 +241,21 @@ int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap) {
             host[k++] = shown[i] > 0x20 && shown[i] < 0x7f ? shown[i] : '?';
         host[k] = 0;
     }
-    path = tlen + 2 <= sizeof(small) ? small : nw_malloc(tlen + 2);
+    path = 2 * (tlen + 2) <= sizeof(small) ? small : nw_malloc(2 * (tlen + 2));
     if (!path)
         return NW_ENOMEM;
     if (nw_path_normalize(target, tlen, 0, path, tlen + 2, &plen) < 0)
         plen = 0; /* "*": the host's root */
-    for (;;) {
-        *hit = nw_routes_lookup(srv->routes, h, hl, path, plen);
-        if (!rt_expired(srv, hit, uv_now(srv->loop)))
-            break;
-        nw_routes_drop(srv->routes, hit->route); /* the sweep had not come yet */
-    }
+    *hit = rt_lookup(srv, h, hl, path, plen);
+    dots = path + tlen + 2;
+    if (nw_path_normalize(target, tlen, NW_PATH_KEEP_DOTS, dots, tlen + 2, &dlen) < 0)
+        dlen = 0;
+    if ((dlen != plen || memcmp(dots, path, plen) != 0) && /* dot segments (rare): */
+        (kept = rt_lookup(srv, h, hl, dots, dlen)).route != hit->route)
+        rc = NW_EINVAL;
     if (path != small)
         nw_free(path);
-    return 0;
+    return rc;
 }
 
 /* The index + 1 of the request's Basic credential that one of st's

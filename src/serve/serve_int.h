@@ -42,6 +42,7 @@ typedef struct srv_tun_s {
     int attached;        /* its routes are in the table (until closed or revoked) */
     int revoked;         /* SIGHUP took its grant away: no new streams, closing */
     uint64_t revoked_at; /* loop time of that, for --grace */
+    int revoked_shut;    /* its streams were done: our close frame is out */
     char *token;         /* the Bearer token it presented, or NULL */
     size_t toklen;
     srv_cred_t *creds;   /* Basic credentials its routes demand (AUTH_BASIC) */
@@ -210,7 +211,7 @@ size_t rt_public_url(const nw_route_t *r, int https, char *out, size_t cap);
 /* registry.c */
 void reg_tun_free(srv_tun_t *st);
 int reg_usable(serve_t *srv);
-size_t reg_count_group(serve_t *srv, const char *group);
+size_t reg_count_group(serve_t *srv, const char *group, const char *tok, size_t tlen);
 void wq_remove(pconn_t *pc);
 void wq_fail_if_hopeless(serve_t *srv);
 extern const nw_tun_cbs_t srv_tun_cbs;

@@ -161,7 +161,7 @@ static int admit(pconn_t *pc, const char *agent, const char *group, int *line) {
     /* A same-name tunnel is replaced, so it does not count; one that
      * drains after GOAWAY is not replaced (pc_take_over), so it does:
      * the tunnel table stays within --max-tunnels. */
-    total = srv->ntuns, mine = reg_count_group(srv, group);
+    total = srv->ntuns, mine = reg_count_group(srv, group, tok, tlen);
     for (k = 0; k < srv->ntuns; k++) {
         nw_tun_t *t = srv->tuns[k];
         if (strcmp(t->agent, agent) != 0 || t->goaway_recv)
@@ -271,6 +271,8 @@ static int read_creds(pconn_t *pc, const char *agent, srv_tun_t *st) {
                       f.value);
         if (f.value_len + 6 >= sizeof(val) ||
             nw_basic_parse(val, (size_t)vl, dec, sizeof(dec), &pass, &plen) != NW_BASIC_OK) {
+            nw_wipe(dec, sizeof(dec));
+            nw_wipe(val, sizeof(val));
             tunnel_refuse(pc, 400, agent, "invalid " NW_HS_AUTH_BASIC
                                           " (base64 of user:password, at most 512 bytes)");
             return -1;
