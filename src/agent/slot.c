@@ -257,13 +257,12 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
         return;
     }
     /* A serve that predates routes ignores X-Natwrp-Auth-Basic: the
-     * service would be public while AUTH_BASIC says it is not. Fail
-     * closed. (Without ROUTES a current serve sends no list either, so
-     * only an agent with ROUTES can tell.) */
-    if (ag->cfg->routes[0] && ag->cfg->basic.n && nw_hf_find(h, NW_HS_ROUTES, 0) < 0) {
-        nw_err("agent=%s the server does not support routes (an older natwrp serve?): it would "
-               "not enforce AUTH_BASIC, so this agent does not serve through it (retrying every "
-               "%ds)", sl->name, BACKOFF_MAX_MS / 1000);
+     * service would be public while AUTH_BASIC says it is not. A serve
+     * that enforces the logins says so in its 101; else fail closed. */
+    if (ag->cfg->basic.n && nw_hf_find(h, NW_HS_AUTH_BASIC, 0) < 0) {
+        nw_err("agent=%s the server did not confirm AUTH_BASIC (an older natwrp serve?): it would "
+               "not enforce it, so this agent does not serve through it (retrying every %ds)",
+               sl->name, BACKOFF_MAX_MS / 1000);
         hs_fail(sl, "the server would not enforce AUTH_BASIC", 1);
         return;
     }

@@ -124,11 +124,12 @@ static int parse_host(const char *h, size_t hl, const char *domain, char *out, i
 }
 
 /* A path byte a route may hold: RFC 3986 pchar without '%' (a route is
- * matched byte for byte against the path as sent) and ',' (the list
- * separator). */
+ * matched byte for byte against the normalised path), ';' (path
+ * parameters are dropped from it, so a route with one never matches) and
+ * ',' (the list separator). */
 static int path_byte(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           strchr("-._~!$&'()*+;=:@", c) != NULL;
+           strchr("-._~!$&'()*+=:@", c) != NULL;
 }
 
 void nw_route_default(nw_route_t *r) {

@@ -318,17 +318,26 @@ nw_tun_t *rt_pick(pconn_t *pc, const nw_route_hit_t *hit, const char *ip, size_t
     size_t clen = 0, i, n = hit->nowners, bi = 0;
     nw_tun_t *best = NULL;
     uint64_t best_score = 0;
-    int locked = 0, checked = 0;
+    int locked = 0, checked = 0, guarded = 0;
 
     *any = 0;
     pc->realm[0] = 0;
     pc->route_auth = 0;
+    /* A route that one of its tunnels protects is protected: a tunnel of
+     * it without AUTH_BASIC (a replica set up without the logins) must not
+     * be the open door, so it gets no requests while such a one is there. */
+    for (i = 0; i < n; i++)
+        guarded |= ((const srv_tun_t *)hit->owners[i])->ncreds != 0;
     for (i = 0; i < n; i++) {
         size_t k = (srv->rr + i) % n;
         srv_tun_t *st = hit->owners[k];
         nw_tun_t *t = st->tun;
         if (t->goaway_recv || nw_tun_closing(t) || st->revoked)
             continue;
+        if (guarded && !st->ncreds) {
+            locked = 1;
+            continue;
+        }
         if (st->ncreds) {
             if (!checked)
                 clen = rt_basic_of(pc, cred, sizeof(cred), &field), checked = 1;

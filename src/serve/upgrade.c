@@ -325,6 +325,8 @@ static int answer_101(pconn_t *pc, const char *accept, const srv_tun_t *st) {
         }
         nw_sbuf_append(&b, "\r\n", 2);
     }
+    if (st->ncreds) /* the agent serves only once it knows they are enforced */
+        nw_sbuf_appendf(&b, NW_HS_AUTH_BASIC ": %zu\r\n", st->ncreds);
     rc = nw_sbuf_append(&b, "\r\n", 2) == 0 ? pc_write(pc, b.p, b.len, 0) : -1;
     nw_sbuf_free(&b);
     return rc == 0 ? 0 : -1;

@@ -211,3 +211,29 @@ def test_requests_go_to_their_route(t):
     eq(r.status, 503, "held route after --queue-timeout")
     check(r.header("Retry-After") is not None, "503 with Retry-After")
     web.close()
+
+
+@timed(30)
+def test_a_route_one_tunnel_protects_is_protected(t):
+    """Two tunnels share a route, one with AUTH_BASIC and one without (a
+    replica set up without the logins): a request without credentials must
+    not take the open one. It gets 401; with credentials it goes to the
+    tunnel that holds them."""
+    s = t.serve()
+    cred = base64.b64encode(b"ann:pw").decode()
+    locked, r = _up(s, "locked", routes="a.example.com", extra=[("X-Natwrp-Auth-Basic", cred)])
+    eq((r.status, r.header("X-Natwrp-Auth-Basic")), (101, "1"), "protected tunnel, confirmed")
+    open_, r = _up(s, "open", routes="a.example.com")
+    eq((r.status, r.header("X-Natwrp-Auth-Basic")), (101, None), "open tunnel")
+    for _ in range(4):  # every --balance turn
+        r = _get(s.port, "/x", "a.example.com")
+        eq(r.status, 401, "no credentials")
+        eq(r.header("WWW-Authenticate"), 'Basic realm="a.example.com"', "challenge")
+    c = Conn(s.port, timeout=15)
+    c.request("GET", "/with", [("Host", "a.example.com"), ("Authorization", "Basic " + cred)])
+    m = _open_on(locked)
+    check(b"/with" in m and cred.encode() not in m, "to the protected tunnel, credential kept "
+          "at serve: %r" % m)
+    c.close()
+    locked.close()
+    open_.close()

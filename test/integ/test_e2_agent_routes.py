@@ -78,11 +78,13 @@ def test_e2_auth_basic_sent_never_logged(t):
     path = write_env_file(os.path.join(t.logdir, "logins"),
                           "# visitors\n\nbob:Hunter2-bob\r\n  # indented comment\n"
                           "carol:pa:ss w\u00f6rd\nalice:S3cr:et-alice\n")
-    # A current serve answers with the routes it granted (an agent with
-    # AUTH_BASIC refuses a 101 without them: test_e6).
+    # A current serve answers with the routes it granted and the number of
+    # logins it enforces (an agent with AUTH_BASIC refuses a 101 without
+    # that: test_e6).
     a, tun = _start(t, fs, env={"AUTH_BASIC": "alice:S3cr:et-alice", "AUTH_BASIC_FILE": path,
                                 "ROUTES": "a.example.com"},
-                    extra=[("X-Natwrp-Routes", "http://a.example.com")])
+                    extra=[("X-Natwrp-Routes", "http://a.example.com"),
+                           ("X-Natwrp-Auth-Basic", "3")])
     want = [_b64("alice:S3cr:et-alice"), _b64("bob:Hunter2-bob"),
             base64.b64encode("carol:pa:ss w\u00f6rd".encode("utf-8")).decode()]
     eq(_fields(tun.fields, "X-Natwrp-Auth-Basic"), want, "X-Natwrp-Auth-Basic fields")

@@ -177,18 +177,21 @@ def test_agent_fails_closed_when_basic_is_not_enforced(t):
     X-Natwrp-Routes: the agent warned that its routes were ignored and
     then served the local app to anyone, without the password its
     operator set. With ROUTES and AUTH_BASIC it now refuses that tunnel
-    and retries at the slow cap."""
+    and retries at the slow cap. Without ROUTES too: a current serve
+    confirms the logins in its 101 (X-Natwrp-Auth-Basic: N)."""
     from fakeserver import FakeServer
-    fs = FakeServer()
-    a = t.agent(fs.url, "http://127.0.0.1:9", agent_id="pw",
-                env={"ROUTES": "p.test", "AUTH_BASIC": "u:Secr3t-pw"}, wait=False)
-    fs.accept()
-    a.wait_for(r"agent=pw the server does not support routes .*: it would not enforce "
-               r"AUTH_BASIC", 10)
-    check(not a.find(r"tunnel up agent=pw"), "the agent served through it")
-    fs.no_connection(3)
-    check("Secr3t" not in a.text(), "the agent logged the password")
-    fs.close()
+    for i, env in enumerate(({"ROUTES": "p.test", "AUTH_BASIC": "u:Secr3t-pw"},
+                             {"AUTH_BASIC": "u:Secr3t-pw"})):
+        fs = FakeServer()
+        a = t.agent(fs.url, "http://127.0.0.1:9", agent_id="pw%d" % i, env=env, wait=False,
+                    label="agent-pw%d" % i)
+        fs.accept()
+        a.wait_for(r"agent=pw%d the server did not confirm AUTH_BASIC .*: it would not enforce "
+                   r"it" % i, 10)
+        check(not a.find(r"tunnel up agent=pw"), "the agent served through it")
+        fs.no_connection(3)
+        check("Secr3t" not in a.text(), "the agent logged the password")
+        fs.close()
 
 
 @timed(30)

@@ -89,6 +89,7 @@ UNIT_TEST(route_parse_refused) {
         {"ollama", NULL, NULL, "needs --domain"},
         {"ollama", "", NULL, "needs --domain"},
         {"ollama/api", NULL, NULL, "needs --domain"},
+        {"a.example.com/api;v=1", NULL, NULL, "path"},
         {"127.0.0.1", NULL, NULL, "an IP address is not a route"},
         {"10.1.2.3/api", NULL, NULL, "an IP address is not a route"},
         {"*.0.0.1", NULL, NULL, "an IP address is not a route"},
