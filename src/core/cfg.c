@@ -337,6 +337,25 @@ static int apply_domain(char *field, const char *v, char *why, size_t whylen) {
     return 0;
 }
 
+/* One listen address (--admin): as --listen takes it, plain HTTP only. */
+static int apply_addr(nw_cfg_addr_t *field, const char *v, char *why, size_t whylen) {
+    if (nw_listen_parse(v, &field->addr, why, whylen) != 0)
+        return NW_ECONFIG;
+    if (field->addr.scheme == NW_LISTEN_TLS)
+        return nw__cfg_fail(why, whylen, "the admin listener speaks plain HTTP (no https://)");
+    field->set = 1;
+    return 0;
+}
+
+static int apply_logfmt(int *field, const char *v, char *why, size_t whylen) {
+    static const char *const names[] = {"text", "json"};
+    int i = name_index(v, names, NW_ARRAY_LEN(names));
+    if (i < 0)
+        return nw__cfg_fail(why, whylen, "invalid log format '%.*s' (use text or json)", QLEN, v);
+    *field = i;
+    return 0;
+}
+
 static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t whylen) {
     char *field = (char *)cfg + o->off;
 
@@ -354,6 +373,8 @@ static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t
     case OPT_REGEX: return apply_regex(field, v, why, whylen);
     case OPT_BALANCE: return apply_balance((int *)(void *)field, v, why, whylen);
     case OPT_DOMAIN: return apply_domain(field, v, why, whylen);
+    case OPT_ADDR: return apply_addr((nw_cfg_addr_t *)(void *)field, v, why, whylen);
+    case OPT_LOGFMT: return apply_logfmt((int *)(void *)field, v, why, whylen);
     default: return 0;
     }
 }

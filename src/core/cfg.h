@@ -21,6 +21,23 @@
  * joined with ", " (cfg_agent.c checks this against routes.h). */
 #define NW_CFG_ROUTES_LEN 49408
 
+/* A listen address that may be off (--admin). */
+typedef struct {
+    int set;
+    nw_listen_t addr;
+} nw_cfg_addr_t;
+
+enum { NW_LOGFMT_TEXT = 0, NW_LOGFMT_JSON = 1 };
+
+/* What both roles run beside their work (issue 12): the admin listener,
+ * the access log, the log format. */
+typedef struct {
+    nw_cfg_addr_t admin;          /* --admin ADDR / ADMIN_LISTEN: off by default */
+    char admin_token[NW_CFG_TOKEN_MAX + 1]; /* --admin-token / ADMIN_TOKEN: "" = open */
+    char access_log[1024];        /* --access-log PATH|- / ACCESS_LOG: "" = none */
+    int log_format;               /* --log-format text|json / LOG_FORMAT: default text */
+} nw_ops_cfg_t;
+
 /* serve. Each setting is a flag; most also read the environment variable of
  * the flag's name in capitals (MAX_HEADERS, GRACE, ...); see serve_opts. */
 typedef struct {
@@ -59,6 +76,7 @@ typedef struct {
                                      routes (serve/tokens.h); checked here at start */
     uint64_t route_hold_ms;       /* --route-hold SECS: route kept held, default 300 */
                                   /* (a named route whose last tunnel left) */
+    nw_ops_cfg_t ops;             /* admin listener and logs */
 } nw_serve_cfg_t;
 
 enum { NW_BALANCE_LEAST = 0, NW_BALANCE_HASH_IP = 1, NW_BALANCE_ROUND_ROBIN = 2 };
@@ -94,6 +112,9 @@ typedef struct {
     nw_creds_t basic;          /* AUTH_BASIC and AUTH_BASIC_FILE, as base64 */
     char basic_file[1024];     /* AUTH_BASIC_FILE: the file read, "" if none */
     char env_file[1024];       /* --env FILE or ./.env: the file actually read, "" if none */
+    nw_ops_cfg_t ops;          /* admin listener and logs */
+    int inspect;               /* INSPECT: capture requests for the dashboard, default 1 */
+    int inspect_secrets;       /* INSPECT_SECRETS: show Authorization, Cookie, ... unmasked */
 } nw_agent_cfg_t;
 
 /* Parse "30", "0.5" seconds into milliseconds; rejects negatives and junk. */

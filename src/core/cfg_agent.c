@@ -62,6 +62,16 @@ static const opt_t agent_opts[] = {
      .off = AGENT_FIELD(preserve_host)},
     {.flag = "--rewrite-location", .env = "REWRITE_LOCATION", .kind = OPT_BOOL,
      .off = AGENT_FIELD(rewrite_location)},
+    {.flag = "--admin", .env = "ADMIN_LISTEN", .kind = OPT_ADDR, .off = AGENT_FIELD(ops.admin)},
+    {.flag = "--admin-token", .env = "ADMIN_TOKEN", .kind = OPT_TOKEN,
+     .off = AGENT_FIELD(ops.admin_token)},
+    {.flag = "--access-log", .env = "ACCESS_LOG", .kind = OPT_PATH,
+     .off = AGENT_FIELD(ops.access_log)},
+    {.flag = "--log-format", .env = "LOG_FORMAT", .kind = OPT_LOGFMT,
+     .off = AGENT_FIELD(ops.log_format)},
+    {.flag = "--inspect", .env = "INSPECT", .kind = OPT_BOOL, .off = AGENT_FIELD(inspect)},
+    {.flag = "--inspect-secrets", .env = "INSPECT_SECRETS", .kind = OPT_BOOL,
+     .off = AGENT_FIELD(inspect_secrets)},
     {.flag = "--routes", .env = "ROUTES", .kind = OPT_ROUTES, .off = AGENT_FIELD(routes)},
     {.flag = "--auth-basic", .env = "AUTH_BASIC", .kind = OPT_BASIC, .off = AGENT_FIELD(basic)},
     {.flag = "--auth-basic-file", .env = "AUTH_BASIC_FILE", .kind = OPT_BASIC_FILE,
@@ -137,6 +147,19 @@ static void agent_usage(void) {
           "  --auth-basic-file FILE   AUTH_BASIC_FILE: more logins, one user:password a\n"
           "                           line ('#' comments); with AUTH_BASIC, either passes;\n"
           "                           at most 64 in all\n"
+          "  --admin ADDR             ADMIN_LISTEN: the admin listener (health, metrics,\n"
+          "                           dashboard, request inspector), plain HTTP; use a\n"
+          "                           loopback address (default off)\n"
+          "  --admin-token TOKEN      ADMIN_TOKEN: every admin path but /livez needs it\n"
+          "                           (Bearer, or as the Basic password)\n"
+          "  --access-log PATH        ACCESS_LOG: one line per request (\"-\": stdout);\n"
+          "                           SIGHUP reopens it\n"
+          "  --log-format FMT         LOG_FORMAT: text (default) or json, for the event\n"
+          "                           log and the access log\n"
+          "  --inspect=0              INSPECT=0: do not capture requests for the\n"
+          "                           dashboard's inspector (default 1)\n"
+          "  --inspect-secrets        INSPECT_SECRETS=1: show Authorization, Cookie,\n"
+          "                           Set-Cookie and X-Auth-Token in the inspector\n"
           "  -h, --help               show this help and exit\n"
           "  --version                print the version and exit\n",
           stdout);
@@ -214,6 +237,7 @@ static void agent_defaults(nw_agent_cfg_t *cfg) {
     cfg->max_pipes = 1024;
     cfg->grace_ms = 30000;
     cfg->rewrite_location = 1;
+    cfg->inspect = 1;
 }
 
 /* Keep a copy of each .env value that names a setting; ignore the rest. */

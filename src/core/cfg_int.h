@@ -40,6 +40,8 @@ enum {
     OPT_REGEX,   /* char[1024], a POSIX extended regular expression that compiles */
     OPT_BALANCE, /* int NW_BALANCE_* */
     OPT_DOMAIN,  /* char[NW_CFG_DOMAIN_MAX + 1], a DNS name, stored lowercase */
+    OPT_ADDR,    /* nw_cfg_addr_t: one listen address (--admin) */
+    OPT_LOGFMT,  /* int NW_LOGFMT_* */
     OPT_LISTEN,  /* repeatable, handled by nw_cfg_serve */
     OPT_ENVFILE, /* handled by nw_cfg_agent */
     OPT_ROUTES,  /* char[NW_CFG_ROUTES_LEN], handled by nw_cfg_agent */

@@ -61,6 +61,13 @@ static const opt_t serve_opts[] = {
     {.flag = "--tokens", .env = "TOKENS_FILE", .kind = OPT_PATH, .off = SERVE_FIELD(tokens_file)},
     {.flag = "--route-hold", .env = "ROUTE_HOLD", .kind = OPT_SECS,
      .off = SERVE_FIELD(route_hold_ms)},
+    {.flag = "--admin", .env = "ADMIN_LISTEN", .kind = OPT_ADDR, .off = SERVE_FIELD(ops.admin)},
+    {.flag = "--admin-token", .env = "ADMIN_TOKEN", .kind = OPT_TOKEN,
+     .off = SERVE_FIELD(ops.admin_token)},
+    {.flag = "--access-log", .env = "ACCESS_LOG", .kind = OPT_PATH,
+     .off = SERVE_FIELD(ops.access_log)},
+    {.flag = "--log-format", .env = "LOG_FORMAT", .kind = OPT_LOGFMT,
+     .off = SERVE_FIELD(ops.log_format)},
 };
 
 _Static_assert(NW_ARRAY_LEN(serve_opts) <= MAX_OPTS, "raise MAX_OPTS");
@@ -134,6 +141,17 @@ static void serve_usage(void) {
           "                           long (its requests wait --queue-timeout, then 503),\n"
           "                           then its host answers 404 again\n"
           "                           (default 300; env ROUTE_HOLD)\n"
+          "\n"
+          "Operations:\n"
+          "  --admin ADDR             the admin listener (health, metrics, dashboard),\n"
+          "                           plain HTTP; use a loopback address\n"
+          "                           (default off; env ADMIN_LISTEN)\n"
+          "  --admin-token TOKEN      every admin path but /livez needs it (Bearer, or as\n"
+          "                           the Basic password) (env ADMIN_TOKEN)\n"
+          "  --access-log PATH        one line per request (\"-\": stdout); SIGHUP reopens\n"
+          "                           it (env ACCESS_LOG)\n"
+          "  --log-format FMT         text (default) or json, for the event log and the\n"
+          "                           access log (env LOG_FORMAT)\n"
           "\n"
           "Limits:\n"
           "  --max-headers N          header fields per request, at most 200, else 431\n"

@@ -467,6 +467,35 @@ UNIT_TEST(serve_route_hold) {
     CHECK(serve_fails(ARGC(zero), zero, "--route-hold: must be greater than 0"));
 }
 
+UNIT_TEST(serve_ops) {
+    char *plain[] = {"serve"};
+    char *on[] = {"serve", "--admin", "127.0.0.1:9100", "--admin-token", "adm1n",
+                  "--access-log", "-", "--log-format", "JSON"};
+    char *tls[] = {"serve", "--admin", "https://127.0.0.1:9100"};
+    char *badfmt[] = {"serve", "--log-format", "xml"};
+    char *badaddr[] = {"serve", "--admin", "nowhere"};
+    nw_serve_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), 0);
+    CHECK(!c.ops.admin.set && !c.ops.admin_token[0] && !c.ops.access_log[0]);
+    CHECK_EQ(c.ops.log_format, NW_LOGFMT_TEXT);
+    CHECK_EQ(nw_cfg_serve(ARGC(on), on, &c, err, sizeof(err)), 0);
+    CHECK(c.ops.admin.set && c.ops.admin.addr.port == 9100);
+    CHECK_STR(c.ops.admin.addr.host, "127.0.0.1");
+    CHECK_STR(c.ops.admin_token, "adm1n");
+    CHECK_STR(c.ops.access_log, "-");
+    CHECK_EQ(c.ops.log_format, NW_LOGFMT_JSON);
+    setenv("ADMIN_LISTEN", "[::1]:0", 1);
+    CHECK_EQ(nw_cfg_serve(ARGC(plain), plain, &c, err, sizeof(err)), 0);
+    CHECK(c.ops.admin.set && c.ops.admin.addr.port == 0);
+    unsetenv("ADMIN_LISTEN");
+    CHECK(serve_fails(ARGC(tls), tls, "--admin: the admin listener speaks plain HTTP"));
+    CHECK(serve_fails(ARGC(badfmt), badfmt, "--log-format: invalid log format 'xml'"));
+    CHECK(serve_fails(ARGC(badaddr), badaddr, "--admin: "));
+}
+
 /* ---- agent -------------------------------------------------------------- */
 
 UNIT_TEST(agent_precedence) {
@@ -937,7 +966,7 @@ UNIT_TEST(header_defaults) {
         const dflt_t agent[] = {DA(ping_interval_ms), DA(connect_timeout_ms), DA(pool_size),
                                 DA(window), DA(max_head), DA(max_conn), DA(max_local),
                                 DA(local_queue), DA(local_queue_timeout_ms), DA(max_pipes),
-                                DA(grace_ms), DA(rewrite_location)};
+                                DA(grace_ms), DA(rewrite_location), DA(inspect)};
         int rc = check_header_defaults(serve, ARGC(serve), agent, ARGC(agent), bad, sizeof(bad));
         if (rc)
             fprintf(stderr, "  %s\n", bad);
@@ -953,7 +982,7 @@ UNIT_TEST(header_defaults) {
 UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_defaults),
           UNIT_CASE(serve_flags), UNIT_CASE(serve_env), UNIT_CASE(serve_bad),
           UNIT_CASE(serve_body_timeout), UNIT_CASE(serve_domain), UNIT_CASE(serve_tokens_file),
-          UNIT_CASE(serve_route_hold),
+          UNIT_CASE(serve_route_hold), UNIT_CASE(serve_ops),
           UNIT_CASE(serve_help_version), UNIT_CASE(agent_precedence),
           UNIT_CASE(agent_defaults_and_flags), UNIT_CASE(agent_seed_env_file),
           UNIT_CASE(agent_pipes_and_queue_timeout), UNIT_CASE(agent_host_and_redirects),
