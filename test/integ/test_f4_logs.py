@@ -80,7 +80,7 @@ def req(s, method, target, headers=(), body=None, host=ROUTE):
 def test_f4_serve_text_lines(t):
     """A proxied 200, serve's own 404 (no route), 401 (AUTH_TOKEN) and 400
     (no Host): one line each, every field where it belongs."""
-    path = os.path.join(t.logdir, "access.log")
+    path = os.path.join(t.logdir, "access-f4.txt")
     o, s, a, tun = stack(t, ["--access-log", path, "--auth-token", "tok",
                              "--auth-rule", "^/private"])
     r = req(s, "POST", "/echo/x?q=1", [("User-Agent", "ua/1.0"),
@@ -125,8 +125,8 @@ def test_f4_serve_text_lines(t):
 def test_f4_agent_502_both_logs(t):
     """The local service is down: the agent logs its 502, serve logs the
     502 it answered (no upstream status, the tunnel named)."""
-    spath = os.path.join(t.logdir, "serve.log")
-    apath = os.path.join(t.logdir, "agent.log")
+    spath = os.path.join(t.logdir, "access-serve.txt")
+    apath = os.path.join(t.logdir, "access-agent.txt")
     s = t.serve("--access-log", spath)
     # A port nothing listens on: bind, take its number, close.
     import socket
@@ -151,7 +151,7 @@ def test_f4_agent_502_both_logs(t):
 def test_f4_agent_proxied_200(t):
     """The agent's line for a request it served: the local status as both
     status and upstream status, body bytes each way."""
-    path = os.path.join(t.logdir, "agent.log")
+    path = os.path.join(t.logdir, "access-agent.txt")
     o, s, a, tun = stack(t, agent_args=["--access-log", path])
     r = req(s, "PUT", "/echo/up", [("User-Agent", "up/1")], body=b"x" * 1000)
     eq(r.status, 200, "proxied PUT")
@@ -168,8 +168,8 @@ def test_f4_agent_proxied_200(t):
 def test_f4_json_access_and_event_log(t):
     """--log-format json: each access-log line is a JSON object with the
     documented keys, and so is every line of the event log."""
-    spath = os.path.join(t.logdir, "serve.json")
-    apath = os.path.join(t.logdir, "agent.json")
+    spath = os.path.join(t.logdir, "access-serve.json")
+    apath = os.path.join(t.logdir, "access-agent.json")
     o, s, a, tun = stack(t, ["--access-log", spath, "--log-format", "json"],
                          agent_env={"ACCESS_LOG": apath, "LOG_FORMAT": "json"})
     r1 = req(s, "GET", "/echo/j?a=%22b%22", [("User-Agent", "j\"son\\ \xe9")])
@@ -213,7 +213,7 @@ def test_f4_json_access_and_event_log(t):
 def test_f4_hostile_user_agent_escaped(t):
     """A User-Agent and Referer with quotes, backslashes, a tab and bytes
     over 0x7f cannot forge fields or a line: each becomes \\xHH."""
-    path = os.path.join(t.logdir, "access.log")
+    path = os.path.join(t.logdir, "access-f4.txt")
     o, s, a, tun = stack(t, ["--access-log", path])
     ua = 'x" 200 1 "-" "forged\\\t\xff\x80'
     c = Conn(s.port)
@@ -259,7 +259,7 @@ def hup_cycle(t, proc, path, do_request, label):
 
 @timed(60)
 def test_f4_sighup_reopens_serve(t):
-    path = os.path.join(t.logdir, "serve.log")
+    path = os.path.join(t.logdir, "access-serve.txt")
     o, s, a, tun = stack(t, ["--access-log", path])
     hup_cycle(t, s.proc, path, lambda: eq(req(s, "GET", "/echo").status, 200, "GET"), "serve")
 
@@ -268,7 +268,7 @@ def test_f4_sighup_reopens_serve(t):
 def test_f4_sighup_reopens_agent(t):
     """The agent had no SIGHUP handler (the default action ended it): now
     HUP reopens its access log."""
-    path = os.path.join(t.logdir, "agent.log")
+    path = os.path.join(t.logdir, "access-agent.txt")
     o, s, a, tun = stack(t, agent_env={"ACCESS_LOG": path})
     hup_cycle(t, a, path, lambda: eq(req(s, "GET", "/echo").status, 200, "GET"), "agent")
 
