@@ -4,6 +4,7 @@
  * buffer once per loop turn and reopened on SIGHUP. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -313,8 +314,9 @@ static size_t count_lines(const char *p, size_t n) {
 
 /* Write what is buffered: one write(2) after another until it is out, the
  * fd would block (the rest waits for the next turn) or fails (the rest is
- * lost, said once until a write works again). */
-static void alog_flush(void) {
+ * lost, said once until a write works again). report: say how many lines
+ * were dropped since the last report (once per loop turn, not per line). */
+static void alog_flush(int report) {
     size_t off = 0;
     while (off < A.len) {
         ssize_t n = write(A.fd, A.buf + off, A.len - off);
@@ -336,7 +338,7 @@ static void alog_flush(void) {
     }
     memmove(A.buf, A.buf + off, A.len - off);
     A.len -= off;
-    if (A.dropped) {
+    if (report && A.dropped) {
         nw_warn("access log: %llu line(s) dropped: the buffer (%d KiB) was full",
                 (unsigned long long)A.dropped, NW_ALOG_BUF / 1024);
         A.dropped = 0;
@@ -345,7 +347,7 @@ static void alog_flush(void) {
 
 static void alog_on_idle(uv_idle_t *h) {
     uv_idle_stop(h);
-    alog_flush();
+    alog_flush(1);
 }
 
 static int open_path(const char *path) {
@@ -392,7 +394,7 @@ void nw_alog_write(nw_alog_rec_t *r) {
     r->time_ms = (int)(tv.tv_usec / 1000);
     n = nw_alog_format(r, A.json, line, sizeof(line));
     if (n > sizeof(A.buf) - A.len)
-        alog_flush(); /* a burst: one write now rather than a dropped line */
+        alog_flush(0); /* a burst: one write now rather than a dropped line */
     if (n > sizeof(A.buf) - A.len) {
         A.dropped++;
         return;
@@ -402,14 +404,14 @@ void nw_alog_write(nw_alog_rec_t *r) {
     if (A.has_idle && !uv_is_closing((uv_handle_t *)&A.idle))
         uv_idle_start(&A.idle, alog_on_idle); /* no-op when started */
     else
-        alog_flush(); /* the loop is going away */
+        alog_flush(1); /* the loop is going away */
 }
 
 void nw_alog_reopen(void) {
     int fd;
     if (A.fd < 0 || !A.own)
         return;
-    alog_flush();
+    alog_flush(1);
     if ((fd = open_path(A.path)) < 0) {
         nw_err("access log: cannot reopen %s: %s; still writing to the file open before",
                A.path, strerror(errno));
@@ -422,9 +424,23 @@ void nw_alog_reopen(void) {
 }
 
 void nw_alog_close(void) {
+    int tries;
     if (A.fd < 0)
         return;
-    alog_flush();
+    /* An output that would block (a non-blocking pipe) gets a moment to
+     * take the rest: up to a second, then what is left is said lost. */
+    for (tries = 0; tries < 10; tries++) {
+        struct pollfd pf = {.fd = A.fd, .events = POLLOUT};
+        alog_flush(1);
+        if (!A.len)
+            break;
+        poll(&pf, 1, 100);
+    }
+    if (A.len) {
+        nw_warn("access log: %zu line(s) not written at exit: %s does not take them",
+                count_lines(A.buf, A.len), A.path);
+        A.len = 0;
+    }
     if (A.own)
         close(A.fd);
     A.fd = -1;

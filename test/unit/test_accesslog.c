@@ -1,9 +1,12 @@
 /* test_accesslog.c: the access-log line (src/core/accesslog.c): the
  * combined format with natwrp's four fields, JSON, escaping and caps. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "accesslog.h"
+#include "log.h"
 #include "unit.h"
 
 #define S(x) (x), (sizeof(x) - 1)
@@ -139,6 +142,102 @@ UNIT_TEST(caps) {
     CHECK_EQ(out[7], 0);
 }
 
+/* ---- the writer and the event log, with stdout and stderr redirected ---- */
+
+static void close_walk(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static size_t drain(int fd, size_t *bytes) {
+    char b[65536];
+    ssize_t n;
+    size_t lines = 0, i;
+    while ((n = read(fd, b, sizeof(b))) > 0) {
+        for (i = 0; i < (size_t)n; i++)
+            lines += b[i] == '\n';
+        *bytes += (size_t)n;
+    }
+    return lines;
+}
+
+/* Lines wait for the loop turn; when the output blocks (a full pipe) and
+ * the 64 KiB buffer is full, lines are dropped, counted, and reported in
+ * one warning at the next flush: every line is either written or counted. */
+UNIT_TEST(writer_buffers_and_drops) {
+    static char big[8000], errtext[65536];
+    uv_loop_t loop;
+    char err[256];
+    int p[2], saved_out, saved_err, rc, i, queued_before_turn;
+    size_t lines = 0, bytes = 0, dropped = 0, warnings = 0;
+    FILE *cap = tmpfile();
+    const char *d;
+    nw_alog_rec_t r = rec();
+
+    memset(big, 'a', sizeof(big));
+    r.target = big;
+    r.target_len = sizeof(big);
+    CHECK(cap != NULL);
+    CHECK_EQ(pipe2(p, O_NONBLOCK), 0);
+    fflush(stdout);
+    saved_out = dup(1);
+    saved_err = dup(2);
+    dup2(p[1], 1);
+    dup2(fileno(cap), 2);
+    uv_loop_init(&loop);
+    rc = nw_alog_open(&loop, "-", 0, err, sizeof(err));
+    nw_alog_write(&r);
+    lines += drain(p[0], &bytes);
+    queued_before_turn = bytes == 0; /* nothing written until the loop turns */
+    for (i = 1; i < 64; i++)
+        nw_alog_write(&r); /* the pipe (64 KiB) fills, then the buffer */
+    for (i = 0; i < 4; i++) { /* read, let the loop flush, read again */
+        lines += drain(p[0], &bytes);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        nw_alog_write(&r);
+    }
+    for (i = 0; i < 8; i++) { /* what the buffer still holds */
+        uv_run(&loop, UV_RUN_NOWAIT);
+        lines += drain(p[0], &bytes);
+    }
+    uv_walk(&loop, close_walk, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    nw_alog_close();
+    lines += drain(p[0], &bytes);
+
+    nw_log_json = 1;
+    nw_log(NW_LOG_WARN, "say \"hi\"\n\\ \x01");
+    nw_log_json = 0;
+    nw_log(NW_LOG_INFO, "plain %d", 7);
+
+    fflush(stderr);
+    dup2(saved_out, 1);
+    dup2(saved_err, 2);
+    close(saved_out);
+    close(saved_err);
+    close(p[0]);
+    close(p[1]);
+    rewind(cap);
+    errtext[fread(errtext, 1, sizeof(errtext) - 1, cap)] = 0;
+    fclose(cap);
+
+    CHECK_EQ(rc, 0);
+    CHECK(queued_before_turn);
+    for (d = errtext; (d = strstr(d, "access log: ")) != NULL; d++) {
+        unsigned long long k;
+        if (sscanf(d, "access log: %llu line(s) dropped", &k) == 1)
+            dropped += k, warnings++;
+    }
+    CHECK(dropped > 0);
+    CHECK(warnings <= 5); /* one per loop turn with drops, never one per line */
+    CHECK_EQ(lines + dropped, 68);
+    CHECK(strstr(errtext, "\"level\":\"warn\",\"msg\":\"say \\\"hi\\\"\\u000a\\\\ "
+                          "\\u0001\"}\n") != NULL);
+    CHECK(strstr(errtext, "Z info  plain 7\n") != NULL); /* text: as before */
+}
+
 UNIT_MAIN(UNIT_CASE(text_example), UNIT_CASE(text_absent_fields), UNIT_CASE(text_escaping),
           UNIT_CASE(escape_primitives), UNIT_CASE(json_example), UNIT_CASE(json_absent),
-          UNIT_CASE(caps))
+          UNIT_CASE(caps), UNIT_CASE(writer_buffers_and_drops))
