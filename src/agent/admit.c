@@ -34,7 +34,9 @@ void admit_waiters(agent_t *ag) {
 void lreq_refuse(lreq_t *r, const char *body, size_t len) {
     char cl[24];
     nw_hdr_t h[3];
+    r->log_status = 503;
     if (r->strm && !nw_tun_closing(r->strm->tun)) {
+        r->log_out = len;
         snprintf(cl, sizeof(cl), "%zu", len);
         h[0] = (nw_hdr_t){"Content-Type", 12, "text/plain; charset=utf-8", 25};
         h[1] = (nw_hdr_t){"Content-Length", 14, cl, strlen(cl)};

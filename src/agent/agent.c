@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "accesslog.h"
 #include "agent.h"
 #include "agent_int.h"
 #include "proc.h"
@@ -40,6 +41,7 @@ static void agent_stop(agent_t *ag) {
         lc_close(ag->idle);
     uv_close((uv_handle_t *)&ag->sig[0], NULL);
     uv_close((uv_handle_t *)&ag->sig[1], NULL);
+    uv_close((uv_handle_t *)&ag->hup, NULL);
     uv_close((uv_handle_t *)&ag->grace, NULL);
     uv_close((uv_handle_t *)&ag->drain, NULL);
     uv_close((uv_handle_t *)&ag->qtimer, NULL);
@@ -100,6 +102,17 @@ static void on_grace(uv_timer_t *h) {
     nw_warn("agent=%s grace period (%llu ms) over: cutting %zu request(s) still running",
             ag->cfg->agent_id, (unsigned long long)ag->cfg->grace_ms, ag->nreqs);
     agent_stop(ag);
+}
+
+/* SIGHUP: reopen the access log file (logrotate); nothing else reloads. */
+static void on_sighup(uv_signal_t *h, int signum) {
+    agent_t *ag = h->data;
+    (void)signum;
+    if (nw_alog_on())
+        nw_alog_reopen();
+    else
+        nw_info("agent=%s received SIGHUP: no access log file, nothing to reopen",
+                ag->cfg->agent_id);
 }
 
 /* SIGTERM/SIGINT: stop taking streams (GOAWAY on every tunnel; the server
@@ -212,6 +225,9 @@ static void agent_handles(agent_t *ag, uv_loop_t *loop) {
     ag->sig[0].data = ag->sig[1].data = ag;
     uv_signal_start(&ag->sig[0], on_signal, SIGINT);
     uv_signal_start(&ag->sig[1], on_signal, SIGTERM);
+    uv_signal_init(loop, &ag->hup);
+    ag->hup.data = ag;
+    uv_signal_start(&ag->hup, on_sighup, SIGHUP);
 }
 
 /* The tunnel handshake must fit in serve's request head limit (its
@@ -314,6 +330,7 @@ int nw_agent_main(int argc, char **argv) {
         return 2;
     }
     nw_log_level = cfg.log_level;
+    nw_log_json = cfg.ops.log_format == NW_LOGFMT_JSON;
 
     /* Lookups (a host name in REMOTE_URL or LOCAL_URL) are rare; libuv's
      * default of 4 pool threads costs memory for nothing. */
@@ -335,6 +352,13 @@ int nw_agent_main(int argc, char **argv) {
     if (!ag->slots)
         goto out;
     uv_loop_init(&loop);
+    if (nw_alog_open(&loop, cfg.ops.access_log, cfg.ops.log_format == NW_LOGFMT_JSON, err,
+                     sizeof(err)) != 0) {
+        fprintf(stderr, "natwrp agent: %s\n", err);
+        uv_loop_close(&loop);
+        rc = 2;
+        goto out;
+    }
     ag->loop = &loop;
     ag->cfg = &cfg;
     agent_names(ag, &cfg);
@@ -351,6 +375,7 @@ int nw_agent_main(int argc, char **argv) {
         slot_connect(&ag->slots[k]);
     uv_run(&loop, UV_RUN_DEFAULT);
     nw_loop_teardown(&loop);
+    nw_alog_close();
     rc = 0;
 out:
     agent_free(ag);

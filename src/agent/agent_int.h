@@ -74,6 +74,11 @@ struct lreq_s {
         in_eof : 1,   /* piped: the server's side (the client) ended */
         has_cl : 1,   /* OPEN carried Content-Length: body_left bounds the body */
         pipe_slot : 1; /* counted in npipes (an upgrade request or a pipe) */
+    uint64_t log_t0;  /* access log: uv_hrtime() at the OPEN */
+    uint64_t log_in, log_out; /* access log: body (or pipe) bytes each way */
+    uint64_t log_tun; /* access log: the tunnel's id */
+    int log_status;   /* access log: what went back (0: nothing yet) */
+    int log_upstream; /* access log: the local service's status, or 0 */
 };
 
 struct agent_s {
@@ -99,6 +104,7 @@ struct agent_s {
     uv_timer_t qtimer;        /* LOCAL_QUEUE_TIMEOUT of the oldest waiting request */
     int admitting;
     uv_signal_t sig[2];
+    uv_signal_t hup;          /* SIGHUP: reopen the access log */
     uv_timer_t grace;         /* SIGTERM: the deadline for in-flight requests */
     uv_check_t drain;         /* SIGTERM: checks after each I/O whether all is done */
     int stopping;             /* 1 draining, 2 closing everything */

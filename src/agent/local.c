@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "accesslog.h"
 #include "agent_int.h"
 #include "path.h"
 #include "redirect.h"
@@ -28,6 +29,8 @@ static void lreq_abort_local(lreq_t *r) {
 }
 
 void lreq_fail(lreq_t *r, uint32_t code, const char *why) {
+    if (!r->log_status) /* what serve answers for the reset (its code_status) */
+        r->log_status = code == NW_RST_TIMEOUT ? 504 : code == NW_RST_REFUSED ? 503 : 502;
     nw_warn("agent=%s strm=%u local request failed: %s", r->ag->cfg->agent_id,
             r->strm ? r->strm->sid : 0, why);
     lreq_detach(r, code);
@@ -82,6 +85,7 @@ void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     lreq_t *r = s->data;
     size_t n = len; /* bytes of the request body (or of the pipe) */
     int wend = end;
+    r->log_in += len;
     if (!r->piped && (r->has_cl || r->upgrade)) {
         /* The body is exactly Content-Length bytes: what a server sends
          * beyond it would reach the service as the start of another
@@ -136,6 +140,8 @@ void ag_on_reset(nw_strm_t *s, uint32_t code) {
         nw_info("agent=%s strm=%u %s: aborting the local request", r->ag->cfg->agent_id, s->sid,
                 code >= NW_RST_TUNNEL_LOST ? "tunnel lost" : nw_mux_code_name(code));
     r->strm = NULL;
+    if (!r->log_status)
+        r->log_status = 499; /* the client (or serve) gave up first, as nginx logs it */
     lreq_abort_local(r);
     lreq_free(r);
 }
@@ -186,6 +192,8 @@ static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
     ag->reqs = r;
     nw_trimmer_load(&ag->trim, ++ag->nreqs);
     r->req_end = (f->flags & NW_MUX_F_END) != 0;
+    r->log_t0 = uv_hrtime();
+    r->log_tun = s->tun->id;
     r->is_head = nw_strieq(f->method, f->method_len, "HEAD");
     return r;
 }
@@ -418,6 +426,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
             if (m == 2)
                 break;
         }
+        r->log_status = r->log_upstream = 101;
         rc = nw_strm_head(r->strm, 101, lc->hf.raw.p ? lc->hf.raw.p : "", lc->hf.first_len, hdrs,
                           (size_t)(n < 0 ? 0 : n + (int)m), 0);
         if (rc != 0)
@@ -440,6 +449,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
     }
     end = r->is_head || st == 204 || st == 304 ||
           ((p->flags & F_CONTENT_LENGTH) && p->content_length == 0 && !(p->flags & F_CHUNKED));
+    r->log_status = r->log_upstream = (int)st;
     rc = nw_strm_head(r->strm, (uint16_t)st, lc->hf.raw.p ? lc->hf.raw.p : "", lc->hf.first_len,
                       hdrs, (size_t)(n < 0 ? 0 : n), end);
     if (rc != 0) {
@@ -464,6 +474,7 @@ static int lc_on_body(llhttp_t *p, const char *at, size_t n) {
     rc = nw_strm_send(r->strm, at, n, last);
     if (rc < 0)
         return -1;
+    r->log_out += n;
     if (last)
         r->resp_end = 1;
     if (rc == 1)
@@ -516,6 +527,7 @@ static void lc_pipe_out(lconn_t *lc, const char *p, size_t n) {
         lreq_fail(r, NW_RST_UPSTREAM, "tunnel stream closed");
         return;
     }
+    r->log_out += n;
     if (rc == 1)
         nw_conn_pause(lc->conn, NW_PAUSE_CREDIT);
     if (!p) {
@@ -696,8 +708,66 @@ void lreq_start(lreq_t *r) {
         lreq_fail(r, NW_RST_INTERNAL, "cannot start a connection");
 }
 
+/* The value of field name (lowercase) in the head sent to the service,
+ * or NULL. */
+static const char *head_field(const nw_sbuf_t *h, const char *name, size_t *len) {
+    size_t nl = strlen(name);
+    const char *p = h->p, *e = h->p + h->len, *eol;
+    while (p && p < e && (eol = memchr(p, '\n', (size_t)(e - p))) != NULL) {
+        p = eol + 1; /* the request line is skipped */
+        if ((size_t)(e - p) > nl && p[nl] == ':' && nw_strieq(p, nl, name)) {
+            const char *v = p + nl + 1, *ve = memchr(v, '\r', (size_t)(e - v));
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            *len = ve ? (size_t)(ve - v) : 0;
+            return ve ? v : NULL;
+        }
+    }
+    return NULL;
+}
+
+/* One access-log line for r: the request as sent to the service, the
+ * client serve named (the last X-Forwarded-For element), the status that
+ * went back through the tunnel (the service's, or the agent's own 503,
+ * the 502/504 serve makes of a reset, 499 for a stream the server reset). */
+static void lreq_alog(lreq_t *r) {
+    nw_alog_rec_t a = {0};
+    char ip[64];
+    const char *sp, *v;
+    size_t n;
+    if (!nw_alog_on() || !r->head.len)
+        return;
+    a.method = r->head.p;
+    if ((sp = memchr(r->head.p, ' ', r->head.len)) != NULL) {
+        const char *t = sp + 1, *te = memchr(t, ' ', r->head.len - (size_t)(t - r->head.p));
+        a.method_len = (size_t)(sp - r->head.p);
+        a.target = t;
+        a.target_len = te ? (size_t)(te - t) : 0;
+        a.proto = "HTTP/1.1";
+    }
+    if ((v = head_field(&r->head, "x-forwarded-for", &n)) != NULL) {
+        const char *c = v + n;
+        while (c > v && c[-1] != ',')
+            c--;
+        while (c < v + n && *c == ' ')
+            c++;
+        snprintf(ip, sizeof(ip), "%.*s", (int)(v + n - c), c);
+        a.client = ip;
+    }
+    a.referer = head_field(&r->head, "referer", &a.referer_len);
+    a.user_agent = head_field(&r->head, "user-agent", &a.user_agent_len);
+    a.status = r->log_status ? r->log_status : 502;
+    a.upstream_status = r->log_upstream;
+    a.bytes_out = r->log_out;
+    a.bytes_in = r->log_in;
+    a.duration = (double)(uv_hrtime() - r->log_t0) / 1e9;
+    a.tunnel = r->log_tun;
+    nw_alog_write(&a);
+}
+
 void lreq_free(lreq_t *r) {
     agent_t *ag = r->ag;
+    lreq_alog(r);
     admit_release(r);
     if (r->dial)
         nw_dial_cancel(r->dial);

@@ -5,6 +5,8 @@
 enum { NW_LOG_ERROR = 0, NW_LOG_WARN = 1, NW_LOG_INFO = 2, NW_LOG_DEBUG = 3 };
 
 extern int nw_log_level;
+/* --log-format json: each line is {"time":"...","level":"...","msg":"..."}. */
+extern int nw_log_json;
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))

@@ -281,6 +281,7 @@ void pc_maybe_free(pconn_t *pc) {
 
 void pc_on_conn_close(nw_conn_t *c) {
     pconn_t *pc = c->data;
+    pc_alog(pc, 1); /* while the client's address is known */
     pc->conn = NULL;
     if (pc->state != PC_CLOSED)
         pc_close(pc); /* closed from below (a finished pipe): close the timer too */
@@ -293,6 +294,7 @@ void pc_on_timer_close(uv_handle_t *h) { pc_maybe_free(h->data); }
 void pc_close(pconn_t *pc) {
     if (pc->state == PC_CLOSED)
         return;
+    pc_alog(pc, 1);
     wq_remove(pc);
     pc_heads_unlink(pc);
     nw_sbuf_free(&pc->head_out);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "accesslog.h"
 #include "cfg.h"
 #include "conn.h"
 #include "http1.h"
@@ -41,6 +42,10 @@ static int on_message_begin(llhttp_t *p) {
     pc->err_why = NULL;
     pc->realm[0] = pc->nohost[0] = 0;
     pc->route_auth = 0;
+    pc->alog.t0 = uv_hrtime();
+    pc->alog.in = pc->alog.out = pc->alog.tun = 0;
+    pc->alog.status = pc->alog.upstream = 0;
+    pc->alog.route[0] = 0;
     pc_set_state(pc, PC_HEAD);
     pc->used = 1;
     pc_arm(pc, pc->srv->cfg->head_timeout_ms);
@@ -130,6 +135,8 @@ static nw_tun_t *pc_tunnel(pconn_t *pc, const char *ip, size_t iplen, int *any, 
         *status = rc == NW_EINVAL ? 400 : 503;
         return NULL;
     }
+    if (hit.route && nw_alog_on())
+        nw_route_format(hit.route, pc->alog.route, sizeof(pc->alog.route));
     if (!hit.route) {
         nw_info("conn=%llu client=%s no service for %s: 404", (unsigned long long)pc->id,
                 pc->conn->peer, pc->nohost);
@@ -177,6 +184,7 @@ int pc_dispatch(pconn_t *pc) {
                            pc->end_at_open, &err);
     if (pc->strm) {
         pc->strm->data = pc;
+        pc->alog.tun = t->id;
         nw_debug("conn=%llu client=%s tun=%llu agent=%s strm=%u %s %.*s",
                  (unsigned long long)pc->id, pc->conn->peer, (unsigned long long)t->id, t->agent,
                  pc->strm->sid, method, (int)fh.tlen, fh.target);
@@ -378,6 +386,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
     pconn_t *pc = p->data;
     if ((p->flags & F_CHUNKED) && pc_chunk_data(pc, at, n) != 0)
         return pc_refuse(p, 400, "no CRLF after chunk data");
+    pc->alog.in += n;
     if (!pc->strm)
         return 0; /* the response already ended or failed: drop */
     pc->body_started = 1;

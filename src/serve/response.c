@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "accesslog.h"
 #include "cfg.h"
 #include "conn.h"
 #include "http1.h"
@@ -74,6 +75,55 @@ static void heads_on_idle(uv_idle_t *h) {
     }
 }
 
+/* One access-log line for pc's request, once (alog.t0 is cleared). cut:
+ * the connection is closing; a request is logged only if it reached a
+ * tunnel or a response (a client gone before its answer: 499, as nginx
+ * logs it), not a request head cut short. */
+void pc_alog(pconn_t *pc, int cut) {
+    nw_alog_rec_t r = {0};
+    char ip[64], proto[16];
+    const char *c;
+    nw_hdr_t f;
+    int i;
+    if (!pc->alog.t0 || !nw_alog_on())
+        return;
+    if (cut && !pc->head_sent && pc->state != PC_QUEUED && pc->state != PC_WAIT)
+        return;
+    if (pc->conn && (c = strrchr(pc->conn->peer, ':')) != NULL) {
+        const char *p = pc->conn->peer + (pc->conn->peer[0] == '[');
+        snprintf(ip, sizeof(ip), "%.*s", (int)(c - p - (p != pc->conn->peer)), p);
+        r.client = ip;
+    }
+    if (pc->hf.first_len) { /* on_url ran: the method is known */
+        r.method = llhttp_method_name((llhttp_method_t)pc->parser.method);
+        r.method_len = strlen(r.method);
+        r.target = pc->hf.raw.p;
+        r.target_len = pc->hf.first_len;
+        if (pc->parser.http_major) {
+            snprintf(proto, sizeof(proto), "HTTP/%d.%d", pc->parser.http_major,
+                     pc->parser.http_minor);
+            r.proto = proto;
+        }
+    }
+    if ((i = nw_hf_find(&pc->hf, "referer", 0)) >= 0) {
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        r.referer = f.value, r.referer_len = f.value_len;
+    }
+    if ((i = nw_hf_find(&pc->hf, "user-agent", 0)) >= 0) {
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        r.user_agent = f.value, r.user_agent_len = f.value_len;
+    }
+    r.status = pc->head_sent ? pc->alog.status : 499;
+    r.bytes_out = pc->alog.out;
+    r.bytes_in = pc->alog.in;
+    r.duration = (double)(uv_hrtime() - pc->alog.t0) / 1e9;
+    r.upstream_status = pc->alog.upstream;
+    r.route = pc->alog.route;
+    r.tunnel = pc->alog.tun;
+    pc->alog.t0 = 0;
+    nw_alog_write(&r);
+}
+
 /* Answer with a short text error. The connection stays open when the
  * request was read completely and the client wants keep-alive; otherwise
  * it is closed (lingering). */
@@ -108,6 +158,9 @@ void pc_reply(pconn_t *pc, int status, const char *msg) {
     if (n > 0)
         pc_write(pc, buf, (size_t)NW_MIN((size_t)n, sizeof(buf) - 1), 0);
     pc->head_sent = 1;
+    pc->alog.status = status;
+    pc->alog.out = pc->is_head ? 0 : (uint64_t)bl;
+    pc_alog(pc, 0);
     if (keep) {
         pc->keep_alive = 1;
         pc_response_done(pc);
@@ -118,6 +171,7 @@ void pc_reply(pconn_t *pc, int status, const char *msg) {
 }
 
 void pc_response_done(pconn_t *pc) {
+    pc_alog(pc, 0);
     pc->stale_credit = pc->body_inflight;
     pc_drop_strm(pc, 0);
     if (!pc->req_done || !pc->keep_alive || pc->srv->draining) {
@@ -258,6 +312,7 @@ void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     nw_sbuf_t out = {0};
     int end = (f->flags & NW_MUX_F_END) != 0;
     int nobody = pc->is_head || f->status == 204 || f->status == 304 || f->status < 200;
+    pc->alog.status = pc->alog.upstream = f->status;
     if (f->status == 101 && pc->upgrade && !end && nw_http_fields_ok(f->hdrs, f->nhdrs) &&
         nw_http_value_ok(f->reason, f->reason_len)) {
         pc_switch(pc, s, f);
@@ -367,6 +422,7 @@ int pc_flush_body(pconn_t *pc) {
 static void pipe_data(pconn_t *pc, const uint8_t *p, size_t len, int end) {
     uv_buf_t pb = uv_buf_init((char *)p, (unsigned)len);
     int rc = pc_hold_body(pc, p, len);
+    pc->alog.out += len;
     if (rc < 0 || (rc == 0 && len && nw_conn_write(pc->conn, &pb, 1, len) != 0) ||
         (end && pc_flush_body(pc) != 0)) {
         pc_close(pc);
@@ -406,6 +462,8 @@ void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
         }
         pc->cl_left -= len;
     }
+    if (!skip)
+        pc->alog.out += len;
     if (!skip && (rc = pc_hold_body(pc, p, len)) != 0) {
         if (rc < 0) {
             pc_close(pc);

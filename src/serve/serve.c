@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "accesslog.h"
 #include "cfg.h"
 #include "conn.h"
 #include "http1.h"
@@ -76,10 +77,11 @@ static void on_sighup(uv_signal_t *h, int signum) {
     char err[NW_TLS_ERRLEN];
     nw_tls_conf_t *c;
     (void)signum;
+    nw_alog_reopen();
     if (srv->cfg->tokens_file[0])
         srv_reload_tokens(srv);
     if (!srv->cfg->tls_cert[0]) {
-        if (!srv->cfg->tokens_file[0])
+        if (!srv->cfg->tokens_file[0] && !nw_alog_on())
             nw_info("received SIGHUP: no certificate or tokens file configured, nothing to reload");
         return;
     }
@@ -306,12 +308,19 @@ int nw_serve_main(int argc, char **argv) {
         return 2;
     }
     nw_log_level = cfg.log_level;
+    nw_log_json = cfg.ops.log_format == NW_LOGFMT_JSON;
 
     srv = nw_calloc(1, sizeof(*srv));
     if (!srv)
         return 1;
     srv_compile(srv, &cfg);
     uv_loop_init(&loop);
+    if (nw_alog_open(&loop, cfg.ops.access_log, cfg.ops.log_format == NW_LOGFMT_JSON, err,
+                     sizeof(err)) != 0) {
+        fprintf(stderr, "natwrp serve: %s\n", err);
+        rc = -1;
+        goto out;
+    }
     srv->loop = &loop;
     srv->cfg = &cfg;
     rc = 0;
@@ -333,7 +342,9 @@ int nw_serve_main(int argc, char **argv) {
         srv_stop(srv);
     if (rc == 0)
         uv_run(&loop, UV_RUN_DEFAULT);
+out:
     nw_loop_teardown(&loop);
+    nw_alog_close();
     srv_free(srv);
     /* A setting this host cannot honour (certificate, listener, admin
      * address) fails here; 1 is out of memory. */

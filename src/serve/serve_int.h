@@ -51,6 +51,16 @@ typedef struct srv_tun_s {
     size_t ncreds;
 } srv_tun_t;
 
+/* What the access log says of the request in progress (accesslog.h). */
+typedef struct {
+    uint64_t t0;          /* uv_hrtime() at its first byte; 0: none, or already logged */
+    uint64_t in, out;     /* request and response body bytes */
+    uint64_t tun;         /* the tunnel it went to, or 0 */
+    int status;           /* what the client got */
+    int upstream;         /* the agent's status; 0: serve answered itself */
+    char route[NW_ROUTE_HOST_MAX + NW_ROUTE_PATH_MAX + 4]; /* its route, or "" */
+} pc_alog_t;
+
 /* PC_QUEUED: the head is parsed, every tunnel is at --max-streams; the
  * parser is paused until a slot frees or --queue-timeout passes. Set only
  * through pc_set_state (pconn.c), which holds the allowed transitions. */
@@ -90,6 +100,7 @@ typedef struct pconn_s {
     char nohost[NW_ROUTE_HOST_MAX + 3]; /* a 404: the host no route serves (printable) */
     unsigned auth_field;     /* 1 + the index of the Authorization field that carried
                                 AUTH_TOKEN (not forwarded), or 0 (pc_auth) */
+    pc_alog_t alog;          /* the access log's facts (pc_alog) */
     unsigned req_done : 1, head_sent : 1, keep_alive : 1, is_head : 1, chunked_out : 1,
         has_cl : 1, tunnel : 1, upgrade : 1, minor : 1, in_feed : 1, paused : 1,
         again : 1, https : 1, used : 1, scanning : 1, head_pending : 1, end_at_open : 1, queued : 1, counted : 1, hold_parser : 1,
@@ -181,6 +192,7 @@ void pc_heads_unlink(pconn_t *pc);
 int pc_flush_head(pconn_t *pc);
 void pc_reply(pconn_t *pc, int status, const char *msg);
 void pc_response_done(pconn_t *pc);
+void pc_alog(pconn_t *pc, int cut);
 void pc_unpause(pconn_t *pc);
 void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f);
 int pc_flush_body(pconn_t *pc);
