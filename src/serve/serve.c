@@ -109,6 +109,7 @@ static void srv_stop(serve_t *srv) {
             nw_warn("conn=%llu client=%s no response before the server stopped: 503",
                     (unsigned long long)pc->id, pc->conn->peer);
             pc->keep_alive = 0;
+            pc->err_reason = "shutting_down";
             pc_reply(pc, 503, "the server is shutting down");
         }
     }
