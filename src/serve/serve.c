@@ -12,6 +12,7 @@
  *   routing.c   which tunnel serves a request: routes, the hold, --balance,
  *               per-route Basic credentials, grants after a SIGHUP
  *   routes.c    the route model and matcher (pure); tokens.c --tokens (pure)
+ *   ops.c       metrics, /readyz and /api/status (with --admin)
  *
  * Public HTTP/1.x connections (pconn) are parsed with llhttp in strict
  * mode; each request becomes one stream on an agent tunnel with a free
