@@ -121,14 +121,15 @@ static srv_rstat_t *rstat_of(srv_ops_t *o, const pconn_t *pc) {
 
 /* ---- where things happen ---- */
 
-/* A request's first byte was parsed. */
-void srv_ops_begin(pconn_t *pc) {
+/* A request's first byte was parsed (start 1), or the previous one was
+ * answered and the connection waits for the next (start 0: a head refused
+ * before llhttp saw it is counted all the same, with no duration). */
+void srv_ops_begin(pconn_t *pc, int start) {
     pc->rstat = NULL;
     pc->err_reason = NULL;
     pc->resp_status = 0;
     pc->resp_counted = 0;
-    if (pc->srv->ops)
-        pc->t_begin = uv_hrtime();
+    pc->t_begin = start && pc->srv->ops ? uv_hrtime() : 0;
 }
 
 /* The request was routed to r (a route of the table). */
@@ -207,7 +208,7 @@ void srv_ops_head(pconn_t *pc, int status, int own) {
         return;
     pc->resp_counted = 1;
     nw_series_add(code_series(o, r, status), 1);
-    nw_series_observe(r->dur, (double)(uv_hrtime() - pc->t_begin) / 1e9);
+    nw_series_observe(r->dur, pc->t_begin ? (double)(uv_hrtime() - pc->t_begin) / 1e9 : 0);
     err = status >= 500 || (own && status >= 400);
     r->requests++;
     r->errors += (uint64_t)err;
