@@ -509,8 +509,8 @@ static nw_series_t *plain(nw_metric_t *f, int *bad) {
     return s;
 }
 
-/* Register serve's families in m and its pages on a (the admin listener),
- * with /readyz asking srv_ready. 0 or NW_ENOMEM. */
+/* Register serve's families in m and its pages on a (the admin listener;
+ * NULL: none, for tests), with /readyz asking srv_ready. 0 or NW_ENOMEM. */
 int srv_ops_init(serve_t *srv, nw_metrics_t *m, nw_admin_t *a) {
     srv_ops_t *o = nw_calloc(1, sizeof(*o));
     int bad = 0;
@@ -557,13 +557,14 @@ int srv_ops_init(serve_t *srv, nw_metrics_t *m, nw_admin_t *a) {
         o->s_waiting = plain(o->waiting, &bad);
         o->s_qtimeouts = plain(o->qtimeouts, &bad);
     }
-    if (bad || nw_admin_handle(a, "/api/status", page_status, srv) != 0) {
+    if (bad || (a && nw_admin_handle(a, "/api/status", page_status, srv) != 0)) {
         nw_free(o);
         return NW_ENOMEM;
     }
     srv->ops = o;
     nw_metrics_on_collect(m, on_collect, srv);
-    nw_admin_set_ready(a, srv_ready, srv);
+    if (a)
+        nw_admin_set_ready(a, srv_ready, srv);
     return 0;
 }
 
