@@ -384,3 +384,25 @@ def test_readyz_tunnel_loss_and_drain(t):
        "status while draining")
     s.proc.wait_for(r"received SIGTERM: draining", 5, smark)
     c.reset()
+
+
+def test_readyz_only_tunnel_going_away(t):
+    """The only tunnel sent GOAWAY (its agent drains) and still finishes a
+    request: serve has no tunnel that takes new requests, so /readyz is
+    503 "no tunnel" already, and the tunnel shows as draining."""
+    o = t.origin()
+    s, ap = admin_serve(t)
+    a = route_agent(t, s, o, "g1", env={"GRACE": "10"})
+    eq(readyz(ap)[0], 200, "/readyz with a tunnel")
+    omark = o.proc.mark()
+    c = Conn(s.port)
+    c.request("GET", "/hang")
+    o.proc.wait_for(r"event hang-start", 10, omark)
+    mark = s.proc.mark()
+    a.send(signal.SIGTERM)
+    s.proc.wait_for(r"tunnel draining tun=\d+ agent=g1 \(GOAWAY", 10, mark)
+    st, body = readyz(ap)
+    eq((st, body.strip()), (503, "no tunnel"), "/readyz while the only tunnel drains")
+    eq([x["state"] for x in status(ap)["tunnels"]], ["draining"], "tunnel state")
+    c.reset()
+    eq(a.wait_exit(10), 0, "agent exit status after its drain")
