@@ -12,7 +12,9 @@ reason (token, bad handshake), and that handshakes are not requests.
 /api/status's tunnel and route fields, with a stream in flight (and
 natwrp_streams_active). /readyz: 503 "no tunnel" before the first agent
 and after the tunnel is lost, 200 while one is up, 503 "draining" at once
-on SIGTERM (the agent's GOAWAY arrives after it). Every scrape passes
+on SIGTERM (the agent's GOAWAY arrives after it), and 503 "no tunnel" while
+the only tunnel drains after its agent's GOAWAY. A request waiting for a
+tunnel (natwrp_requests_waiting), then its queue timeout. Every scrape passes
 `promtool check metrics` with no output, route names with sub-delims
 included."""
 
@@ -383,7 +385,8 @@ def test_readyz_tunnel_loss_and_drain(t):
     eq((j["ready"], j["ready_reason"], j["draining"]), (False, "draining", True),
        "status while draining")
     s.proc.wait_for(r"received SIGTERM: draining", 5, smark)
-    c.reset()
+    c.reset()  # the last request ends: the drain is over
+    eq(s.proc.wait_exit(10), 0, "serve's exit status after the drain")
 
 
 def test_readyz_only_tunnel_going_away(t):
@@ -406,3 +409,26 @@ def test_readyz_only_tunnel_going_away(t):
     eq([x["state"] for x in status(ap)["tunnels"]], ["draining"], "tunnel state")
     c.reset()
     eq(a.wait_exit(10), 0, "agent exit status after its drain")
+
+
+def test_waiting_and_queue_timeout(t):
+    """A request waiting for a tunnel is in natwrp_requests_waiting (and
+    /api/status "waiting"); when --queue-timeout passes it is a queue
+    timeout and serve's own 503 for that reason."""
+    s, ap = admin_serve(t, "--queue-timeout", "1")
+    mark = s.proc.mark()
+    c = Conn(s.port)
+    c.request("GET", "/echo")
+    s.proc.wait_for(r"no tunnel serves .* now: waiting up to", 10, mark)
+    ms = scrape(ap)
+    eq(total(ms, "natwrp_requests_waiting"), 1, "natwrp_requests_waiting")
+    eq(status(ap)["waiting"], 1, "waiting in /api/status")
+    eq(c.read_response().status, 503, "status after --queue-timeout")
+    c.close()
+    ms = scrape(ap)
+    eq((total(ms, "natwrp_requests_waiting"), total(ms, "natwrp_queue_timeouts_total")), (0, 1),
+       "natwrp_requests_waiting, natwrp_queue_timeouts_total")
+    eq(series(ms, "natwrp_errors_total"), {(("reason", "queue_timeout"),): 1.0},
+       "natwrp_errors_total")
+    eq(series(ms, "natwrp_requests_total"), {(("code", "503"), ("route", "*")): 1.0},
+       "natwrp_requests_total (the default route it waited for)")
