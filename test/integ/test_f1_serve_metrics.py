@@ -432,3 +432,21 @@ def test_waiting_and_queue_timeout(t):
        "natwrp_errors_total")
     eq(series(ms, "natwrp_requests_total"), {(("code", "503"), ("route", "*")): 1.0},
        "natwrp_requests_total (the default route it waited for)")
+
+
+def test_max_conns_refusal_counted(t):
+    """A connection over --max-conns gets serve's own 503: counted, with
+    no route, as natwrp_errors_total{reason="too_many_connections"}."""
+    s, ap = admin_serve(t, "--max-conns", "1")
+    held = Conn(s.port)
+    held.request("GET", "/echo")  # waits for a tunnel: its connection stays
+    s.proc.wait_for(r"waiting up to", 10)
+    c = Conn(s.port)
+    eq(c.read_response().status, 503, "status over --max-conns")
+    c.close()
+    ms = scrape(ap)
+    eq(series(ms, "natwrp_errors_total"), {(("reason", "too_many_connections"),): 1.0},
+       "natwrp_errors_total")
+    eq(series(ms, "natwrp_requests_total"), {(("code", "503"), ("route", "-")): 1.0},
+       "natwrp_requests_total")
+    held.close()
