@@ -252,7 +252,9 @@ static void agent_free(agent_t *ag) {
     for (k = 0; ag->slots && k < ag->nslots; k++) {
         nw_hf_free(&ag->slots[k].hs_hf);
         nw_sbuf_free(&ag->slots[k].hs_body);
+        nw_sbuf_free(&ag->slots[k].granted);
     }
+    ops_free(ag);
     nw_free(ag->slots);
     if (ag->remote_tls)
         nw_tls_conf_unref(ag->remote_tls);
