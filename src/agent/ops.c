@@ -367,7 +367,7 @@ int ops_start(agent_t *ag) {
                                "piped.");
     if (!o->s_tunnels_up || !o->f_reconnects || !o->f_requests || !o->s_duration ||
         !o->f_errors || !f_pool || !f_bytes || !o->s_inflight)
-        return NW_ENOMEM;
+        goto fail;
     v[0] = "idle", o->s_pool_idle = nw_metric_series(f_pool, v);
     v[0] = "in_use", o->s_pool_in_use = nw_metric_series(f_pool, v);
     v[0] = "in", o->s_in = nw_metric_series(f_bytes, v);
@@ -377,14 +377,16 @@ int ops_start(agent_t *ag) {
     for (i = 0; i < NW_ARRAY_LEN(local_error_reasons); i++)
         v[0] = local_error_reasons[i], nw_metric_series(o->f_errors, v);
     if (!o->s_pool_idle || !o->s_pool_in_use || !o->s_in || !o->s_out)
-        return NW_ENOMEM;
+        goto fail;
+    if (ag->admin && nw_admin_handle(ag->admin, "/api/status", on_status, ag) != 0)
+        goto fail;
     nw_metrics_on_collect(m, on_collect, ag);
-    if (ag->admin) {
-        if (nw_admin_handle(ag->admin, "/api/status", on_status, ag) != 0)
-            return NW_ENOMEM;
+    if (ag->admin)
         nw_admin_set_ready(ag->admin, ready, ag);
-    }
     return 0;
+fail: /* nothing counts into a half-made set */
+    ops_free(ag);
+    return NW_ENOMEM;
 }
 
 void ops_free(agent_t *ag) {
