@@ -8,11 +8,11 @@
 
 #include "admin.h"
 #include "cfg.h"
+#include "metrics.h"
 #include "conn.h"
 #include "dial.h"
 #include "http1.h"
 #include "log.h"
-#include "metrics.h"
 #include "trim.h"
 #include "tun.h"
 
@@ -114,8 +114,8 @@ struct agent_s {
     int drained;              /* draining: every request done, tunnels closing */
     nw_tls_conf_t *remote_tls; /* NULL for http:// */
     nw_tls_conf_t *local_tls;
-    nw_metrics_t *metrics;    /* the registry /metrics renders; NULL without --admin */
-    nw_admin_t *admin;        /* the admin listener (--admin), or NULL */
+    nw_metrics_t *metrics;    /* --admin: what /metrics shows (NULL without) */
+    nw_admin_t *admin;        /* --admin: the admin listener (NULL without) */
     struct agent_ops_s *ops;  /* metrics and /api/status (ops.c); NULL without --admin */
 };
 
