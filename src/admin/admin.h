@@ -2,7 +2,7 @@
  * ADDR): plain HTTP/1.1 on its own socket, never proxied, nothing of it on
  * the public port. admin.c owns the listener, the connections, request
  * parsing, ADMIN_TOKEN and the path table; each role registers its pages
- * (serve: serve/ops.c; agent: agent/ops.c) and the shared ones come from
+ * (serve: serve/serve_ops.c; agent: agent/agent_ops.c) and the shared ones come from
  * here (/livez, /readyz via a callback, /metrics via metrics.h, the
  * dashboard's embedded files). */
 #ifndef NW_ADMIN_H

@@ -36,7 +36,7 @@ typedef struct slot_s {
     uv_timer_t timer;   /* backoff, then handshake deadline */
     unsigned attempt;
     uint64_t up_since;
-    /* For /api/status (ops.c): the last reason it went down, when it
+    /* For /api/status (agent_ops.c): the last reason it went down, when it
      * entered its state (Unix seconds), the routes its 101 granted. */
     char last_error[200];
     int64_t since;
@@ -71,7 +71,7 @@ struct lreq_s {
     uint64_t body_left; /* Content-Length (0 for an upgrade without one) not yet received */
     uint64_t wait_since; /* when it joined the wait queue (LOCAL_QUEUE_TIMEOUT) */
     uint64_t t_open;  /* uv_hrtime() at its OPEN (natwrp_local_request_duration_seconds) */
-    uint32_t rst;     /* the code its stream was reset with (ops.c: the status the client sees) */
+    uint32_t rst;     /* the code its stream was reset with (agent_ops.c: the status the client sees) */
     lreq_t *prev, *next;
     lreq_t *wnext;    /* waiting for a local connection slot */
     unsigned req_end : 1, chunked : 1, body_sent : 1, is_head : 1, head_out : 1, resp_head : 1,
@@ -81,7 +81,7 @@ struct lreq_s {
         in_eof : 1,   /* piped: the server's side (the client) ended */
         has_cl : 1,   /* OPEN carried Content-Length: body_left bounds the body */
         pipe_slot : 1, /* counted in npipes (an upgrade request or a pipe) */
-        counted : 1,   /* in natwrp_local_requests_total (ops.c) */
+        counted : 1,   /* in natwrp_local_requests_total (agent_ops.c) */
         peer_reset : 1; /* the server reset its stream (the client went away) */
     uint64_t log_t0;  /* access log: uv_hrtime() at the OPEN */
     uint64_t log_in, log_out; /* access log: body (or pipe) bytes each way */
@@ -122,7 +122,7 @@ struct agent_s {
     nw_tls_conf_t *local_tls;
     nw_metrics_t *metrics;    /* --admin: what /metrics shows (NULL without) */
     nw_admin_t *admin;        /* --admin: the admin listener (NULL without) */
-    struct agent_ops_s *ops;  /* metrics and /api/status (ops.c); NULL without --admin */
+    struct agent_ops_s *ops;  /* metrics and /api/status (agent_ops.c); NULL without --admin */
 };
 
 /* agent.c: process lifecycle */
@@ -152,7 +152,7 @@ void lc_close(lconn_t *lc);
 void lc_abort(lconn_t *lc);
 void lreq_done(lreq_t *r);
 
-/* ops.c: the agent's metrics, /api/status and /readyz (with --admin; each
+/* agent_ops.c: the agent's metrics, /api/status and /readyz (with --admin; each
  * counting call costs one NULL check without it) */
 int ops_start(agent_t *ag); /* families, pages, the ready check: 0 or NW_ENOMEM */
 void ops_free(agent_t *ag);

@@ -152,7 +152,7 @@ void ag_on_reset(nw_strm_t *s, uint32_t code) {
     r->strm = NULL;
     if (!r->log_status)
         r->log_status = 499; /* the client (or serve) gave up first, as nginx logs it */
-    r->rst = code, r->peer_reset = s->reset_by_peer; /* the status its client sees (ops.c) */
+    r->rst = code, r->peer_reset = s->reset_by_peer; /* the status its client sees (agent_ops.c) */
     lreq_abort_local(r);
     lreq_free(r);
 }

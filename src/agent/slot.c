@@ -25,7 +25,7 @@ static void on_backoff(uv_timer_t *h) { slot_connect(h->data); }
 
 /* slow: the server refused us for a reason a retry will not fix soon
  * (401/403): wait the full cap, never a tight loop. kind labels
- * natwrp_reconnects_total (ops.c). */
+ * natwrp_reconnects_total (agent_ops.c). */
 static void schedule_reconnect(slot_t *sl, const char *kind, const char *reason, int slow) {
     agent_t *ag = sl->ag;
     uint64_t now = uv_now(ag->loop), delay;

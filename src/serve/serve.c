@@ -12,7 +12,7 @@
  *   routing.c   which tunnel serves a request: routes, the hold, --balance,
  *               per-route Basic credentials, grants after a SIGHUP
  *   routes.c    the route model and matcher (pure); tokens.c --tokens (pure)
- *   ops.c       metrics, /readyz and /api/status (with --admin)
+ *   serve_ops.c metrics, /readyz and /api/status (with --admin)
  *
  * Public HTTP/1.x connections (pconn) are parsed with llhttp in strict
  * mode; each request becomes one stream on an agent tunnel with a free
@@ -247,7 +247,7 @@ static int srv_start(serve_t *srv) {
 }
 
 /* --admin: the admin listener with /metrics (build and process metrics,
- * and serve's own: ops.c), /readyz and /api/status. 0, or 2 when the
+ * and serve's own: serve_ops.c), /readyz and /api/status. 0, or 2 when the
  * address cannot be used (said on stderr), 1 out of memory. */
 static int srv_admin(serve_t *srv) {
     const nw_listen_t *l = &srv->cfg->ops.admin.addr;

@@ -25,8 +25,8 @@
 
 typedef struct serve_s serve_t;
 typedef struct nw_tokens nw_tokens_t;
-typedef struct srv_ops_s srv_ops_t;     /* metrics and status pages (ops.c) */
-typedef struct srv_rstat_s srv_rstat_t; /* one route's counters (ops.c) */
+typedef struct srv_ops_s srv_ops_t;     /* metrics and status pages (serve_ops.c) */
+typedef struct srv_rstat_s srv_rstat_t; /* one route's counters (serve_ops.c) */
 
 /* One Basic credential a tunnel's routes demand: "user:password". */
 typedef struct {
@@ -51,7 +51,7 @@ typedef struct srv_tun_s {
     size_t toklen;
     srv_cred_t *creds;   /* Basic credentials its routes demand (AUTH_BASIC) */
     size_t ncreds;
-    /* For /api/status (ops.c): */
+    /* For /api/status (serve_ops.c): */
     char peer[64];       /* the agent's address */
     int64_t since;       /* when it opened (Unix time) */
     uint64_t bytes_in;   /* request body bytes sent into it */
@@ -121,7 +121,7 @@ typedef struct pconn_s {
         in_eof : 1,  /* piped: the client ended its side */
         out_eof : 1, /* piped: the local service ended its side */
         trailers : 1; /* past the last chunk: the trailer section is scanned */
-    /* The current request's accounting (ops.c): */
+    /* The current request's accounting (serve_ops.c): */
     srv_rstat_t *rstat;      /* its route's counters, once routed (NULL: "-") */
     uint64_t t_begin;        /* uv_hrtime() when its first byte was parsed */
     const char *err_reason;  /* why serve answers it itself (natwrp_errors_total), or NULL */
@@ -152,7 +152,7 @@ struct serve_s {
     pconn_t *heads;               /* pconns holding a response head (see pc_hold_head) */
     uv_idle_t heads_idle;         /* writes those heads at the next loop turn */
     nw_trimmer_t trim;            /* returns memory after a burst of connections */
-    srv_ops_t *ops;               /* metrics and status (ops.c), NULL without --admin */
+    srv_ops_t *ops;               /* metrics and status (serve_ops.c), NULL without --admin */
     nw_routes_t *routes;          /* route -> tunnels (srv_tun_t), held routes included */
     nw_tokens_t *tokens;          /* --tokens and CONN_TOKEN; NULL: any agent, any route */
     uv_timer_t sweep;             /* held routes' expiry, revoked tunnels' --grace */
@@ -249,7 +249,7 @@ extern const nw_tun_cbs_t srv_tun_cbs;
 void wq_append(pconn_t *pc);
 void wq_kick(serve_t *srv);
 
-/* ops.c: the metrics, /readyz and /api/status of serve. While srv->ops
+/* serve_ops.c: the metrics, /readyz and /api/status of serve. While srv->ops
  * is NULL (no --admin) the srv_ops_* calls count nothing. */
 int srv_ops_init(serve_t *srv, nw_metrics_t *m, nw_admin_t *a);
 void srv_ops_free(serve_t *srv);

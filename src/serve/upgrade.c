@@ -22,7 +22,7 @@
 #include "tun.h"
 #include "ws.h"
 
-/* The natwrp_tunnel_refusals_total reason of a refusal (ops.c). */
+/* The natwrp_tunnel_refusals_total reason of a refusal (serve_ops.c). */
 static const char *refusal_reason(int status, const char *why) {
     switch (status) {
     case 401: return "token";

@@ -1,5 +1,5 @@
 """f1 serve's metrics, /readyz and /api/status on the admin listener
-(issue 12; serve/ops.c).
+(issue 12; serve/serve_ops.c).
 
 Covered, with real agents and origins on loopback: after 37 requests of
 mixed outcomes (proxied 200 and 404, serve's own 404 for an unknown host

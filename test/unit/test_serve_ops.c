@@ -1,4 +1,4 @@
-/* test_ops.c: serve's accounting (src/serve/ops.c) against a registry,
+/* test_serve_ops.c: serve's accounting (src/serve/serve_ops.c) against a registry,
  * with no loop and no admin listener: each response head counts once, by
  * route and code; serve's own errors by reason; the tunnel handshake is
  * not a request; body bytes by route and tunnel; the reasons of 400s and

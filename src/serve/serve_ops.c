@@ -1,4 +1,4 @@
-/* ops.c: what serve tells its operator on the admin listener (admin.c):
+/* serve_ops.c: what serve tells its operator on the admin listener (admin.c):
  * its metric families in the registry, counted where things happen
  * (requests by route and status code, the time to the response head,
  * body bytes, tunnel events and refusals, serve's own error replies), the

@@ -1,4 +1,4 @@
-/* ops.c: what `natwrp agent` shows on its admin listener (--admin): its
+/* agent_ops.c: what `natwrp agent` shows on its admin listener (--admin): its
  * metric families (counted where things happen: slot.c, local.c, admit.c
  * call in here), the gauges computed at scrape time, /api/status and the
  * /readyz check. Without --admin ag->ops is NULL and every counting call
