@@ -4,7 +4,10 @@
 # missing with apt-get; otherwise it prints the exact command and exits 1.
 #
 #   scripts/deps.sh            build and test dependencies (openssl included:
-#                              the TLS tests make their certificates with it)
+#                              the TLS tests make their certificates with it;
+#                              mandoc and systemd: the man page and the units
+#                              are checked with mandoc -T lint and
+#                              systemd-analyze verify)
 #   scripts/deps.sh --nginx    also nginx (the behind-a-reverse-proxy test)
 #   scripts/deps.sh --browser  also chromium (the headless browser test)
 #   scripts/deps.sh --bench    also wrk and nginx (make bench)
@@ -14,7 +17,8 @@
 # behind): the tests and the benchmark run their own nginx on loopback.
 set -eu
 
-PKGS="libuv1-dev libwslay-dev libmbedtls-dev node-llhttp pkg-config gcc make curl python3 openssl"
+PKGS="libuv1-dev libwslay-dev libmbedtls-dev node-llhttp pkg-config gcc make curl python3 openssl
+      mandoc systemd"
 EXTRA=""
 
 case "${DEPS_NGINX:-}" in 1|yes|true) EXTRA="$EXTRA nginx" ;; esac
@@ -25,7 +29,7 @@ for arg in "$@"; do
         --nginx) EXTRA="$EXTRA nginx" ;;
         --browser) EXTRA="$EXTRA chromium" ;;
         --bench) EXTRA="$EXTRA nginx wrk" ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "deps: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
