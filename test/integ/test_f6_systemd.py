@@ -227,12 +227,18 @@ def test_f6_watchdog_pid(t):
 
 def test_f6_no_notify_socket_no_message(t):
     """NOTIFY_SOCKET unset (WATCHDOG_USEC set all the same): nothing is
-    sent, whatever happens: start, tunnel up, SIGHUP, SIGTERM."""
-    ns = NotifySock(t)
+    sent and no watchdog runs, whatever happens: start, tunnel up, SIGHUP,
+    SIGTERM; the processes work and exit 0 as usual. A control serve with
+    NOTIFY_SOCKET set, started alongside, does notify (and its watchdog
+    ticks mark the time the others had to send anything)."""
+    ns, ctl = NotifySock(t), NotifySock(t)
     try:
         o = t.origin("A")
         s = t.serve(env={"WATCHDOG_USEC": "200000"})
         a = t.agent(s, o, env={"WATCHDOG_USEC": "200000"})
+        t.serve(label="control", env={"NOTIFY_SOCKET": ctl.env, "WATCHDOG_USEC": "200000"})
+        ctl.wait("READY=1", 15)
+        _count_watchdogs(ctl, 3, 10)
         m = s.proc.mark()
         s.proc.send(signal.SIGHUP)
         s.proc.wait_for(r"SIGHUP", 10, m)
@@ -241,9 +247,11 @@ def test_f6_no_notify_socket_no_message(t):
         s.proc.send(signal.SIGTERM)
         eq(s.proc.wait_exit(10), 0, "serve's exit status")
         eq(ns.drain(), [], "messages with NOTIFY_SOCKET unset")
-        check(not s.proc.find(r"systemd watchdog"), "a watchdog without NOTIFY_SOCKET")
+        check(not s.proc.find(r"systemd watchdog"), "a watchdog without NOTIFY_SOCKET (serve)")
+        check(not a.find(r"systemd watchdog"), "a watchdog without NOTIFY_SOCKET (agent)")
     finally:
         ns.close()
+        ctl.close()
 
 
 def test_f6_bad_notify_socket_runs_on(t):
