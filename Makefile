@@ -3,7 +3,7 @@
 #   make test       sanitizer build, unit + integration tests
 #   make demo       serve + agent + demo service on loopback
 #   make bench      natwrp vs nginx vs direct: req/s, MB/s, latency, memory (scripts/bench.sh)
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local [DESTDIR=...]; make uninstall
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -37,7 +37,7 @@ LL_REL    := $(BUILD)/obj/llhttp.a
 LL_ASAN   := $(BUILD)/asan/obj/llhttp.a
 UNIT_BINS := $(UNIT_SRCS:test/unit/%.c=$(BUILD)/asan/%)
 
-.PHONY: all asan unit install clean test integ demo deps lint check-clang bench
+.PHONY: all asan unit install uninstall clean test integ demo deps lint check-clang bench
 all: $(BUILD)/natwrp
 
 # --- release build ---------------------------------------------------------
@@ -77,9 +77,33 @@ $(BUILD)/obj $(BUILD)/asan/obj:
 -include $(BUILD)/obj/*.d $(BUILD)/obj/*/*.d
 
 # --- everything else -------------------------------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the optimised binary, the
+# man page, the systemd units (in $(PREFIX)/lib/systemd/system, which systemd
+# searches for /usr/local and /usr; their ExecStart is $(PREFIX)/bin/natwrp)
+# and the example settings file. Nothing in /etc is written: the settings
+# files are yours (/etc/natwrp/serve.env, /etc/natwrp/NAME.env).
+# make uninstall removes exactly those files.
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR  ?= $(PREFIX)/share/doc/natwrp
+UNITS   := natwrp-serve.service natwrp-agent@.service
+INSTALLED := $(BINDIR)/natwrp $(MANDIR)/man1/natwrp.1 $(addprefix $(UNITDIR)/,$(UNITS)) \
+             $(DOCDIR)/natwrp.env.example
+
 install: $(BUILD)/natwrp
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BUILD)/natwrp $(DESTDIR)$(PREFIX)/bin/natwrp
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BUILD)/natwrp $(DESTDIR)$(BINDIR)/natwrp
+	install -m 0644 docs/natwrp.1 $(DESTDIR)$(MANDIR)/man1/natwrp.1
+	for u in $(UNITS); do \
+	  sed 's|/usr/local/bin/natwrp|$(BINDIR)/natwrp|g' dist/systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	install -m 0644 dist/natwrp.env.example $(DESTDIR)$(DOCDIR)/natwrp.env.example
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 
 clean:
 	rm -rf $(BUILD)

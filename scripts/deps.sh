@@ -4,7 +4,10 @@
 # missing with apt-get; otherwise it prints the exact command and exits 1.
 #
 #   scripts/deps.sh            build and test dependencies (openssl included:
-#                              the TLS tests make their certificates with it)
+#                              the TLS tests make their certificates with it;
+#                              mandoc and systemd: the man page and the units
+#                              are checked with mandoc -T lint and
+#                              systemd-analyze verify)
 #   scripts/deps.sh --nginx    also nginx (the behind-a-reverse-proxy test)
 #   scripts/deps.sh --browser  also chromium (the headless browser test)
 #   scripts/deps.sh --bench    also wrk and nginx (make bench)
@@ -17,7 +20,8 @@
 # benchmark run their own nginx on loopback, and need only promtool.
 set -eu
 
-PKGS="libuv1-dev libwslay-dev libmbedtls-dev node-llhttp pkg-config gcc make curl python3 openssl"
+PKGS="libuv1-dev libwslay-dev libmbedtls-dev node-llhttp pkg-config gcc make curl python3 openssl
+      mandoc systemd"
 EXTRA=""
 
 case "${DEPS_NGINX:-}" in 1|yes|true) EXTRA="$EXTRA nginx" ;; esac

@@ -13,6 +13,7 @@
 #include "accesslog.h"
 #include "agent.h"
 #include "agent_int.h"
+#include "notify.h"
 #include "proc.h"
 
 #define HS_REQUEST_MAX 65536  /* the tunnel upgrade request: serve's default --max-head */
@@ -45,6 +46,7 @@ static void agent_stop(agent_t *ag) {
     uv_close((uv_handle_t *)&ag->grace, NULL);
     uv_close((uv_handle_t *)&ag->drain, NULL);
     uv_close((uv_handle_t *)&ag->qtimer, NULL);
+    uv_close((uv_handle_t *)&ag->watchdog, NULL);
 }
 
 /* Draining: done when no request is in flight and every stream's last
@@ -131,6 +133,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     nw_info("agent=%s received %s: shutting down (%zu request(s) in flight, grace %llu ms)",
             ag->cfg->agent_id, name, ag->nreqs, (unsigned long long)ag->cfg->grace_ms);
     ag->stopping = 1;
+    nw_notify("STOPPING=1\nSTATUS=draining");
     for (k = 0; k < ag->nslots; k++)
         slot_cancel(&ag->slots[k]);
     for (i = 0; i < ag->ntuns; i++)
@@ -220,6 +223,7 @@ static void agent_handles(agent_t *ag, uv_loop_t *loop) {
     uv_timer_init(loop, &ag->qtimer);
     ag->qtimer.data = ag;
     nw_trimmer_start(loop, &ag->trim);
+    nw_watchdog_start(loop, &ag->watchdog);
     uv_signal_init(loop, &ag->sig[0]);
     uv_signal_init(loop, &ag->sig[1]);
     ag->sig[0].data = ag->sig[1].data = ag;

@@ -118,6 +118,8 @@ struct agent_s {
     uv_check_t drain;         /* SIGTERM: checks after each I/O whether all is done */
     int stopping;             /* 1 draining, 2 closing everything */
     int drained;              /* draining: every request done, tunnels closing */
+    int notified_ready;       /* systemd was told READY=1 (the first tunnel up) */
+    uv_timer_t watchdog;      /* systemd's WATCHDOG=1 (notify.c) */
     nw_tls_conf_t *remote_tls; /* NULL for http:// */
     nw_tls_conf_t *local_tls;
     nw_metrics_t *metrics;    /* --admin: what /metrics shows (NULL without) */

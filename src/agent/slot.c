@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "agent_int.h"
+#include "notify.h"
 #include "handshake.h"
 #include "ws.h"
 
@@ -317,6 +318,10 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
             (unsigned long long)sl->tun->id);
     if (ag->cfg->routes[0])
         hs_log_routes(sl);
+    if (!ag->notified_ready) { /* systemd: useful from the first tunnel on */
+        ag->notified_ready = 1;
+        nw_notifyf("READY=1\nSTATUS=tunnel up to %s", ag->remote_str);
+    }
     nw_tun_start(sl->tun, rest, rest_len);
 }
 

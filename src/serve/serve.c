@@ -35,6 +35,7 @@
 #include "conn.h"
 #include "http1.h"
 #include "log.h"
+#include "notify.h"
 #include "path.h"
 #include "proc.h"
 #include "serve.h"
@@ -73,11 +74,9 @@ static void srv_reload_tokens(serve_t *srv) {
 /* SIGHUP: load the certificate pair and the tokens file again. New
  * handshakes use the new pair; live sessions keep theirs (the
  * configuration is reference-counted). */
-static void on_sighup(uv_signal_t *h, int signum) {
-    serve_t *srv = h->data;
+static void srv_reload(serve_t *srv) {
     char err[NW_TLS_ERRLEN];
     nw_tls_conf_t *c;
-    (void)signum;
     nw_alog_reopen();
     if (srv->cfg->tokens_file[0])
         srv_reload_tokens(srv);
@@ -94,6 +93,19 @@ static void on_sighup(uv_signal_t *h, int signum) {
     nw_tls_conf_unref(srv->tls);
     srv->tls = c;
     nw_info("tls: reloaded certificate %s and key %s", srv->cfg->tls_cert, srv->cfg->tls_key);
+}
+
+/* systemd hears of the reload (RELOADING=1, then READY=1). */
+static void on_sighup(uv_signal_t *h, int signum) {
+    serve_t *srv = h->data;
+    (void)signum;
+    if (srv->draining) { /* systemd was told STOPPING=1: no state change */
+        srv_reload(srv);
+        return;
+    }
+    nw_notify_reloading();
+    srv_reload(srv);
+    nw_notify("READY=1\nSTATUS=listening");
 }
 
 /* Close everything now: listeners, tunnels (their streams are cut),
@@ -129,6 +141,7 @@ static void srv_stop(serve_t *srv) {
     uv_close((uv_handle_t *)&srv->wq_check, NULL);
     uv_close((uv_handle_t *)&srv->heads_idle, NULL);
     uv_close((uv_handle_t *)&srv->sweep, NULL);
+    uv_close((uv_handle_t *)&srv->watchdog, NULL);
 }
 
 /* Draining ends when the last public connection is gone. */
@@ -166,6 +179,7 @@ static void on_signal(uv_signal_t *h, int signum) {
         return;
     }
     srv->draining = 1;
+    nw_notify("STOPPING=1\nSTATUS=draining");
     for (k = 0; k < srv->nlisteners; k++) {
         /* Take what the kernel already queued for us first: closing the
          * socket would reset those clients. */
@@ -227,6 +241,7 @@ static int srv_start(serve_t *srv) {
     if (rt_init(srv) != 0)
         return NW_ENOMEM;
     nw_trimmer_start(loop, &srv->trim);
+    nw_watchdog_start(loop, &srv->watchdog);
     /* Signals before the listeners: a supervisor may stop serve as soon
      * as it logs "listening". */
     for (i = 0; i < 3; i++) {
@@ -243,6 +258,7 @@ static int srv_start(serve_t *srv) {
     if (!srv->tokens)
         nw_warn("no CONN_TOKEN: any agent may register a tunnel and receive requests; "
                 "set CONN_TOKEN (or --conn-token) here and on your agents to stop it");
+    nw_notify("READY=1\nSTATUS=listening");
     return 0;
 }
 

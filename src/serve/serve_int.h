@@ -156,6 +156,7 @@ struct serve_s {
     nw_routes_t *routes;          /* route -> tunnels (srv_tun_t), held routes included */
     nw_tokens_t *tokens;          /* --tokens and CONN_TOKEN; NULL: any agent, any route */
     uv_timer_t sweep;             /* held routes' expiry, revoked tunnels' --grace */
+    uv_timer_t watchdog;          /* systemd's WATCHDOG=1 (notify.c) */
     int default_owned;            /* some tunnel has served the default route */
     int draining;
     int stopping;
