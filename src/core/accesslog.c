@@ -179,7 +179,7 @@ static void put_duration(wr_t *w, double d) {
 }
 
 static void format_json(const nw_alog_rec_t *r, const struct tm *tm, wr_t *w) {
-    char t[40];
+    char t[96];
     snprintf(t, sizeof(t), "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
              tm->tm_year + 1900, tm->tm_mon + 1, tm->tm_mday, tm->tm_hour, tm->tm_min,
              tm->tm_sec, r->time_ms);
