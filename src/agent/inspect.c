@@ -258,7 +258,7 @@ static int summary_json(nw_sbuf_t *out, const nw_icap_t *c) {
 
 int nw_inspect_list_json(const nw_inspect_t *ins, uint64_t after, nw_sbuf_t *out) {
     uint64_t first = ins->next_id > NW_INSPECT_RING ? ins->next_id - NW_INSPECT_RING : 1, id;
-    int rc = nw_sbuf_appendf(out, "{\"last\":%llu,\"requests\":[",
+    int rc = nw_sbuf_appendf(out, "{\"inspect\":true,\"last\":%llu,\"requests\":[",
                              (unsigned long long)(ins->next_id - 1));
     int any = 0;
     if (first <= after)

@@ -71,7 +71,7 @@ int nw_icap_replayable(const nw_icap_t *c);
  * Proxy-Authorization, Cookie, Set-Cookie, X-Auth-Token)? */
 int nw_inspect_secret(const char *name, size_t len);
 
-/* {"requests":[...]} (oldest first) of the captures with id > after,
+/* {"inspect":true,"last":ID,"requests":[...]} (oldest first) of the captures with id > after,
  * without bodies. 0 or NW_ENOMEM. */
 int nw_inspect_list_json(const nw_inspect_t *ins, uint64_t after, nw_sbuf_t *out);
 /* One capture with heads and bodies. */

@@ -28,6 +28,7 @@ static void lreq_abort_local(lreq_t *r) {
 }
 
 void lreq_fail(lreq_t *r, uint32_t code, const char *why) {
+    ins_end(r, why);
     nw_warn("agent=%s strm=%u local request failed: %s", r->ag->cfg->agent_id,
             r->strm ? r->strm->sid : 0, why);
     lreq_detach(r, code);
@@ -112,6 +113,8 @@ void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
             wend = 0; /* a half-close waits for the 101 too */
         }
     }
+    if (!r->piped)
+        ins_req_body(r, p, n);
     if (end)
         r->req_end = 1;
     if (!r->head_out) {
@@ -136,6 +139,7 @@ void ag_on_reset(nw_strm_t *s, uint32_t code) {
         nw_info("agent=%s strm=%u %s: aborting the local request", r->ag->cfg->agent_id, s->sid,
                 code >= NW_RST_TUNNEL_LOST ? "tunnel lost" : nw_mux_code_name(code));
     r->strm = NULL;
+    ins_end(r, s->reset_by_peer ? "reset by the server" : "reset (tunnel lost or refused)");
     lreq_abort_local(r);
     lreq_free(r);
 }
@@ -332,6 +336,7 @@ void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
         nw_strm_detach(s, NW_RST_INTERNAL);
         return;
     }
+    ins_begin(r, f);
     if (lreq_build_head(r, f) != 0)
         return;
     if (r->upgrade && admit_pipe(r) != 0)
@@ -425,6 +430,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
         r->resp_head = 1;
         r->piped = 1;
         lc->piped = 1;
+        ins_resp_head(r, 101, hdrs, (size_t)(n < 0 ? 0 : n + (int)m));
         return 0;
     }
     if (st < 200) {
@@ -448,6 +454,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
     }
     r->resp_head = 1;
     r->resp_end = end ? 1 : 0;
+    ins_resp_head(r, (int)st, hdrs, (size_t)(n < 0 ? 0 : n));
     return r->is_head ? 1 : 0;
 }
 
@@ -464,6 +471,7 @@ static int lc_on_body(llhttp_t *p, const char *at, size_t n) {
     rc = nw_strm_send(r->strm, at, n, last);
     if (rc < 0)
         return -1;
+    ins_resp_body(r, at, n);
     if (last)
         r->resp_end = 1;
     if (rc == 1)
@@ -698,6 +706,7 @@ void lreq_start(lreq_t *r) {
 
 void lreq_free(lreq_t *r) {
     agent_t *ag = r->ag;
+    ins_end(r, NULL);
     admit_release(r);
     if (r->dial)
         nw_dial_cancel(r->dial);
