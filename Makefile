@@ -99,10 +99,11 @@ clean:
 deps:
 	scripts/deps.sh
 
-# nginx and chromium too: serve behind nginx (test_95_proxy.py) and a
-# headless browser through the tunnel (test_c1_browser.py).
+# nginx, chromium and promtool too: serve behind nginx (test_95_proxy.py), a
+# headless browser through the tunnel (test_c1_browser.py), /metrics checked
+# by promtool (test_f0_admin.py).
 test:
-	scripts/deps.sh --nginx --browser
+	scripts/deps.sh --nginx --browser --promtool
 	$(MAKE) asan unit
 	scripts/test.sh
 

@@ -6,6 +6,7 @@
 #include "agent.h"
 #include "nw.h"
 #include "serve.h"
+#include "version.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -33,7 +34,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-        printf("natwrp %s (protocol natwrp.%d)\n", NW_VERSION, NW_PROTO_VERSION);
+        nw_print_version();
         return 0;
     }
     fprintf(stderr, "natwrp: unknown command '%s' (use serve or agent)\n", argv[1]);

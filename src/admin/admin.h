@@ -33,8 +33,14 @@ struct nw_admin_req_s {
     void *data;         /* the handler's */
 };
 
-/* A page. It answers with nw_admin_respond, now or later. */
+/* A page. It answers with nw_admin_respond, now or later. A HEAD request
+ * reaches it as "GET" (the body of its answer is dropped). */
 typedef void (*nw_admin_fn)(nw_admin_req_t *req, void *ud);
+
+/* Methods a page takes (nw_admin_handle_methods); any other gets 405 with
+ * Allow. */
+#define NW_ADMIN_GET 1u  /* GET and HEAD */
+#define NW_ADMIN_POST 2u
 
 /* Start the admin listener on cfg->admin (cfg->admin.set must be 1) with
  * cfg->admin_token ("" = open). Logs "admin listening on http://ADDR".
@@ -45,6 +51,11 @@ int nw_admin_start(uv_loop_t *loop, const nw_ops_cfg_t *cfg, nw_admin_t **out);
  * a prefix when path ends with '/' ("/api/requests/"). A later
  * registration of the same path replaces the earlier one. 0 or NW_ENOMEM. */
 int nw_admin_handle(nw_admin_t *a, const char *path, nw_admin_fn fn, void *ud);
+/* The same with the methods the page takes (nw_admin_handle takes
+ * NW_ADMIN_GET): e.g. NW_ADMIN_POST for "/api/requests/" (replay), which
+ * then also sees POSTs to paths it has no use for and answers them. */
+int nw_admin_handle_methods(nw_admin_t *a, const char *path, unsigned methods, nw_admin_fn fn,
+                            void *ud);
 
 /* /readyz asks this: 1 when the process is useful, else 0 with a one-line
  * reason in why. Without one, /readyz answers 200 whenever /livez does. */
@@ -56,6 +67,12 @@ void nw_admin_set_ready(nw_admin_t *a, nw_admin_ready_fn fn, void *ud);
  * X-Content-Type-Options: nosniff. req is gone after this. */
 void nw_admin_respond(nw_admin_req_t *req, int status, const char *ctype, const void *body,
                       size_t len);
+
+/* Register /metrics: the text exposition of m (rendered at each scrape,
+ * Content-Type text/plain; version=0.0.4). m must outlive a. 0 or
+ * NW_ENOMEM. */
+struct nw_metrics;
+int nw_admin_metrics(nw_admin_t *a, struct nw_metrics *m);
 
 /* The port the listener got (for --admin ADDR with port 0: the log line
  * says it too). */

@@ -10,7 +10,7 @@
 
 #include "buf.h"
 
-#define NW_METRIC_MAX_LABELS 4
+#define NW_METRIC_MAX_LABELS 5 /* natwrp_build_info has 5 */
 /* Series per family; past it, new label values are counted in one series
  * whose label values are all "_other" (a client cannot grow memory by
  * inventing routes or status codes). */
@@ -41,13 +41,23 @@ void nw_series_add(nw_series_t *s, double v);     /* counter (v >= 0) or gauge *
 void nw_series_set(nw_series_t *s, double v);     /* gauge */
 void nw_series_observe(nw_series_t *s, double v); /* histogram: one observation */
 
+/* The value of a counter or gauge; a histogram's sum (tests, /api/status). */
+double nw_series_value(const nw_series_t *s);
+/* A histogram's observation count (0 for the others). */
+unsigned long long nw_series_count(const nw_series_t *s);
+
 /* Drop a series (a tunnel or route that went away: its gauges). */
 void nw_metric_remove(nw_metric_t *f, const char *const *values);
 
 /* Called first by nw_metrics_render: set gauges computed at scrape time
- * (streams in flight, memory, ...). */
+ * (streams in flight, memory, ...). Several may be added (proc.c adds
+ * one, the role its own); they run in the order they were added. */
 typedef void (*nw_metrics_collect_fn)(nw_metrics_t *m, void *ud);
 void nw_metrics_on_collect(nw_metrics_t *m, nw_metrics_collect_fn fn, void *ud);
+
+/* size bytes of zeroed memory that lives as long as m (freed by
+ * nw_metrics_free): state for a collect callback. NULL when out of memory. */
+void *nw_metrics_attach(nw_metrics_t *m, size_t size);
 
 /* The text exposition of every family, in registration order, each with
  * its # HELP and # TYPE lines. 0 or NW_ENOMEM. */

@@ -12,6 +12,7 @@
 
 #include "agent.h"
 #include "agent_int.h"
+#include "proc.h"
 
 #define HS_REQUEST_MAX 65536  /* the tunnel upgrade request: serve's default --max-head */
 #define HS_RESPONSE_MAX 65536 /* its 101: X-Natwrp-Routes lists up to 64 route URLs */
@@ -24,6 +25,8 @@ static void agent_stop(agent_t *ag) {
     if (ag->stopping == 2)
         return;
     ag->stopping = 2;
+    nw_admin_stop(ag->admin);
+    ag->admin = NULL;
     for (i = 0; i < ag->nslots; i++) {
         slot_cancel(&ag->slots[i]);
         ag->slots[i].tun = NULL;
@@ -244,6 +247,37 @@ static int agent_hs_fits(agent_t *ag) {
     return 2;
 }
 
+/* /readyz: useful with a tunnel up, and not draining. */
+static int agent_ready(void *ud, char *why, size_t whylen) {
+    agent_t *ag = ud;
+    const char *r = ag->stopping ? "draining" : !ag->ntuns ? "no tunnel up" : NULL;
+    if (r)
+        snprintf(why, whylen, "%s", r);
+    return r == NULL;
+}
+
+/* --admin: the admin listener with /metrics (build and process metrics;
+ * the agent's own are registered beside them) and /readyz. 0, 2 when the
+ * address cannot be used (said on stderr), 1 out of memory. */
+static int agent_admin(agent_t *ag) {
+    const nw_listen_t *l = &ag->cfg->ops.admin.addr;
+    int rc;
+    if (!ag->cfg->ops.admin.set)
+        return 0;
+    ag->metrics = nw_metrics_new();
+    if (!ag->metrics || nw_build_info_metric(ag->metrics) != 0 ||
+        nw_proc_metrics(ag->metrics) != 0)
+        return 1;
+    rc = nw_admin_start(ag->loop, &ag->cfg->ops, &ag->admin);
+    if (rc != 0) {
+        fprintf(stderr, "natwrp agent: --admin: cannot listen on %s:%u: %s\n",
+                l->host[0] ? l->host : "*", l->port, nw_strerror(rc));
+        return 2;
+    }
+    nw_admin_set_ready(ag->admin, agent_ready, ag);
+    return nw_admin_metrics(ag->admin, ag->metrics) != 0 ? 1 : 0;
+}
+
 /* Free what nw_agent_main built, however far it got. */
 static void agent_free(agent_t *ag) {
     unsigned k;
@@ -254,6 +288,7 @@ static void agent_free(agent_t *ag) {
         nw_sbuf_free(&ag->slots[k].hs_body);
     }
     nw_free(ag->slots);
+    nw_metrics_free(ag->metrics);
     if (ag->remote_tls)
         nw_tls_conf_unref(ag->remote_tls);
     if (ag->local_tls)
@@ -306,6 +341,12 @@ int nw_agent_main(int argc, char **argv) {
     agent_handles(ag, &loop);
     nw_info("agent=%s local=%s env=%s tunnels=%u", cfg.agent_id, ag->local_str,
             cfg.env_file[0] ? cfg.env_file : "(none)", ag->nslots);
+    rc = agent_admin(ag);
+    if (rc != 0) {
+        agent_stop(ag);
+        nw_loop_teardown(&loop);
+        goto out;
+    }
     for (k = 0; k < ag->nslots; k++)
         slot_connect(&ag->slots[k]);
     uv_run(&loop, UV_RUN_DEFAULT);

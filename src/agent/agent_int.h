@@ -6,7 +6,9 @@
 
 #include <llhttp.h>
 
+#include "admin.h"
 #include "cfg.h"
+#include "metrics.h"
 #include "conn.h"
 #include "dial.h"
 #include "http1.h"
@@ -104,6 +106,8 @@ struct agent_s {
     int drained;              /* draining: every request done, tunnels closing */
     nw_tls_conf_t *remote_tls; /* NULL for http:// */
     nw_tls_conf_t *local_tls;
+    nw_metrics_t *metrics;    /* --admin: what /metrics shows (NULL without) */
+    nw_admin_t *admin;        /* --admin: the admin listener (NULL without) */
     struct nw_inspect_s *ins; /* the request inspector (NULL: INSPECT=0 or no --admin) */
 };
 

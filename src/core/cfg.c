@@ -16,6 +16,7 @@
 
 #include "cfg_int.h"
 #include "log.h"
+#include "version.h"
 
 #define SECS_MAX 1000000000ULL    /* largest duration accepted, in seconds */
 
@@ -435,7 +436,7 @@ int nw__cfg_parse_args(int argc, char **argv, layers_t *ly, void (*usage)(void),
             return 1;
         }
         if (strcmp(a, "--version") == 0) {
-            printf("natwrp %s\n", NW_VERSION);
+            printf("natwrp %s\n%s\n", NW_VERSION, nw_lib_versions());
             return 1;
         }
         if (a[0] != '-')

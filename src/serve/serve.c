@@ -34,6 +34,7 @@
 #include "http1.h"
 #include "log.h"
 #include "path.h"
+#include "proc.h"
 #include "serve.h"
 #include "serve_int.h"
 #include "tokens.h"
@@ -100,6 +101,8 @@ static void srv_stop(serve_t *srv) {
     if (srv->stopping)
         return;
     srv->stopping = 1;
+    nw_admin_stop(srv->admin);
+    srv->admin = NULL;
     for (i = 0; i < srv->nlisteners; i++)
         uv_close((uv_handle_t *)&srv->listeners[i], NULL);
     srv->nlisteners = 0;
@@ -239,7 +242,44 @@ static int srv_start(serve_t *srv) {
     return 0;
 }
 
+/* /readyz: useful once listening, not draining, with a tunnel. */
+static int srv_ready(void *ud, char *why, size_t whylen) {
+    serve_t *srv = ud;
+    const char *r = srv->draining      ? "draining"
+                    : !srv->nlisteners ? "not listening yet"
+                    : !srv->ntuns      ? "no tunnel"
+                                       : NULL;
+    if (r)
+        snprintf(why, whylen, "%s", r);
+    return r == NULL;
+}
+
+/* --admin: the admin listener with /metrics (build and process metrics;
+ * serve's own are registered beside them) and /readyz. 0, or 2 when the
+ * address cannot be used (said on stderr), 1 out of memory. */
+static int srv_admin(serve_t *srv) {
+    const nw_listen_t *l = &srv->cfg->ops.admin.addr;
+    int rc;
+    if (!srv->cfg->ops.admin.set)
+        return 0;
+    srv->metrics = nw_metrics_new();
+    if (!srv->metrics || nw_build_info_metric(srv->metrics) != 0 ||
+        nw_proc_metrics(srv->metrics) != 0)
+        return 1;
+    rc = nw_admin_start(srv->loop, &srv->cfg->ops, &srv->admin);
+    if (rc != 0) {
+        fprintf(stderr, "natwrp serve: --admin: cannot listen on %s:%u: %s\n",
+                l->host[0] ? l->host : "*", l->port, nw_strerror(rc));
+        return 2;
+    }
+    nw_admin_set_ready(srv->admin, srv_ready, srv);
+    if (nw_admin_metrics(srv->admin, srv->metrics) != 0)
+        return 1;
+    return 0;
+}
+
 static void srv_free(serve_t *srv) {
+    nw_metrics_free(srv->metrics);
     nw_routes_free(srv->routes);
     nw_tokens_free(srv->tokens);
     if (srv->tls)
@@ -289,10 +329,13 @@ int nw_serve_main(int argc, char **argv) {
     }
     if (rc == 0)
         rc = srv_start(srv);
+    if (rc == 0 && (rc = srv_admin(srv)) != 0)
+        srv_stop(srv);
     if (rc == 0)
         uv_run(&loop, UV_RUN_DEFAULT);
     nw_loop_teardown(&loop);
     srv_free(srv);
-    /* A setting this host cannot honour (certificate, listener) fails here. */
-    return rc == 0 ? 0 : 2;
+    /* A setting this host cannot honour (certificate, listener, admin
+     * address) fails here; 1 is out of memory. */
+    return rc == 0 ? 0 : rc == 1 ? 1 : 2;
 }

@@ -6,7 +6,9 @@
 #include <llhttp.h>
 #include <regex.h>
 
+#include "admin.h"
 #include "cfg.h"
+#include "metrics.h"
 #include "conn.h"
 #include "http1.h"
 #include "routes.h"
@@ -131,6 +133,8 @@ struct serve_s {
     int default_owned;            /* some tunnel has served the default route */
     int draining;
     int stopping;
+    nw_metrics_t *metrics;        /* --admin: what /metrics shows (NULL without) */
+    nw_admin_t *admin;            /* --admin: the admin listener (NULL without) */
 };
 
 extern const llhttp_settings_t pc_settings;
