@@ -124,6 +124,8 @@ void pc_parse_error(pconn_t *pc) {
     }
     if (pc->strm) /* the request body broke mid-stream */
         status = 400;
+    if (status == 400)
+        pc->err_reason = srv_ops_why_reason(why);
     pc_reply(pc, status,
              pc->strm ? "malformed request body" : pc_status_msg(pc, status, mb, sizeof(mb)));
 }
@@ -139,6 +141,7 @@ static int pc_prescan(pconn_t *pc, const char *data, size_t len) {
                     pc->conn ? pc->conn->peer : "-", pc->scan.why,
                     pc->trailers ? ", in the trailer section" : "");
             pc->err_status = 400;
+            pc->err_reason = srv_ops_why_reason(pc->scan.why);
             if (pc->trailers && pc->strm) {
                 pc_drop_strm(pc, NW_RST_CANCEL);
             }
@@ -154,6 +157,7 @@ static int pc_prescan(pconn_t *pc, const char *data, size_t len) {
         nw_info("conn=%llu client=%s bad request: 400 (no CRLF after chunk data)",
                 (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-");
         pc->err_status = 400;
+        pc->err_reason = "smuggling";
         pc_drop_strm(pc, NW_RST_CANCEL);
         if (pc->head_sent)
             pc_close(pc);
@@ -340,6 +344,7 @@ static void pc_on_timer(uv_timer_t *h) {
     case PC_QUEUED:
         wq_remove(pc);
         pc->keep_alive = 0;
+        srv_ops_queue_timeout(pc);
         if (pc->wait_busy) {
             nw_warn("conn=%llu client=%s every tunnel stayed at --max-streams (%u) for %llu ms: "
                     "503",
@@ -461,6 +466,7 @@ void pc_pipe_in(pconn_t *pc, const char *p, size_t n) {
         pc->in_eof = 1;
         nw_conn_pause(pc->conn, NW_PAUSE_DONE);
     }
+    srv_ops_bytes(pc, pc->strm, n, 0);
     rc = nw_strm_send(pc->strm, p, n, p == NULL);
     if (rc < 0) {
         pc_close(pc);

@@ -20,13 +20,15 @@
 
 static void wq_on_check(uv_check_t *h);
 
-static void reg_remove(serve_t *srv, nw_tun_t *t) {
+/* 1 when t was in the table (it had opened), else 0. */
+static int reg_remove(serve_t *srv, nw_tun_t *t) {
     size_t i;
     for (i = 0; i < srv->ntuns; i++)
         if (srv->tuns[i] == t) {
             srv->tuns[i] = srv->tuns[--srv->ntuns];
-            return;
+            return 1;
         }
+    return 0;
 }
 
 /* Whether any tunnel may take new streams (full or not). */
@@ -109,7 +111,8 @@ void wq_fail_if_hopeless(serve_t *srv) {
 static void srv_on_tun_close(nw_tun_t *t, int err) {
     srv_tun_t *st = t->data;
     serve_t *srv = st->srv;
-    reg_remove(srv, t);
+    if (reg_remove(srv, t))
+        srv_ops_tunnel(srv, "close");
     rt_detach(st, "tunnel closed");
     nw_info("tunnel closed tun=%llu agent=%s reason=%s", (unsigned long long)t->id, t->agent,
             nw_strerror(err));

@@ -41,6 +41,7 @@ static int on_message_begin(llhttp_t *p) {
     pc->err_why = NULL;
     pc->realm[0] = pc->nohost[0] = 0;
     pc->route_auth = 0;
+    srv_ops_begin(pc);
     pc_set_state(pc, PC_HEAD);
     pc->used = 1;
     pc_arm(pc, pc->srv->cfg->head_timeout_ms);
@@ -136,6 +137,7 @@ static nw_tun_t *pc_tunnel(pconn_t *pc, const char *ip, size_t iplen, int *any, 
         *status = 404;
         return NULL;
     }
+    srv_ops_route(pc, hit.route);
     t = rt_pick(pc, &hit, ip, iplen, any);
     if (!t && pc->realm[0]) {
         nw_info("conn=%llu client=%s route %s: no matching Basic credential: 401",
@@ -364,6 +366,7 @@ static int pc_chunk_data(pconn_t *pc, const char *at, size_t n) {
 int pc_send_body(pconn_t *pc, int end) {
     int rc = 0;
     if (pc->strm && (pc->body_acc.len || end)) {
+        srv_ops_bytes(pc, pc->strm, pc->body_acc.len, 0);
         rc = nw_strm_send(pc->strm, pc->body_acc.p, pc->body_acc.len, end);
         if (rc == 1 && pc->conn)
             nw_conn_pause(pc->conn, NW_PAUSE_CREDIT);

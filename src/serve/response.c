@@ -58,6 +58,8 @@ int pc_flush_head(pconn_t *pc) {
     pc_heads_unlink(pc);
     if (pc->conn)
         rc = pc_write(pc, pc->head_out.p, pc->head_out.len, 0);
+    if (rc == 0)
+        srv_ops_head(pc, pc->resp_status, 0);
     nw_sbuf_free(&pc->head_out);
     if (rc == 0)
         pc_send_timer(pc);
@@ -107,6 +109,7 @@ void pc_reply(pconn_t *pc, int status, const char *msg) {
                      pc->is_head ? "" : body);
     if (n > 0)
         pc_write(pc, buf, (size_t)NW_MIN((size_t)n, sizeof(buf) - 1), 0);
+    srv_ops_head(pc, status, 1);
     pc->head_sent = 1;
     if (keep) {
         pc->keep_alive = 1;
@@ -178,6 +181,7 @@ static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
     }
     nw_sbuf_free(&out);
     pc->head_sent = 1;
+    srv_ops_head(pc, 101, 0);
     nw_debug("conn=%llu client=%s strm=%u switched protocols: piping", (unsigned long long)pc->id,
              pc->conn ? pc->conn->peer : "-", s->sid);
     /* Accepted: what the client sent after its request (held until now,
@@ -222,6 +226,7 @@ static int build_head(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f, int no
                 continue; /* RFC 9110 8.6: never on a 204; a proxy before us would wait for it */
             if (nw_http_take_cl(&has_cl, h->value, h->value_len, &pc->cl_left) != 0) {
                 nw_sbuf_free(out);
+                srv_ops_strm_error(s, "invalid Content-Length from the local service");
                 nw_strm_detach(s, NW_RST_PROTOCOL);
                 pc->strm = NULL;
                 pc_reply(pc, 502, "invalid Content-Length from the local service");
@@ -268,6 +273,7 @@ void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         nw_warn("conn=%llu client=%s agent=%s strm=%u invalid response head from agent: 502",
                 (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-", s->tun->agent,
                 s->sid);
+        srv_ops_strm_error(s, "invalid response head from the agent");
         nw_strm_detach(s, NW_RST_PROTOCOL);
         pc->strm = NULL;
         pc_reply(pc, 502, "invalid response from the agent");
@@ -279,6 +285,7 @@ void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         uv_timer_stop(&pc->timer);
     pc_set_state(pc, PC_STREAM);
     pc->has_cl = 0;
+    pc->resp_status = f->status;
     if (pc->upgrade) {
         /* Not accepted: what the client sent after the request was never
          * for the service. Dropped; the connection closes after this
@@ -302,6 +309,7 @@ void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
         pc_close(pc);
         return;
     }
+    srv_ops_head(pc, f->status, 0);
     nw_sbuf_free(&out);
     if (end) {
         if (pc->has_cl && pc->cl_left) {
@@ -394,6 +402,7 @@ void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     size_t extra = 0;
 
     if (pc->piped) {
+        srv_ops_bytes(pc, s, 0, len);
         pipe_data(pc, p, len, end);
         return;
     }
@@ -406,6 +415,8 @@ void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
         }
         pc->cl_left -= len;
     }
+    if (!skip)
+        srv_ops_bytes(pc, s, 0, len);
     if (!skip && (rc = pc_hold_body(pc, p, len)) != 0) {
         if (rc < 0) {
             pc_close(pc);
@@ -420,6 +431,7 @@ void srv_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     if (pc->head_pending) {
         pc_heads_unlink(pc);
         b[n++] = uv_buf_init(pc->head_out.p, (unsigned)pc->head_out.len);
+        srv_ops_head(pc, pc->resp_status, 0); /* written just below */
     }
     if (len && !skip) {
         if (pc->chunked_out)
@@ -476,6 +488,8 @@ void srv_on_reset(nw_strm_t *s, uint32_t code) {
     int status = code_status(code, &msg);
     pc->strm = NULL;
     wq_kick(pc->srv); /* its slot is free */
+    if (code != NW_RST_CANCEL)
+        srv_ops_strm_error(s, srv_ops_rst_reason(code));
     /* Never processed (refused by an agent that is going away, or still in
      * our queue when its tunnel died): a request that was wholly in its
      * OPEN frame can go to another tunnel. One with a body cannot, as the
@@ -495,6 +509,8 @@ void srv_on_reset(nw_strm_t *s, uint32_t code) {
             return;
         status = st;
         msg = srv_status_msg(st);
+    } else {
+        pc->err_reason = srv_ops_rst_reason(code);
     }
     if (code == NW_RST_UNSENT)
         code = NW_RST_TUNNEL_LOST;

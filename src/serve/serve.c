@@ -12,6 +12,7 @@
  *   routing.c   which tunnel serves a request: routes, the hold, --balance,
  *               per-route Basic credentials, grants after a SIGHUP
  *   routes.c    the route model and matcher (pure); tokens.c --tokens (pure)
+ *   ops.c       metrics, /readyz and /api/status (with --admin)
  *
  * Public HTTP/1.x connections (pconn) are parsed with llhttp in strict
  * mode; each request becomes one stream on an agent tunnel with a free
@@ -112,6 +113,7 @@ static void srv_stop(serve_t *srv) {
             nw_warn("conn=%llu client=%s no response before the server stopped: 503",
                     (unsigned long long)pc->id, pc->conn->peer);
             pc->keep_alive = 0;
+            pc->err_reason = "shutting_down";
             pc_reply(pc, 503, "the server is shutting down");
         }
     }

@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "conn.h"
 #include "http1.h"
+#include "metrics.h"
 #include "routes.h"
 #include "trim.h"
 #include "tun.h"
@@ -25,6 +26,8 @@
 
 typedef struct serve_s serve_t;
 typedef struct nw_tokens nw_tokens_t;
+typedef struct srv_ops_s srv_ops_t;     /* metrics and status pages (ops.c) */
+typedef struct srv_rstat_s srv_rstat_t; /* one route's counters (ops.c) */
 
 /* One Basic credential a tunnel's routes demand: "user:password". */
 typedef struct {
@@ -49,6 +52,12 @@ typedef struct srv_tun_s {
     size_t toklen;
     srv_cred_t *creds;   /* Basic credentials its routes demand (AUTH_BASIC) */
     size_t ncreds;
+    /* For /api/status (ops.c): */
+    char peer[64];       /* the agent's address */
+    int64_t since;       /* when it opened (Unix time) */
+    uint64_t bytes_in;   /* request body bytes sent into it */
+    uint64_t bytes_out;  /* response body bytes it delivered to clients */
+    const char *last_error; /* the last stream failure on it (static string), or NULL */
 } srv_tun_t;
 
 /* PC_QUEUED: the head is parsed, every tunnel is at --max-streams; the
@@ -102,6 +111,12 @@ typedef struct pconn_s {
         in_eof : 1,  /* piped: the client ended its side */
         out_eof : 1, /* piped: the local service ended its side */
         trailers : 1; /* past the last chunk: the trailer section is scanned */
+    /* The current request's accounting (ops.c): */
+    srv_rstat_t *rstat;      /* its route's counters, once routed (NULL: "-") */
+    uint64_t t_begin;        /* uv_hrtime() when its first byte was parsed */
+    const char *err_reason;  /* why serve answers it itself (natwrp_errors_total), or NULL */
+    int resp_status;         /* the proxied head's status, counted when written */
+    int resp_counted;        /* its response head was counted */
 } pconn_t;
 
 struct serve_s {
@@ -127,6 +142,7 @@ struct serve_s {
     pconn_t *heads;               /* pconns holding a response head (see pc_hold_head) */
     uv_idle_t heads_idle;         /* writes those heads at the next loop turn */
     nw_trimmer_t trim;            /* returns memory after a burst of connections */
+    srv_ops_t *ops;               /* metrics and status (ops.c), NULL without --admin */
     nw_routes_t *routes;          /* route -> tunnels (srv_tun_t), held routes included */
     nw_tokens_t *tokens;          /* --tokens and CONN_TOKEN; NULL: any agent, any route */
     uv_timer_t sweep;             /* held routes' expiry, revoked tunnels' --grace */
@@ -221,5 +237,20 @@ void wq_fail_if_hopeless(serve_t *srv);
 extern const nw_tun_cbs_t srv_tun_cbs;
 void wq_append(pconn_t *pc);
 void wq_kick(serve_t *srv);
+
+/* ops.c: the metrics, /readyz and /api/status of serve. Every srv_ops_*
+ * call does nothing while srv->ops is NULL (no --admin). */
+int srv_ops_init(serve_t *srv, nw_metrics_t *m, nw_admin_t *a);
+void srv_ops_free(serve_t *srv);
+void srv_ops_begin(pconn_t *pc);
+void srv_ops_route(pconn_t *pc, const nw_route_t *r);
+void srv_ops_head(pconn_t *pc, int status, int own);
+void srv_ops_bytes(pconn_t *pc, nw_strm_t *s, size_t in, size_t out);
+void srv_ops_tunnel(serve_t *srv, const char *event);
+void srv_ops_refused(serve_t *srv, const char *reason);
+void srv_ops_queue_timeout(pconn_t *pc);
+void srv_ops_strm_error(nw_strm_t *s, const char *reason);
+const char *srv_ops_why_reason(const char *why);
+const char *srv_ops_rst_reason(uint32_t code);
 
 #endif

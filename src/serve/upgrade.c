@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "cfg.h"
 #include "conn.h"
@@ -20,8 +22,23 @@
 #include "tun.h"
 #include "ws.h"
 
+/* The natwrp_tunnel_refusals_total reason of a refusal (ops.c). */
+static const char *refusal_reason(int status, const char *why) {
+    switch (status) {
+    case 401: return "token";
+    case 403: return strncmp(why, "refused:", 8) == 0 ? "route" : "forbidden";
+    case 429: return "limits";
+    case 503:
+        return strcmp(why, "out of memory") == 0          ? "internal"
+               : strcmp(why, "server is shutting down") == 0 ? "draining"
+                                                            : "limits";
+    default: return "bad_handshake";
+    }
+}
+
 /* Refuse a tunnel upgrade with a status and a one-line reason. */
 static void tunnel_refuse(pconn_t *pc, int status, const char *agent, const char *why) {
+    srv_ops_refused(pc->srv, refusal_reason(status, why));
     nw_warn("tunnel refused from %s agent=%s: %d %s", pc->conn->peer, agent && *agent ? agent : "-",
             status, why);
     pc->keep_alive = 0;
@@ -40,6 +57,7 @@ static void refuse_subproto(pconn_t *pc) {
              "protocol version mismatch: agent offered '%.*s', server speaks " NW_HS_SUBPROTO,
              i >= 0 ? (int)NW_MIN(f.value_len, 100) : 4, i >= 0 ? f.value : "none");
     nw_warn("tunnel refused from %s: %s", pc->conn->peer, msg);
+    srv_ops_refused(pc->srv, "bad_handshake");
     n = snprintf(resp, sizeof(resp),
                  "HTTP/1.1 400 Bad Request\r\n" NW_HS_VERSION ": %d\r\n"
                  "Content-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n"
@@ -69,6 +87,7 @@ static int check_websocket(pconn_t *pc, char accept[29]) {
                          "Content-Length: 0\r\nConnection: close\r\n\r\n";
         nw_warn("tunnel refused from %s agent=-: 426 Sec-WebSocket-Version is not 13",
                 pc->conn->peer);
+        srv_ops_refused(pc->srv, "bad_handshake");
         pc_write(pc, r, sizeof(r) - 1, 0);
         pc_linger(pc);
         return -1;
@@ -408,16 +427,21 @@ void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
             nw_info("tunnel replaced tun=%llu agent=%s by tun=%llu",
                     (unsigned long long)srv->tuns[i]->id, agent, (unsigned long long)t->id);
             nw_tun_close(srv->tuns[i], NW_ECLOSED);
+            srv_ops_tunnel(srv, "replace");
             break;
         }
     if (srv->ntuns >= MAX_TUNNELS) {
         /* Only when a replaced tunnel is still closing: never past the table. */
         nw_warn("tunnel refused tun=%llu agent=%s: the tunnel table is full",
                 (unsigned long long)t->id, agent);
+        srv_ops_refused(srv, "limits");
         nw_tun_close(t, NW_ECLOSED);
         return;
     }
     srv->tuns[srv->ntuns++] = t;
+    snprintf(st->peer, sizeof(st->peer), "%s", c->peer);
+    st->since = (int64_t)time(NULL);
+    srv_ops_tunnel(srv, "open");
     nw_info("tunnel open tun=%llu agent=%s peer=%s", (unsigned long long)t->id, agent, c->peer);
     if (rt_attach(st) != 0) {
         nw_warn("tunnel tun=%llu agent=%s: out of memory for its routes", (unsigned long long)t->id,
