@@ -39,8 +39,10 @@ void lreq_refuse(lreq_t *r, const char *body, size_t len) {
         h[0] = (nw_hdr_t){"Content-Type", 12, "text/plain; charset=utf-8", 25};
         h[1] = (nw_hdr_t){"Content-Length", 14, cl, strlen(cl)};
         h[2] = (nw_hdr_t){"Retry-After", 11, "1", 1};
-        if (nw_strm_head(r->strm, 503, "Service Unavailable", 19, h, 3, 0) == 0)
+        if (nw_strm_head(r->strm, 503, "Service Unavailable", 19, h, 3, 0) == 0) {
+            ops_response(r, 503);
             nw_strm_send(r->strm, body, len, 1);
+        }
     }
     lreq_detach(r, 0);
     lreq_free(r);
@@ -58,6 +60,7 @@ static void on_queue_timeout(uv_timer_t *h) {
                 "(LOCAL_QUEUE_TIMEOUT): 503",
                 ag->cfg->agent_id, r->strm ? r->strm->sid : 0,
                 (unsigned long long)(now - r->wait_since), ag->nlocal);
+        ops_local_error(ag, "queue_timeout");
         lreq_refuse(r, body, sizeof(body) - 1); /* unlinks it from the queue */
     }
     if (ag->wait_head)
@@ -94,6 +97,7 @@ void lreq_admit(lreq_t *r) {
     }
     nw_warn("agent=%s strm=%u %zu local connections busy and %zu requests waiting: 503",
             ag->cfg->agent_id, r->strm->sid, ag->nlocal, ag->nwait);
+    ops_local_error(ag, "queue_full");
     lreq_refuse(r, body, sizeof(body) - 1);
 }
 
@@ -107,6 +111,7 @@ int admit_pipe(lreq_t *r) {
     if (ag->npipes >= ag->cfg->max_pipes) {
         nw_warn("agent=%s strm=%u %zu upgraded connections open (MAX_LOCAL_PIPES): 503",
                 ag->cfg->agent_id, r->strm->sid, ag->npipes);
+        ops_local_error(ag, "pipes_full");
         lreq_refuse(r, body, sizeof(body) - 1);
         return -1;
     }

@@ -275,7 +275,9 @@ static int agent_admin(agent_t *ag) {
         return 2;
     }
     nw_admin_set_ready(ag->admin, agent_ready, ag);
-    return nw_admin_metrics(ag->admin, ag->metrics) != 0 ? 1 : 0;
+    if (nw_admin_metrics(ag->admin, ag->metrics) != 0)
+        return 1;
+    return ops_start(ag) != 0 ? 1 : 0; /* the agent's families, /api/status, its /readyz */
 }
 
 /* Free what nw_agent_main built, however far it got. */
@@ -286,7 +288,9 @@ static void agent_free(agent_t *ag) {
     for (k = 0; ag->slots && k < ag->nslots; k++) {
         nw_hf_free(&ag->slots[k].hs_hf);
         nw_sbuf_free(&ag->slots[k].hs_body);
+        nw_sbuf_free(&ag->slots[k].granted);
     }
+    ops_free(ag);
     nw_free(ag->slots);
     nw_metrics_free(ag->metrics);
     if (ag->remote_tls)

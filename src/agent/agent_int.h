@@ -36,6 +36,11 @@ typedef struct slot_s {
     uv_timer_t timer;   /* backoff, then handshake deadline */
     unsigned attempt;
     uint64_t up_since;
+    /* For /api/status (ops.c): the last reason it went down, when it
+     * entered its state (Unix seconds), the routes its 101 granted. */
+    char last_error[200];
+    int64_t since;
+    nw_sbuf_t granted; /* public URLs, comma-separated, as in X-Natwrp-Routes */
 } slot_t;
 
 /* One connection to the local service. */
@@ -66,6 +71,8 @@ struct lreq_s {
     uint64_t body_left; /* Content-Length (0 for an upgrade without one) not yet received */
     uint64_t wait_since; /* when it joined the wait queue (LOCAL_QUEUE_TIMEOUT) */
     uint64_t cap;     /* its capture in the inspector (0: none) */
+    uint64_t t_open;  /* uv_hrtime() at its OPEN (natwrp_local_request_duration_seconds) */
+    uint32_t rst;     /* the code its stream was reset with (ops.c: the status the client sees) */
     lreq_t *prev, *next;
     lreq_t *wnext;    /* waiting for a local connection slot */
     unsigned req_end : 1, chunked : 1, body_sent : 1, is_head : 1, head_out : 1, resp_head : 1,
@@ -74,7 +81,9 @@ struct lreq_s {
         piped : 1,    /* the local service answered 101: a raw pipe both ways */
         in_eof : 1,   /* piped: the server's side (the client) ended */
         has_cl : 1,   /* OPEN carried Content-Length: body_left bounds the body */
-        pipe_slot : 1; /* counted in npipes (an upgrade request or a pipe) */
+        pipe_slot : 1, /* counted in npipes (an upgrade request or a pipe) */
+        counted : 1,   /* in natwrp_local_requests_total (ops.c) */
+        peer_reset : 1; /* the server reset its stream (the client went away) */
 };
 
 struct agent_s {
@@ -109,6 +118,7 @@ struct agent_s {
     nw_metrics_t *metrics;    /* --admin: what /metrics shows (NULL without) */
     nw_admin_t *admin;        /* --admin: the admin listener (NULL without) */
     struct nw_inspect_s *ins; /* the request inspector (NULL: INSPECT=0 or no --admin) */
+    struct agent_ops_s *ops;  /* metrics and /api/status (ops.c); NULL without --admin */
 };
 
 /* agent.c: process lifecycle */
@@ -150,6 +160,19 @@ lconn_t *pool_take(agent_t *ag);
 void lc_close(lconn_t *lc);
 void lc_abort(lconn_t *lc);
 void lreq_done(lreq_t *r);
+
+/* ops.c: the agent's metrics, /api/status and /readyz (with --admin; each
+ * counting call costs one NULL check without it) */
+int ops_start(agent_t *ag); /* families, pages, the ready check: 0 or NW_ENOMEM */
+void ops_free(agent_t *ag);
+void ops_reconnect(slot_t *sl, const char *reason, const char *why); /* why: for last_error */
+void ops_local_error(agent_t *ag, const char *reason);
+void ops_dial_error(agent_t *ag, int err);      /* connecting to the local service failed */
+void ops_read_error(agent_t *ag, ssize_t err);  /* its connection failed */
+void ops_response(lreq_t *r, unsigned status);  /* r's response head went out */
+void ops_request_end(lreq_t *r);                 /* r is freed: counted if no head went out */
+void ops_unparsed(agent_t *ag);                  /* an OPEN refused before it became a request */
+void ops_bytes(agent_t *ag, int to_local, size_t n);
 
 /* admit.c: admission to the local service */
 void admit_waiters(agent_t *ag);

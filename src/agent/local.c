@@ -13,6 +13,7 @@
 /* Let go of r's stream (code 0: it ended; else it is reset with code). */
 void lreq_detach(lreq_t *r, uint32_t code) {
     if (r->strm) {
+        r->rst = code;
         nw_strm_detach(r->strm, code);
         r->strm = NULL;
     }
@@ -38,7 +39,12 @@ void lreq_fail(lreq_t *r, uint32_t code, const char *why) {
 
 static int lc_write(lconn_t *lc, const void *p, size_t n, size_t credit) {
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    return nw_conn_write(lc->conn, &b, 1, credit);
+    int rc = nw_conn_write(lc->conn, &b, 1, credit);
+    if (rc)
+        ops_local_error(lc->ag, "write");
+    else
+        ops_bytes(lc->ag, 1, n);
+    return rc;
 }
 
 /* Write body bytes to the local service, chunked when the length is
@@ -57,8 +63,12 @@ static int lreq_write_body(lreq_t *r, const void *p, size_t n, int end) {
     }
     if (end && r->chunked)
         b[k++] = uv_buf_init("0\r\n\r\n", 5);
-    if (k && nw_conn_write(r->lc->conn, b, k, n) != 0)
+    if (k && nw_conn_write(r->lc->conn, b, k, n) != 0) {
+        ops_local_error(r->ag, "write");
         return NW_ECLOSED;
+    }
+    while (k)
+        ops_bytes(r->ag, 1, b[--k].len);
     if (end && r->upgrade) {
         /* The client ended its side of the pipe: half-close ours. */
         r->in_eof = 1;
@@ -140,6 +150,7 @@ void ag_on_reset(nw_strm_t *s, uint32_t code) {
                 code >= NW_RST_TUNNEL_LOST ? "tunnel lost" : nw_mux_code_name(code));
     r->strm = NULL;
     ins_end(r, s->reset_by_peer ? "reset by the server" : "reset (tunnel lost or refused)");
+    r->rst = code, r->peer_reset = s->reset_by_peer; /* the status its client sees (ops.c) */
     lreq_abort_local(r);
     lreq_free(r);
 }
@@ -183,6 +194,7 @@ static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
         return NULL;
     r->ag = ag;
     r->strm = s;
+    r->t_open = uv_hrtime();
     s->data = r;
     r->next = ag->reqs;
     if (ag->reqs)
@@ -329,11 +341,13 @@ void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
         !nw_http_fields_ok(f->hdrs, f->nhdrs)) {
         nw_warn("agent=%s strm=%u malformed request head from server", ag->cfg->agent_id, s->sid);
         nw_strm_detach(s, NW_RST_PROTOCOL);
+        ops_unparsed(ag);
         return;
     }
     r = lreq_new(ag, s, f);
     if (!r) {
         nw_strm_detach(s, NW_RST_INTERNAL);
+        ops_unparsed(ag);
         return;
     }
     ins_begin(r, f);
@@ -431,6 +445,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
         r->piped = 1;
         lc->piped = 1;
         ins_resp_head(r, 101, hdrs, (size_t)(n < 0 ? 0 : n + (int)m));
+        ops_response(r, 101);
         return 0;
     }
     if (st < 200) {
@@ -455,6 +470,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
     r->resp_head = 1;
     r->resp_end = end ? 1 : 0;
     ins_resp_head(r, (int)st, hdrs, (size_t)(n < 0 ? 0 : n));
+    ops_response(r, st);
     return r->is_head ? 1 : 0;
 }
 
@@ -580,6 +596,7 @@ static void lc_after_parse(lconn_t *lc, llhttp_errno_t e) {
         char msg[160];
         snprintf(msg, sizeof(msg), "bad response from the local service: %s",
                  why ? why : llhttp_errno_name(e));
+        ops_local_error(r->ag, "bad_response");
         lreq_fail(r, strstr(msg, "too large") ? NW_RST_TOOBIG : NW_RST_UPSTREAM, msg);
     }
 }
@@ -597,10 +614,13 @@ void lc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
         return;
     }
     if (lc->piped) {
-        if (nread < 0 && nread != UV_EOF)
+        if (nread < 0 && nread != UV_EOF) {
+            ops_read_error(lc->ag, nread);
             lreq_fail(r, NW_RST_UPSTREAM, "local service connection failed mid-pipe");
-        else
+        } else {
+            ops_bytes(lc->ag, 0, nread < 0 ? 0 : (size_t)nread);
             lc_pipe_out(lc, nread < 0 ? NULL : buf, nread < 0 ? 0 : (size_t)nread);
+        }
         return;
     }
     if (nread < 0) {
@@ -621,12 +641,14 @@ void lc_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
             if (lc->req == NULL)
                 return;
         }
+        ops_read_error(lc->ag, nread);
         lreq_fail(r, NW_RST_UPSTREAM,
                   r->resp_head ? "local service closed mid-response"
                                : "local service closed the connection before responding");
         return;
     }
     lc->got_bytes = 1;
+    ops_bytes(lc->ag, 0, (size_t)nread);
     lc->parse_end = buf + nread;
     e = llhttp_execute(&lc->parser, buf, (size_t)nread);
     lc_after_parse(lc, e);
@@ -681,6 +703,7 @@ static void lreq_on_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     if (!c) {
         snprintf(msg, sizeof(msg), "cannot connect to local service %s: %s",
                  r->ag->local_str, nw_dial_strerror(d));
+        ops_dial_error(r->ag, err);
         lreq_fail(r, NW_RST_CONNECT, msg);
         return;
     }
@@ -700,13 +723,16 @@ void lreq_start(lreq_t *r) {
     }
     r->dial = nw_dial_start(ag->loop, ag->cfg->local.host, ag->cfg->local.port,
                             ag->cfg->connect_timeout_ms, ag->local_tls, lreq_on_dial, r);
-    if (!r->dial)
+    if (!r->dial) {
+        ops_local_error(ag, "connect_failed");
         lreq_fail(r, NW_RST_INTERNAL, "cannot start a connection");
+    }
 }
 
 void lreq_free(lreq_t *r) {
     agent_t *ag = r->ag;
     ins_end(r, NULL);
+    ops_request_end(r);
     admit_release(r);
     if (r->dial)
         nw_dial_cancel(r->dial);

@@ -5,6 +5,7 @@
  * meanwhile). */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent_int.h"
 #include "handshake.h"
@@ -23,13 +24,15 @@
 static void on_backoff(uv_timer_t *h) { slot_connect(h->data); }
 
 /* slow: the server refused us for a reason a retry will not fix soon
- * (401/403): wait the full cap, never a tight loop. */
-static void schedule_reconnect(slot_t *sl, const char *reason, int slow) {
+ * (401/403): wait the full cap, never a tight loop. kind labels
+ * natwrp_reconnects_total (ops.c). */
+static void schedule_reconnect(slot_t *sl, const char *kind, const char *reason, int slow) {
     agent_t *ag = sl->ag;
     uint64_t now = uv_now(ag->loop), delay;
     unsigned r = 0;
     if (ag->stopping)
         return;
+    ops_reconnect(sl, kind, reason);
     if (sl->up_since && now - sl->up_since >= HEALTHY_MS)
         sl->attempt = 0; /* it was healthy: start over from the short delay */
     sl->up_since = 0;
@@ -69,7 +72,8 @@ static void ag_on_tun_close(nw_tun_t *t, int err) {
     tuns_remove(ag, t);
     if (sl) {
         sl->tun = NULL;
-        schedule_reconnect(sl, nw_strerror(err), 0);
+        schedule_reconnect(sl, err == NW_ETIMEOUT ? "ping_timeout" : "closed", nw_strerror(err),
+                           0);
     } else {
         nw_info("agent=%s retired tun=%llu closed", t->agent, (unsigned long long)t->id);
     }
@@ -88,6 +92,7 @@ static void ag_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
             sl && !ag->stopping ? ": connecting a new tunnel, this one finishes its streams" : "");
     if (!sl || ag->stopping)
         return;
+    ops_reconnect(sl, "goaway", "server sent GOAWAY");
     sl->tun = NULL; /* retiring: stays in ag->tuns until the server closes it */
     sl->attempt = 0;
     sl->up_since = 0;
@@ -103,13 +108,13 @@ static const nw_tun_cbs_t ag_tun_cbs = {
     .on_close = ag_on_tun_close,
 };
 
-static void hs_fail(slot_t *sl, const char *why, int slow) {
+static void hs_fail(slot_t *sl, const char *kind, const char *why, int slow) {
     uv_timer_stop(&sl->timer);
     if (sl->hs) {
         nw_conn_close(sl->hs);
         sl->hs = NULL;
     }
-    schedule_reconnect(sl, why, slow);
+    schedule_reconnect(sl, kind, why, slow);
     agent_check_done(sl->ag);
 }
 
@@ -185,7 +190,8 @@ static void hs_refused(slot_t *sl) {
         nw_err("agent=%s forbidden: %s (serve refuses a route in ROUTES (its --tokens or "
                "--domain) or this AGENT_ID (its --allow-agent); retrying every %ds)",
                sl->name, body[0] ? body : "no reason given", BACKOFF_MAX_MS / 1000);
-    hs_fail(sl, why, st == 401 || st == 403);
+    hs_fail(sl, st == 401 ? "refused_401" : st == 403 ? "refused_403" : "refused_other", why,
+            st == 401 || st == 403);
 }
 
 /* The 101 names the routes serve granted, as public URLs, in
@@ -229,6 +235,25 @@ static void hs_log_routes(slot_t *sl) {
     }
 }
 
+/* The routes the 101 granted, for /api/status: its X-Natwrp-Routes
+ * values as sent, or "*" (the default route) without the field. */
+static void hs_keep_routes(slot_t *sl) {
+    const nw_hfields_t *h = &sl->hs_hf;
+    nw_hdr_t f;
+    int i = nw_hf_find(h, NW_HS_ROUTES, 0);
+    sl->granted.len = 0;
+    if (i < 0) {
+        nw_sbuf_appends(&sl->granted, "*");
+        return;
+    }
+    for (; i >= 0; i = nw_hf_find(h, NW_HS_ROUTES, (size_t)i + 1)) {
+        nw_hf_get(h, (size_t)i, &f);
+        if (sl->granted.len)
+            nw_sbuf_append(&sl->granted, ",", 1);
+        nw_sbuf_append(&sl->granted, f.value, f.value_len);
+    }
+}
+
 static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
     agent_t *ag = sl->ag;
     nw_hfields_t *h = &sl->hs_hf;
@@ -243,17 +268,17 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
     i = nw_hf_find(h, "sec-websocket-accept", 0);
     if (i < 0 || (nw_hf_get(h, (size_t)i, &f), !nw_strieq(f.value, f.value_len, expect)) ||
         f.value_len != strlen(expect) || memcmp(f.value, expect, f.value_len) != 0) {
-        hs_fail(sl, "bad Sec-WebSocket-Accept from server", 0);
+        hs_fail(sl, "handshake", "bad Sec-WebSocket-Accept from server", 0);
         return;
     }
     if (!nw_hs_subproto_selected(h)) {
         nw_err("agent=%s protocol version mismatch: server did not select " NW_HS_SUBPROTO,
                sl->name);
-        hs_fail(sl, "protocol version mismatch", 0);
+        hs_fail(sl, "handshake", "protocol version mismatch", 0);
         return;
     }
     if (nw_hs_window(h, &win) != 0) {
-        hs_fail(sl, "invalid " NW_HS_WINDOW " from server", 0);
+        hs_fail(sl, "handshake", "invalid " NW_HS_WINDOW " from server", 0);
         return;
     }
     /* A serve that predates routes ignores X-Natwrp-Auth-Basic: the
@@ -263,14 +288,14 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
         nw_err("agent=%s the server did not confirm AUTH_BASIC (an older natwrp serve?): it would "
                "not enforce it, so this agent does not serve through it (retrying every %ds)",
                sl->name, BACKOFF_MAX_MS / 1000);
-        hs_fail(sl, "the server would not enforce AUTH_BASIC", 1);
+        hs_fail(sl, "handshake", "the server would not enforce AUTH_BASIC", 1);
         return;
     }
     uv_timer_stop(&sl->timer);
     sl->hs = NULL;
     if (ag->ntuns == MAX_TUNS) {
         nw_conn_close(c);
-        schedule_reconnect(sl, "too many retiring tunnels", 0);
+        schedule_reconnect(sl, "other", "too many retiring tunnels", 0);
         return;
     }
     tc.my_window = ag->cfg->window;
@@ -278,13 +303,16 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
     tc.ping_interval_ms = ag->cfg->ping_interval_ms;
     sl->tun = nw_tun_new(ag->loop, c, 1, &tc, &ag_tun_cbs, ag);
     if (!sl->tun) {
-        schedule_reconnect(sl, "out of memory", 0);
+        schedule_reconnect(sl, "other", "out of memory", 0);
         return;
     }
     ag->tuns[ag->ntuns++] = sl->tun;
     sl->tun->id = ++ag->tun_seq;
     snprintf(sl->tun->agent, sizeof(sl->tun->agent), "%s", sl->name);
     sl->up_since = uv_now(ag->loop);
+    sl->since = (int64_t)time(NULL);
+    sl->last_error[0] = 0;
+    hs_keep_routes(sl);
     nw_info("tunnel up agent=%s remote=%s tun=%llu", sl->name, ag->remote_str,
             (unsigned long long)sl->tun->id);
     if (ag->cfg->routes[0])
@@ -302,8 +330,10 @@ static void hs_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
             hs_refused(sl);
             return;
         }
-        hs_fail(sl, nread == UV_EOF ? "server closed the connection during the handshake"
-                                    : nw_strerror((int)nread), 0);
+        hs_fail(sl, "handshake",
+                nread == UV_EOF ? "server closed the connection during the handshake"
+                                : nw_strerror((int)nread),
+                0);
         return;
     }
     e = llhttp_execute(&sl->hs_parser, buf, (size_t)nread);
@@ -313,13 +343,15 @@ static void hs_on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     } else if (sl->hs_done) {
         hs_refused(sl);
     } else if (e != HPE_OK) {
-        hs_fail(sl, "malformed handshake response from server", 0);
+        hs_fail(sl, "handshake", "malformed handshake response from server", 0);
     }
 }
 
 static void hs_on_close(nw_conn_t *c) { (void)c; }
 
-static void hs_on_timeout(uv_timer_t *h) { hs_fail(h->data, "handshake timed out", 0); }
+static void hs_on_timeout(uv_timer_t *h) {
+    hs_fail(h->data, "handshake", "handshake timed out", 0);
+}
 
 int slot_hs_request(const slot_t *sl, const char *key, nw_sbuf_t *req) {
     const agent_t *ag = sl->ag;
@@ -366,7 +398,8 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     if (!c) {
         snprintf(reason, sizeof(reason), "cannot connect to %s: %s", ag->remote_str,
                  nw_dial_strerror(d));
-        schedule_reconnect(sl, reason, 0); /* logs the reason: once per attempt */
+        schedule_reconnect(sl, err == NW_ETLS ? "tls" : "connect_failed", reason,
+                           0); /* logs the reason: once per attempt */
         return;
     }
     if (c->tls)
@@ -384,7 +417,7 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     b = uv_buf_init(req.p, (unsigned)req.len);
     if (rc != 0 || !req.p || nw_conn_write(c, &b, 1, 0) != 0) {
         nw_sbuf_free(&req);
-        hs_fail(sl, "cannot send the handshake", 0);
+        hs_fail(sl, "other", "cannot send the handshake", 0);
         return;
     }
     nw_sbuf_free(&req);
@@ -397,6 +430,8 @@ void slot_connect(slot_t *sl) {
     if (ag->stopping || sl->tun || sl->dial || sl->hs)
         return;
     nw_info("agent=%s connecting to %s", sl->name, ag->remote_str);
+    if (!sl->since)
+        sl->since = (int64_t)time(NULL);
     if (ag->remote_tls && ag->cfg->insecure)
         nw_warn("agent=%s tls: TLS_INSECURE is set: the server's certificate is not verified "
                 "(insecure; anyone on the path can impersonate the server)",
@@ -404,7 +439,7 @@ void slot_connect(slot_t *sl) {
     sl->dial = nw_dial_start(ag->loop, ag->cfg->remote.host, ag->cfg->remote.port,
                              ag->cfg->connect_timeout_ms, ag->remote_tls, on_remote_dial, sl);
     if (!sl->dial)
-        schedule_reconnect(sl, "cannot start a connection", 0);
+        schedule_reconnect(sl, "other", "cannot start a connection", 0);
 }
 
 /* Stop a slot's backoff, dial or handshake (its tunnel is left alone). */
