@@ -244,20 +244,8 @@ static int srv_start(serve_t *srv) {
     return 0;
 }
 
-/* /readyz: useful once listening, not draining, with a tunnel. */
-static int srv_ready(void *ud, char *why, size_t whylen) {
-    serve_t *srv = ud;
-    const char *r = srv->draining      ? "draining"
-                    : !srv->nlisteners ? "not listening yet"
-                    : !srv->ntuns      ? "no tunnel"
-                                       : NULL;
-    if (r)
-        snprintf(why, whylen, "%s", r);
-    return r == NULL;
-}
-
-/* --admin: the admin listener with /metrics (build and process metrics;
- * serve's own are registered beside them) and /readyz. 0, or 2 when the
+/* --admin: the admin listener with /metrics (build and process metrics,
+ * and serve's own: ops.c), /readyz and /api/status. 0, or 2 when the
  * address cannot be used (said on stderr), 1 out of memory. */
 static int srv_admin(serve_t *srv) {
     const nw_listen_t *l = &srv->cfg->ops.admin.addr;
@@ -274,13 +262,14 @@ static int srv_admin(serve_t *srv) {
                 l->host[0] ? l->host : "*", l->port, nw_strerror(rc));
         return 2;
     }
-    nw_admin_set_ready(srv->admin, srv_ready, srv);
-    if (nw_admin_metrics(srv->admin, srv->metrics) != 0)
+    if (srv_ops_init(srv, srv->metrics, srv->admin) != 0 ||
+        nw_admin_metrics(srv->admin, srv->metrics) != 0)
         return 1;
     return 0;
 }
 
 static void srv_free(serve_t *srv) {
+    srv_ops_free(srv);
     nw_metrics_free(srv->metrics);
     nw_routes_free(srv->routes);
     nw_tokens_free(srv->tokens);

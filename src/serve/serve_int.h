@@ -8,7 +8,6 @@
 
 #include "admin.h"
 #include "cfg.h"
-#include "metrics.h"
 #include "conn.h"
 #include "http1.h"
 #include "metrics.h"
