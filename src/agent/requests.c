@@ -12,6 +12,7 @@
 #include "agent_int.h"
 #include "inspect.h"
 #include "json.h"
+#include "ui.h"
 
 #define REPLAY_TIMEOUT_MS 30000 /* for the response, once connected */
 
@@ -428,10 +429,12 @@ static void page_one(nw_admin_req_t *req, void *ud) {
 }
 
 int ag_inspect_start(agent_t *ag, nw_admin_t *a) {
+    nw_admin_ui(a);
     if (ag->cfg->inspect && !ag->ins && !(ag->ins = nw_inspect_new(ag->cfg->inspect_secrets)))
         return NW_ENOMEM;
     if (nw_admin_handle(a, "/api/requests", page_list, ag) != 0 ||
-        nw_admin_handle(a, "/api/requests/", page_one, ag) != 0)
+        nw_admin_handle_methods(a, "/api/requests/", NW_ADMIN_GET | NW_ADMIN_POST, page_one,
+                                ag) != 0)
         return NW_ENOMEM;
     return 0;
 }
