@@ -190,6 +190,11 @@ static int rp_on_body(llhttp_t *p, const char *at, size_t n) {
     rp->body_total += n;
     if (room && nw_sbuf_append(&rp->body, at, n < room ? n : room) != 0)
         return -1;
+    if (n > room) {
+        /* Enough to show: the rest (a stream may never end) is not read. */
+        rp->done = 1;
+        return HPE_PAUSED;
+    }
     return 0;
 }
 
@@ -235,7 +240,11 @@ static void rp_on_read(nw_conn_t *conn, ssize_t nread, const char *buf) {
 }
 
 static void rp_on_timer(uv_timer_t *t) {
-    rp_answer_error(t->data, 504, "the local service did not answer within 30 s");
+    replay_t *rp = t->data;
+    if (rp->status) /* a head and part of a body: show what came */
+        rp_answer(rp);
+    else
+        rp_answer_error(rp, 504, "the local service did not answer within 30 s");
 }
 
 /* The request as the agent sends any: LOCAL_URL's base path before the

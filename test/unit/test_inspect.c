@@ -41,7 +41,7 @@ UNIT_TEST(ring_keeps_last_200) {
     CHECK(nw_inspect_get(ins, 251) == NULL);
     CHECK(nw_inspect_get(ins, 0) == NULL);
     CHECK_EQ(nw_inspect_list_json(ins, 0, &b), 0);
-    CHECK(has(&b, "\"last\":250"));
+    CHECK(has(&b, "{\"inspect\":true,\"last\":250,\"requests\":[{\"id\":51,"));
     CHECK(has(&b, "\"/r50\"")); /* id 51 */
     CHECK(!has(&b, "\"/r49\""));
     CHECK(has(&b, "\"/r249\""));
