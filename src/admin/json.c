@@ -3,7 +3,6 @@
  * past U+10FFFF) become U+FFFD, one per maximal bad subpart. */
 #include "json.h"
 
-/* Length of the well-formed UTF-8 sequence at s (n bytes left), or 0. */
 static size_t utf8_len(const unsigned char *s, size_t n) {
     unsigned char c = s[0];
     size_t need, i;
@@ -65,6 +64,14 @@ static size_t bad_len(const unsigned char *s, size_t n) {
             break;
     }
     return i;
+}
+
+size_t nw_utf8_len(const char *s, size_t n) {
+    return utf8_len((const unsigned char *)s, n);
+}
+
+size_t nw_utf8_bad(const char *s, size_t n) {
+    return bad_len((const unsigned char *)s, n);
 }
 
 int nw_json_str(nw_sbuf_t *b, const char *s, size_t n) {

@@ -5,7 +5,9 @@
  * label values into one series whose values are all "_other". */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
+#include "json.h"
 #include "metrics.h"
 
 #define NW_METRIC_NAME_MAX 128
@@ -407,8 +409,8 @@ void nw_metrics_on_collect(nw_metrics_t *m, nw_metrics_collect_fn fn, void *ud) 
 /* ---- exposition ---------------------------------------------------------- */
 
 /* A float as Go's strconv.ParseFloat reads it: whole numbers without an
- * exponent (up to 2^53, exact), the rest with %.17g (round-trips), and
- * +Inf, -Inf, NaN by name. */
+ * exponent (up to 2^53, exact), the rest so that they read back exactly
+ * (at most %.17g), and +Inf, -Inf, NaN by name. */
 static int put_float(nw_sbuf_t *out, double v) {
     if (isnan(v))
         return nw_sbuf_appends(out, "NaN");
@@ -416,33 +418,55 @@ static int put_float(nw_sbuf_t *out, double v) {
         return nw_sbuf_appends(out, v > 0 ? "+Inf" : "-Inf");
     if (v >= -9007199254740992.0 && v <= 9007199254740992.0 && (double)(long long)v == v)
         return nw_sbuf_appendf(out, "%lld", (long long)v); /* no "-0", no exponent */
+    /* The shortest of %.15g, %.16g, %.17g that reads back as v (%.17g
+     * always does): le="0.005" as other exporters write it, not
+     * le="0.0050000000000000001". */
+    {
+        char buf[40];
+        int prec;
+        for (prec = 15; prec < 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*g", prec, v);
+            if (strtod(buf, NULL) == v)
+                return nw_sbuf_appends(out, buf);
+        }
+    }
     return nw_sbuf_appendf(out, "%.17g", v);
 }
 
-/* HELP text: backslash and newline escaped. */
-static int put_help(nw_sbuf_t *out, const char *s) {
-    for (; *s; s++) {
-        int rc = *s == '\\' ? nw_sbuf_append(out, "\\\\", 2)
-                 : *s == '\n' ? nw_sbuf_append(out, "\\n", 2)
-                              : nw_sbuf_append(out, s, 1);
-        if (rc)
-            return rc;
+/* HELP text (quote = 0: backslash and newline escaped) or a label value
+ * (quote = 1: double quote too). Both must be UTF-8 (promtool refuses a
+ * label value that is not): other bytes become U+FFFD. */
+static int put_escaped(nw_sbuf_t *out, const char *s, int quote) {
+    size_t n = strlen(s), i = 0, l;
+    int rc = 0;
+    while (i < n && rc == 0) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\\') {
+            rc = nw_sbuf_append(out, "\\\\", 2);
+            i++;
+        } else if (c == '\n') {
+            rc = nw_sbuf_append(out, "\\n", 2);
+            i++;
+        } else if (c == '"' && quote) {
+            rc = nw_sbuf_append(out, "\\\"", 2);
+            i++;
+        } else if ((l = nw_utf8_len(s + i, n - i)) != 0) {
+            rc = nw_sbuf_append(out, s + i, l);
+            i += l;
+        } else {
+            rc = nw_sbuf_append(out, "\xEF\xBF\xBD", 3);
+            i += nw_utf8_bad(s + i, n - i);
+        }
     }
-    return 0;
+    return rc;
 }
 
-/* A label value: backslash, double quote and newline escaped. Bytes that
- * are not UTF-8 are passed as they are (promtool reads them as given). */
+static int put_help(nw_sbuf_t *out, const char *s) {
+    return put_escaped(out, s, 0);
+}
+
 static int put_lvalue(nw_sbuf_t *out, const char *s) {
-    for (; *s; s++) {
-        int rc = *s == '\\' ? nw_sbuf_append(out, "\\\\", 2)
-                 : *s == '"' ? nw_sbuf_append(out, "\\\"", 2)
-                 : *s == '\n' ? nw_sbuf_append(out, "\\n", 2)
-                              : nw_sbuf_append(out, s, 1);
-        if (rc)
-            return rc;
-    }
-    return 0;
+    return put_escaped(out, s, 1);
 }
 
 /* "{a="x",b="y"}" (nothing without labels), with le= appended when le is
