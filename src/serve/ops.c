@@ -121,14 +121,15 @@ static srv_rstat_t *rstat_of(srv_ops_t *o, const pconn_t *pc) {
 
 /* ---- where things happen ---- */
 
-/* A request's first byte was parsed. */
-void srv_ops_begin(pconn_t *pc) {
+/* A request's first byte was parsed (start 1), or the previous one was
+ * answered and the connection waits for the next (start 0: a head refused
+ * before llhttp saw it is counted all the same, with no duration). */
+void srv_ops_begin(pconn_t *pc, int start) {
     pc->rstat = NULL;
     pc->err_reason = NULL;
     pc->resp_status = 0;
     pc->resp_counted = 0;
-    if (pc->srv->ops)
-        pc->t_begin = uv_hrtime();
+    pc->t_begin = start && pc->srv->ops ? uv_hrtime() : 0;
 }
 
 /* The request was routed to r (a route of the table). */
@@ -207,7 +208,7 @@ void srv_ops_head(pconn_t *pc, int status, int own) {
         return;
     pc->resp_counted = 1;
     nw_series_add(code_series(o, r, status), 1);
-    nw_series_observe(r->dur, (double)(uv_hrtime() - pc->t_begin) / 1e9);
+    nw_series_observe(r->dur, pc->t_begin ? (double)(uv_hrtime() - pc->t_begin) / 1e9 : 0);
     err = status >= 500 || (own && status >= 400);
     r->requests++;
     r->errors += (uint64_t)err;
@@ -508,8 +509,8 @@ static nw_series_t *plain(nw_metric_t *f, int *bad) {
     return s;
 }
 
-/* Register serve's families in m and its pages on a (the admin listener),
- * with /readyz asking srv_ready. 0 or NW_ENOMEM. */
+/* Register serve's families in m and its pages on a (the admin listener;
+ * NULL: none, for tests), with /readyz asking srv_ready. 0 or NW_ENOMEM. */
 int srv_ops_init(serve_t *srv, nw_metrics_t *m, nw_admin_t *a) {
     srv_ops_t *o = nw_calloc(1, sizeof(*o));
     int bad = 0;
@@ -556,13 +557,14 @@ int srv_ops_init(serve_t *srv, nw_metrics_t *m, nw_admin_t *a) {
         o->s_waiting = plain(o->waiting, &bad);
         o->s_qtimeouts = plain(o->qtimeouts, &bad);
     }
-    if (bad || nw_admin_handle(a, "/api/status", page_status, srv) != 0) {
+    if (bad || (a && nw_admin_handle(a, "/api/status", page_status, srv) != 0)) {
         nw_free(o);
         return NW_ENOMEM;
     }
     srv->ops = o;
     nw_metrics_on_collect(m, on_collect, srv);
-    nw_admin_set_ready(a, srv_ready, srv);
+    if (a)
+        nw_admin_set_ready(a, srv_ready, srv);
     return 0;
 }
 

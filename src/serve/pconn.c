@@ -360,6 +360,8 @@ static void pc_on_timer(uv_timer_t *h) {
         }
         break;
     case PC_WAIT:
+        if (pc->strm)
+            srv_ops_strm_error(pc->strm, "timeout");
         nw_warn("conn=%llu client=%s agent=%s strm=%u no response head within %llu ms: 504",
                 (unsigned long long)pc->id, pc->conn->peer, pc->strm ? pc->strm->tun->agent : "-",
                 pc->strm ? pc->strm->sid : 0,

@@ -41,7 +41,7 @@ static int on_message_begin(llhttp_t *p) {
     pc->err_why = NULL;
     pc->realm[0] = pc->nohost[0] = 0;
     pc->route_auth = 0;
-    srv_ops_begin(pc);
+    srv_ops_begin(pc, 1);
     pc_set_state(pc, PC_HEAD);
     pc->used = 1;
     pc_arm(pc, pc->srv->cfg->head_timeout_ms);

@@ -129,6 +129,7 @@ void pc_response_done(pconn_t *pc) {
     }
     /* Next request: take what the client pipelined, then read again. */
     pc_set_state(pc, PC_IDLE);
+    srv_ops_begin(pc, 0);
     pc_arm(pc, pc->srv->cfg->idle_timeout_ms);
     if (pc->conn && pc->conn->wbytes > OUT_MAX) {
         /* A client that pipelines and does not read would have every answer

@@ -241,7 +241,7 @@ void wq_kick(serve_t *srv);
  * call does nothing while srv->ops is NULL (no --admin). */
 int srv_ops_init(serve_t *srv, nw_metrics_t *m, nw_admin_t *a);
 void srv_ops_free(serve_t *srv);
-void srv_ops_begin(pconn_t *pc);
+void srv_ops_begin(pconn_t *pc, int start);
 void srv_ops_route(pconn_t *pc, const nw_route_t *r);
 void srv_ops_head(pconn_t *pc, int status, int own);
 void srv_ops_bytes(pconn_t *pc, nw_strm_t *s, size_t in, size_t out);
