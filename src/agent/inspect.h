@@ -6,8 +6,9 @@
  * Cost: heads are always kept (one copy of each); bodies only while a
  * dashboard asked within NW_INSPECT_LIVE_MS (nw_inspect_touch), so with no
  * dashboard open a request costs two small copies. Memory bound:
- * NW_INSPECT_RING x (heads + 2 x NW_INSPECT_BODY_MAX), 25 MiB of
- * bodies plus the heads (each at most the agent's MAX_HEAD). Secret values
+ * NW_INSPECT_RING x (heads + 2 x NW_INSPECT_BODY_MAX): 25 MiB of
+ * bodies plus the heads (a request head as serve let it through, a
+ * response head at most MAX_HEAD). Secret values
  * are kept (Replay sends them) but rendered as "***" unless secrets is
  * set. */
 #ifndef NW_INSPECT_H
