@@ -190,9 +190,17 @@ function hdrsPre(h) {
   return el("pre", { class: "headers", text: (h || []).map(([n, v]) => n + ": " + v).join("\n") || "(none)" });
 }
 function bodyPre(b) {
-  if (!b || (!b.size && !b.text && !b.hex)) return el("pre", { class: "body", text: "(empty)" });
-  let t = b.text != null ? b.text : "hex: " + b.hex.replace(/(..)/g, "$1 ").trim();
-  if (b.truncated) t += `\n\u2026 (${b.size} bytes in all` + (b.text == null && !b.hex ? ", not captured" : "") + ")";
+  if (!b || !b.size) return el("pre", { class: "body", text: "(empty)" });
+  let t;
+  if (b.text) {
+    t = b.text;
+    if (b.truncated) t += `\n\u2026 (${b.size} bytes in all; the first 64 KiB shown)`;
+  } else if (b.hex) {
+    t = "hex: " + b.hex.replace(/(..)/g, "$1 ").trim();
+    if (b.size > b.hex.length / 2) t += `\n\u2026 (${b.size} bytes in all; the first ${b.hex.length / 2} shown)`;
+  } else {
+    t = `(${b.size} bytes, not captured: no dashboard was open)`;
+  }
   return el("pre", { class: "body", text: t });
 }
 function side(title, status, x) {
