@@ -59,6 +59,7 @@ struct aconn_s {
     int head;          /* the request was HEAD: no body in the answer */
     int driving;       /* inside drive(): no re-entry */
     int write_wait;    /* parsing stopped until the output drains */
+    int head_armed;    /* the timer runs the current request's deadline */
     nw_sbuf_t body;
     nw_sbuf_t pending; /* bytes read after the current request's end */
     char method[16];
@@ -282,8 +283,12 @@ static void dispatch(aconn_t *ac) {
 
     ac->state = AC_HANDLER;
     uv_timer_stop(&ac->timer);
+    ac->head_armed = 0;
     nw_conn_pause(ac->conn, NW_PAUSE_PIPELINE);
-    ac->keep_alive = llhttp_should_keep_alive(&ac->parser) && !a->stopping;
+    /* An Upgrade request is answered, never switched: then closed, as
+     * what follows its head is not HTTP/1.1 for certain. */
+    ac->keep_alive =
+        llhttp_should_keep_alive(&ac->parser) && !ac->parser.upgrade && !a->stopping;
     if (ac->too_big) {
         ac->keep_alive = 0;
         ac_text(ac, 413, "request body too large\n", NULL);
@@ -401,7 +406,7 @@ static int on_headers_complete(llhttp_t *p) {
         return -1;
     }
     if (nw_http_has_token(&ac->hf, "expect", "100-continue") &&
-        (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) && p->content_length > 0) {
+        ((p->flags & F_CHUNKED) || p->content_length > 0)) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
         nw_conn_write(ac->conn, &b, 1, 0);
@@ -491,17 +496,29 @@ static void on_timer(uv_timer_t *h) {
 }
 
 /* Arm the timeout that fits where the connection is: a request under way
- * must finish within the head timeout, an idle one gets the idle timeout. */
+ * must arrive whole within the head timeout from its first byte (more
+ * bytes do not extend it: no slowloris), an idle connection gets the idle
+ * timeout, and so does a client that reads none of our output. */
 static void arm(aconn_t *ac) {
-    if (ac->state != AC_READ || ac->write_wait)
+    if (ac->state != AC_READ)
         return;
-    uv_timer_start(&ac->timer, on_timer,
-                   ac->started || ac->pending.len ? ADMIN_HEAD_TIMEOUT_MS : ADMIN_IDLE_TIMEOUT_MS,
-                   0);
+    if (ac->write_wait) {
+        ac->head_armed = 0;
+        uv_timer_start(&ac->timer, on_timer, ADMIN_IDLE_TIMEOUT_MS, 0);
+    } else if (ac->started || ac->pending.len) {
+        if (!ac->head_armed)
+            uv_timer_start(&ac->timer, on_timer, ADMIN_HEAD_TIMEOUT_MS, 0);
+        ac->head_armed = 1;
+    } else {
+        ac->head_armed = 0;
+        uv_timer_start(&ac->timer, on_timer, ADMIN_IDLE_TIMEOUT_MS, 0);
+    }
 }
 
 static void on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
     aconn_t *ac = c->data;
+    if (ac->state == AC_CLOSING)
+        return; /* the last answer is flushing; conn.c closes after it */
     if (nread < 0) {
         ac_close(ac);
         return;
@@ -520,8 +537,12 @@ static void on_read(nw_conn_t *c, ssize_t nread, const char *buf) {
 static void on_written(nw_conn_t *c, size_t credit) {
     aconn_t *ac = c->data;
     (void)credit;
-    if (!ac->write_wait || ac->conn->wbytes > ADMIN_WRITE_MAX / 2)
+    if (!ac->write_wait || ac->state != AC_READ)
         return;
+    if (ac->conn->wbytes > ADMIN_WRITE_MAX / 2) {
+        arm(ac); /* it reads: give it another idle timeout */
+        return;
+    }
     ac->write_wait = 0;
     nw_conn_resume(ac->conn, NW_PAUSE_WRITEQ);
     drive(ac);
@@ -551,6 +572,12 @@ static void on_timer_close(uv_handle_t *h);
 
 static void on_conn_close(nw_conn_t *c) {
     aconn_t *ac = c->data;
+    if (ac->state == AC_HANDLER && ac->req.on_abort) {
+        void (*fn)(nw_admin_req_t *) = ac->req.on_abort;
+        ac->req.on_abort = NULL;
+        fn(&ac->req);
+    }
+    ac->state = AC_CLOSING;
     ac->conn = NULL;
     ac->handles--;
     if (!uv_is_closing((uv_handle_t *)&ac->timer)) /* closed after a flush */
