@@ -204,8 +204,38 @@ def test_reconnects_and_readyz_follow_the_server(t):
     a.wait_for(r"server sent GOAWAY", 10, since=mark)
     m = scrape(port)
     eq(value(m, "natwrp_reconnects_total", reason="goaway"), 1, "reconnects: goaway")
-    eq(value(m, "natwrp_reconnects_total", reason="closed"),
-       value(before, "natwrp_reconnects_total", reason="closed"), "closed unchanged by GOAWAY")
+    eq(value(before, "natwrp_reconnects_total", reason="goaway"), 0, "no goaway before")
+
+
+@timed(60)
+def test_reconnect_reasons_refused_tls_ping(t):
+    """A wrong CONN_TOKEN: refused_401; TLS to a plain listener: tls; a
+    server that stops answering pings: ping_timeout."""
+    o = t.origin("A")
+    s = t.serve("--conn-token", "right-token", "--ping-interval", "1")
+    bad = t.agent(s, o, agent_id="bad", env=dict(ADMIN_ENV, CONN_TOKEN="wrong-token"),
+                  wait=False, label="agent-bad")
+    tls = t.agent("https://127.0.0.1:%d" % s.port, o, agent_id="tls", env=ADMIN_ENV, wait=False,
+                  label="agent-tls")
+    good = t.agent(s, o, agent_id="good", label="agent-good",
+                   env=dict(ADMIN_ENV, CONN_TOKEN="right-token", PING_INTERVAL="1"))
+    bad.wait_for(r"agent=bad unauthorized: check CONN_TOKEN", 15)
+    m = scrape(admin_port(bad))
+    eq(value(m, "natwrp_reconnects_total", reason="refused_401"), 1, "refused_401")
+    eq(sum(by_label(m, "natwrp_reconnects_total", "reason").values()), 1, "reconnects in all")
+    st = status(admin_port(bad))
+    check("401" in st["tunnels"][0]["last_error"], "last_error %r" % st["tunnels"][0])
+    tls.wait_for(r"tunnel down agent=tls\b", 15)
+    m = scrape(admin_port(tls))
+    eq(value(m, "natwrp_reconnects_total", reason="tls"), 1, "tls")
+    mark = good.mark()
+    s.proc.stop()
+    try:
+        good.wait_for(r"tunnel down agent=good\b", 10, since=mark)
+    finally:
+        s.proc.cont()
+    m = scrape(admin_port(good))
+    eq(value(m, "natwrp_reconnects_total", reason="ping_timeout"), 1, "ping_timeout")
 
 
 @timed(60)
