@@ -329,3 +329,29 @@ def test_dashboard_in_chromium(t):
         screenshot(cdp, t, "dashboard-serve-screenshot.png")
     finally:
         cdp.close()
+
+
+@timed(60)
+def test_websocket_through_a_live_inspector(t):
+    """An upgraded exchange is listed with its 101 while its pipe runs (the
+    pipe's bytes are not captured as a body) and ends when it closes."""
+    import wsclient
+    o, s, a, ap = inspected_stack(t)
+    listed(ap)
+    ws = wsclient.connect(s.port, "/ws", timeout=10)
+    eq(ws.status, 101, "WebSocket through the tunnel")
+    ws.send(b"x" * 70000)
+    eq(ws.recv(timeout=10).data, b"x" * 70000, "echo through the pipe")
+    e = find(listed(ap)["requests"], "/ws")
+    eq((e["method"], e["status"], e["state"]), ("GET", 101, "pending"), "listed while piped")
+    mark = o.proc.mark()
+    ws.close()
+    ws.close_socket()
+    o.proc.wait_for(r"ws done", 10, since=mark)  # the pipe ended at the service
+    e = wait_done(ap, "/ws", tries=200)
+    eq((e["status"], e["state"], e["request_bytes"], e["response_bytes"]), (101, "done", 0, 0),
+       "after the pipe closed")
+    one = admin_json(ap, "GET", "/api/requests/%d" % e["id"])
+    rh = dict((k.lower(), v) for k, v in one["response"]["headers"])
+    eq(rh.get("upgrade", "").lower(), "websocket", "101 fields")
+    eq(http_request(s.port, "GET", "/name").status, 200, "plain request after it")
