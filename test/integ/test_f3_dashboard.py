@@ -355,3 +355,26 @@ def test_websocket_through_a_live_inspector(t):
     rh = dict((k.lower(), v) for k, v in one["response"]["headers"])
     eq(rh.get("upgrade", "").lower(), "websocket", "101 fields")
     eq(http_request(s.port, "GET", "/name").status, 200, "plain request after it")
+
+
+@timed(60)
+def test_admin_token_guards_the_dashboard_and_inspector(t):
+    """With ADMIN_TOKEN the page, its assets and the inspector need the token
+    (Bearer, or Basic with it as the password, which a browser sends)."""
+    o, s, a, ap = inspected_stack(t, {"ADMIN_TOKEN": "adm-tok-1"})
+    basic = "Basic " + base64.b64encode(b"anyone:adm-tok-1").decode()
+    for path in ("/", "/ui/app.js", "/api/requests", "/api/requests/1"):
+        r = admin(ap, "GET", path)
+        eq(r.status, 401, "%s without the token" % path)
+        check("Basic" in (r.header("www-authenticate") or ""), "%s asks for a login" % path)
+    eq(admin(ap, "POST", "/api/requests/1/replay").status, 401, "replay without the token")
+    eq(admin(ap, "GET", "/", headers=[("Authorization", basic)]).status, 200, "/ with Basic")
+    eq(admin(ap, "GET", "/ui/style.css", headers=[("Authorization", "Bearer adm-tok-1")]).status,
+       200, "asset with Bearer")
+    j = admin(ap, "GET", "/api/requests", headers=[("Authorization", basic)]).json()
+    eq(j["requests"], [], "the list with the token")
+    eq(http_request(s.port, "GET", "/name").status, 200, "request")
+    e = find(admin(ap, "GET", "/api/requests", headers=[("Authorization", basic)])
+             .json()["requests"], "/name")
+    r = admin(ap, "POST", "/api/requests/%d/replay" % e["id"], headers=[("Authorization", basic)])
+    eq((r.status, r.json()["new"]["status"]), (200, 200), "replay with the token")
