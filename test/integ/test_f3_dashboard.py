@@ -378,3 +378,23 @@ def test_admin_token_guards_the_dashboard_and_inspector(t):
              .json()["requests"], "/name")
     r = admin(ap, "POST", "/api/requests/%d/replay" % e["id"], headers=[("Authorization", basic)])
     eq((r.status, r.json()["new"]["status"]), (200, 200), "replay with the token")
+
+
+@timed(60)
+def test_agent_own_503_is_listed(t):
+    """A request the agent refuses itself (LOCAL_QUEUE full) is listed with
+    the 503 and body its client got."""
+    import threading
+    o, s, a, ap = inspected_stack(t, {"MAX_LOCAL_CONNS": "1", "LOCAL_QUEUE": "0"})
+    listed(ap)
+    th = threading.Thread(target=lambda: http_request(s.port, "GET", "/hang?max_ms=3000",
+                                                      timeout=15), daemon=True)
+    th.start()
+    o.proc.wait_for(r"event hang-start", 10)
+    r = http_request(s.port, "GET", "/name?refused")
+    eq(r.status, 503, "agent's own 503")
+    e = wait_done(ap, "/name?refused")
+    eq((e["status"], e["response_bytes"]), (503, len(r.body)), "listed with its 503")
+    one = admin_json(ap, "GET", "/api/requests/%d" % e["id"])
+    eq(one["response"]["body"]["text"], r.body.decode(), "the agent's body")
+    th.join(15)
