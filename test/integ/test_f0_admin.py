@@ -10,6 +10,7 @@ that cannot be bound exits 2 naming --admin."""
 
 import base64
 import shutil
+import signal
 import socket
 import subprocess
 
@@ -41,6 +42,20 @@ def test_livez_readyz_serve(t):
     t.agent(s, o)
     r = get(ap, "/readyz")
     eq((r.status, r.body), (200, b"ready\n"), "/readyz with a tunnel")
+    # SIGTERM with a request in flight: draining, and /readyz says so at
+    # once while the admin listener still answers.
+    c = Conn(s.port)
+    mark = o.proc.mark()
+    c.request("GET", "/hang")
+    o.proc.wait_for(r"event hang-start path=/hang", 10, since=mark)
+    mark = s.proc.mark()
+    s.proc.send(signal.SIGTERM)
+    s.proc.wait_for(r"received SIGTERM: draining", 10, since=mark)
+    r = get(ap, "/readyz")
+    eq((r.status, r.body), (503, b"draining\n"), "/readyz while draining")
+    eq(get(ap, "/livez").status, 200, "/livez while draining")
+    c.sock.close()  # the last request goes: serve stops, the admin listener with it
+    eq(s.proc.wait_exit(15), 0, "serve's exit status after the drain")
 
 
 def test_livez_readyz_agent(t):
@@ -59,6 +74,24 @@ def test_livez_readyz_agent(t):
     a.wait_for(r"tunnel down agent=a1 ", 15)
     r = get(ap, "/readyz")
     eq((r.status, r.body), (503, b"no tunnel up\n"), "agent /readyz without a tunnel")
+
+
+def test_readyz_agent_draining(t):
+    o = t.origin("A")
+    s = t.serve()
+    a = t.agent(s, o, env={"ADMIN_LISTEN": "127.0.0.1:0"})
+    ap = int(a.wait_for(ADMIN_RE, 10).group(1))
+    c = Conn(s.port)
+    mark = o.proc.mark()
+    c.request("GET", "/hang")
+    o.proc.wait_for(r"event hang-start path=/hang", 10, since=mark)
+    mark = a.mark()
+    a.send(signal.SIGTERM)
+    a.wait_for(r"received SIGTERM: shutting down", 10, since=mark)
+    r = get(ap, "/readyz")
+    eq((r.status, r.body), (503, b"draining\n"), "agent /readyz while draining")
+    c.sock.close()  # its one request goes: the agent finishes and exits
+    eq(a.wait_exit(15), 0, "the agent's exit status after the drain")
 
 
 def test_admin_token(t):
