@@ -64,6 +64,7 @@ void pc_accept(serve_t *srv, uv_stream_t *server, int fd, int tls) {
             pc_close(pc);
         } else {
             pc_set_state(pc, PC_IDLE);
+            pc->err_reason = "too_many_connections";
             pc_reply(pc, 503, "too many connections; try again");
             nw_conn_resume(c, NW_PAUSE_OWNER); /* the linger drains what it sends */
         }

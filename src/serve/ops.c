@@ -11,8 +11,8 @@
  * handshake is not a request: it counts in natwrp_tunnel_events_total or
  * natwrp_tunnel_refusals_total. A route's counters live in a map here,
  * keyed by the route's name and bounded (RSTAT_MAX); the route table
- * (routes.c) is not touched. Without --admin srv->ops is NULL and every
- * call here returns at once. */
+ * (routes.c) is not touched. Without --admin srv->ops is NULL and nothing
+ * is counted. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

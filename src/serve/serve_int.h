@@ -237,8 +237,8 @@ extern const nw_tun_cbs_t srv_tun_cbs;
 void wq_append(pconn_t *pc);
 void wq_kick(serve_t *srv);
 
-/* ops.c: the metrics, /readyz and /api/status of serve. Every srv_ops_*
- * call does nothing while srv->ops is NULL (no --admin). */
+/* ops.c: the metrics, /readyz and /api/status of serve. While srv->ops
+ * is NULL (no --admin) the srv_ops_* calls count nothing. */
 int srv_ops_init(serve_t *srv, nw_metrics_t *m, nw_admin_t *a);
 void srv_ops_free(serve_t *srv);
 void srv_ops_begin(pconn_t *pc, int start);

@@ -12,7 +12,9 @@ reason (token, bad handshake), and that handshakes are not requests.
 /api/status's tunnel and route fields, with a stream in flight (and
 natwrp_streams_active). /readyz: 503 "no tunnel" before the first agent
 and after the tunnel is lost, 200 while one is up, 503 "draining" at once
-on SIGTERM (the agent's GOAWAY arrives after it). Every scrape passes
+on SIGTERM (the agent's GOAWAY arrives after it), and 503 "no tunnel" while
+the only tunnel drains after its agent's GOAWAY. A request waiting for a
+tunnel (natwrp_requests_waiting), then its queue timeout. Every scrape passes
 `promtool check metrics` with no output, route names with sub-delims
 included."""
 
@@ -383,4 +385,68 @@ def test_readyz_tunnel_loss_and_drain(t):
     eq((j["ready"], j["ready_reason"], j["draining"]), (False, "draining", True),
        "status while draining")
     s.proc.wait_for(r"received SIGTERM: draining", 5, smark)
+    c.reset()  # the last request ends: the drain is over
+    eq(s.proc.wait_exit(10), 0, "serve's exit status after the drain")
+
+
+def test_readyz_only_tunnel_going_away(t):
+    """The only tunnel sent GOAWAY (its agent drains) and still finishes a
+    request: serve has no tunnel that takes new requests, so /readyz is
+    503 "no tunnel" already, and the tunnel shows as draining."""
+    o = t.origin()
+    s, ap = admin_serve(t)
+    a = route_agent(t, s, o, "g1", env={"GRACE": "10"})
+    eq(readyz(ap)[0], 200, "/readyz with a tunnel")
+    omark = o.proc.mark()
+    c = Conn(s.port)
+    c.request("GET", "/hang")
+    o.proc.wait_for(r"event hang-start", 10, omark)
+    mark = s.proc.mark()
+    a.send(signal.SIGTERM)
+    s.proc.wait_for(r"tunnel draining tun=\d+ agent=g1 \(GOAWAY", 10, mark)
+    st, body = readyz(ap)
+    eq((st, body.strip()), (503, "no tunnel"), "/readyz while the only tunnel drains")
+    eq([x["state"] for x in status(ap)["tunnels"]], ["draining"], "tunnel state")
     c.reset()
+    eq(a.wait_exit(10), 0, "agent exit status after its drain")
+
+
+def test_waiting_and_queue_timeout(t):
+    """A request waiting for a tunnel is in natwrp_requests_waiting (and
+    /api/status "waiting"); when --queue-timeout passes it is a queue
+    timeout and serve's own 503 for that reason."""
+    s, ap = admin_serve(t, "--queue-timeout", "1")
+    mark = s.proc.mark()
+    c = Conn(s.port)
+    c.request("GET", "/echo")
+    s.proc.wait_for(r"no tunnel serves .* now: waiting up to", 10, mark)
+    ms = scrape(ap)
+    eq(total(ms, "natwrp_requests_waiting"), 1, "natwrp_requests_waiting")
+    eq(status(ap)["waiting"], 1, "waiting in /api/status")
+    eq(c.read_response().status, 503, "status after --queue-timeout")
+    c.close()
+    ms = scrape(ap)
+    eq((total(ms, "natwrp_requests_waiting"), total(ms, "natwrp_queue_timeouts_total")), (0, 1),
+       "natwrp_requests_waiting, natwrp_queue_timeouts_total")
+    eq(series(ms, "natwrp_errors_total"), {(("reason", "queue_timeout"),): 1.0},
+       "natwrp_errors_total")
+    eq(series(ms, "natwrp_requests_total"), {(("code", "503"), ("route", "*")): 1.0},
+       "natwrp_requests_total (the default route it waited for)")
+
+
+def test_max_conns_refusal_counted(t):
+    """A connection over --max-conns gets serve's own 503: counted, with
+    no route, as natwrp_errors_total{reason="too_many_connections"}."""
+    s, ap = admin_serve(t, "--max-conns", "1")
+    held = Conn(s.port)
+    held.request("GET", "/echo")  # waits for a tunnel: its connection stays
+    s.proc.wait_for(r"waiting up to", 10)
+    c = Conn(s.port)
+    eq(c.read_response().status, 503, "status over --max-conns")
+    c.close()
+    ms = scrape(ap)
+    eq(series(ms, "natwrp_errors_total"), {(("reason", "too_many_connections"),): 1.0},
+       "natwrp_errors_total")
+    eq(series(ms, "natwrp_requests_total"), {(("code", "503"), ("route", "-")): 1.0},
+       "natwrp_requests_total")
+    held.close()
