@@ -20,7 +20,7 @@
 #include "json.h"
 #include "metrics.h"
 
-#define CODE_MAX 600        /* status codes cached 0..599 */
+#define CODE_MAX 600        /* series of status codes 0..599 kept at hand */
 #define ROUTES_SEEN_MAX 256 /* routes listed in /api/status (64 a tunnel) */
 
 /* Reconnect reasons (natwrp_reconnects_total{reason}) and local error
@@ -53,16 +53,15 @@ struct agent_ops_s {
 /* ------------------------------------------------------------ counting */
 
 static nw_series_t *code_series(struct agent_ops_s *o, unsigned status) {
-    char v[8];
+    char v[12];
     const char *vals[1] = {v};
     nw_series_t *s;
-    if (status >= CODE_MAX)
-        status = 0; /* llhttp bounds a status at 999; none of those is real */
-    if ((s = o->s_code[status]) != NULL)
+    if (status < CODE_MAX && (s = o->s_code[status]) != NULL)
         return s;
-    snprintf(v, sizeof(v), "%u", status);
+    snprintf(v, sizeof(v), "%u", status); /* llhttp: 3 digits at most */
     s = nw_metric_series(o->f_requests, vals);
-    o->s_code[status] = s;
+    if (status < CODE_MAX)
+        o->s_code[status] = s; /* the odd 6xx-9xx is looked up each time */
     return s;
 }
 

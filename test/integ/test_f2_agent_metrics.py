@@ -199,12 +199,18 @@ def test_reconnects_and_readyz_follow_the_server(t):
     eq(status(port)["tunnels"][0]["state"], "up", "slot state after the restart")
     eq(get(s2, "/echo").status, 200, "a request after the restart")
     before = scrape(port)
-    mark = a.mark()
+    # A request in flight keeps the draining serve's tunnel open, so its
+    # GOAWAY arrives before the tunnel closes.
+    mo, mark = o.proc.mark(), a.mark()
+    c = Conn(s2.port, timeout=30)
+    c.request("GET", "/hang")
+    o.proc.wait_for(r"hang-start", 10, since=mo)
     s2.proc.send(15)  # SIGTERM: serve drains and sends GOAWAY
     a.wait_for(r"server sent GOAWAY", 10, since=mark)
     m = scrape(port)
     eq(value(m, "natwrp_reconnects_total", reason="goaway"), 1, "reconnects: goaway")
     eq(value(before, "natwrp_reconnects_total", reason="goaway"), 0, "no goaway before")
+    c.close()
 
 
 @timed(60)
@@ -242,7 +248,7 @@ def test_reconnect_reasons_refused_tls_ping(t):
 def test_readyz_before_first_tunnel_and_while_draining(t):
     o = t.origin("A")
     sport = free_port()
-    a = t.agent("ws://127.0.0.1:%d" % sport, o, env=dict(ADMIN_ENV, GRACE="30"), wait=False)
+    a = t.agent("http://127.0.0.1:%d" % sport, o, env=dict(ADMIN_ENV, GRACE="30"), wait=False)
     port = admin_port(a)
     code, body = readyz(port)
     eq((code, body), (503, "no tunnel up\n"), "/readyz before any tunnel")
