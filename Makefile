@@ -17,7 +17,8 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parame
 # folder is on the include path, so a header is named by its file alone.
 SRC_DIRS := src $(patsubst %/,%,$(sort $(dir $(wildcard src/*/*.c src/*/*.h))))
 HDRS     := $(wildcard src/*.h src/*/*.h)
-BASE    := -std=c11 -D_GNU_SOURCE $(addprefix -I,$(SRC_DIRS)) $(DEP_CFLAGS)
+# build/gen: generated headers (the dashboard's embedded files).
+BASE    := -std=c11 -D_GNU_SOURCE $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen $(DEP_CFLAGS)
 CFLAGS  ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 ASAN_CFLAGS := -O1 -g $(SAN)
@@ -75,6 +76,17 @@ $(BUILD)/obj $(BUILD)/asan/obj:
 	mkdir -p $@
 
 -include $(BUILD)/obj/*.d $(BUILD)/obj/*/*.d
+
+# --- the dashboard, embedded at build time ---------------------------------
+# src/admin/ui/* become C arrays in $(BUILD)/gen/ui_files.h (od and sed,
+# scripts/embed.sh), which src/admin/ui.c includes: one way for gcc, clang
+# and the fuzz build.
+UI_FILES := $(sort $(wildcard src/admin/ui/*))
+UI_GEN   := $(BUILD)/gen/ui_files.h
+$(UI_GEN): $(UI_FILES) scripts/embed.sh
+	@mkdir -p $(@D)
+	scripts/embed.sh $(UI_FILES) >$@.tmp && mv $@.tmp $@
+$(BUILD)/obj/admin/ui.o $(BUILD)/asan/obj/admin/ui.o $(BUILD)/fuzz/obj/admin/ui.o: $(UI_GEN)
 
 # --- everything else -------------------------------------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the optimised binary, the

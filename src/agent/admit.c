@@ -43,6 +43,7 @@ void lreq_refuse(lreq_t *r, const char *body, size_t len) {
         h[2] = (nw_hdr_t){"Retry-After", 11, "1", 1};
         if (nw_strm_head(r->strm, 503, "Service Unavailable", 19, h, 3, 0) == 0) {
             ops_response(r, 503);
+            ins_resp_head(r, 503, h, 3), ins_resp_body(r, body, len); /* the inspector */
             nw_strm_send(r->strm, body, len, 1);
         }
     }

@@ -297,6 +297,8 @@ static int agent_admin(agent_t *ag) {
     nw_admin_set_ready(ag->admin, agent_ready, ag);
     if (nw_admin_metrics(ag->admin, ag->metrics) != 0)
         return 1;
+    if (ag_inspect_start(ag, ag->admin) != 0) /* the dashboard, the inspector (requests.c) */
+        return 1;
     return ops_start(ag) != 0 ? 1 : 0; /* the agent's families, /api/status, its /readyz */
 }
 
@@ -311,6 +313,7 @@ static void agent_free(agent_t *ag) {
         nw_sbuf_free(&ag->slots[k].granted);
     }
     ops_free(ag);
+    ag_inspect_free(ag);
     nw_free(ag->slots);
     nw_metrics_free(ag->metrics);
     if (ag->remote_tls)

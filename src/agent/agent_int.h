@@ -70,6 +70,7 @@ struct lreq_s {
     nw_sbuf_t rw;     /* rewritten redirect values of the response head */
     uint64_t body_left; /* Content-Length (0 for an upgrade without one) not yet received */
     uint64_t wait_since; /* when it joined the wait queue (LOCAL_QUEUE_TIMEOUT) */
+    uint64_t cap;     /* its capture in the inspector (0: none) */
     uint64_t t_open;  /* uv_hrtime() at its OPEN (natwrp_local_request_duration_seconds) */
     uint32_t rst;     /* the code its stream was reset with (agent_ops.c: the status the client sees) */
     lreq_t *prev, *next;
@@ -124,6 +125,7 @@ struct agent_s {
     nw_tls_conf_t *local_tls;
     nw_metrics_t *metrics;    /* --admin: what /metrics shows (NULL without) */
     nw_admin_t *admin;        /* --admin: the admin listener (NULL without) */
+    struct nw_inspect_s *ins; /* the request inspector (NULL: INSPECT=0 or no --admin) */
     struct agent_ops_s *ops;  /* metrics and /api/status (agent_ops.c); NULL without --admin */
 };
 
@@ -147,6 +149,19 @@ void lreq_detach(lreq_t *r, uint32_t code);
 void lreq_fail(lreq_t *r, uint32_t code, const char *why);
 void lreq_start(lreq_t *r);
 void lreq_free(lreq_t *r);
+
+/* requests.c: the request inspector's hooks (no-ops without one), its
+ * admin pages (/api/requests...) and Replay */
+struct nw_admin_s;
+void ins_begin(lreq_t *r, const nw_mux_frame_t *f);
+void ins_req_body(lreq_t *r, const void *p, size_t n);
+void ins_resp_head(lreq_t *r, int status, const nw_hdr_t *h, size_t n);
+void ins_resp_body(lreq_t *r, const void *p, size_t n);
+void ins_end(lreq_t *r, const char *why);
+/* Create the inspector (INSPECT=1) and register its pages on a. Called
+ * once the admin listener is up; ag_inspect_free after it stopped. */
+int ag_inspect_start(agent_t *ag, struct nw_admin_s *a);
+void ag_inspect_free(agent_t *ag);
 
 /* pool.c: the keep-alive pool */
 lconn_t *pool_take(agent_t *ag);

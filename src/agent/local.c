@@ -32,6 +32,7 @@ static void lreq_abort_local(lreq_t *r) {
 void lreq_fail(lreq_t *r, uint32_t code, const char *why) {
     if (!r->log_status) /* what serve answers for the reset (its code_status) */
         r->log_status = code == NW_RST_TIMEOUT ? 504 : code == NW_RST_REFUSED ? 503 : 502;
+    ins_end(r, why);
     nw_warn("agent=%s strm=%u local request failed: %s", r->ag->cfg->agent_id,
             r->strm ? r->strm->sid : 0, why);
     lreq_detach(r, code);
@@ -126,6 +127,8 @@ void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
             wend = 0; /* a half-close waits for the 101 too */
         }
     }
+    if (!r->piped)
+        ins_req_body(r, p, n);
     if (end)
         r->req_end = 1;
     if (!r->head_out) {
@@ -153,6 +156,7 @@ void ag_on_reset(nw_strm_t *s, uint32_t code) {
     if (!r->log_status)
         r->log_status = 499; /* the client (or serve) gave up first, as nginx logs it */
     r->rst = code, r->peer_reset = s->reset_by_peer; /* the status its client sees (agent_ops.c) */
+    ins_end(r, s->reset_by_peer ? "reset by the server" : "reset (tunnel lost or refused)");
     lreq_abort_local(r);
     lreq_free(r);
 }
@@ -354,6 +358,7 @@ void ag_on_open(nw_tun_t *t, nw_strm_t *s, const nw_mux_frame_t *f) {
         ops_unparsed(ag);
         return;
     }
+    ins_begin(r, f);
     if (lreq_build_head(r, f) != 0)
         return;
     if (r->upgrade && admit_pipe(r) != 0)
@@ -448,6 +453,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
         r->resp_head = 1;
         r->piped = 1;
         lc->piped = 1;
+        ins_resp_head(r, 101, hdrs, (size_t)(n < 0 ? 0 : n + (int)m));
         ops_response(r, 101);
         return 0;
     }
@@ -473,6 +479,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
     }
     r->resp_head = 1;
     r->resp_end = end ? 1 : 0;
+    ins_resp_head(r, (int)st, hdrs, (size_t)(n < 0 ? 0 : n));
     ops_response(r, st);
     return r->is_head ? 1 : 0;
 }
@@ -491,6 +498,7 @@ static int lc_on_body(llhttp_t *p, const char *at, size_t n) {
     if (rc < 0)
         return -1;
     r->log_out += n;
+    ins_resp_body(r, at, n);
     if (last)
         r->resp_end = 1;
     if (rc == 1)
@@ -793,6 +801,7 @@ static void lreq_alog(lreq_t *r) {
 void lreq_free(lreq_t *r) {
     agent_t *ag = r->ag;
     lreq_alog(r);
+    ins_end(r, NULL);
     ops_request_end(r);
     admit_release(r);
     if (r->dial)

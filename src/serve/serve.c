@@ -42,6 +42,7 @@
 #include "serve_int.h"
 #include "tokens.h"
 #include "tun.h"
+#include "ui.h"
 #include "ws.h"
 
 /* The tokens (--tokens, CONN_TOKEN) into *out: NULL when neither is set
@@ -283,6 +284,7 @@ static int srv_admin(serve_t *srv) {
     if (srv_ops_init(srv, srv->metrics, srv->admin) != 0 ||
         nw_admin_metrics(srv->admin, srv->metrics) != 0)
         return 1;
+    nw_admin_ui(srv->admin); /* the dashboard (ui.c) */
     return 0;
 }
 
