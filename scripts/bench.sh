@@ -10,6 +10,9 @@
 #                  proxy_http_version 1.1, Connection "", proxy_buffering off,
 #                  proxy_request_buffering off) -> nginx origin
 #   natwrp      --http--> serve A ==ws tunnel==> agent A -> nginx origin
+#   natwrp-ops  as natwrp, through serve D + agent D that both run the admin
+#                  listener (--admin) with the agent's inspector capturing,
+#                  and a dashboard polling both every second during the run
 #   natwrp-tls  --http--> serve B ==wss tunnel=> agent B -> nginx origin
 #   tls         --https-> serve B ==wss tunnel=> agent B -> nginx origin
 # (serve B has an https listener, which carries agent B's wss tunnel and the
@@ -49,7 +52,7 @@
 #   STREAM_CHUNKS chunks per streaming run (default 150)
 #   STREAM_MS     interval between chunks (default 20)
 #   NGINX_WORKERS worker_processes of each nginx (default 1)
-#   SCENARIOS     subset/order of "direct nginx natwrp natwrp-tls tls"
+#   SCENARIOS     subset/order of "direct nginx natwrp natwrp-ops natwrp-tls tls"
 #   BENCH_PARTS   subset of "hold main hol stream"
 #   CPU_SOURCE    auto (perf stat -e task-clock if it works, else /proc), perf, proc
 #   NATWRP_BIN    binary (default build/natwrp)
@@ -77,7 +80,7 @@ HOLD_N=${HOLD_N:-10000}
 STREAM_CHUNKS=${STREAM_CHUNKS:-150}
 STREAM_MS=${STREAM_MS:-20}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
-SCENARIOS=${SCENARIOS:-direct nginx natwrp natwrp-tls tls}
+SCENARIOS=${SCENARIOS:-direct nginx natwrp natwrp-ops natwrp-tls tls}
 BENCH_PARTS=${BENCH_PARTS:-hold main hol stream}
 CPU_SOURCE=${CPU_SOURCE:-auto}
 BIN=${NATWRP_BIN:-build/natwrp}
@@ -112,7 +115,7 @@ secs_of() { # NAME VALUE -> seconds
 dur_s=$(secs_of DURATION "$DURATION")
 hol_s=$(secs_of HOL_DURATION "$HOL_DURATION")
 for s in $SCENARIOS; do
-    case $s in direct | nginx | natwrp | natwrp-tls | tls) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
+    case $s in direct | nginx | natwrp | natwrp-ops | natwrp-tls | tls) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
 done
 for p in $BENCH_PARTS; do
     case $p in hold | main | hol | stream) ;; *) die "unknown part '$p' in BENCH_PARTS" ;; esac
@@ -432,13 +435,28 @@ wait_tunnel() { # NAME SERVE_PID AGENT_PID
     wait_log "$2" "$tmp/serve-$1.log" "tunnel open .*agent=$1( |\$)" 5 "serve ($1)" >/dev/null || exit 1
 }
 
-SERVE_A="" AGENT_A="" SERVE_B="" AGENT_B="" SERVE_C="" AGENT_C="" TLS_LINE=""
+SERVE_A="" AGENT_A="" SERVE_B="" AGENT_B="" SERVE_C="" AGENT_C="" SERVE_D="" AGENT_D="" TLS_LINE=""
 if has_part main || has_part hol; then
     start_serve natwrp --listen http://127.0.0.1:0
     SERVE_A=$SERVE_PID
     PA=$(serve_port "$SERVE_A" natwrp http)
     start_agent natwrp REMOTE_URL="http://127.0.0.1:$PA" LOCAL_URL="http://127.0.0.1:$NGX_PORT"
     AGENT_A=$AGENT_PID
+fi
+admin_port() { # PID LOG NAME: the admin listener's port, from its log
+    local line
+    line=$(wait_log "$1" "$2" 'admin listening on http://127\.0\.0\.1:[0-9]+' 10 "admin ($3)") || exit 1
+    echo "${line##*:}"
+}
+if has_scen natwrp-ops && { has_part main || has_part hol; }; then
+    start_serve natwrp-ops --listen http://127.0.0.1:0 --admin 127.0.0.1:0
+    SERVE_D=$SERVE_PID
+    PD=$(serve_port "$SERVE_D" natwrp-ops http)
+    start_agent natwrp-ops REMOTE_URL="http://127.0.0.1:$PD" LOCAL_URL="http://127.0.0.1:$NGX_PORT" \
+        ADMIN_LISTEN=127.0.0.1:0 INSPECT=1
+    AGENT_D=$AGENT_PID
+    SD_ADMIN=$(admin_port "$SERVE_D" "$tmp/serve-natwrp-ops.log" serve)
+    AD_ADMIN=$(admin_port "$AGENT_D" "$tmp/agent-natwrp-ops.log" agent)
 fi
 if [ $need_tls = 1 ]; then
     start_serve natwrp-tls --listen https://127.0.0.1:0 --listen http://127.0.0.1:0 \
@@ -467,6 +485,7 @@ if [ -n "$SERVE_B" ]; then
     TLS_LINE=$(grep -m1 -oE 'tls: connected to .*' "$tmp/agent-natwrp-tls.log" || echo "tls: ?")
 fi
 [ -n "$SERVE_C" ] && wait_tunnel hold "$SERVE_C" "$AGENT_C"
+[ -n "$SERVE_D" ] && wait_tunnel natwrp-ops "$SERVE_D" "$AGENT_D"
 [ -n "$SERVE_A" ] && echo "bench: natwrp:     serve http://127.0.0.1:$PA (pid $SERVE_A), agent pid $AGENT_A"
 [ -n "$SERVE_B" ] && echo "bench: natwrp-tls: serve https://127.0.0.1:$PB_TLS + http://127.0.0.1:$PB_HTTP (pid $SERVE_B), agent pid $AGENT_B ($TLS_LINE)"
 [ -n "$SERVE_C" ] && echo "bench: hold:       serve http://127.0.0.1:$PC (pid $SERVE_C), agent pid $AGENT_C -> origin.py"
@@ -476,7 +495,7 @@ check_alive() {
     local what pid log rc
     for what in "serve-natwrp:$SERVE_A" "agent-natwrp:$AGENT_A" "serve-natwrp-tls:$SERVE_B" \
         "agent-natwrp-tls:$AGENT_B" "serve-hold:$SERVE_C" "agent-hold:$AGENT_C" \
-        "nginx-origin:$NGX_PID" "nginx-proxy:$PX_PID" "origin-py:$PY_PID"; do
+        "serve-natwrp-ops:$SERVE_D" "agent-natwrp-ops:$AGENT_D" "nginx-origin:$NGX_PID" "nginx-proxy:$PX_PID" "origin-py:$PY_PID"; do
         pid=${what#*:}
         what=${what%%:*}
         [ -n "$pid" ] || continue
@@ -498,7 +517,8 @@ sleep 1
 rss_sample() { # WHEN
     local k pid w sum r a f
     for k in "serve-natwrp:$SERVE_A" "agent-natwrp:$AGENT_A" "serve-natwrp-tls:$SERVE_B" \
-        "agent-natwrp-tls:$AGENT_B" "serve-hold:$SERVE_C" "agent-hold:$AGENT_C"; do
+        "agent-natwrp-tls:$AGENT_B" "serve-hold:$SERVE_C" "agent-hold:$AGENT_C" \
+        "serve-natwrp-ops:$SERVE_D" "agent-natwrp-ops:$AGENT_D"; do
         pid=${k#*:}
         [ -n "$pid" ] || continue
         read -r r a f <<<"$(rss3_of "$pid")"
@@ -533,6 +553,10 @@ scen() {
         natwrp)
             WRK_URL="http://127.0.0.1:$PA"
             CPU_ROLES="serve:$SERVE_A agent:$AGENT_A origin:$NGX_WORKERS"
+            ;;
+        natwrp-ops)
+            WRK_URL="http://127.0.0.1:$PD"
+            CPU_ROLES="serve:$SERVE_D agent:$AGENT_D origin:$NGX_WORKERS"
             ;;
         natwrp-tls)
             WRK_URL="http://127.0.0.1:$PB_HTTP"
@@ -707,11 +731,25 @@ if has_part hold; then
 fi
 
 # --- part: main (interleaved rounds) -------------------------------------------------
+# A dashboard open on both admin listeners of pair D: what a browser polls
+# every second (its own CPU is not counted; natwrp's answering it is).
+dashboard_poll() {
+    while :; do
+        curl -s -o /dev/null "http://127.0.0.1:$AD_ADMIN/api/status"
+        curl -s -o /dev/null "http://127.0.0.1:$AD_ADMIN/api/requests"
+        curl -s -o /dev/null "http://127.0.0.1:$SD_ADMIN/api/status"
+        curl -s -o /dev/null "http://127.0.0.1:$SD_ADMIN/metrics"
+        sleep 1
+    done
+}
 run_main_wrk() { # scenario round
-    local s=$1 role ms
+    local s=$1 role ms poller="" ok=1
+    [ "$s" = natwrp-ops ] && { dashboard_poll & poller=$!; }
     cpu_begin "$CPU_ROLES"
-    if ! wrk_run "$s round $2" "$tmp/wrk.$1.$2.out" "$dur_s" -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$DURATION" \
-        --latency --timeout 10s "$WRK_URL/small.bin"; then
+    wrk_run "$s round $2" "$tmp/wrk.$1.$2.out" "$dur_s" -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$DURATION" \
+        --latency --timeout 10s "$WRK_URL/small.bin" || ok=0
+    [ -n "$poller" ] && { kill "$poller" 2>/dev/null; wait "$poller" 2>/dev/null || true; }
+    if [ $ok = 0 ]; then
         cpu_end >/dev/null
         return 0
     fi

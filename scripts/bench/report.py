@@ -84,7 +84,7 @@ def table(rows, aligns=None):
     return "\n".join(out)
 
 
-scens = meta.get("scenarios", "direct nginx natwrp natwrp-tls tls").split()
+scens = meta.get("scenarios", "direct nginx natwrp natwrp-ops natwrp-tls tls").split()
 lines = []
 P = lines.append
 
@@ -96,7 +96,9 @@ P(f"method:   {meta.get('rounds', '?')} interleaved rounds (A B C ... A B C ...)
   "MB = 10^6 bytes, KiB = 1024 bytes")
 P("paths:    direct = wrk/curl -> nginx origin; nginx = -> nginx reverse proxy (1 hop, upstream keepalive 64,")
 P("          proxy_buffering off, proxy_request_buffering off) -> origin; natwrp = -> serve ==ws tunnel==> agent -> origin;")
-P("          natwrp-tls = same over a wss tunnel (client to serve plain http); tls = https client + wss tunnel")
+P("          natwrp-ops = natwrp with both admin listeners on, the agent's inspector capturing and a dashboard")
+P("          polling both every second; natwrp-tls = same as natwrp over a wss tunnel (client to serve plain")
+P("          http); tls = https client + wss tunnel")
 P("          (each wrk run opens its connections at its start: for tls, that many TLS handshakes on serve's")
 P("          event loop, which weigh on tls p99 in short runs)")
 if meta.get("settings"):
@@ -133,7 +135,8 @@ if have_main:
         return med("cpu", s, "proxy")
 
     rows = [["ratio", "req/s", "p50", "p99", "down", "up", "cpu proxy"]]
-    for a, b in (("natwrp", "nginx"), ("natwrp", "direct"), ("nginx", "direct"), ("natwrp-tls", "nginx"),
+    for a, b in (("natwrp", "nginx"), ("natwrp", "direct"), ("nginx", "direct"), ("natwrp-ops", "natwrp"),
+                 ("natwrp-tls", "nginx"),
                  ("natwrp-tls", "natwrp"), ("tls", "natwrp")):
         if a in scens and b in scens:
             rows.append([f"{a}/{b}"] + [fr(ratio(med("main", a, m), med("main", b, m)))
@@ -216,6 +219,7 @@ if stream:
 
 # --- footprint --------------------------------------------------------------
 rss_rows = [("serve-natwrp", "serve (natwrp)"), ("agent-natwrp", "agent (natwrp)"),
+            ("serve-natwrp-ops", "serve (natwrp-ops)"), ("agent-natwrp-ops", "agent (natwrp-ops)"),
             ("serve-natwrp-tls", "serve (natwrp-tls)"), ("agent-natwrp-tls", "agent (natwrp-tls)"),
             ("nginx-proxy", "nginx proxy worker"), ("nginx-origin", "nginx origin worker")]
 if any(k[0] == "rss" for k in samples):
