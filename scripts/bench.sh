@@ -13,6 +13,9 @@
 #   natwrp-ops  as natwrp, through serve D + agent D that both run the admin
 #                  listener (--admin) with the agent's inspector capturing,
 #                  and a dashboard polling both every second during the run
+#   natwrp-adm  as natwrp-ops through serve E + agent E, but with no
+#                  dashboard open (what the listeners and the inspector's
+#                  head capture cost when nobody looks)
 #   natwrp-tls  --http--> serve B ==wss tunnel=> agent B -> nginx origin
 #   tls         --https-> serve B ==wss tunnel=> agent B -> nginx origin
 # (serve B has an https listener, which carries agent B's wss tunnel and the
@@ -52,7 +55,7 @@
 #   STREAM_CHUNKS chunks per streaming run (default 150)
 #   STREAM_MS     interval between chunks (default 20)
 #   NGINX_WORKERS worker_processes of each nginx (default 1)
-#   SCENARIOS     subset/order of "direct nginx natwrp natwrp-ops natwrp-tls tls"
+#   SCENARIOS     subset/order of "direct nginx natwrp natwrp-adm natwrp-ops natwrp-tls tls"
 #   BENCH_PARTS   subset of "hold main hol stream"
 #   CPU_SOURCE    auto (perf stat -e task-clock if it works, else /proc), perf, proc
 #   NATWRP_BIN    binary (default build/natwrp)
@@ -80,7 +83,7 @@ HOLD_N=${HOLD_N:-10000}
 STREAM_CHUNKS=${STREAM_CHUNKS:-150}
 STREAM_MS=${STREAM_MS:-20}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
-SCENARIOS=${SCENARIOS:-direct nginx natwrp natwrp-ops natwrp-tls tls}
+SCENARIOS=${SCENARIOS:-direct nginx natwrp natwrp-adm natwrp-ops natwrp-tls tls}
 BENCH_PARTS=${BENCH_PARTS:-hold main hol stream}
 CPU_SOURCE=${CPU_SOURCE:-auto}
 BIN=${NATWRP_BIN:-build/natwrp}
@@ -115,7 +118,7 @@ secs_of() { # NAME VALUE -> seconds
 dur_s=$(secs_of DURATION "$DURATION")
 hol_s=$(secs_of HOL_DURATION "$HOL_DURATION")
 for s in $SCENARIOS; do
-    case $s in direct | nginx | natwrp | natwrp-ops | natwrp-tls | tls) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
+    case $s in direct | nginx | natwrp | natwrp-adm | natwrp-ops | natwrp-tls | tls) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
 done
 for p in $BENCH_PARTS; do
     case $p in hold | main | hol | stream) ;; *) die "unknown part '$p' in BENCH_PARTS" ;; esac
@@ -435,7 +438,7 @@ wait_tunnel() { # NAME SERVE_PID AGENT_PID
     wait_log "$2" "$tmp/serve-$1.log" "tunnel open .*agent=$1( |\$)" 5 "serve ($1)" >/dev/null || exit 1
 }
 
-SERVE_A="" AGENT_A="" SERVE_B="" AGENT_B="" SERVE_C="" AGENT_C="" SERVE_D="" AGENT_D="" TLS_LINE=""
+SERVE_A="" AGENT_A="" SERVE_B="" AGENT_B="" SERVE_C="" AGENT_C="" SERVE_D="" AGENT_D="" SERVE_E="" AGENT_E="" TLS_LINE=""
 if has_part main || has_part hol; then
     start_serve natwrp --listen http://127.0.0.1:0
     SERVE_A=$SERVE_PID
@@ -457,6 +460,14 @@ if has_scen natwrp-ops && { has_part main || has_part hol; }; then
     AGENT_D=$AGENT_PID
     SD_ADMIN=$(admin_port "$SERVE_D" "$tmp/serve-natwrp-ops.log" serve)
     AD_ADMIN=$(admin_port "$AGENT_D" "$tmp/agent-natwrp-ops.log" agent)
+fi
+if has_scen natwrp-adm && { has_part main || has_part hol; }; then
+    start_serve natwrp-adm --listen http://127.0.0.1:0 --admin 127.0.0.1:0
+    SERVE_E=$SERVE_PID
+    PE=$(serve_port "$SERVE_E" natwrp-adm http)
+    start_agent natwrp-adm REMOTE_URL="http://127.0.0.1:$PE" LOCAL_URL="http://127.0.0.1:$NGX_PORT" \
+        ADMIN_LISTEN=127.0.0.1:0 INSPECT=1
+    AGENT_E=$AGENT_PID
 fi
 if [ $need_tls = 1 ]; then
     start_serve natwrp-tls --listen https://127.0.0.1:0 --listen http://127.0.0.1:0 \
@@ -486,6 +497,7 @@ if [ -n "$SERVE_B" ]; then
 fi
 [ -n "$SERVE_C" ] && wait_tunnel hold "$SERVE_C" "$AGENT_C"
 [ -n "$SERVE_D" ] && wait_tunnel natwrp-ops "$SERVE_D" "$AGENT_D"
+[ -n "$SERVE_E" ] && wait_tunnel natwrp-adm "$SERVE_E" "$AGENT_E"
 [ -n "$SERVE_A" ] && echo "bench: natwrp:     serve http://127.0.0.1:$PA (pid $SERVE_A), agent pid $AGENT_A"
 [ -n "$SERVE_B" ] && echo "bench: natwrp-tls: serve https://127.0.0.1:$PB_TLS + http://127.0.0.1:$PB_HTTP (pid $SERVE_B), agent pid $AGENT_B ($TLS_LINE)"
 [ -n "$SERVE_C" ] && echo "bench: hold:       serve http://127.0.0.1:$PC (pid $SERVE_C), agent pid $AGENT_C -> origin.py"
@@ -495,7 +507,8 @@ check_alive() {
     local what pid log rc
     for what in "serve-natwrp:$SERVE_A" "agent-natwrp:$AGENT_A" "serve-natwrp-tls:$SERVE_B" \
         "agent-natwrp-tls:$AGENT_B" "serve-hold:$SERVE_C" "agent-hold:$AGENT_C" \
-        "serve-natwrp-ops:$SERVE_D" "agent-natwrp-ops:$AGENT_D" "nginx-origin:$NGX_PID" "nginx-proxy:$PX_PID" "origin-py:$PY_PID"; do
+        "serve-natwrp-ops:$SERVE_D" "agent-natwrp-ops:$AGENT_D" "serve-natwrp-adm:$SERVE_E" \
+        "agent-natwrp-adm:$AGENT_E" "nginx-origin:$NGX_PID" "nginx-proxy:$PX_PID" "origin-py:$PY_PID"; do
         pid=${what#*:}
         what=${what%%:*}
         [ -n "$pid" ] || continue
@@ -518,7 +531,8 @@ rss_sample() { # WHEN
     local k pid w sum r a f
     for k in "serve-natwrp:$SERVE_A" "agent-natwrp:$AGENT_A" "serve-natwrp-tls:$SERVE_B" \
         "agent-natwrp-tls:$AGENT_B" "serve-hold:$SERVE_C" "agent-hold:$AGENT_C" \
-        "serve-natwrp-ops:$SERVE_D" "agent-natwrp-ops:$AGENT_D"; do
+        "serve-natwrp-ops:$SERVE_D" "agent-natwrp-ops:$AGENT_D" "serve-natwrp-adm:$SERVE_E" \
+        "agent-natwrp-adm:$AGENT_E"; do
         pid=${k#*:}
         [ -n "$pid" ] || continue
         read -r r a f <<<"$(rss3_of "$pid")"
@@ -553,6 +567,10 @@ scen() {
         natwrp)
             WRK_URL="http://127.0.0.1:$PA"
             CPU_ROLES="serve:$SERVE_A agent:$AGENT_A origin:$NGX_WORKERS"
+            ;;
+        natwrp-adm)
+            WRK_URL="http://127.0.0.1:$PE"
+            CPU_ROLES="serve:$SERVE_E agent:$AGENT_E origin:$NGX_WORKERS"
             ;;
         natwrp-ops)
             WRK_URL="http://127.0.0.1:$PD"

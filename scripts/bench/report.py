@@ -84,7 +84,7 @@ def table(rows, aligns=None):
     return "\n".join(out)
 
 
-scens = meta.get("scenarios", "direct nginx natwrp natwrp-ops natwrp-tls tls").split()
+scens = meta.get("scenarios", "direct nginx natwrp natwrp-adm natwrp-ops natwrp-tls tls").split()
 lines = []
 P = lines.append
 
@@ -96,6 +96,7 @@ P(f"method:   {meta.get('rounds', '?')} interleaved rounds (A B C ... A B C ...)
   "MB = 10^6 bytes, KiB = 1024 bytes")
 P("paths:    direct = wrk/curl -> nginx origin; nginx = -> nginx reverse proxy (1 hop, upstream keepalive 64,")
 P("          proxy_buffering off, proxy_request_buffering off) -> origin; natwrp = -> serve ==ws tunnel==> agent -> origin;")
+P("          natwrp-adm = natwrp with both admin listeners on and the agent's inspector on, no dashboard open;")
 P("          natwrp-ops = natwrp with both admin listeners on, the agent's inspector capturing and a dashboard")
 P("          polling both every second; natwrp-tls = same as natwrp over a wss tunnel (client to serve plain")
 P("          http); tls = https client + wss tunnel")
@@ -135,7 +136,7 @@ if have_main:
         return med("cpu", s, "proxy")
 
     rows = [["ratio", "req/s", "p50", "p99", "down", "up", "cpu proxy"]]
-    for a, b in (("natwrp", "nginx"), ("natwrp", "direct"), ("nginx", "direct"), ("natwrp-ops", "natwrp"),
+    for a, b in (("natwrp", "nginx"), ("natwrp", "direct"), ("nginx", "direct"), ("natwrp-adm", "natwrp"), ("natwrp-ops", "natwrp"),
                  ("natwrp-tls", "nginx"),
                  ("natwrp-tls", "natwrp"), ("tls", "natwrp")):
         if a in scens and b in scens:
@@ -219,6 +220,7 @@ if stream:
 
 # --- footprint --------------------------------------------------------------
 rss_rows = [("serve-natwrp", "serve (natwrp)"), ("agent-natwrp", "agent (natwrp)"),
+            ("serve-natwrp-adm", "serve (natwrp-adm)"), ("agent-natwrp-adm", "agent (natwrp-adm)"),
             ("serve-natwrp-ops", "serve (natwrp-ops)"), ("agent-natwrp-ops", "agent (natwrp-ops)"),
             ("serve-natwrp-tls", "serve (natwrp-tls)"), ("agent-natwrp-tls", "agent (natwrp-tls)"),
             ("nginx-proxy", "nginx proxy worker"), ("nginx-origin", "nginx origin worker")]
