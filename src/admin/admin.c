@@ -11,6 +11,7 @@
  * now or later (nw_admin_respond). Reading pauses while a request is with
  * its handler; conn.c's probe still notices a client that left, and then
  * the handler's on_abort runs instead of an answer. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <llhttp.h>
 #include <stdio.h>
@@ -248,6 +249,91 @@ static int authorized(const nw_admin_t *a, const nw_hfields_t *hf) {
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+/* The value of the first field called name (trimmed), or NULL. */
+static const char *field(const nw_hfields_t *hf, const char *name, size_t *len) {
+    nw_hdr_t h;
+    const char *v, *end;
+    int i = nw_hf_find(hf, name, 0);
+    if (i < 0)
+        return NULL;
+    nw_hf_get(hf, (size_t)i, &h);
+    v = h.value;
+    end = v + h.value_len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *len = (size_t)(end - v);
+    return v;
+}
+
+/* Is a Host value an IP literal, a name of one label (localhost, a name
+ * from /etc/hosts) or NAME.localhost, with an optional port? A browser sent
+ * here by a public DNS name that its owner pointed at this address (DNS
+ * rebinding) says that name, which has a dot, in Host; without ADMIN_TOKEN
+ * nothing else keeps such a page from reading the inspector or pressing
+ * Replay. */
+static int host_is_local(const char *v, size_t n) {
+    char buf[64];
+    unsigned char ip[16];
+    size_t hl = n, i;
+    const char *colon;
+    if (n == 0 || n >= sizeof(buf))
+        return 0;
+    if (v[0] == '[') {
+        const char *rb = memchr(v, ']', n);
+        if (!rb)
+            return 0;
+        hl = (size_t)(rb - v - 1);
+        memcpy(buf, v + 1, hl);
+        buf[hl] = '\0';
+        colon = rb + 1 < v + n ? rb + 1 : NULL;
+        if (colon && *colon != ':')
+            return 0;
+        if (inet_pton(AF_INET6, buf, ip) != 1)
+            return 0;
+    } else {
+        colon = memchr(v, ':', n);
+        hl = colon ? (size_t)(colon - v) : n;
+        memcpy(buf, v, hl);
+        buf[hl] = '\0';
+        if (hl == 0 || (memchr(buf, '.', hl) && inet_pton(AF_INET, buf, ip) != 1 &&
+                        !(hl > 10 && nw_strieq(buf + hl - 10, 10, ".localhost"))))
+            return 0;
+    }
+    if (colon) { /* ":" then digits only */
+        for (i = (size_t)(colon - v) + 1; i < n; i++)
+            if (v[i] < '0' || v[i] > '9')
+                return 0;
+    }
+    return 1;
+}
+
+/* A POST that a page of another origin made the browser send (a form, a
+ * fetch): its Origin is not this listener's. The browser attaches Basic
+ * credentials it remembers for us to such a request too, so this is
+ * checked with ADMIN_TOKEN as well. No Origin (curl, scripts): allowed. */
+static int cross_origin(const nw_hfields_t *hf) {
+    size_t ol, hl;
+    const char *o = field(hf, "origin", &ol), *h;
+    if (!o)
+        return 0;
+    h = field(hf, "host", &hl);
+    size_t i;
+    if (!h || ol != hl + 7 || !nw_strieq(o, 7, "http://"))
+        return 1;
+    for (i = 0; i < hl; i++) {
+        unsigned char x = (unsigned char)o[7 + i], y = (unsigned char)h[i];
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x + 32);
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y + 32);
+        if (x != y)
+            return 1;
+    }
+    return 0;
+}
+
 static const page_t *find_page(const nw_admin_t *a, const char *path) {
     const page_t *best = NULL;
     size_t i, n = strlen(path);
@@ -325,6 +411,21 @@ static void dispatch(aconn_t *ac) {
     ac->req.body = ac->body.p ? ac->body.p : "";
     ac->req.body_len = ac->body.len;
 
+    if (!a->token_len && strcmp(ac->req.path, "/livez") != 0) {
+        size_t hl;
+        const char *h = field(&ac->hf, "host", &hl);
+        if (h && !host_is_local(h, hl)) {
+            ac_text(ac, 403, "forbidden: without ADMIN_TOKEN the admin listener answers only "
+                             "a Host that is an IP address or a name without a dot "
+                             "(localhost); set ADMIN_TOKEN to reach it by a DNS name\n", NULL);
+            return;
+        }
+    }
+    if (strcmp(ac->method, "GET") != 0 && strcmp(ac->method, "HEAD") != 0 &&
+        cross_origin(&ac->hf)) {
+        ac_text(ac, 403, "forbidden: cross-origin request\n", NULL);
+        return;
+    }
     if (a->token_len && strcmp(ac->req.path, "/livez") != 0 && !authorized(a, &ac->hf)) {
         ac_text(ac, 401, "unauthorized: this admin listener needs ADMIN_TOKEN\n",
                 "WWW-Authenticate: Basic realm=\"natwrp admin\", charset=\"UTF-8\"\r\n");

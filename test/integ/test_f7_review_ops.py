@@ -1,0 +1,86 @@
+"""f7 hostile review of issue 12's admin listener (n1): what a web page in
+the operator's browser can make it do. Without ADMIN_TOKEN (the README's
+loopback setup) a page on a DNS name that its owner re-points at 127.0.0.1
+(DNS rebinding) reads the admin API as same-origin: the listener must
+answer only a Host that is an IP literal or a name without a dot
+(localhost, a name from /etc/hosts; a rebinding name is a public DNS name,
+which has one), or NAME.localhost. And a page of any
+other origin can POST a form to Replay (the browser also attaches Basic
+credentials it remembers): a POST whose Origin is not the listener's own is
+refused, with or without ADMIN_TOKEN."""
+
+from harness import eq, http_request, timed
+from test_f3_dashboard import admin_port, inspected_stack, wait_done
+
+
+def get(port, path, host, headers=()):
+    return http_request(port, "GET", path, headers=[("Host", host)] + list(headers))
+
+
+@timed(60)
+def test_rebinding_host_is_refused_without_token(t):
+    o, s, a, ap = inspected_stack(t)
+    eq(get(ap, "/api/requests", "127.0.0.1:%d" % ap).status, 200, "IP literal Host")
+    r = http_request(s.port, "GET", "/secret-path")
+    eq(r.status, 200, "request through the tunnel")
+    wait_done(ap, "/secret-path")
+    for host in ("evil.example:%d" % ap, "evil.example", "127.0.0.1.evil.example:%d" % ap,
+                 "localhost.evil.example", "[::1]x"):
+        for path in ("/api/requests", "/api/status", "/metrics", "/", "/readyz"):
+            r = get(ap, path, host)
+            eq(r.status, 403, "GET %s with Host %s (body %r)" % (path, host, r.body[:200]))
+            eq(b"secret-path" in r.body, False, "capture leaked to Host %s" % host)
+    r = http_request(ap, "POST", "/api/requests/1/replay", body=b"",
+                     headers=[("Host", "evil.example:%d" % ap)])
+    eq(r.status, 403, "Replay with a rebinding Host")
+    for host in ("localhost:%d" % ap, "LOCALHOST", "app.localhost:%d" % ap, "[::1]:%d" % ap,
+                 "127.0.0.1", "myvps:%d" % ap, "a"):
+        eq(get(ap, "/api/status", host).status, 200, "GET with Host %s" % host)
+    eq(get(ap, "/livez", "evil.example").status, 200, "/livez needs nothing")
+
+
+@timed(60)
+def test_rebinding_host_is_fine_with_token(t):
+    tok = "t0ken-for-review-1234"
+    o, s, a, ap = inspected_stack(t, {"ADMIN_TOKEN": tok})
+    r = get(ap, "/api/status", "admin.example.com", [("Authorization", "Bearer " + tok)])
+    eq(r.status, 200, "a DNS name with the token (a reverse proxy in front)")
+    eq(get(ap, "/api/status", "admin.example.com").status, 401, "no token")
+
+
+def replay(ap, headers):
+    return http_request(ap, "POST", "/api/requests/1/replay", body=b"",
+                        headers=[("Host", "127.0.0.1:%d" % ap)] + list(headers))
+
+
+@timed(60)
+def test_cross_origin_replay_is_refused(t):
+    o, s, a, ap = inspected_stack(t)
+    http_request(ap, "GET", "/api/requests")  # the dashboard is open: bodies captured
+    r = http_request(s.port, "POST", "/echo", body=b"transfer=100",
+                     headers=[("Content-Type", "application/x-www-form-urlencoded")])
+    eq(r.status, 200, "request through the tunnel")
+    e = wait_done(ap, "/echo")
+    eq(e["id"], 1, "first capture")
+    for origin in ("http://evil.example", "null", "https://127.0.0.1:%d" % ap,
+                   "http://127.0.0.1:%d.evil.example" % ap, "http://127.0.0.1:1"):
+        r = replay(ap, [("Origin", origin), ("Content-Type", "text/plain")])
+        eq(r.status, 403, "Replay POSTed from Origin %s (body %r)" % (origin, r.body[:200]))
+    r = replay(ap, [("Origin", "http://127.0.0.1:%d" % ap)])
+    eq(r.status, 200, "Replay from the dashboard's own origin (body %r)" % r.body[:200])
+    r = replay(ap, [])
+    eq(r.status, 200, "Replay without Origin (curl)")
+
+
+@timed(60)
+def test_cross_origin_replay_is_refused_with_basic_token(t):
+    import base64
+    tok = "t0ken-for-review-1234"
+    o, s, a, ap = inspected_stack(t, {"ADMIN_TOKEN": tok})
+    auth = ("Authorization", "Basic " + base64.b64encode(b"admin:" + tok.encode()).decode())
+    http_request(ap, "GET", "/api/requests", headers=[auth])
+    eq(http_request(s.port, "GET", "/x").status, 200, "request through the tunnel")
+    r = replay(ap, [auth, ("Origin", "http://evil.example")])
+    eq(r.status, 403, "Replay from another origin with remembered Basic credentials")
+    eq(replay(ap, [auth, ("Origin", "http://127.0.0.1:%d" % ap)]).status, 200,
+       "Replay from the dashboard")
