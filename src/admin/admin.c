@@ -1,6 +1,7 @@
 /* admin.c: the admin listener (--admin ADDR), shared by both roles: plain
  * HTTP/1.1 on a socket of its own, never proxied. It owns the listener,
- * the connections (at most ADMIN_MAX_CONNS; one request at a time each,
+ * the connections (at most ADMIN_MAX_CONNS: a new one closes the oldest
+ * idle one; one request at a time each,
  * keep-alive, a head/body timeout and an idle timeout), request parsing
  * (llhttp, bounded head, body up to NW_ADMIN_BODY_MAX), ADMIN_TOKEN, the
  * path table and the built-in /livez and /readyz.
@@ -83,6 +84,7 @@ struct nw_admin_s {
     void *ready_ud;
     aconn_t *conns;
     size_t nconns;
+    unsigned long long evicted; /* connections closed for a newer one */
 };
 
 static const llhttp_settings_t ac_settings;
@@ -709,10 +711,38 @@ static void ac_close(aconn_t *ac) {
         nw_conn_close(ac->conn);
 }
 
+/* At ADMIN_MAX_CONNS open connections, a new one takes the place of the
+ * oldest that is not with a handler (idle, or still sending its request):
+ * so clients that merely hold connections open cannot keep a health probe
+ * from /livez. Is there room for one more (after closing one if need be)?
+ * Closing ones are not counted, but past twice the limit with them a new
+ * connection is refused all the same. */
+static int make_room(nw_admin_t *a) {
+    aconn_t *ac, *old = NULL;
+    size_t open = 0;
+    for (ac = a->conns; ac; ac = ac->next) {
+        if (ac->state == AC_CLOSING)
+            continue;
+        open++;
+        if (ac->state == AC_READ)
+            old = ac; /* the list is newest first: the last one is the oldest */
+    }
+    if (open < ADMIN_MAX_CONNS)
+        return a->nconns < 2 * ADMIN_MAX_CONNS;
+    if (!old || a->nconns >= 2 * ADMIN_MAX_CONNS)
+        return 0; /* every one is with its handler (Replays waiting) */
+    if (a->evicted++ % 1000 == 0)
+        nw_warn("admin: %d connections open: closing the oldest idle one for a new one "
+                "(%llu so far)", ADMIN_MAX_CONNS, (unsigned long long)a->evicted);
+    ac_close(old);
+    return 1;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     nw_admin_t *a = server->data;
     nw_conn_t *c;
     aconn_t *ac;
+    int room;
     if (status < 0)
         return;
     c = nw_conn_new(a->loop);
@@ -722,10 +752,11 @@ static void on_connection(uv_stream_t *server, int status) {
         nw_conn_close(c);
         return;
     }
-    ac = a->nconns < ADMIN_MAX_CONNS && !a->stopping ? nw_calloc(1, sizeof(*ac)) : NULL;
+    room = !a->stopping && make_room(a);
+    ac = room ? nw_calloc(1, sizeof(*ac)) : NULL;
     if (!ac) { /* over the limit (or no memory): accepted, then closed */
-        if (a->nconns >= ADMIN_MAX_CONNS)
-            nw_warn("admin: %d connections open already: closing a new one", ADMIN_MAX_CONNS);
+        if (!room && !a->stopping)
+            nw_warn("admin: %d connections busy already: closing a new one", ADMIN_MAX_CONNS);
         nw_conn_close(c);
         return;
     }

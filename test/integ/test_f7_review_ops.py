@@ -84,3 +84,28 @@ def test_cross_origin_replay_is_refused_with_basic_token(t):
     eq(r.status, 403, "Replay from another origin with remembered Basic credentials")
     eq(replay(ap, [auth, ("Origin", "http://127.0.0.1:%d" % ap)]).status, 200,
        "Replay from the dashboard")
+
+
+@timed(60)
+def test_held_connections_do_not_lock_out_livez(t):
+    """A client that holds the admin listener's 64 connections open (idle,
+    or sending a head byte by byte) must not keep a health probe from
+    /livez: a new connection takes the place of the oldest idle one."""
+    import socket
+    s = t.serve("--admin", "127.0.0.1:0")
+    ap = admin_port(s.proc)
+    held = []
+    try:
+        for i in range(70):
+            c = socket.create_connection(("127.0.0.1", ap), timeout=5)
+            if i % 2:
+                c.sendall(b"GET /livez HTTP/1.1\r\nHo")  # slowloris: a head under way
+            held.append(c)
+        for i in range(3):
+            r = http_request(ap, "GET", "/livez")
+            eq((r.status, r.body), (200, b"ok\n"), "/livez %d with 70 connections held" % i)
+        held[0].settimeout(5)
+        eq(held[0].recv(100), b"", "the oldest held connection was closed")
+    finally:
+        for c in held:
+            c.close()
