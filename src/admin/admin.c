@@ -96,7 +96,9 @@ static void admin_maybe_free(nw_admin_t *a);
 /* ---- answers -------------------------------------------------------------- */
 
 /* The answer to the current request, with extra header lines (each ending
- * in CRLF) when extra is set. */
+ * in CRLF) when extra is set. Every answer forbids framing (a page of
+ * another site could frame the dashboard and trick a click on Replay) and
+ * any script or style not served from here. */
 static void ac_send(aconn_t *ac, int status, const char *ctype, const void *body, size_t len,
                    const char *extra) {
     nw_sbuf_t out = {0};
@@ -107,7 +109,9 @@ static void ac_send(aconn_t *ac, int status, const char *ctype, const void *body
     ac->req.on_abort = NULL; /* answered: nothing to abort any more */
     rc = nw_sbuf_appendf(&out,
                          "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                         "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s\r\n",
+                         "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                         "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n"
+                         "X-Frame-Options: DENY\r\n%s%s\r\n",
                          status, reason[0] ? reason : "Unknown",
                          ctype ? ctype : "text/plain; charset=utf-8", len, extra ? extra : "",
                          ac->keep_alive ? "" : "Connection: close\r\n");

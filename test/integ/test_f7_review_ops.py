@@ -109,3 +109,18 @@ def test_held_connections_do_not_lock_out_livez(t):
     finally:
         for c in held:
             c.close()
+
+
+@timed(60)
+def test_dashboard_cannot_be_framed(t):
+    """A page of another site that frames the dashboard could trick a click
+    on Replay (clickjacking): every admin answer forbids framing and allows
+    only scripts and styles from the listener itself."""
+    o, s, a, ap = inspected_stack(t)
+    for path in ("/", "/ui/app.js", "/api/requests", "/api/status"):
+        r = http_request(ap, "GET", path)
+        eq(r.status, 200, "GET " + path)
+        csp = r.header("content-security-policy") or ""
+        eq("frame-ancestors 'none'" in csp and "default-src 'self'" in csp, True,
+           "CSP of %s: %r" % (path, csp))
+        eq(r.header("x-frame-options"), "DENY", "X-Frame-Options of " + path)
