@@ -9,6 +9,8 @@ other origin can POST a form to Replay (the browser also attaches Basic
 credentials it remembers): a POST whose Origin is not the listener's own is
 refused, with or without ADMIN_TOKEN."""
 
+import os
+
 from harness import eq, http_request, timed
 from test_f3_dashboard import admin_port, inspected_stack, wait_done
 
@@ -124,3 +126,26 @@ def test_dashboard_cannot_be_framed(t):
         eq("frame-ancestors 'none'" in csp and "default-src 'self'" in csp, True,
            "CSP of %s: %r" % (path, csp))
         eq(r.header("x-frame-options"), "DENY", "X-Frame-Options of " + path)
+
+
+@timed(60)
+def test_stuck_notify_socket_does_not_block_the_loop(t):
+    """NOTIFY_SOCKET whose reader never reads (a hung or hostile manager):
+    once its queue is full, a blocking sendto would freeze the event loop
+    at the next WATCHDOG=1. The process must go on answering."""
+    import socket
+    name = "natwrp-f7-notify-%d" % os.getpid()
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    rx.bind("\0" + name)
+    try:
+        s = t.serve("--admin", "127.0.0.1:0",
+                    env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000"})  # every 1 ms
+        ap = admin_port(s.proc)
+        s.proc.wait_for(r"systemd watchdog: WATCHDOG=1 every 1 ms", 10)
+        for i in range(20):  # a second or more of ticks: far past the queue's room
+            r = http_request(ap, "GET", "/livez", timeout=5)
+            eq(r.status, 200, "/livez %d while the notify socket is full" % i)
+            http_request(ap, "GET", "/metrics", timeout=5)
+    finally:
+        rx.close()
