@@ -149,3 +149,36 @@ def test_stuck_notify_socket_does_not_block_the_loop(t):
             http_request(ap, "GET", "/metrics", timeout=5)
     finally:
         rx.close()
+
+
+@timed(60)
+def test_replay_refuses_a_body_still_arriving(t):
+    """An upload still in progress is listed (pending) with the part of its
+    body that came: Replay must not send that part under a Content-Length
+    that says it is whole (the service would act on a truncated body)."""
+    from harness import Conn
+    from test_f3_dashboard import find, listed
+    o, s, a, ap = inspected_stack(t)
+    listed(ap)  # the dashboard is open: bodies are captured
+    c = Conn(s.port)
+    try:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n" +
+               b"a" * 500)
+        for _ in range(100):  # bounded: one admin request per try
+            got = [e for e in listed(ap)["requests"] if e["target"] == "/echo"]
+            if got and got[-1]["request_bytes"] == 500:
+                break
+        e = find(listed(ap)["requests"], "/echo")
+        eq((e["state"], e["request_bytes"], e["replayable"]), ("pending", 500, False),
+           "capture of an upload half sent")
+        r = http_request(ap, "POST", "/api/requests/%d/replay" % e["id"], body=b"")
+        eq(r.status, 409, "Replay of an upload half sent (body %r)" % r.body[:300])
+        c.send(b"b" * 500)
+        eq(c.read_response().status, 200, "the upload's answer")
+    finally:
+        c.close()
+    e = wait_done(ap, "/echo")
+    eq((e["request_bytes"], e["replayable"]), (1000, True), "capture once whole")
+    r = http_request(ap, "POST", "/api/requests/%d/replay" % e["id"], body=b"")
+    eq(r.status, 200, "Replay once whole")
+    eq(r.json()["new"]["status"], 200, "replayed answer")
