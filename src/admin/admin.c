@@ -316,20 +316,28 @@ static int host_is_local(const char *v, size_t n) {
 }
 
 /* A POST that a page of another origin made the browser send (a form, a
- * fetch): its Origin is not this listener's. The browser attaches Basic
- * credentials it remembers for us to such a request too, so this is
- * checked with ADMIN_TOKEN as well. No Origin (curl, scripts): allowed. */
+ * fetch): its Origin's host and port are not those in Host. The browser
+ * attaches Basic credentials it remembers for us to such a request too, so
+ * this is checked with ADMIN_TOKEN as well. The scheme may be https (a TLS
+ * reverse proxy in front that passes Host on). No Origin (curl, scripts):
+ * allowed. */
 static int cross_origin(const nw_hfields_t *hf) {
-    size_t ol, hl;
+    size_t ol, hl, skip, i;
     const char *o = field(hf, "origin", &ol), *h;
     if (!o)
         return 0;
     h = field(hf, "host", &hl);
-    size_t i;
-    if (!h || ol != hl + 7 || !nw_strieq(o, 7, "http://"))
+    if (ol > 7 && nw_strieq(o, 7, "http://"))
+        skip = 7;
+    else if (ol > 8 && nw_strieq(o, 8, "https://"))
+        skip = 8;
+    else
+        return 1; /* "null" (a sandboxed frame, a file), or a scheme not ours */
+    if (!h || ol != hl + skip)
         return 1;
+    o += skip;
     for (i = 0; i < hl; i++) {
-        unsigned char x = (unsigned char)o[7 + i], y = (unsigned char)h[i];
+        unsigned char x = (unsigned char)o[i], y = (unsigned char)h[i];
         if (x >= 'A' && x <= 'Z')
             x = (unsigned char)(x + 32);
         if (y >= 'A' && y <= 'Z')

@@ -64,14 +64,17 @@ def test_cross_origin_replay_is_refused(t):
     eq(r.status, 200, "request through the tunnel")
     e = wait_done(ap, "/echo")
     eq(e["id"], 1, "first capture")
-    for origin in ("http://evil.example", "null", "https://127.0.0.1:%d" % ap,
-                   "http://127.0.0.1:%d.evil.example" % ap, "http://127.0.0.1:1"):
+    for origin in ("http://evil.example", "null", "ftp://127.0.0.1:%d" % ap,
+                   "http://127.0.0.1:%d.evil.example" % ap, "http://127.0.0.1:1",
+                   "http://127.0.0.1:%d/" % ap):
         r = replay(ap, [("Origin", origin), ("Content-Type", "text/plain")])
         eq(r.status, 403, "Replay POSTed from Origin %s (body %r)" % (origin, r.body[:200]))
     r = replay(ap, [("Origin", "http://127.0.0.1:%d" % ap)])
     eq(r.status, 200, "Replay from the dashboard's own origin (body %r)" % r.body[:200])
     r = replay(ap, [])
     eq(r.status, 200, "Replay without Origin (curl)")
+    r = replay(ap, [("Origin", "https://127.0.0.1:%d" % ap)])
+    eq(r.status, 200, "Replay through a TLS reverse proxy that passes Host on")
 
 
 @timed(60)
