@@ -1,6 +1,7 @@
 /* admin.c: the admin listener (--admin ADDR), shared by both roles: plain
  * HTTP/1.1 on a socket of its own, never proxied. It owns the listener,
- * the connections (at most ADMIN_MAX_CONNS; one request at a time each,
+ * the connections (at most ADMIN_MAX_CONNS: a new one closes the oldest
+ * idle one; one request at a time each,
  * keep-alive, a head/body timeout and an idle timeout), request parsing
  * (llhttp, bounded head, body up to NW_ADMIN_BODY_MAX), ADMIN_TOKEN, the
  * path table and the built-in /livez and /readyz.
@@ -11,6 +12,7 @@
  * now or later (nw_admin_respond). Reading pauses while a request is with
  * its handler; conn.c's probe still notices a client that left, and then
  * the handler's on_abort runs instead of an answer. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <llhttp.h>
 #include <stdio.h>
@@ -82,6 +84,7 @@ struct nw_admin_s {
     void *ready_ud;
     aconn_t *conns;
     size_t nconns;
+    unsigned long long evicted; /* connections closed for a newer one */
 };
 
 static const llhttp_settings_t ac_settings;
@@ -93,7 +96,9 @@ static void admin_maybe_free(nw_admin_t *a);
 /* ---- answers -------------------------------------------------------------- */
 
 /* The answer to the current request, with extra header lines (each ending
- * in CRLF) when extra is set. */
+ * in CRLF) when extra is set. Every answer forbids framing (a page of
+ * another site could frame the dashboard and trick a click on Replay) and
+ * any script or style not served from here. */
 static void ac_send(aconn_t *ac, int status, const char *ctype, const void *body, size_t len,
                    const char *extra) {
     nw_sbuf_t out = {0};
@@ -104,7 +109,9 @@ static void ac_send(aconn_t *ac, int status, const char *ctype, const void *body
     ac->req.on_abort = NULL; /* answered: nothing to abort any more */
     rc = nw_sbuf_appendf(&out,
                          "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                         "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s\r\n",
+                         "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                         "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n"
+                         "X-Frame-Options: DENY\r\n%s%s\r\n",
                          status, reason[0] ? reason : "Unknown",
                          ctype ? ctype : "text/plain; charset=utf-8", len, extra ? extra : "",
                          ac->keep_alive ? "" : "Connection: close\r\n");
@@ -248,6 +255,99 @@ static int authorized(const nw_admin_t *a, const nw_hfields_t *hf) {
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+/* The value of the first field called name (trimmed), or NULL. */
+static const char *field(const nw_hfields_t *hf, const char *name, size_t *len) {
+    nw_hdr_t h;
+    const char *v, *end;
+    int i = nw_hf_find(hf, name, 0);
+    if (i < 0)
+        return NULL;
+    nw_hf_get(hf, (size_t)i, &h);
+    v = h.value;
+    end = v + h.value_len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *len = (size_t)(end - v);
+    return v;
+}
+
+/* Is a Host value an IP literal, a name of one label (localhost, a name
+ * from /etc/hosts) or NAME.localhost, with an optional port? A browser sent
+ * here by a public DNS name that its owner pointed at this address (DNS
+ * rebinding) says that name, which has a dot, in Host; without ADMIN_TOKEN
+ * nothing else keeps such a page from reading the inspector or pressing
+ * Replay. */
+static int host_is_local(const char *v, size_t n) {
+    char buf[64];
+    unsigned char ip[16];
+    size_t hl = n, i;
+    const char *colon;
+    if (n == 0 || n >= sizeof(buf))
+        return 0;
+    if (v[0] == '[') {
+        const char *rb = memchr(v, ']', n);
+        if (!rb)
+            return 0;
+        hl = (size_t)(rb - v - 1);
+        memcpy(buf, v + 1, hl);
+        buf[hl] = '\0';
+        colon = rb + 1 < v + n ? rb + 1 : NULL;
+        if (colon && *colon != ':')
+            return 0;
+        if (inet_pton(AF_INET6, buf, ip) != 1)
+            return 0;
+    } else {
+        colon = memchr(v, ':', n);
+        hl = colon ? (size_t)(colon - v) : n;
+        memcpy(buf, v, hl);
+        buf[hl] = '\0';
+        if (hl == 0 || (memchr(buf, '.', hl) && inet_pton(AF_INET, buf, ip) != 1 &&
+                        !(hl > 10 && nw_strieq(buf + hl - 10, 10, ".localhost"))))
+            return 0;
+    }
+    if (colon) { /* ":" then digits only */
+        for (i = (size_t)(colon - v) + 1; i < n; i++)
+            if (v[i] < '0' || v[i] > '9')
+                return 0;
+    }
+    return 1;
+}
+
+/* A POST that a page of another origin made the browser send (a form, a
+ * fetch): its Origin's host and port are not those in Host. The browser
+ * attaches Basic credentials it remembers for us to such a request too, so
+ * this is checked with ADMIN_TOKEN as well. The scheme may be https (a TLS
+ * reverse proxy in front that passes Host on). No Origin (curl, scripts):
+ * allowed. */
+static int cross_origin(const nw_hfields_t *hf) {
+    size_t ol, hl, skip, i;
+    const char *o = field(hf, "origin", &ol), *h;
+    if (!o)
+        return 0;
+    h = field(hf, "host", &hl);
+    if (ol > 7 && nw_strieq(o, 7, "http://"))
+        skip = 7;
+    else if (ol > 8 && nw_strieq(o, 8, "https://"))
+        skip = 8;
+    else
+        return 1; /* "null" (a sandboxed frame, a file), or a scheme not ours */
+    if (!h || ol != hl + skip)
+        return 1;
+    o += skip;
+    for (i = 0; i < hl; i++) {
+        unsigned char x = (unsigned char)o[i], y = (unsigned char)h[i];
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x + 32);
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y + 32);
+        if (x != y)
+            return 1;
+    }
+    return 0;
+}
+
 static const page_t *find_page(const nw_admin_t *a, const char *path) {
     const page_t *best = NULL;
     size_t i, n = strlen(path);
@@ -325,6 +425,21 @@ static void dispatch(aconn_t *ac) {
     ac->req.body = ac->body.p ? ac->body.p : "";
     ac->req.body_len = ac->body.len;
 
+    if (!a->token_len && strcmp(ac->req.path, "/livez") != 0) {
+        size_t hl;
+        const char *h = field(&ac->hf, "host", &hl);
+        if (h && !host_is_local(h, hl)) {
+            ac_text(ac, 403, "forbidden: without ADMIN_TOKEN the admin listener answers only "
+                             "a Host that is an IP address or a name without a dot "
+                             "(localhost); set ADMIN_TOKEN to reach it by a DNS name\n", NULL);
+            return;
+        }
+    }
+    if (strcmp(ac->method, "GET") != 0 && strcmp(ac->method, "HEAD") != 0 &&
+        cross_origin(&ac->hf)) {
+        ac_text(ac, 403, "forbidden: cross-origin request\n", NULL);
+        return;
+    }
     if (a->token_len && strcmp(ac->req.path, "/livez") != 0 && !authorized(a, &ac->hf)) {
         ac_text(ac, 401, "unauthorized: this admin listener needs ADMIN_TOKEN\n",
                 "WWW-Authenticate: Basic realm=\"natwrp admin\", charset=\"UTF-8\"\r\n");
@@ -608,10 +723,38 @@ static void ac_close(aconn_t *ac) {
         nw_conn_close(ac->conn);
 }
 
+/* At ADMIN_MAX_CONNS open connections, a new one takes the place of the
+ * oldest that is not with a handler (idle, or still sending its request):
+ * so clients that merely hold connections open cannot keep a health probe
+ * from /livez. Is there room for one more (after closing one if need be)?
+ * Closing ones are not counted, but past twice the limit with them a new
+ * connection is refused all the same. */
+static int make_room(nw_admin_t *a) {
+    aconn_t *ac, *old = NULL;
+    size_t open = 0;
+    for (ac = a->conns; ac; ac = ac->next) {
+        if (ac->state == AC_CLOSING)
+            continue;
+        open++;
+        if (ac->state == AC_READ)
+            old = ac; /* the list is newest first: the last one is the oldest */
+    }
+    if (open < ADMIN_MAX_CONNS)
+        return a->nconns < 2 * ADMIN_MAX_CONNS;
+    if (!old || a->nconns >= 2 * ADMIN_MAX_CONNS)
+        return 0; /* every one is with its handler (Replays waiting) */
+    if (a->evicted++ % 1000 == 0)
+        nw_warn("admin: %d connections open: closing the oldest idle one for a new one "
+                "(%llu so far)", ADMIN_MAX_CONNS, (unsigned long long)a->evicted);
+    ac_close(old);
+    return 1;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     nw_admin_t *a = server->data;
     nw_conn_t *c;
     aconn_t *ac;
+    int room;
     if (status < 0)
         return;
     c = nw_conn_new(a->loop);
@@ -621,10 +764,11 @@ static void on_connection(uv_stream_t *server, int status) {
         nw_conn_close(c);
         return;
     }
-    ac = a->nconns < ADMIN_MAX_CONNS && !a->stopping ? nw_calloc(1, sizeof(*ac)) : NULL;
+    room = !a->stopping && make_room(a);
+    ac = room ? nw_calloc(1, sizeof(*ac)) : NULL;
     if (!ac) { /* over the limit (or no memory): accepted, then closed */
-        if (a->nconns >= ADMIN_MAX_CONNS)
-            nw_warn("admin: %d connections open already: closing a new one", ADMIN_MAX_CONNS);
+        if (!room && !a->stopping)
+            nw_warn("admin: %d connections busy already: closing a new one", ADMIN_MAX_CONNS);
         nw_conn_close(c);
         return;
     }

@@ -155,6 +155,7 @@ void lreq_free(lreq_t *r);
 struct nw_admin_s;
 void ins_begin(lreq_t *r, const nw_mux_frame_t *f);
 void ins_req_body(lreq_t *r, const void *p, size_t n);
+void ins_req_end(lreq_t *r);
 void ins_resp_head(lreq_t *r, int status, const nw_hdr_t *h, size_t n);
 void ins_resp_body(lreq_t *r, const void *p, size_t n);
 void ins_end(lreq_t *r, const char *why);

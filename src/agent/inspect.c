@@ -133,8 +133,14 @@ void nw_icap_end(nw_icap_t *c, uint64_t now_ms, const char *error) {
     }
 }
 
+void nw_icap_req_end(nw_icap_t *c) {
+    c->req_whole = 1;
+}
+
+/* A request still arriving, or cut short, would be sent with the part of
+ * its body that came, under a Content-Length that says it is whole. */
 int nw_icap_replayable(const nw_icap_t *c) {
-    return c->req_bytes == 0 || (c->bodies && c->req_body.len == c->req_bytes);
+    return c->req_whole && (c->req_bytes == 0 || (c->bodies && c->req_body.len == c->req_bytes));
 }
 
 int nw_inspect_secret(const char *name, size_t len) {

@@ -41,6 +41,7 @@ typedef struct nw_icap_s {
     uint64_t req_bytes, resp_bytes; /* the whole bodies */
     unsigned bodies : 1;  /* bodies were captured (a dashboard was open) */
     unsigned done : 1;
+    unsigned req_whole : 1; /* the request's body arrived to its end */
     char error[160];      /* why it failed, "" when it did not */
 } nw_icap_t;
 
@@ -57,6 +58,8 @@ int nw_inspect_live(const nw_inspect_t *ins, uint64_t now_ms);
 uint64_t nw_inspect_begin(nw_inspect_t *ins, double wall, uint64_t now_ms, const char *method,
                           size_t mlen, const char *target, size_t tlen, const nw_hdr_t *hdrs,
                           size_t n);
+/* The request's body has arrived to its end (Replay needs it whole). */
+void nw_icap_req_end(nw_icap_t *c);
 /* The capture with this id while it is in the ring, else NULL. */
 nw_icap_t *nw_inspect_get(nw_inspect_t *ins, uint64_t id);
 

@@ -129,6 +129,8 @@ void ag_on_data(nw_strm_t *s, const uint8_t *p, size_t len, int end) {
     }
     if (!r->piped)
         ins_req_body(r, p, n);
+    if (end && !r->piped && !r->req_end)
+        ins_req_end(r);
     if (end)
         r->req_end = 1;
     if (!r->head_out) {

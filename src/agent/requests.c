@@ -34,6 +34,14 @@ void ins_begin(lreq_t *r, const nw_mux_frame_t *f) {
         return;
     r->cap = nw_inspect_begin(ag->ins, wall_now(), uv_now(ag->loop), f->method, f->method_len,
                               f->target, f->target_len, f->hdrs, f->nhdrs);
+    if (r->req_end)
+        ins_req_end(r);
+}
+
+void ins_req_end(lreq_t *r) {
+    nw_icap_t *c = cap_of(r);
+    if (c)
+        nw_icap_req_end(c);
 }
 
 void ins_req_body(lreq_t *r, const void *p, size_t n) {
@@ -429,8 +437,8 @@ static void page_one(nw_admin_req_t *req, void *ud) {
     }
     if (!nw_icap_replayable(c)) {
         static const char why[] =
-            "{\"error\":\"its body was not captured whole (over 64 KiB, or no dashboard "
-            "was open): it cannot be replayed\"}";
+            "{\"error\":\"its body was not captured whole (over 64 KiB, not all of it "
+            "arrived, or no dashboard was open): it cannot be replayed\"}";
         nw_admin_respond(req, 409, "application/json", why, sizeof(why) - 1);
         return;
     }

@@ -72,7 +72,10 @@ int nw_notify(const char *msg) {
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         rc = -errno;
-    else if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa, len) < 0)
+    /* Never wait: a manager that reads nothing (hung, or not systemd at
+     * all) would otherwise stop the event loop once its queue is full. */
+    else if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sa,
+                    len) < 0)
         rc = -errno;
     if (fd >= 0)
         close(fd);
