@@ -126,6 +126,7 @@ struct agent_s {
     nw_metrics_t *metrics;    /* --admin: what /metrics shows (NULL without) */
     nw_admin_t *admin;        /* --admin: the admin listener (NULL without) */
     struct nw_inspect_s *ins; /* the request inspector (NULL: INSPECT=0 or no --admin) */
+    unsigned nreplays;        /* inspector replays in flight (requests.c) */
     struct agent_ops_s *ops;  /* metrics and /api/status (agent_ops.c); NULL without --admin */
 };
 

@@ -29,6 +29,8 @@ static void icap_free(nw_icap_t *c) {
     /* Secret values were in these: wipe before they go back to the heap. */
     if (c->req_hdrs.p)
         nw_wipe(c->req_hdrs.p, c->req_hdrs.len);
+    if (c->resp_hdrs.p) /* Set-Cookie */
+        nw_wipe(c->resp_hdrs.p, c->resp_hdrs.len);
     nw_sbuf_free(&c->req_hdrs);
     nw_sbuf_free(&c->resp_hdrs);
     nw_sbuf_free(&c->req_body);

@@ -71,6 +71,8 @@ void ins_end(lreq_t *r, const char *why) {
 
 /* -------------------------------------------------------------- replay */
 
+#define REPLAY_MAX 8 /* replays in flight at once; more get 429 */
+
 typedef struct replay_s {
     nw_hfields_t hf; /* first: the shared llhttp head callbacks find it here */
     agent_t *ag;
@@ -99,6 +101,7 @@ static void rp_noop_close(nw_conn_t *c) {
 
 static void rp_on_timer_close(uv_handle_t *h) {
     replay_t *rp = h->data;
+    rp->ag->nreplays--;
     nw_hf_free(&rp->hf);
     nw_sbuf_free(&rp->body);
     nw_free(rp);
@@ -326,11 +329,19 @@ static void rp_on_abort(nw_admin_req_t *req) {
 }
 
 static void replay_start(agent_t *ag, nw_admin_req_t *req, const nw_icap_t *c) {
-    replay_t *rp = nw_calloc(1, sizeof(*rp));
-    if (!rp) {
+    replay_t *rp;
+    if (ag->nreplays >= REPLAY_MAX) {
+        /* Each one holds an admin connection for up to 30 s: a burst must
+         * not take all 64 (and /livez with them). */
+        static const char why[] = "{\"error\":\"too many replays at once; try again\"}";
+        nw_admin_respond(req, 429, "application/json", why, sizeof(why) - 1);
+        return;
+    }
+    if (!(rp = nw_calloc(1, sizeof(*rp)))) {
         nw_admin_respond(req, 500, NULL, "out of memory\n", 14);
         return;
     }
+    ag->nreplays++;
     rp->ag = ag;
     rp->req = req;
     rp->id = c->id;

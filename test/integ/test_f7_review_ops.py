@@ -185,3 +185,39 @@ def test_replay_refuses_a_body_still_arriving(t):
     r = http_request(ap, "POST", "/api/requests/%d/replay" % e["id"], body=b"")
     eq(r.status, 200, "Replay once whole")
     eq(r.json()["new"]["status"], 200, "replayed answer")
+
+
+@timed(60)
+def test_replays_at_once_are_capped(t):
+    """Each Replay holds an admin connection until the service answers (up
+    to 30 s): 64 of them to a service that hangs took every admin
+    connection, /livez included. At most 8 run at once; more get 429."""
+    import threading
+    from harness import Conn
+    from test_f3_dashboard import find, listed
+    o, s, a, ap = inspected_stack(t)
+    listed(ap)
+    c = Conn(s.port, timeout=2)
+    c.request("GET", "/hang?max_ms=60000")  # never answered: a capture to replay
+    e = None
+    for _ in range(100):
+        got = [x for x in listed(ap)["requests"] if x["target"].startswith("/hang")]
+        if got and got[-1]["replayable"]:
+            e = got[-1]
+            break
+    eq(e is not None, True, "the /hang capture is replayable")
+    out, since = [], a.proc.mark() if hasattr(a, "proc") else a.mark()
+    logp = a.proc if hasattr(a, "proc") else a
+    for _ in range(8):
+        rc = Conn(ap, timeout=40)
+        rc.request("POST", "/api/requests/%d/replay" % e["id"], body=b"")
+        out.append(rc)
+    for _ in range(8):  # each Replay logs one line as it starts
+        logp.wait_for(r"replaying request %d " % e["id"], 10, since=since)
+        since = logp.last_at + 1
+    r = http_request(ap, "POST", "/api/requests/%d/replay" % e["id"], body=b"")
+    eq(r.status, 429, "a ninth Replay at once")
+    eq(http_request(ap, "GET", "/livez").status, 200, "/livez meanwhile")
+    for rc in out:
+        rc.close()
+    c.close()
