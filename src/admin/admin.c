@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "basic.h"
 #include "metrics.h"
 #include "conn.h"
 #include "http1.h"
@@ -169,47 +170,6 @@ static int ct_eq(const char *a, size_t alen, const char *b, size_t blen) {
     return d == 0;
 }
 
-static int b64_val(unsigned char c) {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Standard base64 (RFC 4648 4), padding optional: the decoded length, or
- * -1 for anything else or more than cap bytes. */
-static long b64_decode(const char *s, size_t n, char *out, size_t cap) {
-    size_t i, o = 0, pad = 0;
-    unsigned acc = 0, bits = 0;
-    while (n && s[n - 1] == '=' && pad < 2) {
-        n--;
-        pad++;
-    }
-    if ((n + pad) % 4 == 1 || (pad && (n + pad) % 4 != 0))
-        return -1;
-    for (i = 0; i < n; i++) {
-        int v = b64_val((unsigned char)s[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o == cap)
-                return -1;
-            out[o++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    return (long)o;
-}
-
 /* Does the request carry ADMIN_TOKEN: "Bearer TOKEN", or "Basic" with the
  * token as the password (RFC 7617: user-id, ':', password; any user)? The
  * schemes are case-insensitive (RFC 9110 11.1). Only the first
@@ -220,7 +180,6 @@ static int authorized(const nw_admin_t *a, const nw_hfields_t *hf) {
     size_t n;
     int i = nw_hf_find(hf, "authorization", 0);
     char dec[NW_CFG_TOKEN_MAX * 2 + 8];
-    long dl;
     if (i < 0)
         return 0;
     nw_hf_get(hf, (size_t)i, &h);
@@ -240,13 +199,11 @@ static int authorized(const nw_admin_t *a, const nw_hfields_t *hf) {
     if (n == 6 && nw_strieq(v, 6, "bearer"))
         return ct_eq(sp, (size_t)(end - sp), a->token, a->token_len);
     if (n == 5 && nw_strieq(v, 5, "basic")) {
-        const char *colon;
-        int ok;
-        dl = b64_decode(sp, (size_t)(end - sp), dec, sizeof(dec));
-        if (dl < 0)
-            return 0;
-        colon = memchr(dec, ':', (size_t)dl);
-        ok = colon && ct_eq(colon + 1, (size_t)(dec + dl - colon - 1), a->token, a->token_len);
+        const char *pass;
+        size_t plen;
+        int ok = nw_basic_parse(h.value, h.value_len, dec, sizeof(dec), &pass, &plen) ==
+                     NW_BASIC_OK &&
+                 ct_eq(pass, plen, a->token, a->token_len);
         nw_wipe(dec, sizeof(dec));
         return ok;
     }

@@ -1,6 +1,6 @@
 /* test_admin.c: the pure parts of the admin listener (admin.c included to
  * reach its statics): ADMIN_TOKEN checks (Bearer, Basic with the token as
- * the password, base64, constant-time compare) and the path table (exact,
+ * the password (decoded by net/basic.c), constant-time compare) and the path table (exact,
  * prefix, longest prefix, replacement, methods). The listener itself is
  * tested end to end in test/integ/test_f0_admin.py. */
 /* admin.o is in the library this test links too: its public names get a
@@ -73,22 +73,6 @@ UNIT_TEST(basic) {
     CHECK(!auth("tok", "Authorization", "Basic YWRtaW46dG9rIA==")); /* "admin:tok " */
     CHECK(!auth("tok", "Authorization", "Basic ="));
     CHECK(!auth("tok", "Authorization", "Basic"));
-}
-
-UNIT_TEST(base64) {
-    char out[16];
-    CHECK_EQ(b64_decode("", 0, out, sizeof(out)), 0);
-    CHECK_EQ(b64_decode("YQ==", 4, out, sizeof(out)), 1);
-    CHECK(out[0] == 'a');
-    CHECK_EQ(b64_decode("YQ", 2, out, sizeof(out)), 1);
-    CHECK_EQ(b64_decode("YWI=", 4, out, sizeof(out)), 2);
-    CHECK_EQ(b64_decode("YWJj", 4, out, sizeof(out)), 3);
-    CHECK(memcmp(out, "abc", 3) == 0);
-    CHECK_EQ(b64_decode("Y", 1, out, sizeof(out)), -1);       /* one char short of a byte */
-    CHECK_EQ(b64_decode("YQ=", 3, out, sizeof(out)), -1);     /* padding must fill the quad */
-    CHECK_EQ(b64_decode("Y===", 4, out, sizeof(out)), -1);
-    CHECK_EQ(b64_decode("YW-j", 4, out, sizeof(out)), -1);    /* base64url is not base64 */
-    CHECK_EQ(b64_decode("YWJjYWJj", 8, out, 5), -1);          /* more than cap */
 }
 
 UNIT_TEST(constant_time_eq) {
@@ -365,6 +349,6 @@ UNIT_TEST(start_fails_cleanly) {
     CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
-UNIT_MAIN(UNIT_CASE(bearer), UNIT_CASE(basic), UNIT_CASE(base64), UNIT_CASE(constant_time_eq),
+UNIT_MAIN(UNIT_CASE(bearer), UNIT_CASE(basic), UNIT_CASE(constant_time_eq),
           UNIT_CASE(path_table), UNIT_CASE(listener_roundtrip),
           UNIT_CASE(stop_aborts_held_request), UNIT_CASE(start_fails_cleanly))
