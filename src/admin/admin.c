@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "admin.h"
-#include "basic.h"
+#include "admin_guard.h"
 #include "metrics.h"
 #include "conn.h"
 #include "http1.h"
@@ -159,151 +159,7 @@ void nw_admin_respond(nw_admin_req_t *req, int status, const char *ctype, const 
     ac_send(ac, status, ctype, body, len, NULL);
 }
 
-/* ---- ADMIN_TOKEN ---------------------------------------------------------- */
-
-/* Equal in time that depends only on the length of b (the token). */
-static int ct_eq(const char *a, size_t alen, const char *b, size_t blen) {
-    unsigned char d = (unsigned char)(alen != blen);
-    size_t i;
-    for (i = 0; i < blen; i++)
-        d |= (unsigned char)((i < alen ? (unsigned char)a[i] : 0) ^ (unsigned char)b[i]);
-    return d == 0;
-}
-
-/* Does the request carry ADMIN_TOKEN: "Bearer TOKEN", or "Basic" with the
- * token as the password (RFC 7617: user-id, ':', password; any user)? The
- * schemes are case-insensitive (RFC 9110 11.1). Only the first
- * Authorization field counts. */
-static int authorized(const nw_admin_t *a, const nw_hfields_t *hf) {
-    nw_hdr_t h;
-    const char *v, *end, *sp;
-    size_t n;
-    int i = nw_hf_find(hf, "authorization", 0);
-    char dec[NW_CFG_TOKEN_MAX * 2 + 8];
-    if (i < 0)
-        return 0;
-    nw_hf_get(hf, (size_t)i, &h);
-    v = h.value;
-    end = v + h.value_len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    for (sp = v; sp < end && *sp != ' '; sp++)
-        ;
-    n = (size_t)(sp - v);
-    while (sp < end && *sp == ' ')
-        sp++;
-    if (sp == end)
-        return 0;
-    if (n == 6 && nw_strieq(v, 6, "bearer"))
-        return ct_eq(sp, (size_t)(end - sp), a->token, a->token_len);
-    if (n == 5 && nw_strieq(v, 5, "basic")) {
-        const char *pass;
-        size_t plen;
-        int ok = nw_basic_parse(h.value, h.value_len, dec, sizeof(dec), &pass, &plen) ==
-                     NW_BASIC_OK &&
-                 ct_eq(pass, plen, a->token, a->token_len);
-        nw_wipe(dec, sizeof(dec));
-        return ok;
-    }
-    return 0;
-}
-
 /* ---- dispatch ------------------------------------------------------------- */
-
-/* The value of the first field called name (trimmed), or NULL. */
-static const char *field(const nw_hfields_t *hf, const char *name, size_t *len) {
-    nw_hdr_t h;
-    const char *v, *end;
-    int i = nw_hf_find(hf, name, 0);
-    if (i < 0)
-        return NULL;
-    nw_hf_get(hf, (size_t)i, &h);
-    v = h.value;
-    end = v + h.value_len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    *len = (size_t)(end - v);
-    return v;
-}
-
-/* Is a Host value an IP literal, a name of one label (localhost, a name
- * from /etc/hosts) or NAME.localhost, with an optional port? A browser sent
- * here by a public DNS name that its owner pointed at this address (DNS
- * rebinding) says that name, which has a dot, in Host; without ADMIN_TOKEN
- * nothing else keeps such a page from reading the inspector or pressing
- * Replay. */
-static int host_is_local(const char *v, size_t n) {
-    char buf[64];
-    unsigned char ip[16];
-    size_t hl = n, i;
-    const char *colon;
-    if (n == 0 || n >= sizeof(buf))
-        return 0;
-    if (v[0] == '[') {
-        const char *rb = memchr(v, ']', n);
-        if (!rb)
-            return 0;
-        hl = (size_t)(rb - v - 1);
-        memcpy(buf, v + 1, hl);
-        buf[hl] = '\0';
-        colon = rb + 1 < v + n ? rb + 1 : NULL;
-        if (colon && *colon != ':')
-            return 0;
-        if (inet_pton(AF_INET6, buf, ip) != 1)
-            return 0;
-    } else {
-        colon = memchr(v, ':', n);
-        hl = colon ? (size_t)(colon - v) : n;
-        memcpy(buf, v, hl);
-        buf[hl] = '\0';
-        if (hl == 0 || (memchr(buf, '.', hl) && inet_pton(AF_INET, buf, ip) != 1 &&
-                        !(hl > 10 && nw_strieq(buf + hl - 10, 10, ".localhost"))))
-            return 0;
-    }
-    if (colon) { /* ":" then digits only */
-        for (i = (size_t)(colon - v) + 1; i < n; i++)
-            if (v[i] < '0' || v[i] > '9')
-                return 0;
-    }
-    return 1;
-}
-
-/* A POST that a page of another origin made the browser send (a form, a
- * fetch): its Origin's host and port are not those in Host. The browser
- * attaches Basic credentials it remembers for us to such a request too, so
- * this is checked with ADMIN_TOKEN as well. The scheme may be https (a TLS
- * reverse proxy in front that passes Host on). No Origin (curl, scripts):
- * allowed. */
-static int cross_origin(const nw_hfields_t *hf) {
-    size_t ol, hl, skip, i;
-    const char *o = field(hf, "origin", &ol), *h;
-    if (!o)
-        return 0;
-    h = field(hf, "host", &hl);
-    if (ol > 7 && nw_strieq(o, 7, "http://"))
-        skip = 7;
-    else if (ol > 8 && nw_strieq(o, 8, "https://"))
-        skip = 8;
-    else
-        return 1; /* "null" (a sandboxed frame, a file), or a scheme not ours */
-    if (!h || ol != hl + skip)
-        return 1;
-    o += skip;
-    for (i = 0; i < hl; i++) {
-        unsigned char x = (unsigned char)o[i], y = (unsigned char)h[i];
-        if (x >= 'A' && x <= 'Z')
-            x = (unsigned char)(x + 32);
-        if (y >= 'A' && y <= 'Z')
-            y = (unsigned char)(y + 32);
-        if (x != y)
-            return 1;
-    }
-    return 0;
-}
 
 static const page_t *find_page(const nw_admin_t *a, const char *path) {
     const page_t *best = NULL;
@@ -384,8 +240,8 @@ static void dispatch(aconn_t *ac) {
 
     if (!a->token_len && strcmp(ac->req.path, "/livez") != 0) {
         size_t hl;
-        const char *h = field(&ac->hf, "host", &hl);
-        if (h && !host_is_local(h, hl)) {
+        const char *h = nw_admin_field(&ac->hf, "host", &hl);
+        if (h && !nw_admin_host_local(h, hl)) {
             ac_text(ac, 403, "forbidden: without ADMIN_TOKEN the admin listener answers only "
                              "a Host that is an IP address or a name without a dot "
                              "(localhost); set ADMIN_TOKEN to reach it by a DNS name\n", NULL);
@@ -393,11 +249,11 @@ static void dispatch(aconn_t *ac) {
         }
     }
     if (strcmp(ac->method, "GET") != 0 && strcmp(ac->method, "HEAD") != 0 &&
-        cross_origin(&ac->hf)) {
+        nw_admin_cross_origin(&ac->hf)) {
         ac_text(ac, 403, "forbidden: cross-origin request\n", NULL);
         return;
     }
-    if (a->token_len && strcmp(ac->req.path, "/livez") != 0 && !authorized(a, &ac->hf)) {
+    if (a->token_len && strcmp(ac->req.path, "/livez") != 0 && !nw_admin_authorized(a->token, a->token_len, &ac->hf)) {
         ac_text(ac, 401, "unauthorized: this admin listener needs ADMIN_TOKEN\n",
                 "WWW-Authenticate: Basic realm=\"natwrp admin\", charset=\"UTF-8\"\r\n");
         return;

@@ -130,6 +130,9 @@ struct agent_s {
     struct agent_ops_s *ops;  /* metrics and /api/status (agent_ops.c); NULL without --admin */
 };
 
+/* alog.c */
+void lreq_alog(lreq_t *r);
+
 /* agent.c: process lifecycle */
 void agent_check_done(agent_t *ag);
 

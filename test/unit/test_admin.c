@@ -39,7 +39,7 @@ static int auth(const char *token, const char *name, const char *value) {
     a.token_len = strlen(token);
     memcpy(a.token, token, a.token_len + 1);
     head_with(&h, name, value);
-    ok = authorized(&a, &h);
+    ok = nw_admin_authorized(a.token, a.token_len, &h);
     nw_hf_free(&h);
     return ok;
 }
@@ -76,13 +76,13 @@ UNIT_TEST(basic) {
 }
 
 UNIT_TEST(constant_time_eq) {
-    CHECK(ct_eq("abc", 3, "abc", 3));
-    CHECK(!ct_eq("abd", 3, "abc", 3));
-    CHECK(!ct_eq("ab", 2, "abc", 3));
-    CHECK(!ct_eq("abcd", 4, "abc", 3));
-    CHECK(!ct_eq("", 0, "abc", 3));
-    CHECK(ct_eq("", 0, "", 0));
-    CHECK(!ct_eq("a", 1, "", 0));
+    CHECK(nw_admin_ct_eq("abc", 3, "abc", 3));
+    CHECK(!nw_admin_ct_eq("abd", 3, "abc", 3));
+    CHECK(!nw_admin_ct_eq("ab", 2, "abc", 3));
+    CHECK(!nw_admin_ct_eq("abcd", 4, "abc", 3));
+    CHECK(!nw_admin_ct_eq("", 0, "abc", 3));
+    CHECK(nw_admin_ct_eq("", 0, "", 0));
+    CHECK(!nw_admin_ct_eq("a", 1, "", 0));
 }
 
 static void page_a(nw_admin_req_t *req, void *ud) { (void)req; (void)ud; }
