@@ -4,6 +4,7 @@
  * requests). Pure: request fields in, a verdict out. */
 #include <arpa/inet.h>
 #include <string.h>
+#include <strings.h>
 
 #include "admin_guard.h"
 #include "basic.h"
@@ -23,20 +24,12 @@ int nw_admin_ct_eq(const char *a, size_t alen, const char *b, size_t blen) {
  * schemes are case-insensitive (RFC 9110 11.1). Only the first
  * Authorization field counts. */
 int nw_admin_authorized(const char *token, size_t token_len, const nw_hfields_t *hf) {
-    nw_hdr_t h;
     const char *v, *end, *sp;
-    size_t n;
-    int i = nw_hf_find(hf, "authorization", 0);
+    size_t n, vlen;
     char dec[NW_CFG_TOKEN_MAX * 2 + 8];
-    if (i < 0)
+    if ((v = nw_admin_field(hf, "authorization", &vlen)) == NULL)
         return 0;
-    nw_hf_get(hf, (size_t)i, &h);
-    v = h.value;
-    end = v + h.value_len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
+    end = v + vlen;
     for (sp = v; sp < end && *sp != ' '; sp++)
         ;
     n = (size_t)(sp - v);
@@ -49,7 +42,7 @@ int nw_admin_authorized(const char *token, size_t token_len, const nw_hfields_t 
     if (n == 5 && nw_strieq(v, 5, "basic")) {
         const char *pass;
         size_t plen;
-        int ok = nw_basic_parse(h.value, h.value_len, dec, sizeof(dec), &pass, &plen) ==
+        int ok = nw_basic_parse(v, vlen, dec, sizeof(dec), &pass, &plen) ==
                      NW_BASIC_OK &&
                  nw_admin_ct_eq(pass, plen, token, token_len);
         nw_wipe(dec, sizeof(dec));
@@ -125,7 +118,7 @@ int nw_admin_host_local(const char *v, size_t n) {
  * reverse proxy in front that passes Host on). No Origin (curl, scripts):
  * allowed. */
 int nw_admin_cross_origin(const nw_hfields_t *hf) {
-    size_t ol, hl, skip, i;
+    size_t ol, hl, skip;
     const char *o = nw_admin_field(hf, "origin", &ol), *h;
     if (!o)
         return 0;
@@ -138,15 +131,7 @@ int nw_admin_cross_origin(const nw_hfields_t *hf) {
         return 1; /* "null" (a sandboxed frame, a file), or a scheme not ours */
     if (!h || ol != hl + skip)
         return 1;
-    o += skip;
-    for (i = 0; i < hl; i++) {
-        unsigned char x = (unsigned char)o[i], y = (unsigned char)h[i];
-        if (x >= 'A' && x <= 'Z')
-            x = (unsigned char)(x + 32);
-        if (y >= 'A' && y <= 'Z')
-            y = (unsigned char)(y + 32);
-        if (x != y)
-            return 1;
-    }
+    if (strncasecmp(o + skip, h, hl) != 0)
+        return 1;
     return 0;
 }
