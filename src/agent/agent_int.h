@@ -27,7 +27,8 @@ typedef struct lreq_s lreq_t;
 typedef struct remote_s {
     unsigned url;       /* its URL in cfg->remotes */
     char addr[46];      /* the resolved address, as text */
-    char label[1400];   /* "wss://host:port (addr)": logs, /api/status */
+    char url_str[1300]; /* "wss://host:port": /api/status, connect errors */
+    char label[1400];   /* "wss://host:port (addr)": logs */
     int used;
 } remote_t;
 

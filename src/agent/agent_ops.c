@@ -287,7 +287,7 @@ static int status_json(agent_t *ag, nw_sbuf_t *b) {
         if (!sl->rem)
             continue; /* no address for it (yet) */
         rc |= nw_sbuf_appends(b, n++ ? "," : "");
-        rc |= tunnel_json(b, sl->tun ? sl->tun->id : 0, sl->name, sl->rem->label, sl->rem->addr,
+        rc |= tunnel_json(b, sl->tun ? sl->tun->id : 0, sl->name, sl->rem->url_str, sl->rem->addr,
                           slot_state(ag, sl),
                           sl->since, sl->tun ? sl->tun->nstreams : 0, sl->last_error);
     }

@@ -14,10 +14,11 @@
 
 static void resolve(resolver_t *rs);
 
-static void url_label(char *out, size_t cap, const nw_url_t *u, const char *addr) {
+static void url_label(remote_t *rem, const nw_url_t *u) {
     int v6 = strchr(u->host, ':') != NULL;
-    snprintf(out, cap, "%s://%s%s%s:%u (%.45s)", u->tls ? "wss" : "ws", v6 ? "[" : "", u->host,
-             v6 ? "]" : "", u->port, addr);
+    snprintf(rem->url_str, sizeof(rem->url_str), "%s://%s%s%s:%u", u->tls ? "wss" : "ws",
+             v6 ? "[" : "", u->host, v6 ? "]" : "", u->port);
+    snprintf(rem->label, sizeof(rem->label), "%.1300s (%.45s)", rem->url_str, rem->addr);
 }
 
 static slot_t *rem_slots(agent_t *ag, const remote_t *rem) {
@@ -80,7 +81,7 @@ static remote_t *remote_add(agent_t *ag, unsigned url, const char *addr) {
     rem->used = 1;
     rem->url = url;
     snprintf(rem->addr, sizeof(rem->addr), "%.45s", addr);
-    url_label(rem->label, sizeof(rem->label), &ag->cfg->remotes.u[url], addr);
+    url_label(rem, &ag->cfg->remotes.u[url]);
     sl = rem_slots(ag, rem);
     for (k = 0; k < ag->cfg->max_conn; k++) {
         sl[k].rem = rem;

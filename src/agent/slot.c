@@ -49,8 +49,8 @@ static void schedule_reconnect(slot_t *sl, const char *kind, const char *reason,
     nw_random(&r, sizeof(r));
     delay = delay * (80 + r % 41) / 100; /* +-20% so agents do not march in step */
     sl->attempt++;
-    nw_warn("tunnel down agent=%s remote=%s reason=%s; reconnecting in %.2fs (attempt %u)",
-            sl->name, slot_remote(sl), reason, (double)delay / 1000.0, sl->attempt);
+    nw_warn("tunnel down agent=%s reason=%s remote=%s; reconnecting in %.2fs (attempt %u)",
+            sl->name, reason, slot_remote(sl), (double)delay / 1000.0, sl->attempt);
     uv_timer_start(&sl->timer, on_backoff, delay, 0);
 }
 
@@ -408,7 +408,8 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     int rc;
     sl->dial = NULL;
     if (!c) {
-        snprintf(reason, sizeof(reason), "cannot connect to %s: %s", slot_remote(sl),
+        snprintf(reason, sizeof(reason), "cannot connect to %s: %s",
+                 sl->rem ? sl->rem->url_str : ag->remote_str,
                  nw_dial_strerror(d));
         schedule_reconnect(sl, err == NW_ETLS ? "tls" : "connect_failed", reason,
                            0); /* logs the reason: once per attempt */

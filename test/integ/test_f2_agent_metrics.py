@@ -307,7 +307,8 @@ def test_status_schema(t):
     eq(len(st["tunnels"]), 2, "one entry per slot (MAX_CONN=2)")
     eq(sorted(x["name"] for x in st["tunnels"]), ["box-1", "box-2"], "tunnel names")
     for x in st["tunnels"]:
-        eq(set(x), {"id", "name", "remote", "state", "since", "streams", "last_error"},
+        eq(set(x), {"id", "name", "remote", "address", "state", "since", "streams",
+                    "last_error"},
            "tunnel keys")
         eq((x["state"], x["remote"].rstrip("/"), x["streams"], x["last_error"]),
            ("up", "ws://127.0.0.1:%d" % s.port, 0, ""), "tunnel %s" % x["name"])
