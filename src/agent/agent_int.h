@@ -37,6 +37,8 @@ typedef struct resolver_s {
     agent_t *ag;
     unsigned url;
     uv_getaddrinfo_t gai;
+    uv_timer_t retry;     /* after a failed lookup: sooner than RESOLVE_INTERVAL */
+    unsigned failures;    /* failed lookups in a row (the retry's backoff) */
     int pending;
     char last_error[200]; /* the failure last logged ("" resolving) */
     char left_out[600];   /* addresses MAX_REMOTES left out, as last logged */

@@ -12,7 +12,28 @@
 
 #include "agent_int.h"
 
+#define RETRY_MIN_MS 500
+#define RETRY_MAX_MS 30000
+
 static void resolve(resolver_t *rs);
+
+static void on_retry(uv_timer_t *h) { resolve(h->data); }
+
+/* A failed lookup is retried with backoff (0.5 s doubling to 30 s, never
+ * later than RESOLVE_INTERVAL), so a name that does not resolve at start
+ * is found soon after it does, even with RESOLVE_INTERVAL=0. */
+static void retry_later(resolver_t *rs) {
+    const nw_agent_cfg_t *cfg = rs->ag->cfg;
+    uint64_t delay = (uint64_t)RETRY_MIN_MS << NW_MIN(rs->failures, 6u);
+    rs->failures++;
+    if (delay > RETRY_MAX_MS)
+        delay = RETRY_MAX_MS;
+    if (cfg->resolve_interval_ms && delay >= cfg->resolve_interval_ms)
+        return; /* the interval comes first */
+    nw_debug("agent=%s resolving %s again in %.1fs", cfg->agent_id, cfg->remotes.u[rs->url].host,
+             (double)delay / 1000.0);
+    uv_timer_start(&rs->retry, on_retry, delay, 0);
+}
 
 static void url_label(remote_t *rem, const nw_url_t *u) {
     int v6 = strchr(u->host, ':') != NULL;
@@ -119,16 +140,21 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         uv_freeaddrinfo(res);
         return;
     }
-    if (status < 0) {
+    for (ai = status < 0 ? NULL : res; ai && !n; ai = ai->ai_next)
+        n = ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
+    if (!n) { /* also an answer without addresses: keep what we have */
         char why[200];
-        snprintf(why, sizeof(why), "%s", uv_strerror(status));
+        snprintf(why, sizeof(why), "%s", status < 0 ? uv_strerror(status) : "no address");
         if (strcmp(why, rs->last_error) != 0) /* once per change, not every interval */
             nw_warn("agent=%s cannot resolve %s: %s; keeping the current addresses",
                     ag->cfg->agent_id, u->host, why);
         snprintf(rs->last_error, sizeof(rs->last_error), "%s", why);
         uv_freeaddrinfo(res);
+        retry_later(rs);
         return;
     }
+    n = 0;
+    rs->failures = 0;
     if (rs->last_error[0])
         nw_info("agent=%s %s resolves again", ag->cfg->agent_id, u->host);
     rs->last_error[0] = 0;
@@ -182,11 +208,14 @@ static void resolve(resolver_t *rs) {
     rs->gai.data = rs;
     rc = uv_getaddrinfo(ag->loop, &rs->gai, on_resolved, ag->cfg->remotes.u[rs->url].host, NULL,
                         &hints);
-    if (rc == 0)
+    if (rc == 0) {
         rs->pending = 1;
-    else
-        nw_warn("agent=%s cannot start resolving %s: %s", ag->cfg->agent_id,
-                ag->cfg->remotes.u[rs->url].host, nw_strerror(rc));
+        uv_timer_stop(&rs->retry);
+        return;
+    }
+    nw_warn("agent=%s cannot start resolving %s: %s", ag->cfg->agent_id,
+            ag->cfg->remotes.u[rs->url].host, nw_strerror(rc));
+    retry_later(rs);
 }
 
 static void on_interval(uv_timer_t *h) {
@@ -205,6 +234,8 @@ void remotes_init(agent_t *ag) {
     for (u = 0; u < ag->cfg->remotes.n; u++) {
         ag->resolvers[u].ag = ag;
         ag->resolvers[u].url = u;
+        uv_timer_init(ag->loop, &ag->resolvers[u].retry);
+        ag->resolvers[u].retry.data = &ag->resolvers[u];
     }
 }
 
@@ -219,13 +250,18 @@ void remotes_stop(agent_t *ag) {
     unsigned u;
     uv_timer_stop(&ag->rtimer);
     uv_check_stop(&ag->reap);
-    for (u = 0; u < ag->cfg->remotes.n; u++)
+    for (u = 0; u < ag->cfg->remotes.n; u++) {
+        uv_timer_stop(&ag->resolvers[u].retry);
         if (ag->resolvers[u].pending)
             uv_cancel((uv_req_t *)&ag->resolvers[u].gai);
+    }
 }
 
 void remotes_close(agent_t *ag) {
+    unsigned u;
     remotes_stop(ag);
+    for (u = 0; u < ag->cfg->remotes.n; u++)
+        uv_close((uv_handle_t *)&ag->resolvers[u].retry, NULL);
     uv_close((uv_handle_t *)&ag->rtimer, NULL);
     uv_close((uv_handle_t *)&ag->reap, NULL);
 }

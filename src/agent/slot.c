@@ -416,7 +416,8 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
         return;
     }
     if (c->tls)
-        nw_info("agent=%s tls: connected to %s with %s%s", sl->name, slot_remote(sl),
+        nw_info("agent=%s tls: connected to %s with %s%s", sl->name,
+                sl->rem ? sl->rem->url_str : ag->remote_str,
                 nw_tls_version(c->tls), cfg->insecure ? " (certificate NOT verified)" : "");
     sl->hs = c;
     nw_conn_set_owner(c, sl, hs_on_read, NULL, hs_on_close);

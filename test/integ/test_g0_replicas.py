@@ -252,3 +252,28 @@ def test_g0_max_remotes_and_settings(t):
         eq(get(ss[0].port, "/name", host="127.0.0.2").status, 200, "replica answers")
     if ss[2].proc.find(r"tunnel open tun=\d+ agent=a1\b", marks[2]):
         fail("the address left out got a tunnel")
+
+
+@timed(60)
+def test_g0_unresolvable_at_start(t):
+    """A name that does not resolve yet: one warning (not one per retry),
+    retries on a backoff even with RESOLVE_INTERVAL=0, a tunnel once it
+    resolves."""
+    if skip_unless_ns():
+        return
+    o = t.origin("A")
+    s = t.serve(listen="127.0.0.2:0", label="serve-127.0.0.2")
+    hosts = os.path.join(t.logdir, "hosts")
+    write_hosts(hosts, [])
+    m = s.proc.mark()
+    a = agent_ns(t, hosts, "http://%s:%d" % (NAME, s.port), o,
+                 env={"RESOLVE_INTERVAL": "0", "LOG_LEVEL": "debug"})
+    since = 0
+    for _ in range(3):
+        a.wait_for(r"resolving %s again in" % re.escape(NAME), 10, since)
+        since = a.last_at + 1
+    eq(a.count(r"cannot resolve %s" % re.escape(NAME)), 1, "warnings for the failed lookups")
+    write_hosts(hosts, [("127.0.0.2", NAME)])
+    s.wait_tunnel_open("a1", m, timeout=15)
+    a.wait_for(r"%s resolves again" % re.escape(NAME), 5)
+    eq(get(s.port, "/name", host="127.0.0.2").status, 200, "the replica answers")
