@@ -187,8 +187,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]))
             continue;
         if (strlen(left) + strlen(addrs[j]) + 3 < sizeof(left))
-            snprintf(left + strlen(left), sizeof(left) - strlen(left), "%s%.45s", left[0] ? ", " : "",
-                     addrs[j]);
+            snprintf(left + strlen(left), sizeof(left) - strlen(left), "%s%.45s",
+                     left[0] ? ", " : "", addrs[j]);
     }
     if (left[0] && strcmp(left, rs->left_out) != 0)
         nw_warn("agent=%s MAX_REMOTES=%u reached: no tunnels to %s of %s", ag->cfg->agent_id,

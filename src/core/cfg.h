@@ -92,8 +92,8 @@ typedef struct {
 typedef struct {
     char agent_id[129];        /* AGENT_ID / --id: [A-Za-z0-9._@:+-]{1,128}, required */
     nw_url_t remote;           /* REMOTE_URL's first URL (remotes.u[0]) */
-    nw_urls_t remotes;         /* REMOTE_URL / --remote: comma-separated http(s)://host[:port], required */
-    uint64_t resolve_interval_ms; /* RESOLVE_INTERVAL SECS: re-resolve REMOTE_URL, default 30, 0 off */
+    nw_urls_t remotes;         /* REMOTE_URL / --remote: http(s)://host[:port][,...], required */
+    uint64_t resolve_interval_ms; /* RESOLVE_INTERVAL SECS: re-resolve, default 30, 0 off */
     uint32_t max_remotes;      /* MAX_REMOTES: addresses connected to at most, default 16 */
     nw_url_t local;            /* LOCAL_URL / --local: http(s)://host[:port][/path], required */
     uint64_t ping_interval_ms; /* PING_INTERVAL SECS, default 30 */

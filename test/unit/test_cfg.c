@@ -966,7 +966,8 @@ UNIT_TEST(header_defaults) {
         const dflt_t agent[] = {DA(ping_interval_ms), DA(connect_timeout_ms), DA(pool_size),
                                 DA(window), DA(max_head), DA(max_conn), DA(max_local),
                                 DA(local_queue), DA(local_queue_timeout_ms), DA(max_pipes),
-                                DA(grace_ms), DA(rewrite_location), DA(inspect)};
+                                DA(grace_ms), DA(rewrite_location), DA(inspect),
+                                DA(resolve_interval_ms), DA(max_remotes)};
         int rc = check_header_defaults(serve, ARGC(serve), agent, ARGC(agent), bad, sizeof(bad));
         if (rc)
             fprintf(stderr, "  %s\n", bad);
@@ -979,6 +980,49 @@ UNIT_TEST(header_defaults) {
     CHECK_EQ(a.max_pipes, 1024);
 }
 
+/* Issue 13: REMOTE_URL lists URLs; RESOLVE_INTERVAL (0 = off), MAX_REMOTES. */
+UNIT_TEST(agent_remote_list) {
+    const char *empty = write_tmp("");
+    char *a1[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote",
+                  " http://a.test:8000 ,https://b.test, http://[::1]:9/", "--local", "http://l"};
+    char *a2[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l", "--resolve-interval", "0", "--max-remotes", "64"};
+    char *b1[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://a,",
+                  "--local", "http://l"};
+    char *b2[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://a,ftp://b",
+                  "--local", "http://l"};
+    char *b3[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://a,http://b/p",
+                  "--local", "http://l"};
+    char *b4[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l", "--max-remotes", "0"};
+    char *b5[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
+                  "--local", "http://l", "--resolve-interval", "-1"};
+    nw_agent_cfg_t c;
+    char err[NW_CFG_ERRLEN] = "";
+
+    clear_env();
+    CHECK_EQ(nw_cfg_agent(ARGC(a1), a1, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.remotes.n, 3);
+    CHECK_STR(c.remotes.u[0].host, "a.test");
+    CHECK_EQ(c.remotes.u[0].port, 8000);
+    CHECK_STR(c.remotes.u[1].host, "b.test");
+    CHECK_EQ(c.remotes.u[1].tls, 1);
+    CHECK_EQ(c.remotes.u[1].port, 443);
+    CHECK_STR(c.remotes.u[2].host, "::1");
+    CHECK_STR(c.remote.host, "a.test"); /* the first, for what takes one */
+    CHECK_EQ(c.resolve_interval_ms, 30000);
+    CHECK_EQ(c.max_remotes, 16);
+    CHECK_EQ(nw_cfg_agent(ARGC(a2), a2, &c, err, sizeof(err)), 0);
+    CHECK_EQ(c.remotes.n, 1);
+    CHECK_EQ(c.resolve_interval_ms, 0);
+    CHECK_EQ(c.max_remotes, 64);
+    CHECK(agent_fails(ARGC(b1), b1, "--remote"));
+    CHECK(agent_fails(ARGC(b2), b2, "--remote"));
+    CHECK(agent_fails(ARGC(b3), b3, "must not have a path"));
+    CHECK(agent_fails(ARGC(b4), b4, "--max-remotes"));
+    CHECK(agent_fails(ARGC(b5), b5, "--resolve-interval"));
+}
+
 UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_defaults),
           UNIT_CASE(serve_flags), UNIT_CASE(serve_env), UNIT_CASE(serve_bad),
           UNIT_CASE(serve_body_timeout), UNIT_CASE(serve_domain), UNIT_CASE(serve_tokens_file),
@@ -988,4 +1032,4 @@ UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_default
           UNIT_CASE(agent_pipes_and_queue_timeout), UNIT_CASE(agent_host_and_redirects),
           UNIT_CASE(agent_routes_and_basic), UNIT_CASE(agent_missing_required), UNIT_CASE(agent_bad_values),
           UNIT_CASE(agent_default_env_file), UNIT_CASE(agent_help_version),
-          UNIT_CASE(header_defaults))
+          UNIT_CASE(agent_remote_list), UNIT_CASE(header_defaults))
