@@ -16,7 +16,7 @@
 #include "trim.h"
 #include "tun.h"
 
-#define MAX_TUNS 256            /* live tunnels: current ones plus retiring ones */
+#define MAX_TUNS 8192 /* live tunnels: MAX_REMOTES x MAX_CONN slots, plus retiring ones */
 
 #define NW_RESOLVE_MAX 64        /* addresses taken from one lookup */
 
