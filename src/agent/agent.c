@@ -44,6 +44,11 @@ static void agent_stop(agent_t *ag) {
     uv_close((uv_handle_t *)&ag->sig[0], NULL);
     uv_close((uv_handle_t *)&ag->sig[1], NULL);
     uv_close((uv_handle_t *)&ag->hup, NULL);
+    /* Closing them restored the default actions: a SIGTERM or SIGINT that
+     * arrives while the process tears down would kill it with a signal
+     * status instead of its exit 0. It is stopping already: ignore them. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     uv_close((uv_handle_t *)&ag->grace, NULL);
     uv_close((uv_handle_t *)&ag->drain, NULL);
     uv_close((uv_handle_t *)&ag->qtimer, NULL);
