@@ -29,6 +29,7 @@ static void agent_stop(agent_t *ag) {
     ag->stopping = 2;
     nw_admin_stop(ag->admin);
     ag->admin = NULL;
+    remotes_close(ag);
     for (i = 0; i < ag->nslots; i++) {
         slot_cancel(&ag->slots[i]);
         ag->slots[i].tun = NULL;
@@ -134,6 +135,7 @@ static void on_signal(uv_signal_t *h, int signum) {
             ag->cfg->agent_id, name, ag->nreqs, (unsigned long long)ag->cfg->grace_ms);
     ag->stopping = 1;
     nw_notify("STOPPING=1\nSTATUS=draining");
+    remotes_stop(ag);
     for (k = 0; k < ag->nslots; k++)
         slot_cancel(&ag->slots[k]);
     for (i = 0; i < ag->ntuns; i++)
@@ -164,7 +166,10 @@ static void fmt_url(char *out, size_t cap, const nw_url_t *u, const char *scheme
 
 /* REMOTE_URL's and LOCAL_URL's TLS configurations (none for plain URLs). */
 static int agent_tls(agent_t *ag, const nw_agent_cfg_t *cfg, char *err, size_t errlen) {
-    if (cfg->remote.tls &&
+    unsigned u, any_tls = 0;
+    for (u = 0; u < cfg->remotes.n; u++)
+        any_tls |= cfg->remotes.u[u].tls;
+    if (any_tls &&
         !(ag->remote_tls = nw_tls_conf_client(cfg->ca_file[0] ? cfg->ca_file : NULL,
                                               cfg->insecure, err, errlen))) {
         fprintf(stderr, "natwrp agent: REMOTE_URL: %s\n", err);
@@ -176,13 +181,16 @@ static int agent_tls(agent_t *ag, const nw_agent_cfg_t *cfg, char *err, size_t e
         fprintf(stderr, "natwrp agent: LOCAL_URL: %s\n", err);
         return -1;
     }
-    if (cfg->conn_token[0] && !cfg->remote.tls && !host_is_loopback(cfg->remote.host))
-        nw_warn("agent=%s CONN_TOKEN goes to %s over plain ws://: the token travels in clear "
-                "(anyone on the path can read it and open tunnels); use an https:// REMOTE_URL",
-                cfg->agent_id, cfg->remote.host);
-    if (cfg->basic.n && !cfg->remote.tls && !host_is_loopback(cfg->remote.host))
-        nw_warn("agent=%s AUTH_BASIC logins go to %s over plain ws://: they travel in clear; "
-                "use an https:// REMOTE_URL", cfg->agent_id, cfg->remote.host);
+    for (u = 0; u < cfg->remotes.n; u++) {
+        const nw_url_t *r = &cfg->remotes.u[u];
+        if (cfg->conn_token[0] && !r->tls && !host_is_loopback(r->host))
+            nw_warn("agent=%s CONN_TOKEN goes to %s over plain ws://: the token travels in clear "
+                    "(anyone on the path can read it and open tunnels); use an https:// "
+                    "REMOTE_URL", cfg->agent_id, r->host);
+        if (cfg->basic.n && !r->tls && !host_is_loopback(r->host))
+            nw_warn("agent=%s AUTH_BASIC logins go to %s over plain ws://: they travel in clear; "
+                    "use an https:// REMOTE_URL", cfg->agent_id, r->host);
+    }
     if (ag->local_tls && cfg->local_insecure)
         nw_warn("agent=%s tls: LOCAL_INSECURE is set: the local service's certificate is not "
                 "verified (insecure)", cfg->agent_id);
@@ -193,7 +201,16 @@ static int agent_tls(agent_t *ag, const nw_agent_cfg_t *cfg, char *err, size_t e
 static void agent_names(agent_t *ag, const nw_agent_cfg_t *cfg) {
     int v6 = strchr(cfg->local.host, ':') != NULL;
     int dflt = cfg->local.port == (cfg->local.tls ? 443 : 80);
-    fmt_url(ag->remote_str, sizeof(ag->remote_str), &cfg->remote, cfg->remote.tls ? "wss" : "ws");
+    unsigned u;
+    size_t n;
+    for (u = 0; u < cfg->remotes.n; u++) { /* REMOTE_URL's list, as ws(s):// URLs */
+        n = strlen(ag->remote_str);
+        if (u)
+            snprintf(ag->remote_str + n, sizeof(ag->remote_str) - n, ",");
+        n = strlen(ag->remote_str);
+        fmt_url(ag->remote_str + n, sizeof(ag->remote_str) - n, &cfg->remotes.u[u],
+                cfg->remotes.u[u].tls ? "wss" : "ws");
+    }
     fmt_url(ag->local_str, sizeof(ag->local_str), &cfg->local, cfg->local.tls ? "https" : "http");
     snprintf(ag->host_hdr, sizeof(ag->host_hdr), "%s%s%s", v6 ? "[" : "", cfg->local.host,
              v6 ? "]" : "");
@@ -208,8 +225,9 @@ static void agent_handles(agent_t *ag, uv_loop_t *loop) {
     for (k = 0; k < ag->nslots; k++) {
         slot_t *sl = &ag->slots[k];
         sl->ag = ag;
-        if (ag->nslots > 1)
-            snprintf(sl->name, sizeof(sl->name), "%s-%u", ag->cfg->agent_id, k + 1);
+        if (ag->cfg->max_conn > 1) /* the same ids on every address */
+            snprintf(sl->name, sizeof(sl->name), "%s-%u", ag->cfg->agent_id,
+                     k % ag->cfg->max_conn + 1);
         else
             snprintf(sl->name, sizeof(sl->name), "%s", ag->cfg->agent_id);
         nw_hf_init(&sl->hs_hf, HS_RESPONSE_MAX);
@@ -246,8 +264,8 @@ static int agent_hs_fits(agent_t *ag) {
     if (!sl)
         return 1;
     sl->ag = ag;
-    if (ag->nslots > 1)
-        snprintf(sl->name, sizeof(sl->name), "%s-%u", ag->cfg->agent_id, ag->nslots);
+    if (ag->cfg->max_conn > 1)
+        snprintf(sl->name, sizeof(sl->name), "%s-%u", ag->cfg->agent_id, ag->cfg->max_conn);
     else
         snprintf(sl->name, sizeof(sl->name), "%s", ag->cfg->agent_id);
     rc = slot_hs_request(sl, "AAAAAAAAAAAAAAAAAAAAAA==", &req);
@@ -315,6 +333,7 @@ static void agent_free(agent_t *ag) {
     ops_free(ag);
     ag_inspect_free(ag);
     nw_free(ag->slots);
+    nw_free(ag->remotes);
     nw_metrics_free(ag->metrics);
     if (ag->remote_tls)
         nw_tls_conf_unref(ag->remote_tls);
@@ -331,7 +350,6 @@ int nw_agent_main(int argc, char **argv) {
     agent_t *ag;
     uv_loop_t loop;
     int rc;
-    unsigned k;
 
     rc = nw_cfg_agent(argc, argv, &cfg, err, sizeof(err));
     if (rc == 1)
@@ -354,13 +372,14 @@ int nw_agent_main(int argc, char **argv) {
         rc = 2;
         goto out;
     }
-    ag->nslots = cfg.max_conn;
+    ag->nslots = cfg.max_remotes * cfg.max_conn;
     ag->cfg = &cfg;
     if ((rc = agent_hs_fits(ag)) != 0)
         goto out;
     rc = 1;
     ag->slots = nw_calloc(ag->nslots, sizeof(*ag->slots));
-    if (!ag->slots)
+    ag->remotes = nw_calloc(cfg.max_remotes, sizeof(*ag->remotes));
+    if (!ag->slots || !ag->remotes)
         goto out;
     uv_loop_init(&loop);
     if (nw_alog_open(&loop, cfg.ops.access_log, cfg.ops.log_format == NW_LOGFMT_JSON, err,
@@ -374,16 +393,16 @@ int nw_agent_main(int argc, char **argv) {
     ag->cfg = &cfg;
     agent_names(ag, &cfg);
     agent_handles(ag, &loop);
-    nw_info("agent=%s local=%s env=%s tunnels=%u", cfg.agent_id, ag->local_str,
-            cfg.env_file[0] ? cfg.env_file : "(none)", ag->nslots);
+    remotes_init(ag);
+    nw_info("agent=%s local=%s env=%s tunnels=%u per address", cfg.agent_id, ag->local_str,
+            cfg.env_file[0] ? cfg.env_file : "(none)", cfg.max_conn);
     rc = agent_admin(ag);
     if (rc != 0) {
         agent_stop(ag);
         nw_loop_teardown(&loop);
         goto out;
     }
-    for (k = 0; k < ag->nslots; k++)
-        slot_connect(&ag->slots[k]);
+    remotes_start(ag); /* each address found gets its slots (remotes.c) */
     uv_run(&loop, UV_RUN_DEFAULT);
     nw_loop_teardown(&loop);
     nw_alog_close();

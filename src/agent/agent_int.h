@@ -18,13 +18,34 @@
 
 #define MAX_TUNS 256            /* live tunnels: current ones plus retiring ones */
 
+#define NW_RESOLVE_MAX 64        /* addresses taken from one lookup */
+
 typedef struct agent_s agent_t;
 typedef struct lreq_s lreq_t;
+
+/* One address of a REMOTE_URL: MAX_CONN slots go to it (remotes.c). */
+typedef struct remote_s {
+    unsigned url;       /* its URL in cfg->remotes */
+    char addr[46];      /* the resolved address, as text */
+    char label[1400];   /* "wss://host:port (addr)": logs, /api/status */
+    int used;
+} remote_t;
+
+/* One URL's lookup, at start and every RESOLVE_INTERVAL. */
+typedef struct resolver_s {
+    agent_t *ag;
+    unsigned url;
+    uv_getaddrinfo_t gai;
+    int pending;
+    char last_error[200]; /* the failure last logged ("" resolving) */
+    char left_out[600];   /* addresses MAX_REMOTES left out, as last logged */
+} resolver_t;
 
 /* One tunnel slot: the dial, the handshake, the tunnel, its backoff. */
 typedef struct slot_s {
     nw_hfields_t hs_hf; /* first: the shared llhttp head callbacks find it here */
     agent_t *ag;
+    remote_t *rem;      /* the address it dials (NULL: unused) */
     char name[140];     /* the tunnel's id: AGENT_ID, or AGENT_ID-k with MAX_CONN > 1 */
     nw_tun_t *tun;
     nw_dial_t *dial;
@@ -97,8 +118,13 @@ struct agent_s {
     char remote_str[1400];
     char local_str[1400];
     char host_hdr[300]; /* LOCAL_URL's authority for Host */
-    slot_t *slots;
-    unsigned nslots;
+    slot_t *slots;            /* MAX_CONN per remote, remote k's from k * MAX_CONN */
+    unsigned nslots;          /* MAX_REMOTES * MAX_CONN */
+    remote_t *remotes;        /* MAX_REMOTES of them */
+    unsigned nremotes_seen;   /* remotes added so far (logs) */
+    resolver_t resolvers[NW_REMOTE_URLS_MAX];
+    uv_timer_t rtimer;        /* RESOLVE_INTERVAL */
+    uv_check_t reap;          /* closes a gone address's tunnels once idle */
     nw_tun_t *tuns[MAX_TUNS]; /* every live tunnel, current or retiring */
     size_t ntuns;
     uint64_t tun_seq;
@@ -136,9 +162,16 @@ void lreq_alog(lreq_t *r);
 /* agent.c: process lifecycle */
 void agent_check_done(agent_t *ag);
 
+/* remotes.c: resolving REMOTE_URL, one remote per address */
+void remotes_init(agent_t *ag);  /* handles, once */
+void remotes_start(agent_t *ag); /* first lookups, then every RESOLVE_INTERVAL */
+void remotes_stop(agent_t *ag);  /* no more lookups (draining) */
+void remotes_close(agent_t *ag); /* stop and close the handles */
+
 /* slot.c: tunnel slots */
 void slot_connect(slot_t *sl);
 void slot_cancel(slot_t *sl);
+const char *slot_remote(const slot_t *sl); /* "wss://host:port (addr)" */
 /* Append the tunnel upgrade request of slot sl with Sec-WebSocket-Key
  * key to req. 0 or NW_ENOMEM. */
 int slot_hs_request(const slot_t *sl, const char *key, nw_sbuf_t *req);

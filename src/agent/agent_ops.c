@@ -243,12 +243,15 @@ static int routes_json(const agent_t *ag, nw_sbuf_t *b) {
     return rc | nw_sbuf_appends(b, "]");
 }
 
-static int tunnel_json(const agent_t *ag, nw_sbuf_t *b, uint64_t id, const char *name,
-                       const char *state, int64_t since, size_t streams, const char *err) {
+static int tunnel_json(nw_sbuf_t *b, uint64_t id, const char *name, const char *remote,
+                       const char *addr, const char *state, int64_t since, size_t streams,
+                       const char *err) {
     int rc = nw_sbuf_appendf(b, "{\"id\":%llu,\"name\":", (unsigned long long)id);
     rc |= nw_json_cstr(b, name);
     rc |= nw_sbuf_appends(b, ",\"remote\":");
-    rc |= nw_json_cstr(b, ag->remote_str);
+    rc |= nw_json_cstr(b, remote);
+    rc |= nw_sbuf_appends(b, ",\"address\":");
+    rc |= nw_json_cstr(b, addr);
     rc |= nw_sbuf_appendf(b, ",\"state\":\"%s\",\"since\":%lld,\"streams\":%zu,\"last_error\":",
                           state, (long long)since, streams);
     rc |= nw_json_cstr(b, err);
@@ -281,8 +284,11 @@ static int status_json(agent_t *ag, nw_sbuf_t *b) {
                           pool_in_use(ag));
     for (k = 0; k < ag->nslots; k++) {
         const slot_t *sl = &ag->slots[k];
+        if (!sl->rem)
+            continue; /* no address for it (yet) */
         rc |= nw_sbuf_appends(b, n++ ? "," : "");
-        rc |= tunnel_json(ag, b, sl->tun ? sl->tun->id : 0, sl->name, slot_state(ag, sl),
+        rc |= tunnel_json(b, sl->tun ? sl->tun->id : 0, sl->name, sl->rem->label, sl->rem->addr,
+                          slot_state(ag, sl),
                           sl->since, sl->tun ? sl->tun->nstreams : 0, sl->last_error);
     }
     /* Tunnels the server sent GOAWAY on: they finish their streams. */
@@ -293,7 +299,7 @@ static int status_json(agent_t *ag, nw_sbuf_t *b) {
         if (k < ag->nslots)
             continue;
         rc |= nw_sbuf_appends(b, n++ ? "," : "");
-        rc |= tunnel_json(ag, b, t->id, t->agent, "retiring", 0, t->nstreams, "");
+        rc |= tunnel_json(b, t->id, t->agent, "", "", "retiring", 0, t->nstreams, "");
     }
     rc |= nw_sbuf_appendf(b, "],\"inspect\":%s}\n", ag->cfg->inspect ? "true" : "false");
     return rc;

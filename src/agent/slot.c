@@ -24,6 +24,12 @@
 
 static void on_backoff(uv_timer_t *h) { slot_connect(h->data); }
 
+const char *slot_remote(const slot_t *sl) { return sl->rem ? sl->rem->label : sl->ag->remote_str; }
+
+static const nw_url_t *slot_url(const slot_t *sl) {
+    return sl->rem ? &sl->ag->cfg->remotes.u[sl->rem->url] : &sl->ag->cfg->remote;
+}
+
 /* slow: the server refused us for a reason a retry will not fix soon
  * (401/403): wait the full cap, never a tight loop. kind labels
  * natwrp_reconnects_total (agent_ops.c). */
@@ -31,7 +37,7 @@ static void schedule_reconnect(slot_t *sl, const char *kind, const char *reason,
     agent_t *ag = sl->ag;
     uint64_t now = uv_now(ag->loop), delay;
     unsigned r = 0;
-    if (ag->stopping)
+    if (ag->stopping || !sl->rem)
         return;
     ops_reconnect(sl, kind, reason);
     if (sl->up_since && now - sl->up_since >= HEALTHY_MS)
@@ -43,8 +49,8 @@ static void schedule_reconnect(slot_t *sl, const char *kind, const char *reason,
     nw_random(&r, sizeof(r));
     delay = delay * (80 + r % 41) / 100; /* +-20% so agents do not march in step */
     sl->attempt++;
-    nw_warn("tunnel down agent=%s reason=%s; reconnecting in %.2fs (attempt %u)", sl->name,
-            reason, (double)delay / 1000.0, sl->attempt);
+    nw_warn("tunnel down agent=%s remote=%s reason=%s; reconnecting in %.2fs (attempt %u)",
+            sl->name, slot_remote(sl), reason, (double)delay / 1000.0, sl->attempt);
     uv_timer_start(&sl->timer, on_backoff, delay, 0);
 }
 
@@ -314,13 +320,13 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
     sl->since = (int64_t)time(NULL);
     sl->last_error[0] = 0;
     hs_keep_routes(sl);
-    nw_info("tunnel up agent=%s remote=%s tun=%llu", sl->name, ag->remote_str,
+    nw_info("tunnel up agent=%s remote=%s tun=%llu", sl->name, slot_remote(sl),
             (unsigned long long)sl->tun->id);
     if (ag->cfg->routes[0])
         hs_log_routes(sl);
     if (!ag->notified_ready) { /* systemd: useful from the first tunnel on */
         ag->notified_ready = 1;
-        nw_notifyf("READY=1\nSTATUS=tunnel up to %s", ag->remote_str);
+        nw_notifyf("READY=1\nSTATUS=tunnel up to %s", slot_remote(sl));
     }
     nw_tun_start(sl->tun, rest, rest_len);
 }
@@ -361,7 +367,8 @@ static void hs_on_timeout(uv_timer_t *h) {
 int slot_hs_request(const slot_t *sl, const char *key, nw_sbuf_t *req) {
     const agent_t *ag = sl->ag;
     const nw_agent_cfg_t *cfg = ag->cfg;
-    int v6 = strchr(cfg->remote.host, ':') != NULL;
+    const nw_url_t *u = slot_url(sl);
+    int v6 = strchr(u->host, ':') != NULL;
     size_t i;
     int rc;
 
@@ -372,9 +379,9 @@ int slot_hs_request(const slot_t *sl, const char *key, nw_sbuf_t *req) {
                          "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                          "Sec-WebSocket-Protocol: " NW_HS_SUBPROTO "\r\n"
                          NW_HS_AGENT ": %s\r\n" NW_HS_WINDOW ": %u\r\n",
-                         cfg->remote.path, v6 ? "[" : "", cfg->remote.host, v6 ? "]" : "",
-                         cfg->remote.port, key, sl->name, cfg->window);
-    if (ag->nslots > 1)
+                         u->path, v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, key, sl->name,
+                         cfg->window);
+    if (cfg->max_conn > 1)
         rc |= nw_sbuf_appendf(req, NW_HS_GROUP ": %s\r\n", cfg->agent_id);
     if (cfg->conn_token[0])
         rc |= nw_sbuf_appendf(req, "Authorization: Bearer %s\r\n", cfg->conn_token);
@@ -401,14 +408,14 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
     int rc;
     sl->dial = NULL;
     if (!c) {
-        snprintf(reason, sizeof(reason), "cannot connect to %s: %s", ag->remote_str,
+        snprintf(reason, sizeof(reason), "cannot connect to %s: %s", slot_remote(sl),
                  nw_dial_strerror(d));
         schedule_reconnect(sl, err == NW_ETLS ? "tls" : "connect_failed", reason,
                            0); /* logs the reason: once per attempt */
         return;
     }
     if (c->tls)
-        nw_info("agent=%s tls: connected to %s with %s%s", sl->name, ag->remote_str,
+        nw_info("agent=%s tls: connected to %s with %s%s", sl->name, slot_remote(sl),
                 nw_tls_version(c->tls), cfg->insecure ? " (certificate NOT verified)" : "");
     sl->hs = c;
     nw_conn_set_owner(c, sl, hs_on_read, NULL, hs_on_close);
@@ -432,17 +439,20 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
 
 void slot_connect(slot_t *sl) {
     agent_t *ag = sl->ag;
-    if (ag->stopping || sl->tun || sl->dial || sl->hs)
+    const nw_url_t *u;
+    if (ag->stopping || !sl->rem || sl->tun || sl->dial || sl->hs)
         return;
-    nw_info("agent=%s connecting to %s", sl->name, ag->remote_str);
+    u = slot_url(sl);
+    nw_info("agent=%s connecting to %s", sl->name, slot_remote(sl));
     if (!sl->since)
         sl->since = (int64_t)time(NULL);
-    if (ag->remote_tls && ag->cfg->insecure)
+    if (u->tls && ag->cfg->insecure)
         nw_warn("agent=%s tls: TLS_INSECURE is set: the server's certificate is not verified "
                 "(insecure; anyone on the path can impersonate the server)",
                 sl->name);
-    sl->dial = nw_dial_start(ag->loop, ag->cfg->remote.host, ag->cfg->remote.port,
-                             ag->cfg->connect_timeout_ms, ag->remote_tls, on_remote_dial, sl);
+    sl->dial = nw_dial_start_at(ag->loop, u->host, sl->rem->addr, u->port,
+                                ag->cfg->connect_timeout_ms, u->tls ? ag->remote_tls : NULL,
+                                on_remote_dial, sl);
     if (!sl->dial)
         schedule_reconnect(sl, "other", "cannot start a connection", 0);
 }

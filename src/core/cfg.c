@@ -168,6 +168,42 @@ static int apply_secs(uint64_t *field, const char *v, char *why, size_t whylen) 
     return 0;
 }
 
+static int apply_secs0(uint64_t *field, const char *v, char *why, size_t whylen) {
+    if (nw_parse_secs(v, field))
+        return nw__cfg_fail(why, whylen, "invalid duration '%.*s' (use seconds, e.g. 30 or 0.5)",
+                            QLEN, v);
+    return 0;
+}
+
+/* "URL[,URL...]": each URL parsed as one; blanks around commas allowed. */
+static int apply_urls(nw_urls_t *field, const char *v, char *why, size_t whylen) {
+    const char *p = v;
+    field->n = 0;
+    for (;;) {
+        const char *comma = strchr(p, ','), *e = comma ? comma : p + strlen(p);
+        char one[1200], sub[NW_CFG_ERRLEN];
+        while (p < e && is_blank(*p))
+            p++;
+        while (e > p && is_blank(e[-1]))
+            e--;
+        if (e == p)
+            return nw__cfg_fail(why, whylen, "empty URL in the list '%.*s'", QLEN, v);
+        if (field->n == NW_REMOTE_URLS_MAX)
+            return nw__cfg_fail(why, whylen, "more than %d URLs", NW_REMOTE_URLS_MAX);
+        if ((size_t)(e - p) >= sizeof(one))
+            return nw__cfg_fail(why, whylen, "URL too long");
+        memcpy(one, p, (size_t)(e - p));
+        one[e - p] = 0;
+        if (nw_url_parse(one, &field->u[field->n], sub, sizeof(sub)) != 0)
+            return nw__cfg_fail(why, whylen, "%s%s", field->n || comma ? "in the list: " : "",
+                                sub);
+        field->n++;
+        if (!comma)
+            return 0;
+        p = comma + 1;
+    }
+}
+
 static int apply_bytes(uint32_t *field, const char *v, char *why, size_t whylen) {
     uint64_t n;
 
@@ -368,6 +404,8 @@ static int apply_opt(const opt_t *o, void *cfg, const char *v, char *why, size_t
     case OPT_LEVEL: return apply_level((int *)(void *)field, v, why, whylen);
     case OPT_ID: return apply_id(field, v, why, whylen);
     case OPT_URL: return nw_url_parse(v, (nw_url_t *)(void *)field, why, whylen);
+    case OPT_URLS: return apply_urls((nw_urls_t *)(void *)field, v, why, whylen);
+    case OPT_SECS0: return apply_secs0((uint64_t *)(void *)field, v, why, whylen);
     case OPT_PATH: return apply_path(field, v, why, whylen);
     case OPT_BOOL: return apply_bool((int *)(void *)field, v, why, whylen);
     case OPT_TOKEN: return apply_token(field, v, why, whylen);

@@ -83,9 +83,18 @@ enum { NW_BALANCE_LEAST = 0, NW_BALANCE_HASH_IP = 1, NW_BALANCE_ROUND_ROBIN = 2 
 
 /* agent. Each setting is an environment (or .env) variable and a flag; see
  * agent_opts. */
+#define NW_REMOTE_URLS_MAX 16 /* URLs in REMOTE_URL */
+typedef struct {
+    nw_url_t u[NW_REMOTE_URLS_MAX];
+    unsigned n;
+} nw_urls_t;
+
 typedef struct {
     char agent_id[129];        /* AGENT_ID / --id: [A-Za-z0-9._@:+-]{1,128}, required */
-    nw_url_t remote;           /* REMOTE_URL / --remote: http(s)://host[:port], required */
+    nw_url_t remote;           /* REMOTE_URL's first URL (remotes.u[0]) */
+    nw_urls_t remotes;         /* REMOTE_URL / --remote: comma-separated http(s)://host[:port], required */
+    uint64_t resolve_interval_ms; /* RESOLVE_INTERVAL SECS: re-resolve REMOTE_URL, default 30, 0 off */
+    uint32_t max_remotes;      /* MAX_REMOTES: addresses connected to at most, default 16 */
     nw_url_t local;            /* LOCAL_URL / --local: http(s)://host[:port][/path], required */
     uint64_t ping_interval_ms; /* PING_INTERVAL SECS, default 30 */
     uint64_t connect_timeout_ms; /* CONNECT_TIMEOUT SECS, default 10 */

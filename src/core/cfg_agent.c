@@ -26,8 +26,12 @@ static const opt_t agent_opts[] = {
     {.flag = "--env", .kind = OPT_ENVFILE},
     {.flag = "--id", .env = "AGENT_ID", .kind = OPT_ID,
      .off = AGENT_FIELD(agent_id), .required = 1},
-    {.flag = "--remote", .env = "REMOTE_URL", .kind = OPT_URL,
-     .off = AGENT_FIELD(remote), .required = 1},
+    {.flag = "--remote", .env = "REMOTE_URL", .kind = OPT_URLS,
+     .off = AGENT_FIELD(remotes), .required = 1},
+    {.flag = "--resolve-interval", .env = "RESOLVE_INTERVAL", .kind = OPT_SECS0,
+     .off = AGENT_FIELD(resolve_interval_ms)},
+    {.flag = "--max-remotes", .env = "MAX_REMOTES", .kind = OPT_COUNT1,
+     .off = AGENT_FIELD(max_remotes), .max = 64},
     {.flag = "--local", .env = "LOCAL_URL", .kind = OPT_URL,
      .off = AGENT_FIELD(local), .required = 1},
     {.flag = "--ping-interval", .env = "PING_INTERVAL", .kind = OPT_SECS,
@@ -90,9 +94,16 @@ static void agent_usage(void) {
           "  --env FILE               read settings from FILE (default ./.env if it exists)\n"
           "  --id ID                  AGENT_ID: unique name of this agent, 1 to 128 of\n"
           "                           A-Z a-z 0-9 . _ @ : + -   (required)\n"
-          "  --remote URL             REMOTE_URL: URL of the natwrp server, no path\n"
-          "                           (required).\n"
+          "  --remote URL[,URL...]    REMOTE_URL: URL of the natwrp server, no path\n"
+          "                           (required); a comma-separated list for several.\n"
           "                           http:// connects with ws://, https:// with wss://.\n"
+          "                           MAX_CONN tunnels go to every address each host\n"
+          "                           name resolves to (A and AAAA).\n"
+          "  --resolve-interval SECS  RESOLVE_INTERVAL: re-resolve REMOTE_URL's names\n"
+          "                           this often: new addresses get tunnels, gone ones\n"
+          "                           are drained (default 30; 0 = never)\n"
+          "  --max-remotes N          MAX_REMOTES: addresses connected to at most, 1..64;\n"
+          "                           the others are named in a warning (default 16)\n"
           "  --local URL              LOCAL_URL: base URL of the local service (required).\n"
           "                           It may have a base path: with\n"
           "                           http://127.0.0.1:8080/app a request for /x goes\n"
@@ -231,6 +242,8 @@ static void agent_defaults(nw_agent_cfg_t *cfg) {
     cfg->max_head = 65536;
     cfg->log_level = NW_LOG_INFO;
     cfg->max_conn = 1;
+    cfg->resolve_interval_ms = 30000;
+    cfg->max_remotes = 16;
     cfg->max_local = 256;
     cfg->local_queue = 1024;
     cfg->local_queue_timeout_ms = 5000;
@@ -363,6 +376,7 @@ static int agent_basic(const layers_t *ly, nw_agent_cfg_t *cfg, char *err, size_
 
 int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t errlen) {
     layers_t ly;
+    unsigned u;
     int rc;
 
     agent_defaults(cfg);
@@ -381,18 +395,22 @@ int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t e
     }
     if (rc == 0)
         rc = agent_basic(&ly, cfg, err, errlen);
-    if (rc == 0 && cfg->remote.path[0]) {
+    for (u = 0; rc == 0 && u < cfg->remotes.n; u++) {
         /* The tunnel is at the server's root: a prefix would send the
          * handshake, CONN_TOKEN and all, to whatever serves that prefix. */
         size_t i;
-        for (i = 0; i < ly.nopts && ly.opts[i].off != AGENT_FIELD(remote); i++)
+        if (!cfg->remotes.u[u].path[0])
+            continue;
+        for (i = 0; i < ly.nopts && ly.opts[i].off != AGENT_FIELD(remotes); i++)
             ;
         rc = nw__cfg_fail(err, errlen,
                           "%s: the server's URL must not have a path ('%s'): agents "
                           "always dial " NW_TUNNEL_PATH " at the server's root; give "
                           "http(s)://host[:port] only",
-                          i < ly.nopts ? ly.from[i] : "REMOTE_URL", cfg->remote.path);
+                          i < ly.nopts ? ly.from[i] : "REMOTE_URL", cfg->remotes.u[u].path);
     }
+    if (rc == 0)
+        cfg->remote = cfg->remotes.u[0];
     nw__cfg_layers_free(&ly);
     return rc;
 }

@@ -34,6 +34,8 @@ enum {
     OPT_LEVEL,   /* int log level */
     OPT_ID,      /* char[129] agent id */
     OPT_URL,     /* nw_url_t */
+    OPT_URLS,    /* nw_urls_t: comma-separated URLs */
+    OPT_SECS0,   /* uint64_t ms, 0 allowed (off) */
     OPT_PATH,    /* char[1024] file name */
     OPT_BOOL,    /* int; a bare flag sets 1; values 1/true/yes/on or 0/false/no/off */
     OPT_TOKEN,   /* char[NW_CFG_TOKEN_MAX + 1], visible ASCII */
@@ -60,7 +62,7 @@ typedef struct {
     int required;     /* must be set in some layer */
 } opt_t;
 
-#define MAX_OPTS 32
+#define MAX_OPTS 40
 
 /* The raw values of every layer for one run. Nothing is validated until
  * the layers are merged; file values are owned copies. */

@@ -202,6 +202,11 @@ static int dial_numeric(nw_dial_t *d, const char *host) {
 
 nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
                          uint64_t timeout_ms, nw_tls_conf_t *tls, nw_dial_cb cb, void *ud) {
+    return nw_dial_start_at(loop, host, host, port, timeout_ms, tls, cb, ud);
+}
+
+nw_dial_t *nw_dial_start_at(uv_loop_t *loop, const char *host, const char *addr, uint16_t port,
+                            uint64_t timeout_ms, nw_tls_conf_t *tls, nw_dial_cb cb, void *ud) {
     struct addrinfo hints;
     nw_dial_t *d = nw_calloc(1, sizeof(*d));
     if (!d)
@@ -212,7 +217,7 @@ nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
     d->ud = ud;
     snprintf(d->host, sizeof(d->host), "%s", host);
     d->timeout_ms = timeout_ms;
-    if (dial_numeric(d, host)) {
+    if (dial_numeric(d, addr)) {
         /* No thread pool for addresses: it costs threads and memory. */
         d->tls = tls ? nw_tls_conf_ref(tls) : NULL;
         uv_timer_init(loop, &d->timer);
@@ -227,7 +232,7 @@ nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
     d->gai.data = d;
     /* getaddrinfo runs on the thread pool, so cb never fires from inside
      * this call. */
-    if (uv_getaddrinfo(loop, &d->gai, dial_on_gai, host, NULL, &hints) != 0) {
+    if (uv_getaddrinfo(loop, &d->gai, dial_on_gai, addr, NULL, &hints) != 0) {
         nw_free(d);
         return NULL;
     }

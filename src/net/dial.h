@@ -16,6 +16,10 @@ typedef void (*nw_dial_cb)(nw_dial_t *d, nw_conn_t *c, int err, void *ud);
  * of the dial and its timeout. */
 nw_dial_t *nw_dial_start(uv_loop_t *loop, const char *host, uint16_t port,
                          uint64_t timeout_ms, nw_tls_conf_t *tls, nw_dial_cb cb, void *ud);
+/* The same, connecting to addr (an IP address) while host names the
+ * server for TLS (SNI and certificate verification). */
+nw_dial_t *nw_dial_start_at(uv_loop_t *loop, const char *host, const char *addr, uint16_t port,
+                            uint64_t timeout_ms, nw_tls_conf_t *tls, nw_dial_cb cb, void *ud);
 /* During cb: a readable reason for a failed dial (TLS details included). */
 const char *nw_dial_strerror(const nw_dial_t *d);
 /* Abandon a dial: cb is not called; any connection made is closed. */

@@ -1,0 +1,230 @@
+/* remotes.c: the addresses the agent keeps tunnels to. Every URL of
+ * REMOTE_URL is resolved (A and AAAA) at start and every RESOLVE_INTERVAL;
+ * each address is a remote with MAX_CONN slots of its own (slot.c), dialled
+ * by address with the URL's host name for Host, SNI and verification. A new
+ * address gets its slots at once; one that disappeared has its tunnels
+ * drained: GOAWAY from the agent (serve opens no stream on them), closed
+ * once their streams are done. A failed lookup keeps the current set. */
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "agent_int.h"
+
+static void resolve(resolver_t *rs);
+
+static void url_label(char *out, size_t cap, const nw_url_t *u, const char *addr) {
+    int v6 = strchr(u->host, ':') != NULL;
+    snprintf(out, cap, "%s://%s%s%s:%u (%.45s)", u->tls ? "wss" : "ws", v6 ? "[" : "", u->host,
+             v6 ? "]" : "", u->port, addr);
+}
+
+static slot_t *rem_slots(agent_t *ag, const remote_t *rem) {
+    return &ag->slots[(size_t)(rem - ag->remotes) * ag->cfg->max_conn];
+}
+
+/* Tunnels of a gone address, once their streams are done, close (after
+ * each loop turn's I/O, outside every tunnel callback). */
+static void on_reap(uv_check_t *h) {
+    agent_t *ag = h->data;
+    size_t i;
+    unsigned k, left = 0;
+    if (ag->stopping) {
+        uv_check_stop(h);
+        return;
+    }
+    for (i = 0; i < ag->ntuns; i++) {
+        nw_tun_t *t = ag->tuns[i];
+        if (!t->goaway_sent || nw_tun_closing(t))
+            continue;
+        for (k = 0; k < ag->nslots && ag->slots[k].tun != t; k++)
+            ;
+        if (k < ag->nslots)
+            continue;
+        if (t->nstreams)
+            left++;
+        else
+            nw_tun_shutdown(t);
+    }
+    if (!left)
+        uv_check_stop(h);
+}
+
+static void remote_drop(agent_t *ag, remote_t *rem) {
+    slot_t *sl = rem_slots(ag, rem);
+    unsigned k;
+    nw_info("agent=%s remote=%s is gone from DNS: draining its tunnels", ag->cfg->agent_id,
+            rem->label);
+    for (k = 0; k < ag->cfg->max_conn; k++, sl++) {
+        slot_cancel(sl);
+        if (sl->tun) {
+            nw_tun_goaway(sl->tun, 0);
+            sl->tun = NULL; /* retiring: closed by on_reap when its streams are done */
+        }
+        sl->rem = NULL;
+    }
+    rem->used = 0;
+    uv_check_start(&ag->reap, on_reap);
+}
+
+static remote_t *remote_add(agent_t *ag, unsigned url, const char *addr) {
+    unsigned i, k;
+    remote_t *rem = NULL;
+    slot_t *sl;
+    for (i = 0; i < ag->cfg->max_remotes && !rem; i++)
+        if (!ag->remotes[i].used)
+            rem = &ag->remotes[i];
+    if (!rem)
+        return NULL;
+    rem->used = 1;
+    rem->url = url;
+    snprintf(rem->addr, sizeof(rem->addr), "%.45s", addr);
+    url_label(rem->label, sizeof(rem->label), &ag->cfg->remotes.u[url], addr);
+    sl = rem_slots(ag, rem);
+    for (k = 0; k < ag->cfg->max_conn; k++) {
+        sl[k].rem = rem;
+        sl[k].attempt = 0;
+        sl[k].up_since = 0;
+        sl[k].since = 0;
+        sl[k].last_error[0] = 0;
+        sl[k].granted.len = 0;
+    }
+    if (ag->nremotes_seen++)
+        nw_info("agent=%s remote=%s is new: connecting", ag->cfg->agent_id, rem->label);
+    for (k = 0; k < ag->cfg->max_conn; k++)
+        slot_connect(&sl[k]);
+    return rem;
+}
+
+static int addr_str(const struct addrinfo *ai, char *out, size_t cap) {
+    if (ai->ai_family == AF_INET)
+        return uv_ip4_name((const struct sockaddr_in *)(const void *)ai->ai_addr, out, cap);
+    if (ai->ai_family == AF_INET6)
+        return uv_ip6_name((const struct sockaddr_in6 *)(const void *)ai->ai_addr, out, cap);
+    return -1;
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    resolver_t *rs = req->data;
+    agent_t *ag = rs->ag;
+    const nw_url_t *u = &ag->cfg->remotes.u[rs->url];
+    char addrs[NW_RESOLVE_MAX][INET6_ADDRSTRLEN], left[600] = "";
+    unsigned n = 0, i, j;
+    const struct addrinfo *ai;
+
+    rs->pending = 0;
+    if (ag->stopping || status == UV_EAI_CANCELED) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (status < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "%s", uv_strerror(status));
+        if (strcmp(why, rs->last_error) != 0) /* once per change, not every interval */
+            nw_warn("agent=%s cannot resolve %s: %s; keeping the current addresses",
+                    ag->cfg->agent_id, u->host, why);
+        snprintf(rs->last_error, sizeof(rs->last_error), "%s", why);
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (rs->last_error[0])
+        nw_info("agent=%s %s resolves again", ag->cfg->agent_id, u->host);
+    rs->last_error[0] = 0;
+    for (ai = res; ai && n < NW_RESOLVE_MAX; ai = ai->ai_next) {
+        if (addr_str(ai, addrs[n], sizeof(addrs[n])) != 0)
+            continue;
+        for (j = 0; j < n && strcmp(addrs[j], addrs[n]) != 0; j++)
+            ;
+        if (j == n)
+            n++;
+    }
+    uv_freeaddrinfo(res);
+    nw_debug("agent=%s %s resolved: %u address(es)", ag->cfg->agent_id, u->host, n);
+    /* Gone first, so their room goes to the new ones. */
+    for (i = 0; i < ag->cfg->max_remotes; i++) {
+        remote_t *rem = &ag->remotes[i];
+        if (!rem->used || rem->url != rs->url)
+            continue;
+        for (j = 0; j < n && strcmp(addrs[j], rem->addr) != 0; j++)
+            ;
+        if (j == n)
+            remote_drop(ag, rem);
+    }
+    for (j = 0; j < n; j++) {
+        for (i = 0; i < ag->cfg->max_remotes; i++) {
+            const remote_t *rem = &ag->remotes[i];
+            if (rem->used && rem->url == rs->url && strcmp(rem->addr, addrs[j]) == 0)
+                break;
+        }
+        if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]))
+            continue;
+        if (strlen(left) + strlen(addrs[j]) + 3 < sizeof(left))
+            snprintf(left + strlen(left), sizeof(left) - strlen(left), "%s%.45s", left[0] ? ", " : "",
+                     addrs[j]);
+    }
+    if (left[0] && strcmp(left, rs->left_out) != 0)
+        nw_warn("agent=%s MAX_REMOTES=%u reached: no tunnels to %s of %s", ag->cfg->agent_id,
+                ag->cfg->max_remotes, left, u->host);
+    snprintf(rs->left_out, sizeof(rs->left_out), "%s", left);
+}
+
+static void resolve(resolver_t *rs) {
+    agent_t *ag = rs->ag;
+    struct addrinfo hints;
+    int rc;
+    if (rs->pending || ag->stopping)
+        return;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    rs->gai.data = rs;
+    rc = uv_getaddrinfo(ag->loop, &rs->gai, on_resolved, ag->cfg->remotes.u[rs->url].host, NULL,
+                        &hints);
+    if (rc == 0)
+        rs->pending = 1;
+    else
+        nw_warn("agent=%s cannot start resolving %s: %s", ag->cfg->agent_id,
+                ag->cfg->remotes.u[rs->url].host, nw_strerror(rc));
+}
+
+static void on_interval(uv_timer_t *h) {
+    agent_t *ag = h->data;
+    unsigned u;
+    for (u = 0; u < ag->cfg->remotes.n; u++)
+        resolve(&ag->resolvers[u]);
+}
+
+void remotes_init(agent_t *ag) {
+    unsigned u;
+    uv_timer_init(ag->loop, &ag->rtimer);
+    ag->rtimer.data = ag;
+    uv_check_init(ag->loop, &ag->reap);
+    ag->reap.data = ag;
+    for (u = 0; u < ag->cfg->remotes.n; u++) {
+        ag->resolvers[u].ag = ag;
+        ag->resolvers[u].url = u;
+    }
+}
+
+void remotes_start(agent_t *ag) {
+    on_interval(&ag->rtimer);
+    if (ag->cfg->resolve_interval_ms)
+        uv_timer_start(&ag->rtimer, on_interval, ag->cfg->resolve_interval_ms,
+                       ag->cfg->resolve_interval_ms);
+}
+
+void remotes_stop(agent_t *ag) {
+    unsigned u;
+    uv_timer_stop(&ag->rtimer);
+    uv_check_stop(&ag->reap);
+    for (u = 0; u < ag->cfg->remotes.n; u++)
+        if (ag->resolvers[u].pending)
+            uv_cancel((uv_req_t *)&ag->resolvers[u].gai);
+}
+
+void remotes_close(agent_t *ag) {
+    remotes_stop(ag);
+    uv_close((uv_handle_t *)&ag->rtimer, NULL);
+    uv_close((uv_handle_t *)&ag->reap, NULL);
+}
