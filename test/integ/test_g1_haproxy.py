@@ -6,7 +6,10 @@ round-robin, health-checking each replica's /readyz. The HAProxy
 configuration is the one docs/deploy.md documents (only its `bind` and
 `server` lines are replaced). A client loop through HAProxy sees no 503 and
 no failure while one replica restarts (SIGTERM, then a new process on its
-address). Each replica has its own agent here (same AGENT_ID). The Kubernetes
+address). One agent reaches all three through one name that resolves to
+each of them (a private /etc/hosts in a mount namespace, as test_g0_replicas
+does; without root or unshare, one agent per replica stands in, and the
+test says so). The Kubernetes
 manifests of docs/k8s/ are checked to be valid YAML with the kinds and the
 /readyz probe the docs promise. haproxy comes from scripts/deps.sh --haproxy
 (make test runs it)."""
@@ -20,6 +23,7 @@ import threading
 import time
 
 from harness import ROOT, Conn, check, eq, fail, timed
+from test_g0_replicas import NAME, agent_ns, ns_unavailable, write_hosts
 
 DEPLOY = os.path.join(ROOT, "docs", "deploy.md")
 K8S = os.path.join(ROOT, "docs", "k8s")
@@ -147,12 +151,20 @@ def test_haproxy_round_robin_replica_restart_no_503(t):
     o = t.origin()
     port = free_port(REPLICAS[0])
     admin = free_port(REPLICAS[0])
-    replicas = []
-    for i, addr in enumerate(REPLICAS):
-        s = start_replica(t, addr, port, admin, "serve%d" % (i + 1))
-        t.agent(s, o, label="agent%d" % (i + 1))
+    replicas = [start_replica(t, addr, port, admin, "serve%d" % (i + 1))
+                for i, addr in enumerate(REPLICAS)]
+    why = ns_unavailable()
+    if why is None:
+        # One agent, one name resolving to the three replicas.
+        hosts = os.path.join(t.logdir, "hosts")
+        write_hosts(hosts, [(a, NAME) for a in REPLICAS])
+        agent_ns(t, hosts, "http://%s:%d" % (NAME, port), o)
+    else:
+        print("note: %s: one agent per replica instead of one for all" % why)
+        for i, s in enumerate(replicas):
+            t.agent(s, o, label="agent%d" % (i + 1))
+    for addr in REPLICAS:
         wait_ready(addr, admin)
-        replicas.append(s)
     front = free_port()
     servers = [("r%d" % (i + 1), addr, port, admin) for i, addr in enumerate(REPLICAS)]
     hp = haproxy(t, haproxy_conf(front, servers), front)
@@ -208,8 +220,9 @@ def test_haproxy_round_robin_replica_restart_no_503(t):
     eq(old.proc.wait_exit(20), 0, "old replica 2 exit status")
     wait_ok(30)
     new = start_replica(t, REPLICAS[1], port, admin, "serve2b")
-    # agent2 reconnects on its backoff; the new process is ready once it
-    # holds the tunnel, and HAProxy sends it users again.
+    # The agent reconnects to that address on its own backoff; the new
+    # process is ready once it holds the tunnel, and HAProxy sends it users
+    # again.
     new.wait_tunnel_open("a1", timeout=30)
     wait_ready(REPLICAS[1], admin)
     deadline = time.monotonic() + 20
