@@ -44,9 +44,10 @@
 #   scale   (opt-in) several serve processes on one machine (docs/deploy.md):
 #           serve S1 on a public port P plus its own agent port, agent S1 on
 #           that port; ROUNDS wrk runs on P; then serve S2 binds P beside it
-#           (SO_REUSEPORT) plus its own agent port, agent S2 on it, and
-#           ROUNDS wrk runs on P again: req/s with one and two processes,
-#           and the ratio. On 2 cores wrk, nginx and the agents share them.
+#           (SO_REUSEPORT) plus its own agent port, one agent with both
+#           agent ports in REMOTE_URL replaces agent S1, and ROUNDS wrk runs
+#           on P again: req/s with one and two processes, and the ratio. On
+#           2 cores wrk, nginx, the agent and serve share them.
 # The report (scripts/bench/report.py) shows medians over the rounds, ratios
 # natwrp/nginx and natwrp/direct, and the targets with PASS/MISS.
 #
@@ -986,12 +987,18 @@ if has_part scale; then
     for r in $(seq 1 "$ROUNDS"); do scale_wrk one "$r" || true; done
     start_serve scale2 --listen "http://127.0.0.1:$SP" --listen "http://127.0.0.1:$SA2"
     SERVE_S2=$SERVE_PID
-    start_agent scale2 REMOTE_URL="http://127.0.0.1:$SA2" LOCAL_URL="http://127.0.0.1:$NGX_PORT"
+    # One agent for both, as docs/deploy.md says: every agent port in
+    # REMOTE_URL. It replaces agent S1 (which drains on SIGTERM).
+    start_agent scale REMOTE_URL="http://127.0.0.1:$SA1,http://127.0.0.1:$SA2" \
+        LOCAL_URL="http://127.0.0.1:$NGX_PORT"
     AGENT_S2=$AGENT_PID
-    wait_tunnel scale2 "$SERVE_S2" "$AGENT_S2"
+    wait_log "$SERVE_S1" "$tmp/serve-scale1.log" 'tunnel open .*agent=scale( |$)' 15 "serve (scale1)" >/dev/null || exit 1
+    wait_log "$SERVE_S2" "$tmp/serve-scale2.log" 'tunnel open .*agent=scale( |$)' 15 "serve (scale2)" >/dev/null || exit 1
+    kill -TERM "$AGENT_S1" 2>/dev/null || true
+    wait_bounded "$AGENT_S1" 40 || problem "scale: agent S1 did not exit after SIGTERM"
     echo "bench: scale: two serve processes on 127.0.0.1:$SP (SO_REUSEPORT)"
     for r in $(seq 1 "$ROUNDS"); do scale_wrk two "$r" || true; done
-    for pid in "$SERVE_S1" "$AGENT_S1" "$SERVE_S2" "$AGENT_S2"; do
+    for pid in "$SERVE_S1" "$SERVE_S2" "$AGENT_S2"; do
         alive "$pid" || problem "scale: process $pid died during the runs"
     done
     # Both processes took requests (the kernel spread the connections).
