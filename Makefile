@@ -123,11 +123,12 @@ clean:
 deps:
 	scripts/deps.sh
 
-# nginx, chromium and promtool too: serve behind nginx (test_95_proxy.py), a
+# nginx, haproxy, chromium and promtool too: serve behind nginx
+# (test_95_proxy.py), replicas behind haproxy (test_g1_haproxy.py), a
 # headless browser through the tunnel (test_c1_browser.py), /metrics checked
 # by promtool (test_f0_admin.py).
 test:
-	scripts/deps.sh --nginx --browser --promtool
+	scripts/deps.sh --nginx --haproxy --browser --promtool
 	$(MAKE) asan unit
 	scripts/test.sh
 

@@ -21,7 +21,8 @@
 # (serve B has an https listener, which carries agent B's wss tunnel and the
 # tls clients, and a plain http listener beside it for natwrp-tls.)
 #
-# Parts (BENCH_PARTS, default all, in this order):
+# Parts (BENCH_PARTS, default "hold main hol stream", in this order; scale
+# runs only when named):
 #   hold    open streams footprint: a fresh serve C + agent C in front of
 #           scripts/bench/origin.py; HOLD_N (10000) requests held open at
 #           once (a long poll); VmRSS of serve and agent idle and with them
@@ -40,6 +41,13 @@
 #           tunnel; direct on its own connection, paced to the rate the
 #           tunnel reached): per-chunk delay of a response that sends a
 #           chunk every STREAM_MS ms.
+#   scale   (opt-in) several serve processes on one machine (docs/deploy.md):
+#           serve S1 on a public port P plus its own agent port, agent S1 on
+#           that port; ROUNDS wrk runs on P; then serve S2 binds P beside it
+#           (SO_REUSEPORT) plus its own agent port, one agent with both
+#           agent ports in REMOTE_URL replaces agent S1, and ROUNDS wrk runs
+#           on P again: req/s with one and two processes, and the ratio. On
+#           2 cores wrk, nginx, the agent and serve share them.
 # The report (scripts/bench/report.py) shows medians over the rounds, ratios
 # natwrp/nginx and natwrp/direct, and the targets with PASS/MISS.
 #
@@ -56,7 +64,7 @@
 #   STREAM_MS     interval between chunks (default 20)
 #   NGINX_WORKERS worker_processes of each nginx (default 1)
 #   SCENARIOS     subset/order of "direct nginx natwrp natwrp-adm natwrp-ops natwrp-tls tls"
-#   BENCH_PARTS   subset of "hold main hol stream"
+#   BENCH_PARTS   subset of "hold main hol stream scale"
 #   CPU_SOURCE    auto (perf stat -e task-clock if it works, else /proc), perf, proc
 #   NATWRP_BIN    binary (default build/natwrp)
 #   BENCH_OUT     where the report is also written (default build/bench.txt;
@@ -121,7 +129,7 @@ for s in $SCENARIOS; do
     case $s in direct | nginx | natwrp | natwrp-adm | natwrp-ops | natwrp-tls | tls) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
 done
 for p in $BENCH_PARTS; do
-    case $p in hold | main | hol | stream) ;; *) die "unknown part '$p' in BENCH_PARTS" ;; esac
+    case $p in hold | main | hol | stream | scale) ;; *) die "unknown part '$p' in BENCH_PARTS" ;; esac
 done
 case $CPU_SOURCE in auto | perf | proc) ;; *) die "CPU_SOURCE must be auto, perf or proc" ;; esac
 has_part() { case " $BENCH_PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -958,6 +966,46 @@ if has_part stream; then
     done
 fi
 check_alive
+
+# --- part: scale (one and two serve processes on one public port) ------------------
+if has_part scale; then
+    SP=$(free_port)
+    SA1=$(free_port)
+    SA2=$(free_port)
+    start_serve scale1 --listen "http://127.0.0.1:$SP" --listen "http://127.0.0.1:$SA1"
+    SERVE_S1=$SERVE_PID
+    start_agent scale1 REMOTE_URL="http://127.0.0.1:$SA1" LOCAL_URL="http://127.0.0.1:$NGX_PORT"
+    AGENT_S1=$AGENT_PID
+    wait_tunnel scale1 "$SERVE_S1" "$AGENT_S1"
+    scale_wrk() { # one|two round
+        wrk_run "scale $1 round $2" "$tmp/wrk.scale.$1.$2.out" "$dur_s" -t"$WRK_THREADS" \
+            -c"$WRK_CONNS" -d"$DURATION" --latency --timeout 10s "http://127.0.0.1:$SP/small.bin" &&
+            record scale "$1" rps "$W_RPS" &&
+            printf 'scale %s process(es) round %d/%d: %.0f req/s\n' "$1" "$2" "$ROUNDS" "$W_RPS"
+    }
+    echo "bench: scale: one serve process on 127.0.0.1:$SP"
+    for r in $(seq 1 "$ROUNDS"); do scale_wrk one "$r" || true; done
+    start_serve scale2 --listen "http://127.0.0.1:$SP" --listen "http://127.0.0.1:$SA2"
+    SERVE_S2=$SERVE_PID
+    # One agent for both, as docs/deploy.md says: every agent port in
+    # REMOTE_URL. It replaces agent S1 (which drains on SIGTERM).
+    start_agent scale REMOTE_URL="http://127.0.0.1:$SA1,http://127.0.0.1:$SA2" \
+        LOCAL_URL="http://127.0.0.1:$NGX_PORT"
+    AGENT_S2=$AGENT_PID
+    wait_log "$SERVE_S1" "$tmp/serve-scale1.log" 'tunnel open .*agent=scale( |$)' 15 "serve (scale1)" >/dev/null || exit 1
+    wait_log "$SERVE_S2" "$tmp/serve-scale2.log" 'tunnel open .*agent=scale( |$)' 15 "serve (scale2)" >/dev/null || exit 1
+    kill -TERM "$AGENT_S1" 2>/dev/null || true
+    wait_bounded "$AGENT_S1" 40 || problem "scale: agent S1 did not exit after SIGTERM"
+    echo "bench: scale: two serve processes on 127.0.0.1:$SP (SO_REUSEPORT)"
+    for r in $(seq 1 "$ROUNDS"); do scale_wrk two "$r" || true; done
+    for pid in "$SERVE_S1" "$SERVE_S2" "$AGENT_S2"; do
+        alive "$pid" || problem "scale: process $pid died during the runs"
+    done
+    # Both processes took requests (the kernel spread the connections).
+    for nm in scale1 scale2; do
+        grep -q "tunnel open" "$tmp/serve-$nm.log" || problem "scale: serve $nm never held a tunnel"
+    done
+fi
 
 # --- report -----------------------------------------------------------------------
 {

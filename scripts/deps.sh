@@ -7,34 +7,38 @@
 #                              the TLS tests make their certificates with it;
 #                              mandoc and systemd: the man page and the units
 #                              are checked with mandoc -T lint and
-#                              systemd-analyze verify)
+#                              systemd-analyze verify; python3-yaml: the
+#                              Kubernetes manifests of docs/k8s are parsed)
 #   scripts/deps.sh --nginx    also nginx (the behind-a-reverse-proxy test)
+#   scripts/deps.sh --haproxy  also haproxy (the replicas-behind-a-balancer test)
 #   scripts/deps.sh --browser  also chromium (the headless browser test)
 #   scripts/deps.sh --bench    also wrk and nginx (make bench)
 #   scripts/deps.sh --promtool also prometheus, for its promtool (the /metrics
 #                              test checks the exposition with it)
 #
-# The same through the environment: DEPS_NGINX=1, DEPS_BROWSER=1, DEPS_BENCH=1,
-# DEPS_PROMTOOL=1. Installing nginx or prometheus never starts its system
-# service (no daemon on :80 or :9090 is left behind): the tests and the
-# benchmark run their own nginx on loopback, and need only promtool.
+# The same through the environment: DEPS_NGINX=1, DEPS_HAPROXY=1, DEPS_BROWSER=1,
+# DEPS_BENCH=1, DEPS_PROMTOOL=1. Installing nginx, haproxy or prometheus never starts its
+# system service (no daemon on :80 or :9090 is left behind): the tests and the
+# benchmark run their own nginx and haproxy on loopback, and need only promtool.
 set -eu
 
 PKGS="libuv1-dev libwslay-dev libmbedtls-dev node-llhttp pkg-config gcc make curl python3 openssl
-      mandoc systemd"
+      mandoc systemd python3-yaml"
 EXTRA=""
 
 case "${DEPS_NGINX:-}" in 1|yes|true) EXTRA="$EXTRA nginx" ;; esac
+case "${DEPS_HAPROXY:-}" in 1|yes|true) EXTRA="$EXTRA haproxy" ;; esac
 case "${DEPS_BENCH:-}" in 1|yes|true) EXTRA="$EXTRA nginx wrk" ;; esac
 case "${DEPS_BROWSER:-}" in 1|yes|true) EXTRA="$EXTRA chromium" ;; esac
 case "${DEPS_PROMTOOL:-}" in 1|yes|true) EXTRA="$EXTRA prometheus" ;; esac
 for arg in "$@"; do
     case "$arg" in
         --nginx) EXTRA="$EXTRA nginx" ;;
+        --haproxy) EXTRA="$EXTRA haproxy" ;;
         --browser) EXTRA="$EXTRA chromium" ;;
         --bench) EXTRA="$EXTRA nginx wrk" ;;
         --promtool) EXTRA="$EXTRA prometheus" ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "deps: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -62,11 +66,11 @@ echo "deps: missing:$missing"
 if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # Keep package scripts from starting services (nginx would take :80,
-    # prometheus :9090, and keep running): a policy-rc.d that says no, only
+    # haproxy its default frontend, prometheus :9090, and keep running): a policy-rc.d that says no, only
     # while we install.
     tmp_policy=""
     case "$missing" in
-        *nginx*|*prometheus*)
+        *nginx*|*haproxy*|*prometheus*)
             if [ ! -e /usr/sbin/policy-rc.d ]; then
                 tmp_policy=/usr/sbin/policy-rc.d
                 printf '#!/bin/sh\n# scripts/deps.sh: no service starts during this install\nexit 101\n' \

@@ -5,7 +5,7 @@ from what scripts/bench.sh left in RESDIR:
   meta.txt        key=value lines (machine, tools, method, settings)
   results.tsv     "section<TAB>name<TAB>metric<TAB>value" samples, one per
                   round; the report shows medians (sections: main, cpu,
-                  hol, rss)
+                  hol, rss, scale)
   hold.json       the `clients.py hold` result (open streams footprint)
   stream.CASE.LOAD.ROUND  per-chunk delays in microseconds
   problems        one line per failed measurement
@@ -267,6 +267,19 @@ if hold:
     ans = hold.get("answers", {})
     P(f"answers after release: {json.dumps(ans)}" + (f"; before release: {json.dumps(hold['early_answers'])}"
                                                       if hold.get("early_answers") else ""))
+    P("")
+
+# --- scale: serve processes on one public port ------------------------------
+if n("scale", "one", "rps") or n("scale", "two", "rps"):
+    one, two = med("scale", "one", "rps"), med("scale", "two", "rps")
+    P(f"Several serve processes on one machine (BENCH_PARTS=scale): wrk {meta.get('wrk', '?')}, 1 KiB GET,")
+    P("on one public port served by one serve process, then shared by two (SO_REUSEPORT), each with its")
+    P("own agent port and agent (docs/deploy.md).")
+    rows = [["processes", "req/s", "samples"], ["one", f(one), str(n("scale", "one", "rps"))],
+            ["two", f(two), str(n("scale", "two", "rps"))]]
+    P(table(rows))
+    P(f"two/one req/s: {fr(ratio(two, one))} ({meta.get('machine', '?').split(',')[0]}; wrk, the nginx origin and")
+    P("the agents run on the same cores)")
     P("")
 
 # --- targets ---------------------------------------------------------------
