@@ -49,6 +49,7 @@ static void agent_stop(agent_t *ag) {
      * status instead of its exit 0. It is stopping already: ignore them. */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     uv_close((uv_handle_t *)&ag->grace, NULL);
     uv_close((uv_handle_t *)&ag->drain, NULL);
     uv_close((uv_handle_t *)&ag->qtimer, NULL);

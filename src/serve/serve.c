@@ -138,6 +138,12 @@ static void srv_stop(serve_t *srv) {
         pc_close(pc);
     for (i = 0; i < 3; i++)
         uv_close((uv_handle_t *)&srv->sig[i], NULL);
+    /* Closing them restored the default actions: a signal that arrives
+     * while serve tears down would end it with a signal status instead of
+     * its exit 0. It is stopping already: ignore them. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     uv_close((uv_handle_t *)&srv->grace, NULL);
     uv_close((uv_handle_t *)&srv->wq_check, NULL);
     uv_close((uv_handle_t *)&srv->heads_idle, NULL);
