@@ -283,18 +283,16 @@ static void page_livez(nw_admin_req_t *req, void *ud) {
 
 static void page_readyz(nw_admin_req_t *req, void *ud) {
     nw_admin_t *a = ud;
-    char why[256] = "";
-    char line[300];
-    int n;
-    if (!a->ready || a->ready(a->ready_ud, why, sizeof(why))) {
-        nw_admin_respond(req, 200, NULL, "ready\n", 6);
+    nw_sbuf_t b = {0};
+    int ok = !a->ready || a->ready(a->ready_ud, req->query, &b);
+    if (!b.len) {
+        nw_sbuf_free(&b);
+        nw_admin_respond(req, ok ? 200 : 503, NULL, ok ? "ready\n" : "not ready\n",
+                         ok ? 6 : 10);
         return;
     }
-    why[sizeof(why) - 1] = '\0';
-    /* One line: a reason with a line break in it is cut there. */
-    why[strcspn(why, "\r\n")] = '\0';
-    n = snprintf(line, sizeof(line), "%s\n", why[0] ? why : "not ready");
-    nw_admin_respond(req, 503, NULL, line, (size_t)NW_MIN(n, (int)sizeof(line) - 1));
+    nw_admin_respond(req, ok ? 200 : 503, NULL, b.p, b.len);
+    nw_sbuf_free(&b);
 }
 
 static void page_metrics(nw_admin_req_t *req, void *ud) {

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "buf.h"
 #include "cfg.h"
 
 typedef struct nw_admin_s nw_admin_t;
@@ -57,9 +58,13 @@ int nw_admin_handle(nw_admin_t *a, const char *path, nw_admin_fn fn, void *ud);
 int nw_admin_handle_methods(nw_admin_t *a, const char *path, unsigned methods, nw_admin_fn fn,
                             void *ud);
 
-/* /readyz asks this: 1 when the process is useful, else 0 with a one-line
- * reason in why. Without one, /readyz answers 200 whenever /livez does. */
-typedef int (*nw_admin_ready_fn)(void *ud, char *why, size_t whylen);
+/* /readyz asks this with the request's query ("" without one; e.g. serve's
+ * "host=NAME" or "verbose"): 1 when the process is useful, else 0. It may
+ * write the answer's body into out (lines of printable text, each ending
+ * in '\n'); left empty, the body is "ready" or "not ready". 200 or 503
+ * follows the result. Without one, /readyz answers 200 whenever /livez
+ * does. */
+typedef int (*nw_admin_ready_fn)(void *ud, const char *query, nw_sbuf_t *out);
 void nw_admin_set_ready(nw_admin_t *a, nw_admin_ready_fn fn, void *ud);
 
 /* Answer req: status, Content-Type (NULL: text/plain; charset=utf-8),

@@ -291,15 +291,6 @@ static int agent_hs_fits(agent_t *ag) {
     return 2;
 }
 
-/* /readyz: useful with a tunnel up, and not draining. */
-static int agent_ready(void *ud, char *why, size_t whylen) {
-    agent_t *ag = ud;
-    const char *r = ag->stopping ? "draining" : !ag->ntuns ? "no tunnel up" : NULL;
-    if (r)
-        snprintf(why, whylen, "%s", r);
-    return r == NULL;
-}
-
 /* --admin: the admin listener with /metrics (build and process metrics;
  * the agent's own are registered beside them) and /readyz. 0, 2 when the
  * address cannot be used (said on stderr), 1 out of memory. */
@@ -318,7 +309,6 @@ static int agent_admin(agent_t *ag) {
                 l->host[0] ? l->host : "*", l->port, nw_strerror(rc));
         return 2;
     }
-    nw_admin_set_ready(ag->admin, agent_ready, ag);
     if (nw_admin_metrics(ag->admin, ag->metrics) != 0)
         return 1;
     if (ag_inspect_start(ag, ag->admin) != 0) /* the dashboard, the inspector (requests.c) */

@@ -19,6 +19,7 @@
 #include "agent_int.h"
 #include "json.h"
 #include "metrics.h"
+#include "path.h"
 
 #define CODE_MAX 600        /* series of status codes 0..599 kept at hand */
 #define ROUTES_SEEN_MAX 256 /* routes listed in /api/status (64 a tunnel) */
@@ -39,10 +40,19 @@ static const char *const local_error_reasons[] = {
 static const double duration_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                           0.5,   1,     2.5,  5,     10,   30,  60};
 
+/* A natwrp_remote_tunnels_up series shown at the last scrape, per
+ * remotes[] entry: dropped once that entry holds another address. */
+typedef struct {
+    int shown;
+    char remote[sizeof(((remote_t *)0)->url_str)];
+    char addr[sizeof(((remote_t *)0)->addr)];
+} shown_remote_t;
+
 struct agent_ops_s {
     agent_t *ag;
     nw_metrics_t *m;
-    nw_metric_t *f_requests, *f_reconnects, *f_errors;
+    nw_metric_t *f_requests, *f_reconnects, *f_errors, *f_remote_up;
+    shown_remote_t *shown; /* MAX_REMOTES of them */
     nw_series_t *s_tunnels_up, *s_duration, *s_pool_idle, *s_pool_in_use, *s_in, *s_out,
         *s_inflight;
     nw_series_t *s_code[CODE_MAX];
@@ -166,12 +176,48 @@ static unsigned tunnels_up(const agent_t *ag) {
     return n;
 }
 
+/* Tunnels up among the MAX_CONN slots of remotes[i]. */
+static unsigned remote_up(const agent_t *ag, size_t i) {
+    const slot_t *sl = &ag->slots[i * ag->cfg->max_conn];
+    unsigned k, n = 0;
+    for (k = 0; k < ag->cfg->max_conn; k++)
+        n += sl[k].tun != NULL;
+    return n;
+}
+
 static size_t pool_in_use(const agent_t *ag) {
     const lreq_t *r;
     size_t n = 0;
     for (r = ag->reqs; r; r = r->next)
         n += r->lc != NULL;
     return n;
+}
+
+/* natwrp_remote_tunnels_up{remote,address}: a series per address in use
+ * (0 while its slots reconnect), gone with the address. */
+static void collect_remotes(agent_t *ag, struct agent_ops_s *o) {
+    size_t i;
+    for (i = 0; i < ag->cfg->max_remotes; i++) {
+        const remote_t *rem = &ag->remotes[i];
+        shown_remote_t *sh = &o->shown[i];
+        const char *v[2];
+        nw_series_t *s;
+        if (sh->shown && (!rem->used || strcmp(rem->url_str, sh->remote) != 0 ||
+                          strcmp(rem->addr, sh->addr) != 0)) {
+            v[0] = sh->remote, v[1] = sh->addr;
+            nw_metric_remove(o->f_remote_up, v);
+            sh->shown = 0;
+        }
+        if (!rem->used)
+            continue;
+        v[0] = rem->url_str, v[1] = rem->addr;
+        if ((s = nw_metric_series(o->f_remote_up, v)) == NULL)
+            continue;
+        nw_series_set(s, remote_up(ag, i));
+        sh->shown = 1;
+        snprintf(sh->remote, sizeof(sh->remote), "%s", rem->url_str);
+        snprintf(sh->addr, sizeof(sh->addr), "%s", rem->addr);
+    }
 }
 
 static void on_collect(nw_metrics_t *m, void *ud) {
@@ -182,20 +228,41 @@ static void on_collect(nw_metrics_t *m, void *ud) {
     nw_series_set(o->s_pool_idle, (double)ag->nidle);
     nw_series_set(o->s_pool_in_use, (double)pool_in_use(ag));
     nw_series_set(o->s_inflight, (double)ag->nreqs);
+    collect_remotes(ag, o);
 }
 
-/* /readyz: useful while at least one tunnel is up and no drain began. */
-static int ready(void *ud, char *why, size_t whylen) {
+static const char *unready(const agent_t *ag) {
+    return ag->stopping ? "draining" : !tunnels_up(ag) ? "no tunnel up" : NULL;
+}
+
+/* /readyz: useful while at least one tunnel is up and no drain began.
+ * verbose: a line per address (its tunnels up of MAX_CONN, the last
+ * reason one went down), then the verdict. */
+static int ready(void *ud, const char *query, nw_sbuf_t *out) {
     agent_t *ag = ud;
-    if (ag->stopping) {
-        snprintf(why, whylen, "draining");
-        return 0;
+    const char *r = unready(ag);
+    char v[2];
+    size_t i;
+    if (nw_query_param(query, "verbose", v, sizeof(v)) >= 0) {
+        for (i = 0; i < ag->cfg->max_remotes; i++) {
+            const remote_t *rem = &ag->remotes[i];
+            const slot_t *sl = &ag->slots[i * ag->cfg->max_conn];
+            const char *err = "";
+            unsigned k, up;
+            if (!rem->used)
+                continue;
+            up = remote_up(ag, i);
+            for (k = 0; k < ag->cfg->max_conn && !err[0]; k++)
+                err = sl[k].tun ? "" : sl[k].last_error;
+            nw_sbuf_appendf(out, "[%c]remote=%s: %u/%u tunnels up%s%s\n", up ? '+' : '-',
+                            rem->label, up, ag->cfg->max_conn, err[0] ? "; last error: " : "",
+                            err);
+        }
+        nw_sbuf_appendf(out, r ? "not ready: %s\n" : "ready\n", r ? r : "");
+    } else if (r) {
+        nw_sbuf_appendf(out, "%s\n", r);
     }
-    if (!tunnels_up(ag)) {
-        snprintf(why, whylen, "no tunnel up");
-        return 0;
-    }
-    return 1;
+    return r == NULL;
 }
 
 /* ------------------------------------------------------- /api/status */
@@ -260,8 +327,8 @@ static int tunnel_json(nw_sbuf_t *b, uint64_t id, const char *name, const char *
 
 static int status_json(agent_t *ag, nw_sbuf_t *b) {
     struct agent_ops_s *o = ag->ops;
-    char why[128] = "";
-    int ok = ready(ag, why, sizeof(why)), rc;
+    const char *why = unready(ag);
+    int ok = why == NULL, rc;
     unsigned k;
     size_t i, n = 0;
 
@@ -326,7 +393,8 @@ static nw_series_t *one_series(nw_metrics_t *m, int type, const char *name, cons
 int ops_start(agent_t *ag) {
     static const char *const l_reason[] = {"reason", NULL}, *const l_code[] = {"code", NULL},
                              *const l_state[] = {"state", NULL},
-                             *const l_dir[] = {"direction", NULL};
+                             *const l_dir[] = {"direction", NULL},
+                             *const l_remote[] = {"remote", "address", NULL};
     struct agent_ops_s *o;
     nw_metrics_t *m = ag->metrics;
     nw_metric_t *f_hist, *f_pool, *f_bytes;
@@ -343,6 +411,11 @@ int ops_start(agent_t *ag) {
     o->start_ns = uv_hrtime();
     o->s_tunnels_up = one_series(m, NW_METRIC_GAUGE, "natwrp_tunnels_up",
                                  "Tunnels to the server that are up (retiring ones not counted).");
+    o->f_remote_up = nw_metric_new(m, NW_METRIC_GAUGE, "natwrp_remote_tunnels_up",
+                                   "Tunnels up to each server address (of MAX_CONN), by "
+                                   "REMOTE_URL and the address it resolved to.",
+                                   l_remote, NULL, 0);
+    o->shown = nw_calloc(ag->cfg->max_remotes, sizeof(*o->shown));
     o->f_reconnects = nw_metric_new(
         m, NW_METRIC_COUNTER, "natwrp_reconnects_total",
         "Tunnel losses and failed attempts after which a slot reconnects, by reason.", l_reason,
@@ -370,7 +443,7 @@ int ops_start(agent_t *ag) {
     o->s_inflight = one_series(m, NW_METRIC_GAUGE, "natwrp_local_requests_in_flight",
                                "Requests this agent holds: waiting, at the local service, or "
                                "piped.");
-    if (!o->s_tunnels_up || !o->f_reconnects || !o->f_requests || !o->s_duration ||
+    if (!o->s_tunnels_up || !o->f_remote_up || !o->shown || !o->f_reconnects || !o->f_requests || !o->s_duration ||
         !o->f_errors || !f_pool || !f_bytes || !o->s_inflight)
         goto fail;
     v[0] = "idle", o->s_pool_idle = nw_metric_series(f_pool, v);
@@ -395,6 +468,8 @@ fail: /* nothing counts into a half-made set */
 }
 
 void ops_free(agent_t *ag) {
+    if (ag->ops)
+        nw_free(ag->ops->shown);
     nw_free(ag->ops);
     ag->ops = NULL;
 }

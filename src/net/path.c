@@ -110,3 +110,42 @@ int nw_path_normalize(const char *target, size_t len, int flags, char *out, size
     *out_len = w;
     return climbs ? NW_PATH_CLIMBS : NW_PATH_OK;
 }
+
+/* One "k=v" of a query, decoded into out; -2 on a control byte or no room. */
+static int query_value(const char *v, size_t vlen, char *out, size_t cap) {
+    size_t i, n = 0;
+    for (i = 0; i < vlen; i++) {
+        int c = (unsigned char)v[i];
+        if (c == '+')
+            c = ' ';
+        else if (c == '%' && i + 2 < vlen && hexval(v[i + 1]) >= 0 && hexval(v[i + 2]) >= 0) {
+            c = hexval(v[i + 1]) * 16 + hexval(v[i + 2]);
+            i += 2;
+        }
+        if (c < 0x20 || c == 0x7f || n + 1 >= cap)
+            return -2;
+        out[n++] = (char)c;
+    }
+    out[n] = 0;
+    return (int)n;
+}
+
+int nw_query_param(const char *query, const char *key, char *out, size_t cap) {
+    size_t klen = strlen(key);
+    const char *p = query;
+    if (!cap)
+        return -2;
+    while (p && *p) {
+        const char *amp = strchr(p, '&'), *end = amp ? amp : p + strlen(p);
+        if ((size_t)(end - p) >= klen && memcmp(p, key, klen) == 0 &&
+            (p + klen == end || p[klen] == '=')) {
+            if (p + klen == end) {
+                out[0] = 0;
+                return 0;
+            }
+            return query_value(p + klen + 1, (size_t)(end - p - klen - 1), out, cap);
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return -1;
+}

@@ -42,4 +42,11 @@ int nw_path_normalize(const char *target, size_t len, int flags, char *out, size
  * end. */
 size_t nw_path_len(const char *target, size_t len);
 
+/* The value of parameter key in query (the part after '?', "k=v&k2"),
+ * percent-decoded ('+' as space) into out (cap bytes, NUL-terminated): its
+ * length; 0 for a key given without a value ("verbose"); -1 when the key is
+ * absent; -2 when its value does not fit or decodes to a control byte. The
+ * first occurrence wins. */
+int nw_query_param(const char *query, const char *key, char *out, size_t cap);
+
 #endif

@@ -32,11 +32,16 @@ static int reg_remove(serve_t *srv, nw_tun_t *t) {
 }
 
 /* Whether any tunnel may take new streams (full or not). */
+/* A tunnel takes new streams: no GOAWAY from its agent, not closing, its
+ * grant not revoked. */
+int reg_tun_usable(const nw_tun_t *t) {
+    return !t->goaway_recv && !nw_tun_closing(t) && !((const srv_tun_t *)t->data)->revoked;
+}
+
 int reg_usable(serve_t *srv) {
     size_t i;
     for (i = 0; i < srv->ntuns; i++)
-        if (!srv->tuns[i]->goaway_recv && !nw_tun_closing(srv->tuns[i]) &&
-            !((srv_tun_t *)srv->tuns[i]->data)->revoked)
+        if (reg_tun_usable(srv->tuns[i]))
             return 1;
     return 0;
 }

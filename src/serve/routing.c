@@ -332,7 +332,7 @@ nw_tun_t *rt_pick(pconn_t *pc, const nw_route_hit_t *hit, const char *ip, size_t
         size_t k = (srv->rr + i) % n;
         srv_tun_t *st = hit->owners[k];
         nw_tun_t *t = st->tun;
-        if (t->goaway_recv || nw_tun_closing(t) || st->revoked)
+        if (!reg_tun_usable(t))
             continue;
         if (guarded && !st->ncreds) {
             locked = 1;
@@ -366,6 +366,27 @@ nw_tun_t *rt_pick(pconn_t *pc, const nw_route_hit_t *hit, const char *ip, size_t
     if (!*any && locked)
         nw_route_format(hit->route, pc->realm, sizeof(pc->realm));
     return best;
+}
+
+/* /readyz?host=: the route a request for host and path (as a client
+ * sends them) takes, its name into name, and how many of its tunnels take
+ * streams. -1: no route (a request gets 404); -2: a path that does not
+ * normalise. */
+int rt_ready(serve_t *srv, const char *host, size_t hl, const char *path, size_t pl, char *name,
+             size_t cap) {
+    char norm[NW_ROUTE_PATH_MAX * 2 + 8];
+    size_t nl, k;
+    int up = 0;
+    nw_route_hit_t hit;
+    if (path[0] != '/' || nw_path_normalize(path, pl, 0, norm, sizeof(norm), &nl) < 0)
+        return -2;
+    hit = rt_lookup(srv, host, hl, norm, nl);
+    if (!hit.route)
+        return -1;
+    nw_route_format(hit.route, name, cap);
+    for (k = 0; k < hit.nowners; k++)
+        up += reg_tun_usable(((const srv_tun_t *)hit.owners[k])->tun);
+    return up;
 }
 
 /* After the tokens changed (SIGHUP): a tunnel whose token is gone, or

@@ -239,10 +239,13 @@ int rt_route_of(pconn_t *pc, nw_route_hit_t *hit, char *host, size_t hostcap);
 nw_tun_t *rt_pick(pconn_t *pc, const nw_route_hit_t *hit, const char *ip, size_t iplen,
                   int *any);
 size_t rt_public_url(const nw_route_t *r, int https, char *out, size_t cap);
+int rt_ready(serve_t *srv, const char *host, size_t hl, const char *path, size_t pl, char *name,
+             size_t cap);
 
 /* registry.c */
 void reg_tun_free(srv_tun_t *st);
 int reg_usable(serve_t *srv);
+int reg_tun_usable(const nw_tun_t *t);
 size_t reg_count_group(serve_t *srv, const char *group, const char *tok, size_t tlen);
 void wq_remove(pconn_t *pc);
 void wq_fail_if_hopeless(serve_t *srv);

@@ -22,6 +22,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "path.h"
 #include "serve_int.h"
 
 #define RSTAT_MAX 4096      /* routes with counters of their own; later ones share "_other" */
@@ -382,15 +383,70 @@ static void on_collect(nw_metrics_t *m, void *ud) {
 
 /* ---- /readyz ---- */
 
-/* Useful: listening, not draining, and a tunnel that takes streams. */
-static int srv_ready(void *ud, char *why, size_t len) {
+/* Why serve is not useful at all (NULL: it is): listening, not draining,
+ * and a tunnel that takes streams. */
+static const char *srv_unready(serve_t *srv) {
+    return srv->draining || srv->stopping ? "draining"
+           : srv->nlisteners == 0         ? "not listening yet"
+           : !reg_usable(srv)             ? "no tunnel"
+                                          : NULL;
+}
+
+/* verbose: a line per route of the table (at most READY_ROUTES_MAX). */
+#define READY_ROUTES_MAX 256
+static void ready_routes(serve_t *srv, nw_sbuf_t *out) {
+    char name[ROUTE_NAME_MAX];
+    size_t i, n = nw_routes_count(srv->routes);
+    for (i = 0; i < n && i < READY_ROUTES_MAX; i++) {
+        nw_route_hit_t e = nw_routes_at(srv->routes, i);
+        size_t k, up = 0;
+        for (k = 0; k < e.nowners; k++)
+            up += reg_tun_usable(((const srv_tun_t *)e.owners[k])->tun);
+        nw_route_format(e.route, name, sizeof(name));
+        nw_sbuf_appendf(out, "[%c]route %s: %zu tunnel%s%s\n", up ? '+' : '-', name, up,
+                        up == 1 ? "" : "s", e.nowners ? "" : " (held)");
+    }
+    if (n > READY_ROUTES_MAX)
+        nw_sbuf_appendf(out, "... %zu more routes\n", n - READY_ROUTES_MAX);
+}
+
+/* /readyz: srv_unready; with host=NAME (and path=P), a tunnel for the
+ * route a request for NAME and P takes (the default route when no named
+ * one matches), so that a load balancer with a backend per public name
+ * checks the route it sends there. verbose: a line per route first. */
+static int srv_ready(void *ud, const char *query, nw_sbuf_t *out) {
     serve_t *srv = ud;
-    const char *r = srv->draining || srv->stopping ? "draining"
-                    : srv->nlisteners == 0         ? "not listening yet"
-                    : !reg_usable(srv)             ? "no tunnel"
-                                                   : NULL;
-    if (r)
-        snprintf(why, len, "%s", r);
+    char host[NW_ROUTE_HOST_MAX + 8], path[NW_ROUTE_PATH_MAX + 2], name[ROUTE_NAME_MAX];
+    char why[sizeof(name) + 40];
+    const char *r = srv_unready(srv);
+    int hl = nw_query_param(query, "host", host, sizeof(host));
+    int pl = nw_query_param(query, "path", path, sizeof(path));
+
+    why[0] = 0;
+    if ((!r || strcmp(r, "no tunnel") == 0) && (hl != -1 || pl != -1)) {
+        int up = hl < -1 || pl < -1 ? -2
+                                    : rt_ready(srv, hl > 0 ? host : "", hl > 0 ? (size_t)hl : 0,
+                                               pl > 0 ? path : "/", pl > 0 ? (size_t)pl : 1,
+                                               name, sizeof(name));
+        if (up == -2)
+            r = "bad host or path";
+        else if (up < 0)
+            snprintf(why, sizeof(why), "no route for %s", hl > 0 ? host : "this host");
+        else if (up == 0)
+            snprintf(why, sizeof(why), "route %s: no tunnel", name);
+        else
+            r = NULL;
+    }
+    if (why[0])
+        r = why;
+    if (nw_query_param(query, "verbose", name, sizeof(name)) >= 0) {
+        nw_sbuf_appendf(out, "[%c]listening\n[%c]not draining\n", srv->nlisteners ? '+' : '-',
+                        srv->draining || srv->stopping ? '-' : '+');
+        ready_routes(srv, out);
+        nw_sbuf_appendf(out, r ? "not ready: %s\n" : "ready\n", r ? r : "");
+    } else if (r) {
+        nw_sbuf_appendf(out, "%s\n", r);
+    }
     return r == NULL;
 }
 
@@ -461,15 +517,15 @@ static void status_tunnels(serve_t *srv, nw_sbuf_t *b) {
 static void page_status(nw_admin_req_t *req, void *ud) {
     serve_t *srv = ud;
     srv_ops_t *o = srv->ops;
-    char why[128] = "";
-    int ready = srv_ready(srv, why, sizeof(why));
+    const char *why = srv_unready(srv);
+    int ready = why == NULL;
     nw_sbuf_t b = {0};
     nw_sbuf_appendf(&b,
                     "{\"role\":\"serve\",\"version\":\"%s\",\"uptime_seconds\":%.3f,"
                     "\"ready\":%s,\"ready_reason\":",
                     NW_VERSION, (double)(uv_hrtime() - o->start_ns) / 1e9,
                     ready ? "true" : "false");
-    nw_json_cstr(&b, why);
+    nw_json_cstr(&b, why ? why : "");
     nw_sbuf_appendf(&b,
                     ",\"draining\":%s,\"connections\":%zu,\"streams\":%zu,\"waiting\":%zu,"
                     "\"requests\":%llu,\"errors\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,",

@@ -251,7 +251,28 @@ UNIT_TEST(random_invariants) {
     }
 }
 
+UNIT_TEST(query_param) {
+    char v[16];
+    CHECK_EQ(nw_query_param("host=a.example.com&path=/x", "host", v, sizeof(v)), 13);
+    CHECK_STR(v, "a.example.com");
+    CHECK_EQ(nw_query_param("host=a&path=%2Fapi%2fv1+x", "path", v, sizeof(v)), 9);
+    CHECK_STR(v, "/api/v1 x");
+    CHECK_EQ(nw_query_param("verbose", "verbose", v, sizeof(v)), 0);
+    CHECK_STR(v, "");
+    CHECK_EQ(nw_query_param("a=1&verbose&b", "verbose", v, sizeof(v)), 0);
+    CHECK_EQ(nw_query_param("hostx=1&xhost=2", "host", v, sizeof(v)), -1); /* whole keys only */
+    CHECK_EQ(nw_query_param("host=1&host=2", "host", v, sizeof(v)), 1);      /* the first wins */
+    CHECK_STR(v, "1");
+    CHECK_EQ(nw_query_param("", "host", v, sizeof(v)), -1);
+    CHECK_EQ(nw_query_param("host=a%0d%0aX", "host", v, sizeof(v)), -2);    /* no control bytes */
+    CHECK_EQ(nw_query_param("host=%zz%4", "host", v, sizeof(v)), 5);        /* bad escapes as sent */
+    CHECK_STR(v, "%zz%4");
+    CHECK_EQ(nw_query_param("host=0123456789abcdef", "host", v, sizeof(v)), -2); /* no room */
+    CHECK_EQ(nw_query_param("host=0123456789abcde", "host", v, sizeof(v)), 15);
+    CHECK_EQ(nw_query_param("host=", "host", v, sizeof(v)), 0);
+}
+
 UNIT_MAIN(UNIT_CASE(plain_paths_unchanged), UNIT_CASE(auth_rule_bypass_shapes),
           UNIT_CASE(dot_segments_rfc3986), UNIT_CASE(climbs_above_root),
           UNIT_CASE(absolute_form_and_invalid), UNIT_CASE(keep_dots), UNIT_CASE(capacity), UNIT_CASE(long_path_whole),
-          UNIT_CASE(random_invariants))
+          UNIT_CASE(random_invariants), UNIT_CASE(query_param))
