@@ -11,10 +11,11 @@ address."""
 import os
 import re
 
-from harness import check, eq, timed
+from harness import ROOT, Conn, check, eq, timed
 from test_f1_serve_metrics import admin_get, admin_serve, route_agent
 from test_f2_agent_metrics import admin_port, promtool_check, scrape, series
 from test_g0_replicas import NAME, agent_ns, replicas, skip_unless_ns, write_hosts
+from test_g1_haproxy import free_port, haproxy
 
 DOMAIN = "example.test"
 
@@ -150,3 +151,57 @@ def test_g2_agent_series_follow_dns(t):
     a.wait_for(r"is gone from DNS", 5, mark)
     ss[1].wait_tunnel_closed("a1", ms, timeout=10)
     eq(addrs(), {"127.0.0.2": 1.0}, "the gone address's series is dropped")
+
+
+def haproxy_blocks():
+    """docs/deploy.md's first ```haproxy block up to its frontend (global,
+    defaults) and its second block (a backend per public name)."""
+    with open(os.path.join(ROOT, "docs", "deploy.md")) as f:
+        blocks = re.findall(r"^```haproxy\n(.*?)^```", f.read(), re.S | re.M)
+    check(len(blocks) >= 2, "docs/deploy.md has a second ```haproxy block (per name)")
+    return blocks[0].split("frontend", 1)[0], blocks[1]
+
+
+@timed(90)
+def test_g2_haproxy_backend_per_name(t):
+    """docs/deploy.md's per-name HAProxy configuration: two replicas, agent
+    'app' reaches both, agent 'api' only the first. HAProxy's check of
+    /readyz?host=api.example.com takes the second replica out of the 'api'
+    backend, so every api request is answered (none gets the second
+    replica's 404); app requests go to both."""
+    head, per_name = haproxy_blocks()
+    o = t.origin()
+    r1, a1 = admin_serve(t, "--domain", "example.com", label="serve-r1")
+    r2, a2 = admin_serve(t, "--domain", "example.com", label="serve-r2")
+    m1, m2 = r1.proc.mark(), r2.proc.mark()
+    t.agent("%s,%s" % (r1.url, r2.url), o, agent_id="app",
+            env={"ROUTES": "app.example.com"}, wait=False, label="agent-app")
+    t.agent(r1.url, o, agent_id="api", env={"ROUTES": "api.example.com"}, label="agent-api")
+    r1.wait_tunnel_open("app", m1)
+    r2.wait_tunnel_open("app", m2)
+    front = free_port()
+    servers = "    server r1 127.0.0.1:%d check port %d\n    server r2 127.0.0.1:%d check port %d" % (
+        r1.port, a1, r2.port, a2)
+    conf = []
+    for line in per_name.splitlines():
+        word = line.strip().split(" ", 1)[0]
+        if word == "bind":
+            conf.append("    bind 127.0.0.1:%d" % front)
+        elif word == "server":
+            if "r1" in line.split():
+                conf.append(servers)
+        else:
+            conf.append(line)
+    hp = haproxy(t, head + "\n".join(conf) + "\n", front)
+    # HAProxy says when a check takes a server out (an event, not a delay).
+    hp.wait_for(r"Server api/r2 is DOWN", 15)
+    check(not hp.find(r"Server app/r\d is DOWN"), "app's replicas stay up")
+    for host in ("api.example.com", "app.example.com"):
+        for i in range(10):
+            c = Conn(front, timeout=15)
+            try:
+                c.request("GET", "/name", host=host)
+                r = c.read_response()
+            finally:
+                c.close()
+            eq(r.status, 200, "%s request %d through HAProxy" % (host, i))
