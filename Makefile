@@ -38,7 +38,7 @@ LL_REL    := $(BUILD)/obj/llhttp.a
 LL_ASAN   := $(BUILD)/asan/obj/llhttp.a
 UNIT_BINS := $(UNIT_SRCS:test/unit/%.c=$(BUILD)/asan/%)
 
-.PHONY: all asan unit install uninstall clean test integ demo deps lint check-clang bench
+.PHONY: all asan unit install uninstall clean test integ demo deps lint check-clang bench image
 all: $(BUILD)/natwrp
 
 # --- release build ---------------------------------------------------------
@@ -123,18 +123,28 @@ clean:
 deps:
 	scripts/deps.sh
 
-# nginx, haproxy, chromium and promtool too: serve behind nginx
-# (test_95_proxy.py), replicas behind haproxy (test_g1_haproxy.py), a
+# nginx, haproxy, chromium, promtool and podman/buildah too: serve behind
+# nginx (test_95_proxy.py), replicas behind haproxy (test_g1_haproxy.py), a
 # headless browser through the tunnel (test_c1_browser.py), /metrics checked
-# by promtool (test_f0_admin.py).
+# by promtool (test_f0_admin.py), the container image (test_i0_image.py).
 test:
-	scripts/deps.sh --nginx --haproxy --browser --promtool
+	scripts/deps.sh --nginx --haproxy --browser --promtool --image
 	$(MAKE) asan unit
 	scripts/test.sh
 
 # Build warning-free with clang too (gcc is the default CC).
 check-clang:
 	$(MAKE) BUILD=$(BUILD)/clang CC=clang all
+
+# The container image natwrp:VERSION and natwrp:latest (IMAGE=name to name
+# it otherwise), FROM scratch: the stripped release binary, its shared
+# libraries, the CA bundle, /etc/passwd and /etc/group; built with buildah or
+# podman, reproducibly (file times from the last commit). scripts/image.sh;
+# README, "Container image".
+IMAGE ?= natwrp
+image: $(BUILD)/natwrp
+	scripts/deps.sh --image
+	IMAGE=$(IMAGE) scripts/image.sh $(BUILD)/natwrp
 
 demo: deps
 	$(MAKE) all

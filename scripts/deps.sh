@@ -15,9 +15,12 @@
 #   scripts/deps.sh --bench    also wrk and nginx (make bench)
 #   scripts/deps.sh --promtool also prometheus, for its promtool (the /metrics
 #                              test checks the exposition with it)
+#   scripts/deps.sh --image    also buildah and podman (make image; the image
+#                              test exports it with podman) and ca-certificates
+#                              (the CA bundle the image carries)
 #
 # The same through the environment: DEPS_NGINX=1, DEPS_HAPROXY=1, DEPS_BROWSER=1,
-# DEPS_BENCH=1, DEPS_PROMTOOL=1. Installing nginx, haproxy or prometheus never starts its
+# DEPS_BENCH=1, DEPS_PROMTOOL=1, DEPS_IMAGE=1. Installing nginx, haproxy or prometheus never starts its
 # system service (no daemon on :80 or :9090 is left behind): the tests and the
 # benchmark run their own nginx and haproxy on loopback, and need only promtool.
 set -eu
@@ -25,12 +28,18 @@ set -eu
 PKGS="libuv1-dev libwslay-dev libmbedtls-dev node-llhttp pkg-config gcc make curl python3 openssl
       mandoc systemd python3-yaml"
 EXTRA=""
+# podman and buildah as root need nothing more (no uidmap, no fuse-overlayfs:
+# their overlay storage works on the host's filesystem, and scripts/image.sh
+# falls back to vfs where it does not); --no-install-recommends keeps out
+# what they only recommend.
+IMAGE_PKGS="buildah podman ca-certificates"
 
 case "${DEPS_NGINX:-}" in 1|yes|true) EXTRA="$EXTRA nginx" ;; esac
 case "${DEPS_HAPROXY:-}" in 1|yes|true) EXTRA="$EXTRA haproxy" ;; esac
 case "${DEPS_BENCH:-}" in 1|yes|true) EXTRA="$EXTRA nginx wrk" ;; esac
 case "${DEPS_BROWSER:-}" in 1|yes|true) EXTRA="$EXTRA chromium" ;; esac
 case "${DEPS_PROMTOOL:-}" in 1|yes|true) EXTRA="$EXTRA prometheus" ;; esac
+case "${DEPS_IMAGE:-}" in 1|yes|true) EXTRA="$EXTRA $IMAGE_PKGS" ;; esac
 for arg in "$@"; do
     case "$arg" in
         --nginx) EXTRA="$EXTRA nginx" ;;
@@ -38,7 +47,8 @@ for arg in "$@"; do
         --browser) EXTRA="$EXTRA chromium" ;;
         --bench) EXTRA="$EXTRA nginx wrk" ;;
         --promtool) EXTRA="$EXTRA prometheus" ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --image) EXTRA="$EXTRA $IMAGE_PKGS" ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "deps: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
