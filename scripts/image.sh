@@ -6,8 +6,8 @@
 # The image holds the stripped release binary, exactly the shared libraries
 # ldd reports for it and the loader, the CA bundle the agent reads
 # (/etc/ssl/certs/ca-certificates.crt), /etc/passwd and /etc/group with root
-# and the unprivileged user natwrp (65532:65532), and /etc/nsswitch.conf
-# (hosts: files dns, see below). No shell, no package manager, nothing else.
+# and the unprivileged user natwrp (65532:65532). No shell, no package
+# manager, nothing else.
 # No base image is pulled: it builds offline.
 #
 # It is tagged IMAGE:VERSION and IMAGE:latest (IMAGE=natwrp by default;
@@ -93,12 +93,10 @@ cp -L "$CA_BUNDLE" "$R$CA_BUNDLE"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnatwrp:x:%s:%s:natwrp:/nonexistent:/sbin/nologin\n' \
     "$USER_ID" "$USER_ID" >"$R/etc/passwd"
 printf 'root:x:0:\nnatwrp:x:%s:\n' "$USER_ID" >"$R/etc/group"
-# Without this file glibc asks DNS first for host names and stops at its
-# "no such name", so a name that only the runtime's /etc/hosts knows
-# (podman run --add-host, Kubernetes hostAliases) would not resolve. The files
-# and dns lookups themselves are part of glibc's libc.so.6 (2.34 and later).
-printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$R/etc/nsswitch.conf"
-chmod 0644 "$R/etc/passwd" "$R/etc/group" "$R/etc/nsswitch.conf" "$R$CA_BUNDLE"
+# No /etc/nsswitch.conf: without one, glibc (2.36) looks host names up in
+# "files dns" order, /etc/hosts then DNS, the two files a container runtime
+# mounts; both lookups are built into libc.so.6 (glibc 2.34 and later).
+chmod 0644 "$R/etc/passwd" "$R/etc/group" "$R$CA_BUNDLE"
 find "$R" -type d -exec chmod 0755 {} +
 
 cat >"$WORK/Containerfile" <<EOF
