@@ -12,7 +12,8 @@
 #
 # It is tagged IMAGE:VERSION and IMAGE:latest (IMAGE=natwrp by default;
 # VERSION is what BINARY --version says). Tool: buildah, else podman
-# (scripts/deps.sh --image installs both); none of them: exit 2.
+# (scripts/deps.sh --image installs both), or IMAGE_TOOL=podman|buildah;
+# none of them: exit 2.
 #
 # Reproducible: every file gets the time of the last commit (or
 # SOURCE_DATE_EPOCH when set), owner 0:0 and a fixed mode; the build's
@@ -31,7 +32,10 @@ MAX_BYTES=$((8 * 1024 * 1024))
 die() { echo "image: $*" >&2; exit 1; }
 
 # --- the tool ----------------------------------------------------------------
-if command -v buildah >/dev/null 2>&1; then
+if [ -n "${IMAGE_TOOL:-}" ]; then
+    TOOL=$IMAGE_TOOL
+    command -v "$TOOL" >/dev/null 2>&1 || { echo "image: IMAGE_TOOL=$TOOL: not found" >&2; exit 2; }
+elif command -v buildah >/dev/null 2>&1; then
     TOOL=buildah
 elif command -v podman >/dev/null 2>&1; then
     TOOL=podman
@@ -112,7 +116,7 @@ EOF
 echo "image: building $IMAGE:$VERSION with $TOOL (file times: @$SOURCE_DATE_EPOCH)"
 start=$(date +%s)
 $TOOL build --quiet --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false \
-    --isolation chroot -f "$WORK/Containerfile" \
+    --isolation chroot --layers=false -f "$WORK/Containerfile" \
     --label "org.opencontainers.image.title=natwrp" \
     --label "org.opencontainers.image.description=NAT-traversal web reverse proxy: natwrp serve (public host) and natwrp agent (next to the service)" \
     --label "org.opencontainers.image.version=$VERSION" \
