@@ -55,6 +55,8 @@ if [ -z "${STORAGE_DRIVER:-}" ] && ! $TOOL info >/dev/null 2>&1; then
     fi
 fi
 
+start=$(date +%s)
+
 # --- what goes in ------------------------------------------------------------
 [ -x "$BIN" ] || die "$BIN not found (make builds it)"
 [ -r "$CA_BUNDLE" ] || die "$CA_BUNDLE not found (scripts/deps.sh --image installs ca-certificates)"
@@ -114,7 +116,6 @@ EOF
 
 # --- the build ---------------------------------------------------------------
 echo "image: building $IMAGE:$VERSION with $TOOL (file times: @$SOURCE_DATE_EPOCH)"
-start=$(date +%s)
 $TOOL build --quiet --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false \
     --isolation chroot --layers=false -f "$WORK/Containerfile" \
     --label "org.opencontainers.image.title=natwrp" \
