@@ -74,7 +74,8 @@ SOURCE_URL=${IMAGE_SOURCE:-$(git -C "$ROOT" remote get-url origin 2>/dev/null ||
 LICENSES=${IMAGE_LICENSES:-NOASSERTION}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/natwrp-image.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT INT TERM
+trap 'rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
 R=$WORK/rootfs
 mkdir -p "$R/usr/bin" "$R/etc/ssl/certs"
 
@@ -115,6 +116,12 @@ CMD ["serve"]
 EOF
 
 # --- the build ---------------------------------------------------------------
+# --timestamp: the creation time and every file's time; --layers=false: no
+# cached image per instruction (podman's default); --identity-label=false: no
+# label naming the tool's version, so buildah and podman give the same image.
+# Nothing is RUN, so no container runtime is needed; --isolation chroot keeps
+# it that way should a RUN step be added (an OCI runtime may not work where
+# this builds, e.g. inside a container).
 echo "image: building $IMAGE:$VERSION with $TOOL (file times: @$SOURCE_DATE_EPOCH)"
 $TOOL build --quiet --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false \
     --isolation chroot --layers=false -f "$WORK/Containerfile" \
