@@ -78,8 +78,14 @@ def _version():
 
 
 def _rmi(tool, image):
-    subprocess.run([tool, "rmi", "-f", image + ":latest", image + ":" + _version()],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    """Remove both tags (and so the image); quiet, for finally blocks."""
+    tags = [image + ":latest"]
+    try:
+        tags.append(image + ":" + _version())
+    except Exception:
+        pass  # no binary: the build failed before tagging anything
+    subprocess.run([tool, "rmi", "-f"] + tags, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120)
 
 
 def _oci(tool, image, dest):
