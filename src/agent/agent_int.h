@@ -29,6 +29,8 @@ typedef struct remote_s {
     char addr[46];      /* the resolved address, as text */
     char url_str[1300]; /* "wss://host:port": /api/status, connect errors */
     char label[1400];   /* "wss://host:port (addr)": logs */
+    char key[17];       /* random hex, new each time the address is added: its half of
+                         * X-Natwrp-Instance (two addresses may reach one server) */
     int used;
 } remote_t;
 
@@ -125,6 +127,7 @@ struct agent_s {
     unsigned nslots;          /* MAX_REMOTES * MAX_CONN */
     remote_t *remotes;        /* MAX_REMOTES of them */
     unsigned nremotes_seen;   /* remotes added so far (logs) */
+    char instance[17];        /* random hex for this process: X-Natwrp-Instance's first half */
     resolver_t resolvers[NW_REMOTE_URLS_MAX];
     uv_timer_t rtimer;        /* RESOLVE_INTERVAL */
     uv_check_t reap;          /* closes a gone address's tunnels once idle */
@@ -174,6 +177,7 @@ void remotes_close(agent_t *ag); /* stop and close the handles */
 /* slot.c: tunnel slots */
 void slot_connect(slot_t *sl);
 void slot_cancel(slot_t *sl);
+void slot_random_hex(char out[17]); /* 16 random hex digits */
 const char *slot_remote(const slot_t *sl); /* "wss://host:port (addr)" */
 /* Append the tunnel upgrade request of slot sl with Sec-WebSocket-Key
  * key to req. 0 or NW_ENOMEM. */

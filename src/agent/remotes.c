@@ -102,6 +102,7 @@ static remote_t *remote_add(agent_t *ag, unsigned url, const char *addr) {
     rem->used = 1;
     rem->url = url;
     snprintf(rem->addr, sizeof(rem->addr), "%.45s", addr);
+    slot_random_hex(rem->key);
     url_label(rem, &ag->cfg->remotes.u[url]);
     sl = rem_slots(ag, rem);
     for (k = 0; k < ag->cfg->max_conn; k++) {
@@ -227,6 +228,7 @@ static void on_interval(uv_timer_t *h) {
 
 void remotes_init(agent_t *ag) {
     unsigned u;
+    slot_random_hex(ag->instance);
     uv_timer_init(ag->loop, &ag->rtimer);
     ag->rtimer.data = ag;
     uv_check_init(ag->loop, &ag->reap);

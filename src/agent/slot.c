@@ -381,6 +381,10 @@ int slot_hs_request(const slot_t *sl, const char *key, nw_sbuf_t *req) {
                          NW_HS_AGENT ": %s\r\n" NW_HS_WINDOW ": %u\r\n",
                          u->path, v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, key, sl->name,
                          cfg->window);
+    /* serve replaces a live tunnel of the same name unless it is this
+     * process's through another address (handshake.h, nw_hs_coexist). */
+    if (sl->rem)
+        rc |= nw_sbuf_appendf(req, NW_HS_INSTANCE ": %s-%s\r\n", ag->instance, sl->rem->key);
     if (cfg->max_conn > 1)
         rc |= nw_sbuf_appendf(req, NW_HS_GROUP ": %s\r\n", cfg->agent_id);
     if (cfg->conn_token[0])
@@ -457,6 +461,14 @@ void slot_connect(slot_t *sl) {
                                 on_remote_dial, sl);
     if (!sl->dial)
         schedule_reconnect(sl, "other", "cannot start a connection", 0);
+}
+
+void slot_random_hex(char out[17]) {
+    unsigned char r[8] = {0};
+    unsigned i;
+    nw_random(r, sizeof(r));
+    for (i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
 }
 
 /* Stop a slot's backoff, dial or handshake (its tunnel is left alone). */
