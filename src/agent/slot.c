@@ -89,19 +89,34 @@ static void ag_on_tun_close(nw_tun_t *t, int err) {
 
 /* The server is going away (draining for a restart): connect a fresh
  * tunnel now, which lands on whichever process listens on the port,
- * while this one finishes the streams it carries. */
+ * while this one finishes the streams it carries. At once only after a
+ * healthy tunnel (or the first time): a server that says GOAWAY again
+ * within HEALTHY_MS gets the slot's backoff, not a tight loop of
+ * tunnels (each of which stays in ag->tuns until the server closes it). */
 static void ag_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
     agent_t *ag = t->data;
     slot_t *sl = slot_of(ag, t);
+    int now_ = 0;
     (void)last;
+    if (sl && !ag->stopping) {
+        if (sl->up_since && uv_now(ag->loop) - sl->up_since >= HEALTHY_MS)
+            sl->attempt = 0;
+        now_ = sl->attempt == 0;
+    }
     nw_info("agent=%s server sent GOAWAY (%s) on tun=%llu%s", t->agent, nw_mux_code_name(code),
             (unsigned long long)t->id,
-            sl && !ag->stopping ? ": connecting a new tunnel, this one finishes its streams" : "");
+            !sl || ag->stopping ? ""
+            : now_ ? ": connecting a new tunnel, this one finishes its streams"
+                   : ": a new tunnel after backoff, this one finishes its streams");
     if (!sl || ag->stopping)
         return;
-    ops_reconnect(sl, "goaway", "server sent GOAWAY");
     sl->tun = NULL; /* retiring: stays in ag->tuns until the server closes it */
-    sl->attempt = 0;
+    if (!now_) {
+        schedule_reconnect(sl, "goaway", "server sent GOAWAY again soon after the last", 0);
+        return;
+    }
+    ops_reconnect(sl, "goaway", "server sent GOAWAY");
+    sl->attempt = 1; /* the next GOAWAY within HEALTHY_MS backs off */
     sl->up_since = 0;
     slot_connect(sl);
 }
