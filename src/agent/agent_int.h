@@ -42,6 +42,7 @@ typedef struct resolver_s {
     uv_timer_t retry;     /* after a failed lookup: sooner than RESOLVE_INTERVAL */
     unsigned failures;    /* failed lookups in a row (the retry's backoff) */
     int pending;
+    int literal_done;     /* the host is an IP address, applied once (no lookup) */
     char last_error[200]; /* the failure last logged ("" resolving) */
     char left_out[600];   /* addresses MAX_REMOTES left out, as last logged */
 } resolver_t;

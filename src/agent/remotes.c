@@ -128,12 +128,49 @@ static int addr_str(const struct addrinfo *ai, char *out, size_t cap) {
     return -1;
 }
 
+/* The lookup of rs's URL answered addrs (n > 0): drop the remotes no
+ * longer among them, add the new ones (MAX_REMOTES permitting). */
+static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigned n) {
+    agent_t *ag = rs->ag;
+    const nw_url_t *u = &ag->cfg->remotes.u[rs->url];
+    char left[600] = "";
+    unsigned i, j;
+
+    nw_debug("agent=%s %s resolved: %u address(es)", ag->cfg->agent_id, u->host, n);
+    /* Gone first, so their room goes to the new ones. */
+    for (i = 0; i < ag->cfg->max_remotes; i++) {
+        remote_t *rem = &ag->remotes[i];
+        if (!rem->used || rem->url != rs->url)
+            continue;
+        for (j = 0; j < n && strcmp(addrs[j], rem->addr) != 0; j++)
+            ;
+        if (j == n)
+            remote_drop(ag, rem);
+    }
+    for (j = 0; j < n; j++) {
+        for (i = 0; i < ag->cfg->max_remotes; i++) {
+            const remote_t *rem = &ag->remotes[i];
+            if (rem->used && rem->url == rs->url && strcmp(rem->addr, addrs[j]) == 0)
+                break;
+        }
+        if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]))
+            continue;
+        if (strlen(left) + strlen(addrs[j]) + 3 < sizeof(left))
+            snprintf(left + strlen(left), sizeof(left) - strlen(left), "%s%.45s",
+                     left[0] ? ", " : "", addrs[j]);
+    }
+    if (left[0] && strcmp(left, rs->left_out) != 0)
+        nw_warn("agent=%s MAX_REMOTES=%u reached: no tunnels to %s of %s", ag->cfg->agent_id,
+                ag->cfg->max_remotes, left, u->host);
+    snprintf(rs->left_out, sizeof(rs->left_out), "%s", left);
+}
+
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     resolver_t *rs = req->data;
     agent_t *ag = rs->ag;
     const nw_url_t *u = &ag->cfg->remotes.u[rs->url];
-    char addrs[NW_RESOLVE_MAX][INET6_ADDRSTRLEN], left[600] = "";
-    unsigned n = 0, i, j;
+    char addrs[NW_RESOLVE_MAX][INET6_ADDRSTRLEN];
+    unsigned n = 0, j;
     const struct addrinfo *ai;
 
     rs->pending = 0;
@@ -168,40 +205,29 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             n++;
     }
     uv_freeaddrinfo(res);
-    nw_debug("agent=%s %s resolved: %u address(es)", ag->cfg->agent_id, u->host, n);
-    /* Gone first, so their room goes to the new ones. */
-    for (i = 0; i < ag->cfg->max_remotes; i++) {
-        remote_t *rem = &ag->remotes[i];
-        if (!rem->used || rem->url != rs->url)
-            continue;
-        for (j = 0; j < n && strcmp(addrs[j], rem->addr) != 0; j++)
-            ;
-        if (j == n)
-            remote_drop(ag, rem);
-    }
-    for (j = 0; j < n; j++) {
-        for (i = 0; i < ag->cfg->max_remotes; i++) {
-            const remote_t *rem = &ag->remotes[i];
-            if (rem->used && rem->url == rs->url && strcmp(rem->addr, addrs[j]) == 0)
-                break;
-        }
-        if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]))
-            continue;
-        if (strlen(left) + strlen(addrs[j]) + 3 < sizeof(left))
-            snprintf(left + strlen(left), sizeof(left) - strlen(left), "%s%.45s",
-                     left[0] ? ", " : "", addrs[j]);
-    }
-    if (left[0] && strcmp(left, rs->left_out) != 0)
-        nw_warn("agent=%s MAX_REMOTES=%u reached: no tunnels to %s of %s", ag->cfg->agent_id,
-                ag->cfg->max_remotes, left, u->host);
-    snprintf(rs->left_out, sizeof(rs->left_out), "%s", left);
+    apply_addrs(rs, addrs, n);
+}
+
+/* An IP address as the URL's host is its own answer: no lookup (which
+ * would wait in the thread pool behind lookups of other names), once. */
+static int literal(resolver_t *rs) {
+    const char *host = rs->ag->cfg->remotes.u[rs->url].host;
+    char addrs[1][INET6_ADDRSTRLEN];
+    unsigned char bin[16];
+    int fam = strchr(host, ':') ? AF_INET6 : AF_INET;
+    if (uv_inet_pton(fam, host, bin) != 0 || uv_inet_ntop(fam, bin, addrs[0], sizeof(addrs[0])))
+        return 0;
+    if (!rs->literal_done)
+        apply_addrs(rs, addrs, 1);
+    rs->literal_done = 1;
+    return 1;
 }
 
 static void resolve(resolver_t *rs) {
     agent_t *ag = rs->ag;
     struct addrinfo hints;
     int rc;
-    if (rs->pending || ag->stopping)
+    if (rs->pending || ag->stopping || literal(rs))
         return;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;

@@ -8,7 +8,8 @@ import threading
 import time
 
 from fakeserver import FakeServer
-from harness import (base_env, check, eq, get, timed)
+from harness import (BIN, base_env, check, eq, get, timed)
+from test_g0_replicas import NAME, agent_ns, replicas, skip_unless_ns, write_hosts
 
 
 def v6_unavailable():
@@ -91,3 +92,173 @@ def test_g3_goaway_at_once_backs_off(t):
         stop.set()
         th.join()
         fs.close()
+
+
+def status_tunnels(port):
+    return get(port, "/api/status").json()["tunnels"]
+
+
+@timed(90)
+def test_g3_flapping_address_keeps_streams(t):
+    """RESOLVE_INTERVAL=0.2 and a hosts file whose second address comes and
+    goes every few lookups, while a long request runs on it and a client
+    loop uses the stable replica: the long request finishes, the loop sees
+    no error, serve replaces no tunnel, and once the churn stops the agent
+    holds exactly MAX_CONN tunnels per address (no retiring tunnel left),
+    then exits 0 on SIGTERM."""
+    if skip_unless_ns():
+        return
+    o = t.origin("A")
+    ss = replicas(t, ("127.0.0.2", "127.0.0.3"))
+    hosts = os.path.join(t.logdir, "hosts")
+    both = [("127.0.0.2", NAME), ("127.0.0.3", NAME)]
+    write_hosts(hosts, both)
+    marks = [s.proc.mark() for s in ss]
+    a = agent_ns(t, hosts, "http://%s:%d" % (NAME, ss[0].port), o,
+                 env={"RESOLVE_INTERVAL": "0.2", "MAX_CONN": "2",
+                      "ADMIN_LISTEN": "127.0.0.1:0"})
+    port = int(a.wait_for(r"admin listening on http://\S+:(\d+)", 15).group(1))
+    for s, m in zip(ss, marks):
+        s.wait_tunnel_open("a1-1", m)
+        s.wait_tunnel_open("a1-2", m)
+    res, errors, stop = {}, [], threading.Event()
+
+    def slow():
+        try:
+            res["r"] = get(ss[1].port, "/sleep?ms=4000", host="127.0.0.3", timeout=20)
+        except Exception as e:  # noqa: BLE001
+            res["e"] = e
+
+    def loop():
+        i = 0
+        while not stop.is_set() and i < 3000:
+            i += 1
+            try:
+                r = get(ss[0].port, "/name", host="127.0.0.2", timeout=5)
+                if r.status != 200:
+                    errors.append(r.status)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+    mo = o.proc.mark()
+    th_slow, th_loop = threading.Thread(target=slow), threading.Thread(target=loop)
+    th_slow.start()
+    th_loop.start()
+    try:
+        o.proc.wait_for(r"/sleep", 10, mo)
+        since = a.mark()
+        for i in range(6):  # gone, back, gone, back...: each seen by a lookup
+            write_hosts(hosts, both[:1] if i % 2 == 0 else both)
+            want = "is gone from DNS" if i % 2 == 0 else "is new: connecting"
+            a.wait_for(r"\(127\.0\.0\.3\) %s" % want, 10, since)
+            since = a.last_at + 1
+        th_slow.join(20)
+    finally:
+        stop.set()
+        th_loop.join(30)
+    check("r" in res, "the long request failed: %r" % res.get("e"))
+    eq(res["r"].status, 200, "the long request through the flapping address")
+    eq(errors, [], "requests to the stable replica")
+    for s, m in zip(ss, marks):
+        eq(s.proc.count(r"tunnel replaced", m), 0, "tunnels replaced on %s" % s.host)
+    deadline = time.monotonic() + 15
+    while True:
+        tl = status_tunnels(port)
+        retiring = [x for x in tl if x["state"] == "retiring"]
+        up = sorted((x["name"], x["address"]) for x in tl if x["state"] == "up")
+        want = sorted((n, ad) for ad in ("127.0.0.2", "127.0.0.3") for n in ("a1-1", "a1-2"))
+        if not retiring and up == want:
+            break
+        check(time.monotonic() < deadline,
+              "after the churn: %d retiring, up %r (want %r)" % (len(retiring), up, want))
+        time.sleep(0.1)
+    rc, problem = a.terminate(10)
+    check(problem is None, problem or "")
+
+
+DNS_HOLE = "127.53.53.53"
+
+
+class DnsHole:
+    """A name server on DNS_HOLE:53 that never answers (UDP read and
+    dropped, TCP accepted and left): every lookup of a name not in the
+    hosts file waits for the resolver's whole timeout."""
+
+    def __init__(self):
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind((DNS_HOLE, 53))
+        self.udp.settimeout(0.2)
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind((DNS_HOLE, 53))
+        self.tcp.listen(16)
+        self.stop = threading.Event()
+        self.queries = 0
+        self.th = threading.Thread(target=self._run)
+        self.th.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                self.udp.recvfrom(4096)
+                self.queries += 1
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop.set()
+        self.th.join(5)
+        self.udp.close()
+        self.tcp.close()
+
+
+def agent_dns(t, hosts, resolv, env):
+    """natwrp agent with its own /etc/hosts and /etc/resolv.conf."""
+    argv = ["unshare", "--mount", "sh", "-c",
+            'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && '
+            'exec "$3" agent', "sh", hosts, resolv, BIN]
+    return t.spawn("agent", argv, env=base_env(env), natwrp=True)
+
+
+@timed(90)
+def test_g3_hung_dns_name_delays_nothing_else(t):
+    """One REMOTE_URL name whose DNS never answers (each lookup waits 2 x
+    2 s): the other name still gets its tunnel at once, and requests to a
+    LOCAL_URL given by name (localhost) are not held up behind those
+    lookups. Before, libuv let getaddrinfo use one of the agent's two pool
+    threads: the other name waited for the hung lookup, and every local
+    connection's lookup of localhost waited too (4.5 s, then 503)."""
+    if skip_unless_ns():
+        return
+    try:
+        hole = DnsHole()
+    except OSError as e:
+        print("skip: cannot listen on %s:53 (%s)" % (DNS_HOLE, e))
+        return
+    try:
+        o = t.origin("A")
+        s = t.serve(listen="127.0.0.2:0")
+        hosts = os.path.join(t.logdir, "hosts")
+        write_hosts(hosts, [("127.0.0.2", NAME)])
+        resolv = os.path.join(t.logdir, "resolv.conf")
+        with open(resolv, "w") as f:
+            f.write("nameserver %s\noptions timeout:2 attempts:2\n" % DNS_HOLE)
+        m = s.proc.mark()
+        t0 = time.monotonic()
+        a = agent_dns(t, hosts, resolv, {
+            "AGENT_ID": "a1", "RESOLVE_INTERVAL": "1",
+            "REMOTE_URL": "http://hung.test:%d,http://%s:%d" % (s.port, NAME, s.port),
+            "LOCAL_URL": "http://localhost:%d" % o.port})
+        s.wait_tunnel_open("a1", m, timeout=15)
+        took = time.monotonic() - t0
+        check(took < 2.5, "the tunnel to %s took %.1fs (behind hung.test's lookup)" % (NAME, took))
+        for i in range(8):
+            t1 = time.monotonic()
+            r = get(s.port, "/name", host="127.0.0.2", timeout=15)
+            took = time.monotonic() - t1
+            eq(r.status, 200, "request %d through a LOCAL_URL by name" % i)
+            check(took < 1.5, "request %d took %.1fs (its lookup of localhost waited)" % (i, took))
+        a.wait_for(r"cannot resolve hung\.test", 15)
+        check(hole.queries > 0, "the hung name was asked of the silent server")
+    finally:
+        hole.close()
