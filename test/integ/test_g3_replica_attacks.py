@@ -8,7 +8,7 @@ import threading
 import time
 
 from fakeserver import FakeServer
-from harness import (BIN, base_env, check, eq, get, timed)
+from harness import (BIN, Conn, base_env, check, eq, get, timed)
 from test_g0_replicas import NAME, agent_ns, replicas, skip_unless_ns, write_hosts
 
 
@@ -326,3 +326,38 @@ def test_g3_retiring_tunnels_cost_no_cpu(t):
             c.close()
     check(busy < max(0.3, 4 * base),
           "agent CPU for 150 requests: %.2fs with tunnels retiring, %.2fs before" % (busy, base))
+
+
+@timed(60)
+def test_g3_sigterm_while_retiring_and_backing_off(t):
+    """SIGTERM while one address's tunnel retires with a request in flight,
+    another address is dead (its slot backing off) and lookups run every
+    0.2 s: the request finishes, the agent exits 0 with no sanitizer
+    report."""
+    if skip_unless_ns():
+        return
+    o = t.origin("A")
+    ss = replicas(t, ("127.0.0.2", "127.0.0.3"))
+    hosts = os.path.join(t.logdir, "hosts")
+    write_hosts(hosts, [("127.0.0.2", NAME), ("127.0.0.3", NAME), ("127.0.0.4", NAME)])
+    marks = [s.proc.mark() for s in ss]
+    a = agent_ns(t, hosts, "http://%s:%d" % (NAME, ss[0].port), o,
+                 env={"RESOLVE_INTERVAL": "0.2"})
+    for s, m in zip(ss, marks):
+        s.wait_tunnel_open("a1", m)
+    a.wait_for(r"tunnel down agent=a1 .*\(127\.0\.0\.4\); .*attempt 1\)", 10)
+    # The head arrives at once, the body over 1.5 s: in flight for sure.
+    c = Conn(ss[1].port, host="127.0.0.3", timeout=15)
+    c.request("GET", "/slow-body?ms=300&parts=5&size=10")
+    r = c.read_head()
+    eq(r.status, 200, "the long request's head")
+    ma = a.mark()
+    write_hosts(hosts, [("127.0.0.2", NAME), ("127.0.0.4", NAME)])
+    a.wait_for(r"\(127\.0\.0\.3\) is gone from DNS", 5, ma)
+    a.send(15)
+    a.wait_for(r"received SIGTERM: shutting down \(1 request\(s\) in flight", 5, ma)
+    c.read_body(r)
+    eq(len(r.body), 50, "the long request's body, whole")
+    c.close()
+    rc, problem = a.terminate(10)
+    check(problem is None, problem or "")
