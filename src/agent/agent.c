@@ -225,26 +225,6 @@ static void agent_names(agent_t *ag, const nw_agent_cfg_t *cfg) {
                  ":%u", cfg->local.port);
 }
 
-/* Lookups run on libuv's thread pool, where getaddrinfo may hold only
- * half of its threads ((n + 1) / 2, its "slow I/O" share). A REMOTE_URL
- * name whose DNS does not answer holds one for the resolver's whole
- * timeout at every lookup: it must not hold up another name's lookup, nor
- * the local service's (LOCAL_URL by name, looked up for each connection).
- * So one share per REMOTE_URL name plus one for the rest: 2 threads for
- * a single IP address, as before (pool threads cost memory for nothing). */
-static void pool_size(const nw_agent_cfg_t *cfg) {
-    unsigned u, names = 1;
-    unsigned char bin[16];
-    char v[16];
-    for (u = 0; u < cfg->remotes.n; u++) {
-        const char *h = cfg->remotes.u[u].host;
-        if (uv_inet_pton(strchr(h, ':') ? AF_INET6 : AF_INET, h, bin) != 0)
-            names++;
-    }
-    snprintf(v, sizeof(v), "%u", 2 * names);
-    setenv("UV_THREADPOOL_SIZE", v, 0); /* a value set by the user stands */
-}
-
 /* The slots' names and timers, the drain and queue timers, the signals. */
 static void agent_handles(agent_t *ag, uv_loop_t *loop) {
     unsigned k;
@@ -387,7 +367,11 @@ int nw_agent_main(int argc, char **argv) {
     nw_log_level = cfg.log_level;
     nw_log_json = cfg.ops.log_format == NW_LOGFMT_JSON;
 
-    pool_size(&cfg);
+    /* LOCAL_URL's lookups are rare and quick; REMOTE_URL's run on threads
+     * of their own (lookup.c), so a name whose DNS hangs holds up neither
+     * them nor the exit. libuv's default of 4 pool threads costs memory
+     * for nothing. */
+    setenv("UV_THREADPOOL_SIZE", "2", 0);
     rc = 1;
     ag = nw_calloc(1, sizeof(*ag));
     if (!ag)

@@ -34,14 +34,16 @@ typedef struct remote_s {
     int used;
 } remote_t;
 
+typedef struct lookup_s lookup_t; /* lookup.c */
+
 /* One URL's lookup, at start and every RESOLVE_INTERVAL. */
 typedef struct resolver_s {
     agent_t *ag;
     unsigned url;
-    uv_getaddrinfo_t gai;
+    lookup_t *lk;         /* the lookup running (NULL: none) */
+    uv_async_t async;     /* its thread says it is done */
     uv_timer_t retry;     /* after a failed lookup: sooner than RESOLVE_INTERVAL */
     unsigned failures;    /* failed lookups in a row (the retry's backoff) */
-    int pending;
     int literal_done;     /* the host is an IP address, applied once (no lookup) */
     char last_error[200]; /* the failure last logged ("" resolving) */
     char left_out[600];   /* addresses MAX_REMOTES left out, as last logged */
@@ -174,6 +176,14 @@ void remotes_init(agent_t *ag);  /* handles, once */
 void remotes_start(agent_t *ag); /* first lookups, then every RESOLVE_INTERVAL */
 void remotes_stop(agent_t *ag);  /* no more lookups (draining) */
 void remotes_close(agent_t *ag); /* stop and close the handles */
+
+/* lookup.c: a name's lookup on a thread of its own (getaddrinfo, A and
+ * AAAA), signalling async when done. NULL: could not start. */
+lookup_t *lookup_start(const char *host, uv_async_t *async);
+/* Done? 1 with *res (NULL on failure, then *why) and lk freed; 0 not yet. */
+struct addrinfo;
+int lookup_take(lookup_t *lk, struct addrinfo **res, const char **why);
+void lookup_abandon(lookup_t *lk); /* not wanted any more: freed when it ends */
 
 /* slot.c: tunnel slots */
 void slot_connect(slot_t *sl);

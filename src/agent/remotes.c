@@ -5,6 +5,7 @@
  * address gets its slots at once; one that disappeared has its tunnels
  * drained: GOAWAY from the agent (serve opens no stream on them), closed
  * once their streams are done. A failed lookup keeps the current set. */
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -165,29 +166,29 @@ static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigne
     snprintf(rs->left_out, sizeof(rs->left_out), "%s", left);
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-    resolver_t *rs = req->data;
+static void on_resolved(resolver_t *rs, struct addrinfo *res, const char *fail) {
     agent_t *ag = rs->ag;
     const nw_url_t *u = &ag->cfg->remotes.u[rs->url];
     char addrs[NW_RESOLVE_MAX][INET6_ADDRSTRLEN];
     unsigned n = 0, j;
     const struct addrinfo *ai;
 
-    rs->pending = 0;
-    if (ag->stopping || status == UV_EAI_CANCELED) {
-        uv_freeaddrinfo(res);
+    if (ag->stopping) {
+        if (res)
+            freeaddrinfo(res);
         return;
     }
-    for (ai = status < 0 ? NULL : res; ai && !n; ai = ai->ai_next)
+    for (ai = res; ai && !n; ai = ai->ai_next)
         n = ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
     if (!n) { /* also an answer without addresses: keep what we have */
         char why[200];
-        snprintf(why, sizeof(why), "%s", status < 0 ? uv_strerror(status) : "no address");
+        snprintf(why, sizeof(why), "%s", fail ? fail : "no address");
         if (strcmp(why, rs->last_error) != 0) /* once per change, not every interval */
             nw_warn("agent=%s cannot resolve %s: %s; keeping the current addresses",
                     ag->cfg->agent_id, u->host, why);
         snprintf(rs->last_error, sizeof(rs->last_error), "%s", why);
-        uv_freeaddrinfo(res);
+        if (res)
+            freeaddrinfo(res);
         retry_later(rs);
         return;
     }
@@ -204,8 +205,18 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         if (j == n)
             n++;
     }
-    uv_freeaddrinfo(res);
+    freeaddrinfo(res);
     apply_addrs(rs, addrs, n);
+}
+
+static void on_lookup_done(uv_async_t *h) {
+    resolver_t *rs = h->data;
+    struct addrinfo *res = NULL;
+    const char *why = NULL;
+    if (!rs->lk || !lookup_take(rs->lk, &res, &why))
+        return;
+    rs->lk = NULL;
+    on_resolved(rs, res, why);
 }
 
 /* An IP address as the URL's host is its own answer: no lookup (which
@@ -225,23 +236,15 @@ static int literal(resolver_t *rs) {
 
 static void resolve(resolver_t *rs) {
     agent_t *ag = rs->ag;
-    struct addrinfo hints;
-    int rc;
-    if (rs->pending || ag->stopping || literal(rs))
+    if (rs->lk || ag->stopping || literal(rs))
         return;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    rs->gai.data = rs;
-    rc = uv_getaddrinfo(ag->loop, &rs->gai, on_resolved, ag->cfg->remotes.u[rs->url].host, NULL,
-                        &hints);
-    if (rc == 0) {
-        rs->pending = 1;
+    rs->lk = lookup_start(ag->cfg->remotes.u[rs->url].host, &rs->async);
+    if (rs->lk) {
         uv_timer_stop(&rs->retry);
         return;
     }
-    nw_warn("agent=%s cannot start resolving %s: %s", ag->cfg->agent_id,
-            ag->cfg->remotes.u[rs->url].host, nw_strerror(rc));
+    nw_warn("agent=%s cannot start resolving %s: out of memory or threads", ag->cfg->agent_id,
+            ag->cfg->remotes.u[rs->url].host);
     retry_later(rs);
 }
 
@@ -264,6 +267,8 @@ void remotes_init(agent_t *ag) {
         ag->resolvers[u].url = u;
         uv_timer_init(ag->loop, &ag->resolvers[u].retry);
         ag->resolvers[u].retry.data = &ag->resolvers[u];
+        uv_async_init(ag->loop, &ag->resolvers[u].async, on_lookup_done);
+        ag->resolvers[u].async.data = &ag->resolvers[u];
     }
 }
 
@@ -280,16 +285,19 @@ void remotes_stop(agent_t *ag) {
     uv_check_stop(&ag->reap);
     for (u = 0; u < ag->cfg->remotes.n; u++) {
         uv_timer_stop(&ag->resolvers[u].retry);
-        if (ag->resolvers[u].pending)
-            uv_cancel((uv_req_t *)&ag->resolvers[u].gai);
+        if (ag->resolvers[u].lk) /* its thread frees it; exit need not wait */
+            lookup_abandon(ag->resolvers[u].lk);
+        ag->resolvers[u].lk = NULL;
     }
 }
 
 void remotes_close(agent_t *ag) {
     unsigned u;
     remotes_stop(ag);
-    for (u = 0; u < ag->cfg->remotes.n; u++)
+    for (u = 0; u < ag->cfg->remotes.n; u++) {
         uv_close((uv_handle_t *)&ag->resolvers[u].retry, NULL);
+        uv_close((uv_handle_t *)&ag->resolvers[u].async, NULL);
+    }
     uv_close((uv_handle_t *)&ag->rtimer, NULL);
     uv_close((uv_handle_t *)&ag->reap, NULL);
 }

@@ -361,3 +361,42 @@ def test_g3_sigterm_while_retiring_and_backing_off(t):
     c.close()
     rc, problem = a.terminate(10)
     check(problem is None, problem or "")
+
+
+@timed(60)
+def test_g3_sigterm_while_lookup_hangs(t):
+    """SIGTERM while a lookup waits on a name server that never answers
+    (timeout:5 attempts:2): the agent exits 0 at once. Before, the loop
+    (and libuv's exit, which joins its pool) waited for getaddrinfo: 9 s."""
+    if skip_unless_ns():
+        return
+    try:
+        hole = DnsHole()
+    except OSError as e:
+        print("skip: cannot listen on %s:53 (%s)" % (DNS_HOLE, e))
+        return
+    try:
+        o = t.origin("A")
+        s = t.serve(listen="127.0.0.2:0")
+        hosts = os.path.join(t.logdir, "hosts")
+        write_hosts(hosts, [("127.0.0.2", NAME)])
+        resolv = os.path.join(t.logdir, "resolv.conf")
+        with open(resolv, "w") as f:
+            f.write("nameserver %s\noptions timeout:5 attempts:2\n" % DNS_HOLE)
+        m = s.proc.mark()
+        a = agent_dns(t, hosts, resolv, {
+            "AGENT_ID": "a1",
+            "REMOTE_URL": "http://%s:%d,http://hung.test:%d" % (NAME, s.port, s.port),
+            "LOCAL_URL": o.url})
+        s.wait_tunnel_open("a1", m, timeout=15)
+        deadline = time.monotonic() + 10
+        while not hole.queries:
+            check(time.monotonic() < deadline, "the hung name was asked of the silent server")
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        rc, problem = a.terminate(15)
+        took = time.monotonic() - t0
+        check(problem is None, problem or "")
+        check(took < 2.0, "exit %.1fs after SIGTERM (waited for the hung lookup)" % took)
+    finally:
+        hole.close()
