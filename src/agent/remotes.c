@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -129,13 +130,18 @@ static int addr_str(const struct addrinfo *ai, char *out, size_t cap) {
     return -1;
 }
 
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* The lookup of rs's URL answered addrs (n > 0): drop the remotes no
  * longer among them, add the new ones (MAX_REMOTES permitting). */
 static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigned n) {
     agent_t *ag = rs->ag;
     const nw_url_t *u = &ag->cfg->remotes.u[rs->url];
     char left[600] = "";
-    unsigned i, j;
+    const char *out[NW_RESOLVE_MAX];
+    unsigned i, j, nout = 0;
 
     nw_debug("agent=%s %s resolved: %u address(es)", ag->cfg->agent_id, u->host, n);
     /* Gone first, so their room goes to the new ones. */
@@ -156,10 +162,15 @@ static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigne
         }
         if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]))
             continue;
-        if (strlen(left) + strlen(addrs[j]) + 3 < sizeof(left))
-            snprintf(left + strlen(left), sizeof(left) - strlen(left), "%s%.45s",
-                     left[0] ? ", " : "", addrs[j]);
+        out[nout++] = addrs[j];
     }
+    /* In a set order: a round-robin answer names them in another order
+     * each time, which is no change worth a warning. */
+    qsort(out, nout, sizeof(out[0]), cmp_str);
+    for (j = 0; j < nout; j++)
+        if (strlen(left) + strlen(out[j]) + 3 < sizeof(left))
+            snprintf(left + strlen(left), sizeof(left) - strlen(left), "%s%.45s",
+                     left[0] ? ", " : "", out[j]);
     if (left[0] && strcmp(left, rs->left_out) != 0)
         nw_warn("agent=%s MAX_REMOTES=%u reached: no tunnels to %s of %s", ag->cfg->agent_id,
                 ag->cfg->max_remotes, left, u->host);

@@ -400,3 +400,36 @@ def test_g3_sigterm_while_lookup_hangs(t):
         check(took < 2.0, "exit %.1fs after SIGTERM (waited for the hung lookup)" % took)
     finally:
         hole.close()
+
+
+@timed(60)
+def test_g3_rotating_answer_warns_once(t):
+    """MAX_REMOTES=2 and a name with 6 addresses whose answer rotates at
+    every lookup (DNS round-robin): the two addresses in use stay in use
+    (they are in every answer), and the warning about those left out is
+    logged once, not at every lookup because their order changed."""
+    if skip_unless_ns():
+        return
+    o = t.origin("A")
+    ss = replicas(t, ("127.0.0.2", "127.0.0.3"))
+    others = ["127.0.0.%d" % i for i in range(4, 8)]
+    hosts = os.path.join(t.logdir, "hosts")
+    order = ["127.0.0.2", "127.0.0.3"] + others
+    write_hosts(hosts, [(x, NAME) for x in order])
+    marks = [s.proc.mark() for s in ss]
+    a = agent_ns(t, hosts, "http://%s:%d" % (NAME, ss[0].port), o,
+                 env={"MAX_REMOTES": "2", "RESOLVE_INTERVAL": "0.2", "LOG_LEVEL": "debug"})
+    for s, m in zip(ss, marks):
+        s.wait_tunnel_open("a1", m)
+    since = a.mark()
+    for i in range(6):
+        rot = others[i % 4:] + others[:i % 4]
+        write_hosts(hosts, [(x, NAME) for x in ([rot[0]] + ["127.0.0.2"] + rot[1:] +
+                                                ["127.0.0.3"])])
+        a.wait_for(r"%s resolved: 6 address" % NAME.replace(".", "\\."), 10, since)
+        a.wait_for(r"%s resolved: 6 address" % NAME.replace(".", "\\."), 10, a.last_at + 1)
+        since = a.last_at + 1
+    eq(a.count(r"MAX_REMOTES=2 reached"), 1, "warnings about the addresses left out")
+    eq(a.count(r"is gone from DNS"), 0, "addresses dropped")
+    for s, m in zip(ss, marks):
+        eq(s.proc.count(r"tunnel open tun=\d+ agent=a1\b", m), 1, "tunnels opened on " + s.host)
