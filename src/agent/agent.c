@@ -357,8 +357,10 @@ int nw_agent_main(int argc, char **argv) {
     nw_log_level = cfg.log_level;
     nw_log_json = cfg.ops.log_format == NW_LOGFMT_JSON;
 
-    /* Lookups (a host name in REMOTE_URL or LOCAL_URL) are rare; libuv's
-     * default of 4 pool threads costs memory for nothing. */
+    /* LOCAL_URL's lookups are rare and quick; REMOTE_URL's run on threads
+     * of their own (lookup.c), so a name whose DNS hangs holds up neither
+     * them nor the exit. libuv's default of 4 pool threads costs memory
+     * for nothing. */
     setenv("UV_THREADPOOL_SIZE", "2", 0);
     rc = 1;
     ag = nw_calloc(1, sizeof(*ag));

@@ -29,17 +29,22 @@ typedef struct remote_s {
     char addr[46];      /* the resolved address, as text */
     char url_str[1300]; /* "wss://host:port": /api/status, connect errors */
     char label[1400];   /* "wss://host:port (addr)": logs */
+    char key[17];       /* random hex, new each time the address is added: its half of
+                         * X-Natwrp-Instance (two addresses may reach one server) */
     int used;
 } remote_t;
+
+typedef struct lookup_s lookup_t; /* lookup.c */
 
 /* One URL's lookup, at start and every RESOLVE_INTERVAL. */
 typedef struct resolver_s {
     agent_t *ag;
     unsigned url;
-    uv_getaddrinfo_t gai;
+    lookup_t *lk;         /* the lookup running (NULL: none) */
+    uv_async_t async;     /* its thread says it is done */
     uv_timer_t retry;     /* after a failed lookup: sooner than RESOLVE_INTERVAL */
     unsigned failures;    /* failed lookups in a row (the retry's backoff) */
-    int pending;
+    int literal_done;     /* the host is an IP address, applied once (no lookup) */
     char last_error[200]; /* the failure last logged ("" resolving) */
     char left_out[600];   /* addresses MAX_REMOTES left out, as last logged */
 } resolver_t;
@@ -125,6 +130,7 @@ struct agent_s {
     unsigned nslots;          /* MAX_REMOTES * MAX_CONN */
     remote_t *remotes;        /* MAX_REMOTES of them */
     unsigned nremotes_seen;   /* remotes added so far (logs) */
+    char instance[17];        /* random hex for this process: X-Natwrp-Instance's first half */
     resolver_t resolvers[NW_REMOTE_URLS_MAX];
     uv_timer_t rtimer;        /* RESOLVE_INTERVAL */
     uv_check_t reap;          /* closes a gone address's tunnels once idle */
@@ -171,9 +177,18 @@ void remotes_start(agent_t *ag); /* first lookups, then every RESOLVE_INTERVAL *
 void remotes_stop(agent_t *ag);  /* no more lookups (draining) */
 void remotes_close(agent_t *ag); /* stop and close the handles */
 
+/* lookup.c: a name's lookup on a thread of its own (getaddrinfo, A and
+ * AAAA), signalling async when done. NULL: could not start. */
+lookup_t *lookup_start(const char *host, uv_async_t *async);
+/* Done? 1 with *res (NULL on failure, then *why) and lk freed; 0 not yet. */
+struct addrinfo;
+int lookup_take(lookup_t *lk, struct addrinfo **res, const char **why);
+void lookup_abandon(lookup_t *lk); /* not wanted any more: freed when it ends */
+
 /* slot.c: tunnel slots */
 void slot_connect(slot_t *sl);
 void slot_cancel(slot_t *sl);
+void slot_random_hex(char out[17]); /* 16 random hex digits */
 const char *slot_remote(const slot_t *sl); /* "wss://host:port (addr)" */
 /* Append the tunnel upgrade request of slot sl with Sec-WebSocket-Key
  * key to req. 0 or NW_ENOMEM. */

@@ -5,8 +5,10 @@
  * address gets its slots at once; one that disappeared has its tunnels
  * drained: GOAWAY from the agent (serve opens no stream on them), closed
  * once their streams are done. A failed lookup keeps the current set. */
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -47,11 +49,15 @@ static slot_t *rem_slots(agent_t *ag, const remote_t *rem) {
 }
 
 /* Tunnels of a gone address, once their streams are done, close (after
- * each loop turn's I/O, outside every tunnel callback). */
+ * each loop turn's I/O, outside every tunnel callback). The agent sends
+ * GOAWAY only on a tunnel it retires (remote_drop) or when stopping (and
+ * then this stops): a tunnel that sent one is retiring, no slot holds it.
+ * No look through the slots per tunnel: with MAX_REMOTES x MAX_CONN
+ * slots that cost each loop turn 15 times the agent's CPU under load. */
 static void on_reap(uv_check_t *h) {
     agent_t *ag = h->data;
     size_t i;
-    unsigned k, left = 0;
+    unsigned left = 0;
     if (ag->stopping) {
         uv_check_stop(h);
         return;
@@ -59,10 +65,6 @@ static void on_reap(uv_check_t *h) {
     for (i = 0; i < ag->ntuns; i++) {
         nw_tun_t *t = ag->tuns[i];
         if (!t->goaway_sent || nw_tun_closing(t))
-            continue;
-        for (k = 0; k < ag->nslots && ag->slots[k].tun != t; k++)
-            ;
-        if (k < ag->nslots)
             continue;
         if (t->nstreams)
             left++;
@@ -102,6 +104,7 @@ static remote_t *remote_add(agent_t *ag, unsigned url, const char *addr) {
     rem->used = 1;
     rem->url = url;
     snprintf(rem->addr, sizeof(rem->addr), "%.45s", addr);
+    slot_random_hex(rem->key);
     url_label(rem, &ag->cfg->remotes.u[url]);
     sl = rem_slots(ag, rem);
     for (k = 0; k < ag->cfg->max_conn; k++) {
@@ -127,46 +130,19 @@ static int addr_str(const struct addrinfo *ai, char *out, size_t cap) {
     return -1;
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-    resolver_t *rs = req->data;
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The lookup of rs's URL answered addrs (n > 0): drop the remotes no
+ * longer among them, add the new ones (MAX_REMOTES permitting). */
+static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigned n) {
     agent_t *ag = rs->ag;
     const nw_url_t *u = &ag->cfg->remotes.u[rs->url];
-    char addrs[NW_RESOLVE_MAX][INET6_ADDRSTRLEN], left[600] = "";
-    unsigned n = 0, i, j;
-    const struct addrinfo *ai;
+    char left[600] = "";
+    const char *out[NW_RESOLVE_MAX];
+    unsigned i, j, nout = 0;
 
-    rs->pending = 0;
-    if (ag->stopping || status == UV_EAI_CANCELED) {
-        uv_freeaddrinfo(res);
-        return;
-    }
-    for (ai = status < 0 ? NULL : res; ai && !n; ai = ai->ai_next)
-        n = ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
-    if (!n) { /* also an answer without addresses: keep what we have */
-        char why[200];
-        snprintf(why, sizeof(why), "%s", status < 0 ? uv_strerror(status) : "no address");
-        if (strcmp(why, rs->last_error) != 0) /* once per change, not every interval */
-            nw_warn("agent=%s cannot resolve %s: %s; keeping the current addresses",
-                    ag->cfg->agent_id, u->host, why);
-        snprintf(rs->last_error, sizeof(rs->last_error), "%s", why);
-        uv_freeaddrinfo(res);
-        retry_later(rs);
-        return;
-    }
-    n = 0;
-    rs->failures = 0;
-    if (rs->last_error[0])
-        nw_info("agent=%s %s resolves again", ag->cfg->agent_id, u->host);
-    rs->last_error[0] = 0;
-    for (ai = res; ai && n < NW_RESOLVE_MAX; ai = ai->ai_next) {
-        if (addr_str(ai, addrs[n], sizeof(addrs[n])) != 0)
-            continue;
-        for (j = 0; j < n && strcmp(addrs[j], addrs[n]) != 0; j++)
-            ;
-        if (j == n)
-            n++;
-    }
-    uv_freeaddrinfo(res);
     nw_debug("agent=%s %s resolved: %u address(es)", ag->cfg->agent_id, u->host, n);
     /* Gone first, so their room goes to the new ones. */
     for (i = 0; i < ag->cfg->max_remotes; i++) {
@@ -186,35 +162,100 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         }
         if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]))
             continue;
-        if (strlen(left) + strlen(addrs[j]) + 3 < sizeof(left))
-            snprintf(left + strlen(left), sizeof(left) - strlen(left), "%s%.45s",
-                     left[0] ? ", " : "", addrs[j]);
+        out[nout++] = addrs[j];
     }
+    /* In a set order: a round-robin answer names them in another order
+     * each time, which is no change worth a warning. */
+    qsort(out, nout, sizeof(out[0]), cmp_str);
+    for (j = 0; j < nout; j++)
+        if (strlen(left) + strlen(out[j]) + 3 < sizeof(left))
+            snprintf(left + strlen(left), sizeof(left) - strlen(left), "%s%.45s",
+                     left[0] ? ", " : "", out[j]);
     if (left[0] && strcmp(left, rs->left_out) != 0)
         nw_warn("agent=%s MAX_REMOTES=%u reached: no tunnels to %s of %s", ag->cfg->agent_id,
                 ag->cfg->max_remotes, left, u->host);
     snprintf(rs->left_out, sizeof(rs->left_out), "%s", left);
 }
 
+static void on_resolved(resolver_t *rs, struct addrinfo *res, const char *fail) {
+    agent_t *ag = rs->ag;
+    const nw_url_t *u = &ag->cfg->remotes.u[rs->url];
+    char addrs[NW_RESOLVE_MAX][INET6_ADDRSTRLEN];
+    unsigned n = 0, j;
+    const struct addrinfo *ai;
+
+    if (ag->stopping) {
+        if (res)
+            freeaddrinfo(res);
+        return;
+    }
+    for (ai = res; ai && !n; ai = ai->ai_next)
+        n = ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
+    if (!n) { /* also an answer without addresses: keep what we have */
+        char why[200];
+        snprintf(why, sizeof(why), "%s", fail ? fail : "no address");
+        if (strcmp(why, rs->last_error) != 0) /* once per change, not every interval */
+            nw_warn("agent=%s cannot resolve %s: %s; keeping the current addresses",
+                    ag->cfg->agent_id, u->host, why);
+        snprintf(rs->last_error, sizeof(rs->last_error), "%s", why);
+        if (res)
+            freeaddrinfo(res);
+        retry_later(rs);
+        return;
+    }
+    n = 0;
+    rs->failures = 0;
+    if (rs->last_error[0])
+        nw_info("agent=%s %s resolves again", ag->cfg->agent_id, u->host);
+    rs->last_error[0] = 0;
+    for (ai = res; ai && n < NW_RESOLVE_MAX; ai = ai->ai_next) {
+        if (addr_str(ai, addrs[n], sizeof(addrs[n])) != 0)
+            continue;
+        for (j = 0; j < n && strcmp(addrs[j], addrs[n]) != 0; j++)
+            ;
+        if (j == n)
+            n++;
+    }
+    freeaddrinfo(res);
+    apply_addrs(rs, addrs, n);
+}
+
+static void on_lookup_done(uv_async_t *h) {
+    resolver_t *rs = h->data;
+    struct addrinfo *res = NULL;
+    const char *why = NULL;
+    if (!rs->lk || !lookup_take(rs->lk, &res, &why))
+        return;
+    rs->lk = NULL;
+    on_resolved(rs, res, why);
+}
+
+/* An IP address as the URL's host is its own answer: no lookup (which
+ * would wait in the thread pool behind lookups of other names), once. */
+static int literal(resolver_t *rs) {
+    const char *host = rs->ag->cfg->remotes.u[rs->url].host;
+    char addrs[1][INET6_ADDRSTRLEN];
+    unsigned char bin[16];
+    int fam = strchr(host, ':') ? AF_INET6 : AF_INET;
+    if (uv_inet_pton(fam, host, bin) != 0 || uv_inet_ntop(fam, bin, addrs[0], sizeof(addrs[0])))
+        return 0;
+    if (!rs->literal_done)
+        apply_addrs(rs, addrs, 1);
+    rs->literal_done = 1;
+    return 1;
+}
+
 static void resolve(resolver_t *rs) {
     agent_t *ag = rs->ag;
-    struct addrinfo hints;
-    int rc;
-    if (rs->pending || ag->stopping)
+    if (rs->lk || ag->stopping || literal(rs))
         return;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    rs->gai.data = rs;
-    rc = uv_getaddrinfo(ag->loop, &rs->gai, on_resolved, ag->cfg->remotes.u[rs->url].host, NULL,
-                        &hints);
-    if (rc == 0) {
-        rs->pending = 1;
+    rs->lk = lookup_start(ag->cfg->remotes.u[rs->url].host, &rs->async);
+    if (rs->lk) {
         uv_timer_stop(&rs->retry);
         return;
     }
-    nw_warn("agent=%s cannot start resolving %s: %s", ag->cfg->agent_id,
-            ag->cfg->remotes.u[rs->url].host, nw_strerror(rc));
+    nw_warn("agent=%s cannot start resolving %s: out of memory or threads", ag->cfg->agent_id,
+            ag->cfg->remotes.u[rs->url].host);
     retry_later(rs);
 }
 
@@ -227,6 +268,7 @@ static void on_interval(uv_timer_t *h) {
 
 void remotes_init(agent_t *ag) {
     unsigned u;
+    slot_random_hex(ag->instance);
     uv_timer_init(ag->loop, &ag->rtimer);
     ag->rtimer.data = ag;
     uv_check_init(ag->loop, &ag->reap);
@@ -236,6 +278,8 @@ void remotes_init(agent_t *ag) {
         ag->resolvers[u].url = u;
         uv_timer_init(ag->loop, &ag->resolvers[u].retry);
         ag->resolvers[u].retry.data = &ag->resolvers[u];
+        uv_async_init(ag->loop, &ag->resolvers[u].async, on_lookup_done);
+        ag->resolvers[u].async.data = &ag->resolvers[u];
     }
 }
 
@@ -252,16 +296,19 @@ void remotes_stop(agent_t *ag) {
     uv_check_stop(&ag->reap);
     for (u = 0; u < ag->cfg->remotes.n; u++) {
         uv_timer_stop(&ag->resolvers[u].retry);
-        if (ag->resolvers[u].pending)
-            uv_cancel((uv_req_t *)&ag->resolvers[u].gai);
+        if (ag->resolvers[u].lk) /* its thread frees it; exit need not wait */
+            lookup_abandon(ag->resolvers[u].lk);
+        ag->resolvers[u].lk = NULL;
     }
 }
 
 void remotes_close(agent_t *ag) {
     unsigned u;
     remotes_stop(ag);
-    for (u = 0; u < ag->cfg->remotes.n; u++)
+    for (u = 0; u < ag->cfg->remotes.n; u++) {
         uv_close((uv_handle_t *)&ag->resolvers[u].retry, NULL);
+        uv_close((uv_handle_t *)&ag->resolvers[u].async, NULL);
+    }
     uv_close((uv_handle_t *)&ag->rtimer, NULL);
     uv_close((uv_handle_t *)&ag->reap, NULL);
 }

@@ -89,19 +89,34 @@ static void ag_on_tun_close(nw_tun_t *t, int err) {
 
 /* The server is going away (draining for a restart): connect a fresh
  * tunnel now, which lands on whichever process listens on the port,
- * while this one finishes the streams it carries. */
+ * while this one finishes the streams it carries. At once only after a
+ * healthy tunnel (or the first time): a server that says GOAWAY again
+ * within HEALTHY_MS gets the slot's backoff, not a tight loop of
+ * tunnels (each of which stays in ag->tuns until the server closes it). */
 static void ag_on_goaway(nw_tun_t *t, uint32_t last, uint32_t code) {
     agent_t *ag = t->data;
     slot_t *sl = slot_of(ag, t);
+    int now_ = 0;
     (void)last;
+    if (sl && !ag->stopping) {
+        if (sl->up_since && uv_now(ag->loop) - sl->up_since >= HEALTHY_MS)
+            sl->attempt = 0;
+        now_ = sl->attempt == 0;
+    }
     nw_info("agent=%s server sent GOAWAY (%s) on tun=%llu%s", t->agent, nw_mux_code_name(code),
             (unsigned long long)t->id,
-            sl && !ag->stopping ? ": connecting a new tunnel, this one finishes its streams" : "");
+            !sl || ag->stopping ? ""
+            : now_ ? ": connecting a new tunnel, this one finishes its streams"
+                   : ": a new tunnel after backoff, this one finishes its streams");
     if (!sl || ag->stopping)
         return;
-    ops_reconnect(sl, "goaway", "server sent GOAWAY");
     sl->tun = NULL; /* retiring: stays in ag->tuns until the server closes it */
-    sl->attempt = 0;
+    if (!now_) {
+        schedule_reconnect(sl, "goaway", "server sent GOAWAY again soon after the last", 0);
+        return;
+    }
+    ops_reconnect(sl, "goaway", "server sent GOAWAY");
+    sl->attempt = 1; /* the next GOAWAY within HEALTHY_MS backs off */
     sl->up_since = 0;
     slot_connect(sl);
 }
@@ -381,6 +396,10 @@ int slot_hs_request(const slot_t *sl, const char *key, nw_sbuf_t *req) {
                          NW_HS_AGENT ": %s\r\n" NW_HS_WINDOW ": %u\r\n",
                          u->path, v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, key, sl->name,
                          cfg->window);
+    /* serve replaces a live tunnel of the same name unless it is this
+     * process's through another address (handshake.h, nw_hs_coexist). */
+    if (sl->rem)
+        rc |= nw_sbuf_appendf(req, NW_HS_INSTANCE ": %s-%s\r\n", ag->instance, sl->rem->key);
     if (cfg->max_conn > 1)
         rc |= nw_sbuf_appendf(req, NW_HS_GROUP ": %s\r\n", cfg->agent_id);
     if (cfg->conn_token[0])
@@ -457,6 +476,14 @@ void slot_connect(slot_t *sl) {
                                 on_remote_dial, sl);
     if (!sl->dial)
         schedule_reconnect(sl, "other", "cannot start a connection", 0);
+}
+
+void slot_random_hex(char out[17]) {
+    unsigned char r[8] = {0};
+    unsigned i;
+    nw_random(r, sizeof(r));
+    for (i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
 }
 
 /* Stop a slot's backoff, dial or handshake (its tunnel is left alone). */

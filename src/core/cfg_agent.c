@@ -374,6 +374,27 @@ static int agent_basic(const layers_t *ly, nw_agent_cfg_t *cfg, char *err, size_
     return 0;
 }
 
+/* Every REMOTE_URL server once: the same scheme, host (in any case) and
+ * port twice would get two sets of tunnels to one server. */
+static int remotes_distinct(const layers_t *ly, const nw_agent_cfg_t *cfg, char *err,
+                            size_t errlen) {
+    unsigned u, v;
+    size_t i;
+    for (u = 0; u < cfg->remotes.n; u++)
+        for (v = 0; v < u; v++) {
+            const nw_url_t *a = &cfg->remotes.u[u], *b = &cfg->remotes.u[v];
+            if (a->tls != b->tls || a->port != b->port || strcasecmp(a->host, b->host) != 0)
+                continue;
+            for (i = 0; i < ly->nopts && ly->opts[i].off != AGENT_FIELD(remotes); i++)
+                ;
+            return nw__cfg_fail(err, errlen, "%s: %s://%s%s%s:%u is listed twice",
+                                i < ly->nopts ? ly->from[i] : "REMOTE_URL",
+                                a->tls ? "https" : "http", strchr(a->host, ':') ? "[" : "",
+                                a->host, strchr(a->host, ':') ? "]" : "", a->port);
+        }
+    return 0;
+}
+
 int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t errlen) {
     layers_t ly;
     unsigned u;
@@ -409,6 +430,8 @@ int nw_cfg_agent(int argc, char **argv, nw_agent_cfg_t *cfg, char *err, size_t e
                           "http(s)://host[:port] only",
                           i < ly.nopts ? ly.from[i] : "REMOTE_URL", cfg->remotes.u[u].path);
     }
+    if (rc == 0)
+        rc = remotes_distinct(&ly, cfg, err, errlen);
     if (rc == 0)
         cfg->remote = cfg->remotes.u[0];
     nw__cfg_layers_free(&ly);

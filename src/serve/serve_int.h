@@ -9,6 +9,7 @@
 #include "admin.h"
 #include "cfg.h"
 #include "conn.h"
+#include "handshake.h"
 #include "http1.h"
 #include "metrics.h"
 #include "routes.h"
@@ -49,6 +50,7 @@ typedef struct srv_tun_s {
     int revoked_shut;    /* its streams were done: our close frame is out */
     char *token;         /* the Bearer token it presented, or NULL */
     size_t toklen;
+    char instance[NW_HS_INSTANCE_MAX + 1]; /* its X-Natwrp-Instance ("": none) */
     srv_cred_t *creds;   /* Basic credentials its routes demand (AUTH_BASIC) */
     size_t ncreds;
     /* For /api/status (serve_ops.c): */

@@ -149,6 +149,25 @@ static const char *bearer_of(pconn_t *pc, size_t *len) {
     return srv_auth_value(&f, 1, &tok, len) ? tok : NULL;
 }
 
+/* The upgrade's X-Natwrp-Instance into out (NW_HS_INSTANCE_MAX + 1
+ * bytes; "" without one). 0, or -1 once refused. */
+static int read_instance(pconn_t *pc, const char *agent, char *out) {
+    nw_hdr_t f;
+    int i = nw_hf_find(&pc->hf, NW_HS_INSTANCE, 0);
+    out[0] = 0;
+    if (i < 0)
+        return 0;
+    nw_hf_get(&pc->hf, (size_t)i, &f);
+    if (!nw_hs_instance_ok(f.value, f.value_len) ||
+        nw_hf_find(&pc->hf, NW_HS_INSTANCE, (size_t)i + 1) >= 0) {
+        tunnel_refuse(pc, 400, agent, "invalid " NW_HS_INSTANCE);
+        return -1;
+    }
+    memcpy(out, f.value, f.value_len);
+    out[f.value_len] = 0;
+    return 0;
+}
+
 /* Two tunnels' tokens are the same (both none counts). */
 static int same_token(const srv_tun_t *a, const char *tok, size_t len) {
     if (!a->token || !tok)
@@ -160,7 +179,8 @@ static int same_token(const srv_tun_t *a, const char *tok, size_t len) {
  * (its line in *line), --allow-agent, the tunnel limits, replacing a
  * same-name tunnel only with its token, not draining. 0, or -1 once
  * refused. */
-static int admit(pconn_t *pc, const char *agent, const char *group, int *line) {
+static int admit(pconn_t *pc, const char *agent, const char *group, const char *inst,
+                 int *line) {
     serve_t *srv = pc->srv;
     const nw_serve_cfg_t *cfg = srv->cfg;
     size_t tlen = 0, k, total, mine;
@@ -192,6 +212,8 @@ static int admit(pconn_t *pc, const char *agent, const char *group, int *line) {
                           "forbidden: this AGENT_ID is connected with another token");
             return -1;
         }
+        if (nw_hs_coexist(((const srv_tun_t *)t->data)->instance, inst))
+            continue; /* the same agent through another address: both stay */
         total--, mine -= strcmp(t->group, group) == 0;
     }
     if (total >= cfg->max_tunnels) {
@@ -355,14 +377,14 @@ static int answer_101(pconn_t *pc, const char *accept, const srv_tun_t *st) {
  * reported, then the 101. serve's side of the tunnel, or NULL (refused). */
 static srv_tun_t *tunnel_handshake(pconn_t *pc, char *agent, char *group,
                                    uint32_t *peer_window) {
-    char accept[29];
+    char accept[29], inst[NW_HS_INSTANCE_MAX + 1];
     srv_tun_t *st;
     size_t tlen = 0;
     const char *tok;
     int line;
 
     if (check_websocket(pc, accept) != 0 || read_names(pc, agent, group) != 0 ||
-        admit(pc, agent, group, &line) != 0)
+        read_instance(pc, agent, inst) != 0 || admit(pc, agent, group, inst, &line) != 0)
         return NULL;
     if (nw_hs_window(&pc->hf, peer_window) != 0) {
         tunnel_refuse(pc, 400, agent, "invalid " NW_HS_WINDOW);
@@ -373,6 +395,7 @@ static srv_tun_t *tunnel_handshake(pconn_t *pc, char *agent, char *group,
         return NULL;
     }
     st->srv = pc->srv;
+    memcpy(st->instance, inst, sizeof(inst));
     tok = bearer_of(pc, &tlen);
     if (read_routes(pc, agent, line, st) != 0 || read_creds(pc, agent, st) != 0 ||
         (tok && !(st->token = nw_strndup(tok, tlen)))) {
@@ -423,7 +446,8 @@ void pc_take_over(pconn_t *pc, const char *rest, size_t rest_len) {
      * closes by itself (an agent restarting under the same id). admit()
      * checked that this one has the replaced tunnel's token. */
     for (i = 0; i < srv->ntuns; i++)
-        if (strcmp(srv->tuns[i]->agent, agent) == 0 && !srv->tuns[i]->goaway_recv) {
+        if (strcmp(srv->tuns[i]->agent, agent) == 0 && !srv->tuns[i]->goaway_recv &&
+            !nw_hs_coexist(((const srv_tun_t *)srv->tuns[i]->data)->instance, st->instance)) {
             nw_info("tunnel replaced tun=%llu agent=%s by tun=%llu",
                     (unsigned long long)srv->tuns[i]->id, agent, (unsigned long long)t->id);
             nw_tun_close(srv->tuns[i], NW_ECLOSED);

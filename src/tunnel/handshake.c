@@ -42,3 +42,24 @@ int nw_hs_agent_id_ok(const char *p, size_t n, size_t max_len) {
     }
     return 1;
 }
+
+int nw_hs_instance_ok(const char *p, size_t n) {
+    size_t i, dashes = 0;
+    if (n == 0 || n > NW_HS_INSTANCE_MAX)
+        return 0;
+    for (i = 0; i < n; i++) {
+        char c = p[i];
+        if (c == '-')
+            dashes++;
+        else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+            return 0;
+    }
+    return dashes == 1 && p[0] != '-' && p[n - 1] != '-';
+}
+
+int nw_hs_coexist(const char *a, const char *b) {
+    const char *da = strchr(a, '-'), *db = strchr(b, '-');
+    if (!da || !db || da - a != db - b || memcmp(a, b, (size_t)(da - a)) != 0)
+        return 0;
+    return strcmp(da, db) != 0;
+}

@@ -17,6 +17,8 @@
 #define NW_HS_SUBPROTO_PREFIX "natwrp."  /* any version of it (screened off other paths) */
 #define NW_HS_FIELD_PREFIX "x-natwrp-"   /* fields that only the tunnel path may carry */
 #define NW_HS_ROUTES "X-Natwrp-Routes"   /* agent: its ROUTES; serve's 101: those granted, as URLs */
+#define NW_HS_INSTANCE "X-Natwrp-Instance" /* agent: PROCESS-ADDRESS, random hex (nw_hs_coexist) */
+#define NW_HS_INSTANCE_MAX 64            /* longest X-Natwrp-Instance value serve keeps */
 #define NW_HS_AUTH_BASIC "X-Natwrp-Auth-Basic" /* base64 of user:password, one per credential */
 #define NW_HS_BASIC_MAX 64               /* X-Natwrp-Auth-Basic fields in one upgrade */
 #define NW_HS_BASIC_LEN 512              /* longest user:password serve takes */
@@ -43,5 +45,16 @@ int nw_hs_subproto_offered(const nw_hfields_t *h);
 int nw_hs_subproto_selected(const nw_hfields_t *h);
 /* Is p[0..n) an AGENT_ID of at most max_len bytes? */
 int nw_hs_agent_id_ok(const char *p, size_t n, size_t max_len);
+/* serve: is p[0..n) a valid X-Natwrp-Instance value (1 to NW_HS_INSTANCE_MAX
+ * of 0-9 a-z A-Z, one '-' parting the process from the address part)? */
+int nw_hs_instance_ok(const char *p, size_t n);
+/* serve: may a new tunnel of instance b keep a live tunnel of the same name
+ * and instance a, instead of replacing it? Yes when both come from one
+ * agent process (same part before '-') through different addresses of
+ * its (different part after): two of its addresses reach this one server
+ * (127.0.0.1 and ::1 of a dual-stack listener, one address under two
+ * names). A restarted agent (another process part), a slot reconnecting
+ * (the same value), or an agent that sends none replaces, as before. */
+int nw_hs_coexist(const char *a, const char *b);
 
 #endif

@@ -997,6 +997,8 @@ UNIT_TEST(agent_remote_list) {
                   "--local", "http://l", "--max-remotes", "0"};
     char *b5[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote", "http://r",
                   "--local", "http://l", "--resolve-interval", "-1"};
+    char *b6[] = {"agent", "--env", (char *)empty, "--id", "x", "--remote",
+                  "http://a.test,https://a.test,http://A.test:80", "--local", "http://l"};
     nw_agent_cfg_t c;
     char err[NW_CFG_ERRLEN] = "";
 
@@ -1021,6 +1023,8 @@ UNIT_TEST(agent_remote_list) {
     CHECK(agent_fails(ARGC(b3), b3, "must not have a path"));
     CHECK(agent_fails(ARGC(b4), b4, "--max-remotes"));
     CHECK(agent_fails(ARGC(b5), b5, "--resolve-interval"));
+    /* The same server twice: two sets of tunnels to it, never meant. */
+    CHECK(agent_fails(ARGC(b6), b6, "--remote: http://A.test:80 is listed twice"));
 }
 
 UNIT_MAIN(UNIT_CASE(parse_secs), UNIT_CASE(parse_bytes), UNIT_CASE(serve_defaults),

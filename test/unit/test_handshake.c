@@ -86,4 +86,32 @@ UNIT_TEST(agent_id_syntax) {
     CHECK(!nw_hs_agent_id_ok(id, 140, NW_HS_TUNNEL_NAME_MAX));
 }
 
-UNIT_MAIN(UNIT_CASE(window_bounds), UNIT_CASE(subprotocol), UNIT_CASE(agent_id_syntax))
+UNIT_TEST(instance_syntax) {
+    char v[80];
+    CHECK(nw_hs_instance_ok("0a1b-2c3d", 9));
+    CHECK(!nw_hs_instance_ok("", 0));
+    CHECK(!nw_hs_instance_ok("0a1b2c3d", 8));  /* no process-address split */
+    CHECK(!nw_hs_instance_ok("0a-1b-2c", 8));  /* two */
+    CHECK(!nw_hs_instance_ok("-0a1b", 5));
+    CHECK(!nw_hs_instance_ok("0a1b-", 5));
+    CHECK(!nw_hs_instance_ok("0a 1b-2c", 8));
+    memset(v, 'a', sizeof(v));
+    v[10] = '-';
+    CHECK(nw_hs_instance_ok(v, NW_HS_INSTANCE_MAX));
+    CHECK(!nw_hs_instance_ok(v, NW_HS_INSTANCE_MAX + 1));
+}
+
+/* One process through two addresses coexists; a restart or the same slot
+ * again replaces; without the field on either side, replaces. */
+UNIT_TEST(instance_coexist) {
+    CHECK(nw_hs_coexist("p1-r1", "p1-r2"));
+    CHECK(!nw_hs_coexist("p1-r1", "p1-r1"));
+    CHECK(!nw_hs_coexist("p1-r1", "p2-r2"));
+    CHECK(!nw_hs_coexist("p1-r1", "p11-r2"));
+    CHECK(!nw_hs_coexist("", "p1-r2"));
+    CHECK(!nw_hs_coexist("p1-r1", ""));
+    CHECK(!nw_hs_coexist("", ""));
+}
+
+UNIT_MAIN(UNIT_CASE(window_bounds), UNIT_CASE(subprotocol), UNIT_CASE(agent_id_syntax),
+          UNIT_CASE(instance_syntax), UNIT_CASE(instance_coexist))
