@@ -217,7 +217,7 @@ void pc_unpause(pconn_t *pc) {
 static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
     nw_sbuf_t out = {0};
     size_t i;
-    uv_timer_stop(&pc->timer);
+    pc_disarm(pc);
     pc_set_state(pc, PC_STREAM);
     pc->piped = 1;
     nw_sbuf_appendf(&out, "HTTP/1.1 101 %.*s\r\n", (int)f->reason_len, f->reason);
@@ -338,7 +338,7 @@ void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     if (pc->req_body && !pc->req_done)
         pc_arm(pc, pc->srv->cfg->body_timeout_ms); /* the body still has its own timer */
     else
-        uv_timer_stop(&pc->timer);
+        pc_disarm(pc);
     pc_set_state(pc, PC_STREAM);
     pc->has_cl = 0;
     pc->resp_status = f->status;
