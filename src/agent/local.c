@@ -210,7 +210,7 @@ static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
     ag->reqs = r;
     nw_trimmer_load(&ag->trim, ++ag->nreqs);
     r->req_end = (f->flags & NW_MUX_F_END) != 0;
-    r->log_t0 = uv_hrtime();
+    r->log_t0 = r->t_open; /* one clock read per request */
     r->log_tun = s->tun->id;
     r->is_head = nw_strieq(f->method, f->method_len, "HEAD");
     return r;
