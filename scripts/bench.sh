@@ -9,6 +9,9 @@
 #   nginx       -> nginx reverse proxy (one hop: upstream keepalive 64,
 #                  proxy_http_version 1.1, Connection "", proxy_buffering off,
 #                  proxy_request_buffering off) -> nginx origin
+#   nginx2      as nginx, with worker_processes 2 (the origin unchanged): what
+#                  nginx does with both cores; its CPU is the sum of its two
+#                  workers
 #   natwrp      --http--> serve A ==ws tunnel==> agent A -> nginx origin
 #   natwrp-ops  as natwrp, through serve D + agent D that both run the admin
 #                  listener (--admin) with the agent's inspector capturing,
@@ -27,8 +30,8 @@
 #           scripts/bench/origin.py; HOLD_N (10000) requests held open at
 #           once (a long poll); VmRSS of serve and agent idle and with them
 #           all open, bytes per open stream.
-#   main    interleaved rounds (direct nginx natwrp natwrp-tls tls, direct
-#           ...): per path a 1 KiB GET with wrk (req/s, p50, p99; and the CPU
+#   main    interleaved rounds (direct nginx nginx2 natwrp natwrp-tls tls,
+#           direct ...): per path a 1 KiB GET with wrk (req/s, p50, p99; and the CPU
 #           time of the proxy and origin processes per 1000 requests), a
 #           BIG_MIB GET and a BIG_MIB POST with curl (MB/s). VmRSS of every
 #           proxy process idle (before this) and after it.
@@ -62,8 +65,10 @@
 #   HOLD_N        open streams to hold (default 10000; capped by RLIMIT_NOFILE)
 #   STREAM_CHUNKS chunks per streaming run (default 150)
 #   STREAM_MS     interval between chunks (default 20)
-#   NGINX_WORKERS worker_processes of each nginx (default 1)
-#   SCENARIOS     subset/order of "direct nginx natwrp natwrp-adm natwrp-ops natwrp-tls tls"
+#   NGINX_WORKERS worker_processes of the origin and the nginx proxy (default
+#                 1; nginx2 always runs 2)
+#   SCENARIOS     subset/order of "direct nginx nginx2 natwrp natwrp-adm natwrp-ops
+#                 natwrp-tls tls"
 #   BENCH_PARTS   subset of "hold main hol stream scale"
 #   CPU_SOURCE    auto (perf stat -e task-clock if it works, else /proc), perf, proc
 #   NATWRP_BIN    binary (default build/natwrp)
@@ -91,7 +96,7 @@ HOLD_N=${HOLD_N:-10000}
 STREAM_CHUNKS=${STREAM_CHUNKS:-150}
 STREAM_MS=${STREAM_MS:-20}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
-SCENARIOS=${SCENARIOS:-direct nginx natwrp natwrp-adm natwrp-ops natwrp-tls tls}
+SCENARIOS=${SCENARIOS:-direct nginx nginx2 natwrp natwrp-adm natwrp-ops natwrp-tls tls}
 BENCH_PARTS=${BENCH_PARTS:-hold main hol stream}
 CPU_SOURCE=${CPU_SOURCE:-auto}
 BIN=${NATWRP_BIN:-build/natwrp}
@@ -126,7 +131,7 @@ secs_of() { # NAME VALUE -> seconds
 dur_s=$(secs_of DURATION "$DURATION")
 hol_s=$(secs_of HOL_DURATION "$HOL_DURATION")
 for s in $SCENARIOS; do
-    case $s in direct | nginx | natwrp | natwrp-adm | natwrp-ops | natwrp-tls | tls) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
+    case $s in direct | nginx | nginx2 | natwrp | natwrp-adm | natwrp-ops | natwrp-tls | tls) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
 done
 for p in $BENCH_PARTS; do
     case $p in hold | main | hol | stream | scale) ;; *) die "unknown part '$p' in BENCH_PARTS" ;; esac
@@ -272,10 +277,10 @@ if [ $need_tls = 1 ]; then
     sh test/mkpki.sh "$PKI" >/dev/null || die "test/mkpki.sh $PKI failed"
     for f in ca.pem server.pem server.key; do [ -s "$PKI/$f" ] || die "$PKI/$f missing"; done
 fi
-mkdir -p "$tmp/www" "$tmp/ngx-origin" "$tmp/ngx-proxy"
+mkdir -p "$tmp/www" "$tmp/ngx-origin" "$tmp/ngx-proxy" "$tmp/ngx-proxy2"
 # Run as root, nginx's workers switch to an unprivileged user (nobody): let
 # them reach the fixtures (random bytes, nothing secret).
-chmod 0755 "$tmp" "$tmp/www" "$tmp/ngx-origin" "$tmp/ngx-proxy"
+chmod 0755 "$tmp" "$tmp/www" "$tmp/ngx-origin" "$tmp/ngx-proxy" "$tmp/ngx-proxy2"
 head -c 1024 /dev/urandom >"$tmp/www/small.bin"
 head -c "$BIG_BYTES" /dev/urandom >"$tmp/www/big.bin"
 # The stalled download: a sparse file, so it costs neither disk nor time.
@@ -288,11 +293,11 @@ chmod 0644 "$tmp/www/"*.bin
 # nginx reads the whole body (kept in memory up to client_body_buffer_size),
 # then asks its own /sink without the body, passing $content_length (the
 # body bytes received), and answers 200 with that number.
-conf_common() { # DIR
+conf_common() { # DIR [WORKERS]
     cat <<CONF
 daemon off;
 master_process on;
-worker_processes $NGINX_WORKERS;
+worker_processes ${2:-$NGINX_WORKERS};
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 worker_rlimit_nofile 8192;
@@ -335,8 +340,8 @@ CONF
 }
 # The one-hop reverse proxy natwrp is compared with: keep-alive upstream
 # connections, no buffering either way (natwrp streams both ways too).
-conf_proxy() { # DIR PORT
-    conf_common "$1"
+conf_proxy() { # DIR PORT [WORKERS]
+    conf_common "$1" "${3:-}"
     cat <<CONF
     upstream origin {
         server 127.0.0.1:$NGX_PORT;
@@ -357,6 +362,8 @@ conf_proxy() { # DIR PORT
 }
 CONF
 }
+# nginx2: the same proxy with two workers, one per core.
+conf_proxy2() { conf_proxy "$1" "$2" 2; }
 
 # start_nginx NAME: on a free port (retried: someone may take it between
 # free_port and bind). Sets NGX_STARTED_PORT, NGX_STARTED_PID, and the
@@ -405,6 +412,12 @@ echo "bench: nginx origin on 127.0.0.1:$NGX_PORT (pid $NGX_PID, workers $NGX_WOR
 start_nginx proxy
 PX_PORT=$NGX_STARTED_PORT PX_PID=$NGX_STARTED_PID PX_WORKERS=$NGX_STARTED_WORKERS
 echo "bench: nginx proxy on 127.0.0.1:$PX_PORT (pid $PX_PID, workers $PX_WORKERS)"
+PX2_PORT="" PX2_PID="" PX2_WORKERS=""
+if has_scen nginx2 && has_part main; then
+    start_nginx proxy2
+    PX2_PORT=$NGX_STARTED_PORT PX2_PID=$NGX_STARTED_PID PX2_WORKERS=$NGX_STARTED_WORKERS
+    echo "bench: nginx proxy2 on 127.0.0.1:$PX2_PORT (pid $PX2_PID, workers $PX2_WORKERS)"
+fi
 
 # --- origin.py (long polls, streams) -----------------------------------------
 PY_PORT="" PY_PID=""
@@ -516,7 +529,8 @@ check_alive() {
     for what in "serve-natwrp:$SERVE_A" "agent-natwrp:$AGENT_A" "serve-natwrp-tls:$SERVE_B" \
         "agent-natwrp-tls:$AGENT_B" "serve-hold:$SERVE_C" "agent-hold:$AGENT_C" \
         "serve-natwrp-ops:$SERVE_D" "agent-natwrp-ops:$AGENT_D" "serve-natwrp-adm:$SERVE_E" \
-        "agent-natwrp-adm:$AGENT_E" "nginx-origin:$NGX_PID" "nginx-proxy:$PX_PID" "origin-py:$PY_PID"; do
+        "agent-natwrp-adm:$AGENT_E" "nginx-origin:$NGX_PID" "nginx-proxy:$PX_PID" \
+        "nginx-proxy2:$PX2_PID" "origin-py:$PY_PID"; do
         pid=${what#*:}
         what=${what%%:*}
         [ -n "$pid" ] || continue
@@ -548,7 +562,8 @@ rss_sample() { # WHEN
         [ -n "$a" ] && record rss "${k%%:*}" "$1_anon" "$a"
         [ -n "$f" ] && record rss "${k%%:*}" "$1_file" "$f"
     done
-    for k in "nginx-proxy:$PX_WORKERS" "nginx-origin:$NGX_WORKERS"; do
+    for k in "nginx-proxy:$PX_WORKERS" "nginx-proxy2:$PX2_WORKERS" "nginx-origin:$NGX_WORKERS"; do
+        [ -n "${k#*:}" ] || continue
         sum=0
         for w in $(echo "${k#*:}" | tr , ' '); do sum=$((sum + $(rss_of "$w"))); done
         record rss "${k%%:*}" "$1" "$sum"
@@ -571,6 +586,11 @@ scen() {
         nginx)
             WRK_URL="http://127.0.0.1:$PX_PORT"
             CPU_ROLES="proxy:$PX_WORKERS origin:$NGX_WORKERS"
+            ;;
+        nginx2)
+            # proxy: both workers' CPU, summed (perf stat -p PID,PID).
+            WRK_URL="http://127.0.0.1:$PX2_PORT"
+            CPU_ROLES="proxy:$PX2_WORKERS origin:$NGX_WORKERS"
             ;;
         natwrp)
             WRK_URL="http://127.0.0.1:$PA"
@@ -1017,7 +1037,8 @@ fi
             grep -m5 -E '^[^ ]+ +(warn|error) ' "$tmp/$f.log" | sed 's/^/    /'
         fi
     done
-    for f in origin proxy; do
+    for f in origin proxy proxy2; do
+        [ -f "$tmp/ngx-$f/error.log" ] || continue
         n=$(grep -cE '\[(warn|error|crit|alert|emerg)\]' "$tmp/ngx-$f/error.log" || true)
         if [ "$n" -gt 0 ]; then
             echo "nginx $f logged $n warnings/errors, first ones:"

@@ -210,11 +210,15 @@ static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
     ag->reqs = r;
     nw_trimmer_load(&ag->trim, ++ag->nreqs);
     r->req_end = (f->flags & NW_MUX_F_END) != 0;
-    r->log_t0 = uv_hrtime();
+    r->log_t0 = r->t_open; /* one clock read per request */
     r->log_tun = s->tun->id;
     r->is_head = nw_strieq(f->method, f->method_len, "HEAD");
     return r;
 }
+
+/* h names the field lit (a literal): lengths first, as most names differ
+ * there, then the case-blind compare. */
+#define NAME_IS(h, lit) ((h)->name_len == sizeof(lit) - 1 && nw_strieq((h)->name, (h)->name_len, lit))
 
 /* The first element of a field value's comma-separated list, trimmed. */
 static void first_elem(const nw_hdr_t *h, const char **p, size_t *n) {
@@ -252,12 +256,12 @@ static int lreq_public(lreq_t *r, const nw_mux_frame_t *f) {
     int xfh = 0;
     for (i = 0; i < f->nhdrs; i++) {
         const nw_hdr_t *h = &f->hdrs[i];
-        if (!proto && nw_strieq(h->name, h->name_len, "x-forwarded-proto")) {
+        if (!proto && NAME_IS(h, "x-forwarded-proto")) {
             first_elem(h, &proto, &plen);
-        } else if (!xfh && nw_strieq(h->name, h->name_len, "x-forwarded-host")) {
+        } else if (!xfh && NAME_IS(h, "x-forwarded-host")) {
             first_elem(h, &v, &n);
             xfh = 1, host = v, hlen = n;
-        } else if (!host && nw_strieq(h->name, h->name_len, "host")) {
+        } else if (!host && NAME_IS(h, "host")) {
             first_elem(h, &host, &hlen);
         }
     }
@@ -278,11 +282,14 @@ static int lreq_public(lreq_t *r, const nw_mux_frame_t *f) {
  * on a bad head, fails r and returns -1. */
 static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
     agent_t *ag = r->ag;
-    size_t i;
+    size_t i, room = f->method_len + strlen(ag->cfg->local.path) + f->target_len +
+                     strlen(ag->host_hdr) + 96; /* + request line, framing lines */
     int has_cl = 0;
     uint64_t cl;
 
-    if (lreq_public(r, f) != 0) {
+    for (i = 0; i < f->nhdrs; i++)
+        room += f->hdrs[i].name_len + f->hdrs[i].value_len + 4;
+    if (lreq_public(r, f) != 0 || nw_sbuf_reserve(&r->head, room + r->sent.len) != 0) {
         lreq_fail(r, NW_RST_INTERNAL, "out of memory");
         return -1;
     }
@@ -303,16 +310,16 @@ static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
     nw_sbuf_append(&r->head, "\r\n", 2);
     for (i = 0; i < f->nhdrs; i++) {
         const nw_hdr_t *h = &f->hdrs[i];
-        if (nw_strieq(h->name, h->name_len, "upgrade") && !r->req_end && !r->upgrade) {
+        if (NAME_IS(h, "upgrade") && !r->req_end && !r->upgrade) {
             /* An upgrade (WebSocket, h2c): ask the local service for it. */
             r->upgrade = 1;
             nw_sbuf_appends(&r->head, "Connection: Upgrade\r\n");
             nw_http_put_field(&r->head, "Upgrade", 7, h->value, h->value_len);
             continue;
         }
-        if (nw_strieq(h->name, h->name_len, "host") || nw_http_is_hop(h->name, h->name_len))
+        if (NAME_IS(h, "host") || nw_http_is_hop(h->name, h->name_len))
             continue;
-        if (nw_strieq(h->name, h->name_len, "content-length")) {
+        if (NAME_IS(h, "content-length")) {
             if (nw_http_take_cl(&has_cl, h->value, h->value_len, &cl) != 0) {
                 lreq_fail(r, NW_RST_PROTOCOL, "bad Content-Length from server");
                 return -1;

@@ -22,6 +22,8 @@ static int sbuf_reserve(nw_sbuf_t *b, size_t extra) {
     return 0;
 }
 
+int nw_sbuf_reserve(nw_sbuf_t *b, size_t extra) { return sbuf_reserve(b, extra); }
+
 int nw_sbuf_append(nw_sbuf_t *b, const void *p, size_t n) {
     if (sbuf_reserve(b, n))
         return NW_ENOMEM;

@@ -12,6 +12,9 @@ typedef struct {
 
 int nw_sbuf_append(nw_sbuf_t *b, const void *p, size_t n); /* 0 or NW_ENOMEM */
 int nw_sbuf_appends(nw_sbuf_t *b, const char *s);
+/* Room for extra more bytes (and the NUL) now: a head built piece by piece
+ * then costs one allocation, not a doubling per piece. */
+int nw_sbuf_reserve(nw_sbuf_t *b, size_t extra);
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif

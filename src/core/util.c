@@ -16,17 +16,20 @@ const char *nw_strerror(int err) {
     }
 }
 
+/* Called for every field name against every name a layer looks for, so
+ * the common cases are cheap: equal bytes, or a mismatch that is not a
+ * letter's case (most calls end at the first byte). */
 int nw_strieq(const char *a, size_t alen, const char *b) {
     size_t i;
     for (i = 0; i < alen; i++) {
         unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
-        if (y == 0)
-            return 0;
-        if (x >= 'A' && x <= 'Z')
-            x = (unsigned char)(x + 32);
-        if (y >= 'A' && y <= 'Z')
-            y = (unsigned char)(y + 32);
-        if (x != y)
+        if (x == y) {
+            if (y == 0)
+                return 0; /* a holds a NUL where b ends */
+            continue;
+        }
+        x |= 0x20;
+        if (x != (y | 0x20) || x < 'a' || x > 'z')
             return 0;
     }
     return b[alen] == 0;

@@ -155,11 +155,35 @@ int nw_http_conn_lists(const nw_hfields_t *h, const char *name, size_t len) {
     return 0;
 }
 
+/* 1 if a Connection field lists a name that is not hop-by-hop anyway. */
+static int conn_lists_other(const nw_hfields_t *h) {
+    int i = -1;
+    nw_hdr_t f;
+    while ((i = nw_hf_find(h, "connection", (size_t)(i + 1))) >= 0) {
+        size_t k = 0, s, e;
+        nw_hf_get(h, (size_t)i, &f);
+        while (k < f.value_len) {
+            while (k < f.value_len && (is_ows(f.value[k]) || f.value[k] == ','))
+                k++;
+            s = k;
+            while (k < f.value_len && f.value[k] != ',')
+                k++;
+            e = k;
+            while (e > s && is_ows(f.value[e - 1]))
+                e--;
+            if (e > s && !nw_http_is_hop(f.value + s, e - s))
+                return 1;
+        }
+    }
+    return 0;
+}
+
 int nw_http_filter(const nw_hfields_t *h, nw_hdr_t *out, size_t cap, const char *const *drop) {
     size_t i, n = 0;
-    /* Most heads have no Connection field: then nothing is listed in one,
-     * and the per-field scan of the whole head can be skipped. */
-    int has_conn = nw_hf_find(h, "connection", 0) >= 0;
+    /* Most heads have no Connection field, or one that lists only names
+     * dropped anyway ("keep-alive", nginx's): then the per-field scan of
+     * every Connection field (quadratic in the head) can be skipped. */
+    int has_conn = conn_lists_other(h);
     for (i = 0; i < h->n; i++) {
         nw_hdr_t f;
         size_t k;

@@ -37,9 +37,15 @@ static void add_forwarded(const nw_hfields_t *h, const nw_fwd_in_t *in, nw_fwd_h
         nw_sbuf_append(&out->xff, f.value, f.value_len);
         nw_sbuf_append(&out->xff, ", ", 2);
     }
-    nw_sbuf_append(&out->xff, in->ip, in->iplen);
-    out->hdrs[out->n++] =
-        (nw_hdr_t){"X-Forwarded-For", 15, out->xff.p ? out->xff.p : "", out->xff.len};
+    if (out->xff.len) {
+        nw_sbuf_append(&out->xff, in->ip, in->iplen);
+        out->hdrs[out->n++] =
+            (nw_hdr_t){"X-Forwarded-For", 15, out->xff.p ? out->xff.p : "", out->xff.len};
+    } else {
+        /* Just the client's address, which outlives the head: no copy (and
+         * no allocation per request). */
+        out->hdrs[out->n++] = (nw_hdr_t){"X-Forwarded-For", 15, in->ip ? in->ip : "", in->iplen};
+    }
     if (in->trust && (i = nw_hf_find(h, "x-forwarded-proto", 0)) >= 0) {
         nw_hf_get(h, (size_t)i, &f);
         out->hdrs[out->n++] = (nw_hdr_t){"X-Forwarded-Proto", 17, f.value, f.value_len};

@@ -408,7 +408,7 @@ static int on_message_complete(llhttp_t *p) {
     if (pc->strm && pc->state == PC_WAIT)
         pc_arm(pc, pc->srv->cfg->response_timeout_ms);
     else if (pc->strm && pc->state == PC_STREAM && !pc->piped)
-        uv_timer_stop(&pc->timer);
+        pc_disarm(pc);
     if (pc->tunnel || pc->upgrade) {
         /* llhttp goes on to HPE_PAUSED_UPGRADE; the body goes first. */
         if (pc_send_body(pc, 0) < 0)

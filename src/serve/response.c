@@ -217,7 +217,7 @@ void pc_unpause(pconn_t *pc) {
 static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
     nw_sbuf_t out = {0};
     size_t i;
-    uv_timer_stop(&pc->timer);
+    pc_disarm(pc);
     pc_set_state(pc, PC_STREAM);
     pc->piped = 1;
     nw_sbuf_appendf(&out, "HTTP/1.1 101 %.*s\r\n", (int)f->reason_len, f->reason);
@@ -260,8 +260,11 @@ static void pc_switch(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
  * 0, or -1 after a 502 for an invalid Content-Length. */
 static int build_head(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f, int nobody,
                       nw_sbuf_t *out) {
-    size_t i;
+    size_t i, room = 13 + f->reason_len + 2 + 64; /* + framing lines and the blank line */
     int has_cl = 0;
+    for (i = 0; i < f->nhdrs; i++)
+        room += f->hdrs[i].name_len + f->hdrs[i].value_len + 4;
+    nw_sbuf_reserve(out, room); /* one allocation per head; a failure shows at the end */
     {
         /* No printf on the per-request path: status is 200..999 here. */
         char st[13] = "HTTP/1.1 000 ";
@@ -276,7 +279,7 @@ static int build_head(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f, int no
         const nw_hdr_t *h = &f->hdrs[i];
         if (nw_http_is_hop(h->name, h->name_len))
             continue;
-        if (nw_strieq(h->name, h->name_len, "content-length")) {
+        if (h->name_len == 14 && nw_strieq(h->name, h->name_len, "content-length")) {
             if (f->status == 204)
                 continue; /* RFC 9110 8.6: never on a 204; a proxy before us would wait for it */
             if (nw_http_take_cl(&has_cl, h->value, h->value_len, &pc->cl_left) != 0) {
@@ -338,7 +341,7 @@ void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     if (pc->req_body && !pc->req_done)
         pc_arm(pc, pc->srv->cfg->body_timeout_ms); /* the body still has its own timer */
     else
-        uv_timer_stop(&pc->timer);
+        pc_disarm(pc);
     pc_set_state(pc, PC_STREAM);
     pc->has_cl = 0;
     pc->resp_status = f->status;

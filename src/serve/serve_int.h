@@ -80,6 +80,8 @@ typedef struct pconn_s {
     serve_t *srv;
     nw_conn_t *conn;
     uv_timer_t timer;
+    uint64_t due;            /* pc_arm's deadline (loop ms), 0: none; see pc_arm */
+    uint64_t timer_due;      /* when the uv timer, if active, fires (<= due) */
     int handles;
     enum pc_state state;
     uint64_t id;
@@ -182,6 +184,7 @@ void pc_drop_strm(pconn_t *pc, uint32_t code);
 void pc_set_state(pconn_t *pc, enum pc_state to);
 int pc_write(pconn_t *pc, const void *p, size_t n, size_t credit);
 void pc_arm(pconn_t *pc, uint64_t ms);
+void pc_disarm(pconn_t *pc);
 int pc_body_waiting(const pconn_t *pc);
 void pc_send_timer(pconn_t *pc);
 void pc_linger(pconn_t *pc);

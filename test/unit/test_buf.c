@@ -190,6 +190,27 @@ UNIT_TEST(test_sbuf_growth_many_appends) {
     nw_sbuf_free(&b);
 }
 
+/* A reserved sbuf takes what was reserved without moving. */
+UNIT_TEST(test_sbuf_reserve) {
+    nw_sbuf_t b = {0};
+    const char *p;
+    int i;
+    CHECK_EQ(nw_sbuf_reserve(&b, 1000), 0);
+    CHECK(b.cap >= 1001);
+    CHECK_EQ(b.len, 0);
+    p = b.p;
+    for (i = 0; i < 100; i++)
+        CHECK_EQ(nw_sbuf_append(&b, "0123456789", 10), 0);
+    CHECK(b.p == p);
+    CHECK_EQ(b.len, 1000);
+    CHECK_EQ(b.p[1000], 0);
+    CHECK_EQ(nw_sbuf_reserve(&b, 0), 0); /* room for the NUL is there */
+    CHECK(b.p == p);
+    CHECK_EQ(nw_sbuf_reserve(&b, (size_t)-1), NW_ENOMEM);
+    CHECK_EQ(b.len, 1000);
+    nw_sbuf_free(&b);
+}
+
 UNIT_TEST(test_sbuf_take) {
     nw_sbuf_t b = {0};
     size_t len = 99;
@@ -464,7 +485,7 @@ UNIT_TEST(test_bufq_scripted_model) {
 UNIT_MAIN(UNIT_CASE(test_sbuf_append), UNIT_CASE(test_sbuf_append_empty),
           UNIT_CASE(test_sbuf_appends), UNIT_CASE(test_sbuf_appendf),
           UNIT_CASE(test_sbuf_appendf_grows), UNIT_CASE(test_sbuf_growth_many_appends),
-          UNIT_CASE(test_sbuf_take), UNIT_CASE(test_sbuf_free_reuse), UNIT_CASE(test_bufq_empty),
+          UNIT_CASE(test_sbuf_reserve), UNIT_CASE(test_sbuf_take), UNIT_CASE(test_sbuf_free_reuse), UNIT_CASE(test_bufq_empty),
           UNIT_CASE(test_bufq_push_copies), UNIT_CASE(test_bufq_chunk_boundaries),
           UNIT_CASE(test_bufq_drop_spanning_many), UNIT_CASE(test_bufq_peek_max),
           UNIT_CASE(test_bufq_clear), UNIT_CASE(test_bufq_large_chunk),

@@ -399,6 +399,42 @@ UNIT_TEST(test_filter_hop_case_insensitive) {
     CHECK(filter_gives(in, NULL, want));
 }
 
+/* Connection listing only hop-by-hop names (nginx's "keep-alive") takes
+ * the short path in nw_http_filter; any other name in any Connection
+ * field still removes that field, "close" included. */
+UNIT_TEST(test_filter_connection_only_hop_names) {
+    static const char *const ka[] = {"Server", "nginx", "Connection", "keep-alive",
+                                     "Keep-Alive", "timeout=5", "ETag", "\"x\"", NULL};
+    static const char *const ka_want[] = {"Server", "nginx", "ETag", "\"x\"", NULL};
+    static const char *const mixed[] = {"Connection", "keep-alive", "X-A", "1",
+                                        "Connection", " te , X-A", "X-B", "2", NULL};
+    static const char *const mixed_want[] = {"X-B", "2", NULL};
+    static const char *const cl[] = {"Close", "c", "Connection", "close", "X-C", "3", NULL};
+    static const char *const cl_want[] = {"X-C", "3", NULL};
+    static const char *const px[] = {"Connection", "Proxy-Foo,, ", "X-D", "4", NULL};
+    static const char *const px_want[] = {"X-D", "4", NULL};
+    CHECK(filter_gives(ka, NULL, ka_want));
+    CHECK(filter_gives(mixed, NULL, mixed_want));
+    CHECK(filter_gives(cl, NULL, cl_want));
+    CHECK(filter_gives(px, NULL, px_want));
+}
+
+/* nw_strieq: ASCII case only, the whole of b, no match past a NUL. */
+UNIT_TEST(test_strieq) {
+    CHECK(nw_strieq("Content-Length", 14, "content-length"));
+    CHECK(nw_strieq("", 0, ""));
+    CHECK(!nw_strieq("", 0, "a"));
+    CHECK(!nw_strieq("host", 4, "hos"));
+    CHECK(!nw_strieq("hos", 3, "host"));
+    CHECK(!nw_strieq("@", 1, "`")); /* differ by 0x20 but are not letters */
+    CHECK(!nw_strieq("[", 1, "{"));
+    CHECK(!nw_strieq("a ", 2, "a"));
+    CHECK(!nw_strieq("a\0b", 3, "a"));
+    CHECK(!nw_strieq("X", 1, "x\x80"));
+    CHECK(nw_strieq("\xc0", 1, "\xc0"));
+    CHECK(!nw_strieq("\xc0", 1, "\xe0"));
+}
+
 UNIT_TEST(test_filter_connection_listed) {
     /* several Connection fields, odd spacing, empty elements, any case */
     static const char *const in[] = {
@@ -1304,6 +1340,7 @@ UNIT_MAIN(UNIT_CASE(test_headscan_accepts_good_heads),
           UNIT_CASE(test_hf_reset_reuse), UNIT_CASE(test_is_hop),
           UNIT_CASE(test_filter_drops_hop_fields), UNIT_CASE(test_filter_hop_case_insensitive),
           UNIT_CASE(test_filter_connection_listed),
+          UNIT_CASE(test_filter_connection_only_hop_names), UNIT_CASE(test_strieq),
           UNIT_CASE(test_filter_connection_listed_order_independent),
           UNIT_CASE(test_filter_connection_token_is_whole_element),
           UNIT_CASE(test_filter_drop_list), UNIT_CASE(test_filter_keeps_order_and_multiplicity),
