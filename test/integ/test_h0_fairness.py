@@ -1,20 +1,30 @@
 """h0 Fairness on the tunnel: a small stream's frames do not wait behind
-another stream's backlog. serve's output toward a hand-made agent is
-backed up by an upload (the agent grants a huge window, then stops reading
-its socket); a small request arrives meanwhile; when the agent reads again,
-its OPEN must come before the bulk of the queued upload DATA. Measured in
-bytes of the bulk stream's DATA that arrive ahead of the OPEN (no clock):
-serve used to hold about 1 MiB of framed DATA in its own buffers and let the
-kernel take up to its whole send buffer on top, all of it ahead of any new
-frame; now at most one batch and what TCP_NOTSENT_LOWAT lets the kernel
-keep unsent are ahead of it."""
+another stream's backlog, in both directions.
 
+serve: its output toward a hand-made agent is backed up by an upload (the
+agent grants a huge window, then stops reading its socket); a small request
+arrives meanwhile; when the agent reads again, its OPEN must come before
+the bulk of the queued upload DATA.
+
+agent: its output toward a hand-made server is backed up by a download
+(same trick); the server opens a small request meanwhile; its HEAD must
+come before the bulk of the queued download DATA.
+
+Measured in bytes of the bulk stream's DATA that arrive ahead of the new
+stream's first frame (no clock): each side used to hold about 1 MiB of
+framed DATA in its own buffers and let the kernel take up to its whole send
+buffer on top, all of it ahead of any new frame (5 MB and more here); now at
+most one batch and what TCP_NOTSENT_LOWAT lets the kernel keep unsent are
+ahead of it."""
+
+import os
+import re
 import socket
 import struct
 import threading
 import time
 
-from harness import Conn, TUNNEL_PATH, check, eq, fail, timed
+from harness import Conn, TUNNEL_PATH, check, eq, fail, timed, ws_accept
 
 # Everything the peer can have in flight ahead of a new frame once the
 # scheduler works: the agent's receive buffer (set to 64 KiB, doubled by
@@ -49,16 +59,20 @@ def c_exact(c, n):
 
 
 def read_msg(c):
-    """Next WebSocket frame from serve: (opcode, payload). serve never masks
-    and sends each natwrp message as one frame."""
+    """Next WebSocket frame: (opcode, payload), unmasked. natwrp sends each
+    of its messages as one frame."""
     hdr = c_exact(c, 2)
-    op, n = hdr[0] & 0x0f, hdr[1] & 0x7f
-    check(not hdr[1] & 0x80, "serve sent a masked frame")
+    op, masked, n = hdr[0] & 0x0f, hdr[1] & 0x80, hdr[1] & 0x7f
     if n == 126:
         n = struct.unpack(">H", c_exact(c, 2))[0]
     elif n == 127:
         n = struct.unpack(">Q", c_exact(c, 8))[0]
-    return op, c_exact(c, n)
+    key = c_exact(c, 4) if masked else None
+    p = c_exact(c, n)
+    if key:
+        k = (key * (n // 4 + 1))[:n]
+        p = (int.from_bytes(p, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+    return op, p
 
 
 def next_mux(c):
@@ -143,3 +157,105 @@ def test_h0_open_not_behind_bulk_backlog(t):
     small.close()
     up.c.close()
     c.close()
+
+
+class SockConn:
+    """A raw socket with the harness Conn's buffer interface (c_exact)."""
+
+    def __init__(self, sock):
+        self.sock, self.buf = sock, b""
+
+    def _fill(self):
+        b = self.sock.recv(1 << 16)
+        self.buf += b
+        return bool(b)
+
+
+def fake_server(window):
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # inherited
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    ls.settimeout(15)
+    return ls
+
+
+def accept_tunnel(ls, window):
+    sock, _ = ls.accept()
+    sock.settimeout(20)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        b = sock.recv(4096)
+        if not b:
+            fail("agent closed during the handshake")
+        head += b
+    m = re.search(r"(?im)^sec-websocket-key:\s*(\S+)", head.decode("latin-1"))
+    check(m, "no Sec-WebSocket-Key")
+    sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
+                  "Sec-WebSocket-Protocol: natwrp.1\r\nX-Natwrp-Window: %d\r\n\r\n"
+                  % (ws_accept(m.group(1)), window)).encode())
+    return sock
+
+
+def open_msg(sid, target):
+    """An OPEN (server to agent, unmasked): GET target with a Host, END."""
+    p = bytes([1, 1]) + struct.pack(">I", sid)
+    p += bytes([3]) + b"GET" + struct.pack(">H", len(target)) + target
+    p += struct.pack(">H", 1) + struct.pack(">H", 4) + b"Host" + struct.pack(">H", 9) + b"127.0.0.1"
+    n = len(p)
+    hdr = bytes([0x82, n]) if n < 126 else bytes([0x82, 126]) + struct.pack(">H", n)
+    return hdr + p
+
+
+def wait_inq_stalled(sock, quiet=0.5, limit=20.0):
+    """Wait until the agent stopped sending: what waits in our receive queue
+    stops growing for quiet seconds (the deadline bounds the wait)."""
+    import fcntl
+    import termios
+    end = time.time() + limit
+    last, since = -1, time.time()
+    while time.time() < end:
+        n = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        if n != last:
+            last, since = n, time.time()
+        elif time.time() - since >= quiet:
+            return n
+        time.sleep(0.05)
+    fail("the agent kept sending with the server not reading")
+
+
+@timed(60)
+def test_h0_head_not_behind_bulk_backlog(t):
+    """agent side: the HEAD of a new response overtakes a queued download."""
+    o = t.origin()
+    ls = fake_server(0)
+    port = ls.getsockname()[1]
+    a = t.natwrp("agent", ["agent"], env={
+        "AGENT_ID": "fair", "REMOTE_URL": "http://127.0.0.1:%d" % port,
+        "LOCAL_URL": "http://127.0.0.1:%d" % o.port, "ACCESS_LOG": "-"})
+    sock = accept_tunnel(ls, 256 * 1024 * 1024)
+    a.wait_for(r"tunnel up agent=fair\b", 15)
+    c = SockConn(sock)
+    sock.sendall(open_msg(1, b"/bytes?n=%d" % (64 * 1024 * 1024)))
+    typ, sid, _ = next_mux(c)
+    eq((typ, sid), (2, 1), "the download's HEAD")
+    wait_inq_stalled(sock)
+    sock.sendall(open_msg(2, b"/bytes?n=1024"))
+    # The agent logs the request once its whole response is queued.
+    a.wait_for(r"GET /bytes\?n=1024 ", 15)
+    ahead = 0
+    while True:
+        typ, sid, p = next_mux(c)
+        if typ == 3 and sid == 1:
+            ahead += len(p)
+            continue
+        if typ == 2 and sid == 2:
+            break
+        fail("unexpected frame type %d for stream %d" % (typ, sid))
+    print("bulk DATA bytes ahead of the new HEAD: %d (limit %d)" % (ahead, AHEAD_MAX))
+    check(ahead <= AHEAD_MAX,
+          "%d bytes of the bulk stream's DATA came before the new stream's HEAD "
+          "(at most %d expected)" % (ahead, AHEAD_MAX))
+    sock.close()
+    ls.close()
