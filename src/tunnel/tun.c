@@ -1,5 +1,5 @@
 /* tun.c: the tunnel session over a WebSocket: the frames in and out, the
- * output bound, the read pause, pings, the stall timer, GOAWAY and close.
+ * output batch and its bound, the read pause, pings, the stall timer, GOAWAY and close.
  * Its streams (table, credit windows, send queues, the natwrp frames that
  * name them) are strm.c's; the frame bytes are wire/wsframe.c's.
  *
@@ -26,9 +26,9 @@
  * Every other frame (pongs, close, RST, WINDOW, heads) is answering input,
  * so input is what has to stop: above TUN_MAX the tunnel stops reading its
  * peer until the output is back under TUN_HIGH. (OPENs are not answers:
- * rx_update leaves them out until the peer names their stream.) DATA alone
- * stops at TUN_HIGH, so two peers moving bulk data both ways never both stop
- * reading. Pings are answered here, one pong in the connection's queue at a
+ * rx_update leaves them out until the peer names their stream.) DATA never
+ * fills the batch past TUN_BATCH, so two peers moving bulk data both ways
+ * never both stop reading. Pings are answered here, one pong in the connection's queue at a
  * time, the newest ping's payload waiting behind it. A peer that reads
  * nothing while output waits for two ping intervals is cut off (on_ping). */
 #include <netinet/in.h>
@@ -606,10 +606,7 @@ static void set_notsent_lowat(nw_conn_t *c) {
 #ifdef TCP_NOTSENT_LOWAT
     uv_os_fd_t fd;
     int v = TUN_LOWAT;
-    const char *e = getenv("NW_TUN_LOWAT"); /* XXX measurement only */
-    if (e)
-        v = atoi(e);
-    if (v > 0 && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v));
 #else
     (void)c;
