@@ -51,8 +51,19 @@ static void tun_do_close(nw_tun_t *t);
 
 /* ------------------------------------------------------------ helpers */
 
+/* What the tunnel holds unwritten. The connection's part is libuv's exact
+ * write queue, not its wbytes (which drops only when a whole write has
+ * completed): with TCP_NOTSENT_LOWAT a batch of big OPENs is mostly queued
+ * in one write, and the peer answers its first OPENs (releasing _open_q)
+ * long before that write completes; counted whole, the rest looked like
+ * answers, this side stopped reading the peer, the peer stopped reading us
+ * (its HEADs unread), and the stall timer cut the tunnel (test_a8). */
+static size_t conn_queued(nw_tun_t *t) {
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&t->_conn->tcp);
+}
+
 static size_t tun_outq(nw_tun_t *t) {
-    return wslay_event_get_queued_msg_length(t->_ws) + t->_wlen + t->_olen + t->_conn->wbytes +
+    return wslay_event_get_queued_msg_length(t->_ws) + t->_wlen + t->_olen + conn_queued(t) +
            (t->_pong_pending ? t->_pong_len + 6 : 0);
 }
 
@@ -585,7 +596,7 @@ static void on_ping(uv_timer_t *h) {
                 "not taken, %zu more queued); dropping tunnel",
                 (unsigned long long)t->id, t->agent, (unsigned long long)(now - t->_stall_since),
                 (unsigned long long)(t->_conn->wtotal - t->_delivered),
-                tun_outq(t) - t->_conn->wbytes);
+                tun_outq(t) - conn_queued(t));
         nw_tun_close(t, NW_ETIMEOUT);
         return;
     }
