@@ -50,29 +50,6 @@ static int strm_insert(nw_tun_t *t, nw_strm_t *s) {
     return 0;
 }
 
-static void blocked_add(nw_tun_t *t, nw_strm_t *s) {
-    if (s->_blocked)
-        return;
-    s->_blocked = 1;
-    s->_bprev = NULL;
-    s->_bnext = t->_blocked;
-    if (t->_blocked)
-        t->_blocked->_bprev = s;
-    t->_blocked = s;
-}
-
-static void blocked_del(nw_tun_t *t, nw_strm_t *s) {
-    if (!s->_blocked)
-        return;
-    s->_blocked = 0;
-    if (s->_bprev)
-        s->_bprev->_bnext = s->_bnext;
-    else
-        t->_blocked = s->_bnext;
-    if (s->_bnext)
-        s->_bnext->_bprev = s->_bprev;
-}
-
 /* The owner loses s (once): s stops counting as held (t->active) and,
  * with tell, the owner hears why through on_reset. The stream itself lives
  * on until nw__strm_free. */
@@ -109,7 +86,7 @@ void nw__strm_free(nw_strm_t *s) {
         pp = &(*pp)->_hnext;
     *pp = s->_hnext;
     open_release(s);
-    blocked_del(t, s);
+    nw__sched_del(t, s);
     nw_bufq_clear(&s->_pending);
     if (!s->_detached)
         t->active--;
@@ -161,27 +138,28 @@ static int send_data(nw_strm_t *s, const void *p, size_t n, int end) {
 
 /* ---------------------------------------------------------- send side */
 
-/* Move queued bytes out while there is credit and tunnel room. */
-void nw__strm_flush(nw_strm_t *s) {
-    nw_tun_t *t = s->tun;
-    while (s->_pending.bytes && s->_send_credit > 0 && !t->_congested) {
+/* Frame up to max of s's queued bytes (as far as its credit goes); END
+ * rides on the last DATA. 0 or a negative error. */
+int nw__strm_pull(nw_strm_t *s, size_t max) {
+    while (s->_pending.bytes && s->_send_credit > 0 && max) {
         const char *p;
-        size_t n = nw_bufq_peek(&s->_pending, &p, NW_MUX_MAX_DATA);
-        int last;
+        size_t n = nw_bufq_peek(&s->_pending, &p, NW_MIN(max, NW_MUX_MAX_DATA));
+        int last, rc;
         if ((int64_t)n > s->_send_credit)
             n = (size_t)s->_send_credit;
         last = s->_pending_end && n == s->_pending.bytes;
-        if (send_data(s, p, n, last) != 0) {
-            nw_tun_close(t, NW_ENOMEM);
-            return;
-        }
+        if ((rc = send_data(s, p, n, last)) != 0)
+            return rc;
         nw_bufq_drop(&s->_pending, n);
+        max -= n;
     }
-    if (s->_pending.bytes) {
-        blocked_add(t, s);
-        return;
-    }
-    blocked_del(t, s);
+    return 0;
+}
+
+/* s's queue is empty: its END if it was waiting, then a detached stream
+ * is settled and an owned one's owner resumes reading its source. */
+void nw__strm_drained(nw_strm_t *s) {
+    nw_tun_t *t = s->tun;
     if (s->_pending_end && !s->_local_end && send_data(s, "", 0, 1) != 0) {
         nw_tun_close(t, NW_ENOMEM);
         return;
@@ -192,27 +170,16 @@ void nw__strm_flush(nw_strm_t *s) {
         t->_cbs.on_drain(s);
 }
 
-/* The tunnel's output fell below its low mark: every blocked stream gets
- * its turn. Take the whole list, flush each one; one still short of credit
- * goes back on the list without stopping the others. If the tunnel fills up
- * again, the rest go back unflushed. (Owners' on_drain only resumes reads,
- * so no other stream is freed meanwhile.) Stops if the tunnel closes. */
-void nw__strm_unblock_all(nw_tun_t *t) {
-    nw_strm_t *s = t->_blocked, *next, *x;
-    t->_congested = 0;
-    t->_blocked = NULL;
-    for (x = s; x; x = x->_bnext)
-        x->_blocked = 0;
-    for (; s; s = next) {
-        next = s->_bnext;
-        s->_bprev = s->_bnext = NULL;
-        if (t->_congested) {
-            blocked_add(t, s);
-            continue;
-        }
-        nw__strm_flush(s);
-        if (t->_closing)
-            return;
+/* Credit arrived for s (WINDOW): queued bytes wait for their turn
+ * (sched.c); with none, the owner hears on_drain. */
+void nw__strm_flush(nw_strm_t *s) {
+    if (!s->_pending.bytes) {
+        nw__strm_drained(s);
+        return;
+    }
+    if (s->_send_credit > 0) {
+        nw__sched_add(s->tun, s);
+        nw__tun_arm_flush(s->tun);
     }
 }
 
@@ -222,11 +189,13 @@ int nw_strm_send(nw_strm_t *s, const void *p, size_t len, int end) {
     int small_end = end && len <= TUN_SMALL_END && (int64_t)len <= s->_send_credit;
     if (s->_local_end || s->_pending_end || s->_reset || t->_closing)
         return NW_ECLOSED;
-    /* Fast path: nothing queued before us, so bytes go straight out. A short
-     * last piece (an error page, a refusal) goes even when the tunnel is
-     * congested: queued, it counts in the output bound, which stops our
-     * reading; held, it would keep the stream alive where nothing counts. */
-    while (!s->_pending.bytes && (!t->_congested || small_end) && len && s->_send_credit > 0) {
+    /* Straight out, one copy, when nothing of ours is queued and the tunnel
+     * is hungry (no other stream waits for its turn, the connection has
+     * taken all it was given). A short last piece (an error page, a small
+     * response) goes even when it is not: it is next to the HEAD just
+     * queued, and costs the streams waiting no more than a frame. */
+    while (!s->_pending.bytes && (small_end || nw__tun_hungry(t)) && len &&
+           s->_send_credit > 0) {
         size_t n = NW_MIN(len, NW_MUX_MAX_DATA);
         if ((int64_t)n > s->_send_credit)
             n = (size_t)s->_send_credit;
@@ -240,7 +209,10 @@ int nw_strm_send(nw_strm_t *s, const void *p, size_t len, int end) {
     if (s->_pending.bytes) {
         if (end)
             s->_pending_end = 1;
-        blocked_add(t, s);
+        if (s->_send_credit > 0) {
+            nw__sched_add(t, s);
+            nw__tun_arm_flush(t);
+        }
         return 1;
     }
     if (end && !s->_local_end && send_data(s, "", 0, 1) != 0)

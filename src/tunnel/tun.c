@@ -1,5 +1,5 @@
 /* tun.c: the tunnel session over a WebSocket: the frames in and out, the
- * output bound, the read pause, pings, the stall timer, GOAWAY and close.
+ * output batch and its bound, the read pause, pings, the stall timer, GOAWAY and close.
  * Its streams (table, credit windows, send queues, the natwrp frames that
  * name them) are strm.c's; the frame bytes are wire/wsframe.c's.
  *
@@ -9,23 +9,30 @@
  * and runs the close handshake (it is fed the pongs and closes that
  * arrive). The two never interleave on the wire.
  *
- * Output path: frames queue in buffers that an idle handle flushes at the
+ * Output path: frames queue in a batch that an idle handle flushes at the
  * next loop turn, so every frame produced in one turn leaves in one write.
  * (An idle handle, not a check handle: it also keeps the next poll from
  * blocking, so frames queued from a timer, e.g. a ping or a reset after a
- * timeout, leave at once instead of at the next I/O event.) What the tunnel
- * holds (queued frames + unwritten bytes) is bounded: above TUN_HIGH,
- * streams stop sending DATA and their owners stop reading their sources;
- * below TUN_LOW they resume.
+ * timeout, leave at once instead of at the next I/O event.) A batch goes
+ * to the connection only once it has written the one before; DATA that
+ * cannot join the batch waits, unframed, in its stream's queue, and the
+ * streams take turns filling the next batch (sched.c), so a small stream
+ * never waits behind another's backlog. The kernel is kept from hiding a
+ * backlog of its own: TCP_NOTSENT_LOWAT makes the socket take little more
+ * than TUN_LOWAT unsent bytes, so the rest stays here, in turn order. A
+ * stream with bytes queued tells its owner to stop reading its source
+ * (nw_strm_send returns 1) until its queue empties (on_drain).
  *
  * Every other frame (pongs, close, RST, WINDOW, heads) is answering input,
  * so input is what has to stop: above TUN_MAX the tunnel stops reading its
  * peer until the output is back under TUN_HIGH. (OPENs are not answers:
- * rx_update leaves them out until the peer names their stream.) DATA alone
- * stops at TUN_HIGH, so two peers moving bulk data both ways never both stop
- * reading. Pings are answered here, one pong in the connection's queue at a
+ * rx_update leaves them out until the peer names their stream.) DATA never
+ * fills the batch past TUN_BATCH, so two peers moving bulk data both ways
+ * never both stop reading. Pings are answered here, one pong in the connection's queue at a
  * time, the newest ping's payload waiting behind it. A peer that reads
  * nothing while output waits for two ping intervals is cut off (on_ping). */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <wslay/wslay.h>
 
@@ -35,16 +42,28 @@
 #include "wsframe.h"
 
 #define TUN_HIGH (1024 * 1024)
-#define TUN_LOW (256 * 1024)
+#define TUN_LOWAT (64 * 1024) /* TCP_NOTSENT_LOWAT on the tunnel's socket */
 #define TUN_MAX (2 * TUN_HIGH)
 #define TUN_WBUF (64 * 1024)
+#define TUN_TURNS 8 /* batches one flush may write when the kernel takes each whole */
 
 static void tun_do_close(nw_tun_t *t);
 
 /* ------------------------------------------------------------ helpers */
 
+/* What the tunnel holds unwritten. The connection's part is libuv's exact
+ * write queue, not its wbytes (which drops only when a whole write has
+ * completed): with TCP_NOTSENT_LOWAT a batch of big OPENs is mostly queued
+ * in one write, and the peer answers its first OPENs (releasing _open_q)
+ * long before that write completes; counted whole, the rest looked like
+ * answers, this side stopped reading the peer, the peer stopped reading us
+ * (its HEADs unread), and the stall timer cut the tunnel (test_a8). */
+static size_t conn_queued(nw_tun_t *t) {
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&t->_conn->tcp);
+}
+
 static size_t tun_outq(nw_tun_t *t) {
-    return wslay_event_get_queued_msg_length(t->_ws) + t->_wlen + t->_olen + t->_conn->wbytes +
+    return wslay_event_get_queued_msg_length(t->_ws) + t->_wlen + t->_olen + conn_queued(t) +
            (t->_pong_pending ? t->_pong_len + 6 : 0);
 }
 
@@ -127,8 +146,6 @@ int nw__tun_queue_frame2(nw_tun_t *t, const uint8_t *a, size_t alen, const uint8
     }
     t->_olen += h + len;
     t->_msgs++;
-    if (!t->_congested && tun_outq(t) > TUN_HIGH)
-        t->_congested = 1;
     arm_flush(t);
     return 0;
 }
@@ -161,7 +178,7 @@ void nw_tun_shutdown(nw_tun_t *t) {
     if (t->_closing || t->_shutdown || wslay_event_get_close_sent(t->_ws))
         return;
     t->_shutdown = 1;
-    if (t->_olen == 0 && wslay_event_get_queued_msg_count(t->_ws) == 0)
+    if (t->_olen == 0 && !t->_ready && wslay_event_get_queued_msg_count(t->_ws) == 0)
         tun_send_close(t);
     else
         arm_flush(t);
@@ -263,11 +280,17 @@ static int send_pong(nw_tun_t *t) {
     return nw_conn_write_owned(t->_conn, (char *)p, h + n, 1);
 }
 
-/* Hand the connection every frame that may go, in wire order, while it
- * holds less than TUN_HIGH: wslay's control frames, the pong, then our data
- * frames (only while wslay is between frames). -1: the tunnel closed. */
+/* Hand the connection what may go, in wire order: wslay's control frames
+ * and the pong at once; the batch (_obuf: frames queued since, then DATA
+ * pulled from the ready streams in turn) only once the connection has
+ * written everything it was given before, so that unsent DATA waits in
+ * the streams' queues, where a new stream's frames can pass it, and not
+ * in the connection's. A write the kernel takes whole lets the next batch
+ * go at once (at most TUN_TURNS per call; then the next loop turn).
+ * -1: the tunnel closed. */
 static int write_out(nw_tun_t *t) {
-    while (t->_conn->wbytes < TUN_HIGH) {
+    int turns = 0;
+    for (;;) {
         int moved = 0;
         if (wslay_event_want_write(t->_ws) && wslay_event_send(t->_ws) != 0) {
             nw_tun_close(t, NW_EPROTO);
@@ -294,38 +317,42 @@ static int write_out(nw_tun_t *t) {
         }
         if (wslay_event_get_close_sent(t->_ws))
             t->_olen = 0; /* nothing may follow a close frame */
-        if (t->_olen && !wslay_event_want_write(t->_ws)) {
-            /* wslay is between frames: the data frames can go. */
-            char *p = t->_obuf;
-            size_t n = t->_olen;
-            t->_obuf = NULL;
-            t->_olen = t->_ocap = 0;
-            t->_msgs_out = t->_msgs;
-            if (nw_conn_write_owned(t->_conn, p, n, 0) != 0) {
-                nw_tun_close(t, NW_ECLOSED);
+        else if (t->_conn->wbytes == 0 && !wslay_event_want_write(t->_ws) && turns < TUN_TURNS) {
+            /* wslay is between frames and the connection is empty. */
+            if (!t->_close_queued)
+                nw__sched_fill(t, TUN_BATCH);
+            if (t->_closing)
                 return -1;
+            if (t->_olen) {
+                char *p = t->_obuf;
+                size_t n = t->_olen;
+                t->_obuf = NULL;
+                t->_olen = t->_ocap = 0;
+                t->_msgs_out = t->_msgs;
+                turns++;
+                if (nw_conn_write_owned(t->_conn, p, n, 0) != 0) {
+                    nw_tun_close(t, NW_ECLOSED);
+                    return -1;
+                }
+                moved = 1;
             }
-            moved = 1;
         }
         if (!moved)
             break;
     }
+    if (turns == TUN_TURNS && t->_conn->wbytes == 0 && (t->_olen || t->_ready))
+        arm_flush(t);
     return 0;
 }
 
-/* Write what may go; below TUN_LOW, blocked streams send again; then the
- * read pause, a graceful close that was waiting, and the end of a tunnel
- * whose WebSocket is done both ways. */
+/* Write what may go; then the read pause, a graceful close that was
+ * waiting, and the end of a tunnel whose WebSocket is done both ways. */
 static void flush_out(nw_tun_t *t) {
     if (t->_closing || write_out(t) != 0)
         return;
-    if (t->_congested && tun_outq(t) < TUN_LOW) {
-        nw__strm_unblock_all(t);
-        if (t->_closing)
-            return;
-    }
     rx_update(t);
-    if (t->_shutdown && t->_olen == 0 && wslay_event_get_queued_msg_count(t->_ws) == 0) {
+    if (t->_shutdown && t->_olen == 0 && !t->_ready &&
+        wslay_event_get_queued_msg_count(t->_ws) == 0) {
         tun_send_close(t);
         return;
     }
@@ -346,6 +373,12 @@ static void arm_flush(nw_tun_t *t) {
         return;
     t->_flush_armed = 1;
     uv_idle_start(&t->_flush, on_flush);
+}
+
+void nw__tun_arm_flush(nw_tun_t *t) { arm_flush(t); }
+
+int nw__tun_hungry(const nw_tun_t *t) {
+    return !t->_ready && t->_conn->wbytes == 0 && t->_olen < TUN_BATCH;
 }
 
 enum { RX_HDR, RX_DATA, RX_CTRL };
@@ -563,7 +596,7 @@ static void on_ping(uv_timer_t *h) {
                 "not taken, %zu more queued); dropping tunnel",
                 (unsigned long long)t->id, t->agent, (unsigned long long)(now - t->_stall_since),
                 (unsigned long long)(t->_conn->wtotal - t->_delivered),
-                tun_outq(t) - t->_conn->wbytes);
+                tun_outq(t) - conn_queued(t));
         nw_tun_close(t, NW_ETIMEOUT);
         return;
     }
@@ -574,6 +607,21 @@ static void on_ping(uv_timer_t *h) {
     m.msg_length = 0;
     if (wslay_event_queue_msg(t->_ws, &m) == 0)
         arm_flush(t);
+}
+
+/* The kernel holds at most about TUN_LOWAT bytes it has not sent yet
+ * (writes take no more; the socket is writable again below it): a
+ * backlog there would sit ahead of every stream's next frame, out of the
+ * scheduler's reach. Best effort: without it only latency suffers. */
+static void set_notsent_lowat(nw_conn_t *c) {
+#ifdef TCP_NOTSENT_LOWAT
+    uv_os_fd_t fd;
+    int v = TUN_LOWAT;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v));
+#else
+    (void)c;
+#endif
 }
 
 nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_cfg_t *cfg,
@@ -607,6 +655,7 @@ nw_tun_t *nw_tun_new(uv_loop_t *loop, nw_conn_t *c, int is_client, const nw_tun_
     t->_conn = c;
     t->_handles = 3;
     nw_conn_set_owner(c, t, tun_on_read, tun_on_written, tun_on_conn_close);
+    set_notsent_lowat(c);
     uv_timer_init(loop, &t->_ping);
     t->_ping.data = t;
     uv_idle_init(loop, &t->_flush);
@@ -632,16 +681,18 @@ static void tun_do_close(nw_tun_t *t) {
     if (t->_closing == 2)
         return;
     t->_closing = 2;
+    while (t->_ready)
+        nw__sched_del(t, t->_ready);
     /* Collect first: owners' callbacks must not see a half-walked table. */
     for (i = 0; i < t->_nbuckets; i++)
         for (s = t->_buckets[i]; s; s = s->_hnext) {
-            s->_bnext = list;
+            s->_rnext = list;
             list = s;
         }
     while (list) {
         s = list;
-        list = s->_bnext;
-        s->_blocked = 0;
+        list = s->_rnext;
+        s->_rnext = NULL;
         s->_reset = 1;
         nw__strm_orphan(s, 1, nw__strm_unsent(s) ? NW_RST_UNSENT : NW_RST_TUNNEL_LOST);
         nw__strm_free(s);

@@ -58,11 +58,11 @@ struct nw_strm_s {
     uint64_t _open_seq;    /* tunnel message number of the OPEN frame */
     size_t _open_len;      /* its OPEN's bytes, until the peer names the stream */
     size_t _unacked;       /* consumed but not yet granted back */
-    nw_bufq_t _pending;    /* bytes waiting for credit or tunnel room */
+    nw_bufq_t _pending;    /* body bytes not yet framed: waiting for credit or their turn */
     nw_strm_t *_hnext;     /* hash chain */
-    nw_strm_t *_bprev, *_bnext; /* blocked list */
+    nw_strm_t *_rprev, *_rnext; /* ready ring (sched.c) */
     unsigned _local_end : 1, _remote_end : 1, _pending_end : 1, _reset : 1, _detached : 1,
-        _head_recv : 1, _blocked : 1;
+        _head_recv : 1, _ready : 1;
 };
 
 struct nw_tun_s {
@@ -99,12 +99,12 @@ struct nw_tun_s {
     nw_strm_t **_buckets;
     size_t _nbuckets;
     uint32_t _last_sid;
-    nw_strm_t *_blocked;
+    nw_strm_t *_ready, *_ready_tail; /* streams with bytes and credit, in turn (sched.c) */
     uv_timer_t _ping;
     uv_idle_t _flush;    /* flushes queued frames at the next loop turn */
     uint64_t _last_rx;
     uint64_t _msgs;      /* data messages queued so far */
-    int _handles, _depth, _close_err, _closing, _congested, _flush_armed, _shutdown;
+    int _handles, _depth, _close_err, _closing, _flush_armed, _shutdown;
     int _say_close;      /* a close frame for a protocol error: send it before closing */
     int _close_queued;   /* our close is queued: no data frame may follow it */
     /* Pings are answered here, not by wslay: one pong at a time is in the
