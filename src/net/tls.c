@@ -575,26 +575,106 @@ size_t nw_tls_pending(const nw_tls_t *t) {
     return mbedtls_ssl_get_bytes_avail(&t->ssl);
 }
 
-int nw_tls_write(nw_tls_t *t, const void *p, size_t n) {
-    const unsigned char *s = p;
+/* Plaintext per record: mbedTLS makes one record of at most this per call
+ * (the TLS maximum; MBEDTLS_SSL_OUT_CONTENT_LEN is this by default). */
+#define REC_MAX 16384
+/* Room for a record's header, explicit nonce and tag, with margin. */
+#define REC_OVERHEAD 64
+
+/* Pieces shorter than a record are gathered here first, so a head and the
+ * start of a body travel in one record instead of one record each. Only
+ * used within one nw_tls_writev call, on the loop thread. */
+static _Thread_local unsigned char gather[REC_MAX];
+
+/* Grow the output buffer once for what the next records will add, instead
+ * of doubling from 4 KiB record by record (each step a copy). */
+static int out_reserve(nw_tls_t *t, size_t n) {
+    char *q;
+    if (t->out_cap - t->out_len >= n)
+        return 0;
+    if (n > SIZE_MAX / 2 - t->out_len)
+        return NW_ENOMEM;
+    if (!(q = nw_realloc(t->out, t->out_len + n)))
+        return NW_ENOMEM;
+    t->out = q;
+    t->out_cap = t->out_len + n;
+    return 0;
+}
+
+/* One record of n <= REC_MAX bytes. 0 or the latched failure. */
+static int write_record(nw_tls_t *t, const unsigned char *p, size_t n) {
+    while (n > 0) {
+        int rc = mbedtls_ssl_write(&t->ssl, p, n);
+        if (rc <= 0)
+            return fail(t, rc);
+        p += rc;
+        n -= (size_t)rc;
+    }
+    return 0;
+}
+
+ssize_t nw_tls_writev(nw_tls_t *t, const struct iovec *iov, size_t n, size_t skip, size_t max) {
+    size_t i = 0, off = skip, done = 0, left = 0, k;
     int rc;
+
     if (t->fatal)
         return t->fatal;
     if (!t->done) {
         snprintf(t->err, sizeof(t->err), "write before the handshake completed");
         return NW_EINVAL;
     }
-    while (n > 0) {
-        size_t chunk = n > 16384 ? 16384 : n;
-        rc = mbedtls_ssl_write(&t->ssl, s, chunk);
-        if (rc > 0) {
-            s += rc;
-            n -= (size_t)rc;
+    while (i < n && off >= iov[i].iov_len)
+        off -= iov[i++].iov_len;
+    for (k = i; k < n; k++)
+        left += iov[k].iov_len;
+    left -= off;
+    k = NW_MIN(left, NW_MAX(max, (size_t)1));
+    if (out_reserve(t, k + REC_MAX + (k / REC_MAX + 2) * REC_OVERHEAD) != 0) {
+        t->oom = 1;
+        return fail(t, MBEDTLS_ERR_SSL_ALLOC_FAILED);
+    }
+    while (i < n && (done == 0 || done < max)) {
+        const unsigned char *src = (const unsigned char *)iov[i].iov_base + off;
+        size_t avail = iov[i].iov_len - off;
+        if (avail >= REC_MAX || i + 1 == n) {
+            /* A full record (or the very end) straight from the caller. */
+            k = NW_MIN(avail, (size_t)REC_MAX);
+            if ((rc = write_record(t, src, k)) != 0)
+                return rc;
+            done += k;
+            off += k;
+            if (off == iov[i].iov_len)
+                i++, off = 0;
             continue;
         }
-        return fail(t, rc);
+        for (k = 0; i < n && k < REC_MAX;) {
+            size_t m = NW_MIN(iov[i].iov_len - off, (size_t)REC_MAX - k);
+            if (m)
+                memcpy(gather + k, (const char *)iov[i].iov_base + off, m);
+            k += m;
+            off += m;
+            if (off == iov[i].iov_len)
+                i++, off = 0;
+        }
+        if ((rc = write_record(t, gather, k)) != 0)
+            return rc;
+        done += k;
     }
-    return 0;
+    return (ssize_t)done;
+}
+
+int nw_tls_write(nw_tls_t *t, const void *p, size_t n) {
+    struct iovec v;
+    size_t done = 0;
+    v.iov_base = (void *)p;
+    v.iov_len = n;
+    while (done < n) {
+        ssize_t k = nw_tls_writev(t, &v, 1, done, SIZE_MAX);
+        if (k < 0)
+            return (int)k;
+        done += (size_t)k;
+    }
+    return t->fatal;
 }
 
 void nw_tls_close_notify(nw_tls_t *t) {
