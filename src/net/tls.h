@@ -71,5 +71,8 @@ char *nw_tls_take_out(nw_tls_t *t, size_t *len);
 const char *nw_tls_error(const nw_tls_t *t);
 /* Negotiated protocol version, e.g. "TLSv1.3", for logs. */
 const char *nw_tls_version(const nw_tls_t *t);
+/* Negotiated ciphersuite, e.g. "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-
+ * SHA256", for logs; "" before the handshake. */
+const char *nw_tls_suite(const nw_tls_t *t);
 
 #endif
