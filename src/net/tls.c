@@ -6,6 +6,13 @@
  * output buffer that always accepts and that nw_tls_take_out hands over.
  * Nothing here blocks, touches a socket or knows about libuv.
  *
+ * Throughput: on the wss tunnel nearly all of the CPU (70-77 % of serve's
+ * and the agent's time in a 100 MiB transfer) is the AEAD itself, so what
+ * this file can do is not waste records: nw_tls_writev fills 16 KiB records
+ * across the caller's pieces and returns after a slice so the connection
+ * can send it while the rest is encrypted, and the ciphersuite order puts
+ * the cipher that is fastest with this library first.
+ *
  * A configuration owns its certificates, key and a CTR-DRBG seeded once
  * from the system entropy source. It is reference-counted: every session
  * holds a reference, so a SIGHUP reload can drop the old server
