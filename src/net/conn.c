@@ -430,8 +430,11 @@ uint64_t nw_conn_delivered(nw_conn_t *c) {
 /* TLS output goes to the socket in slices of about this much plaintext
  * (whole records): the peer decrypts one slice while we encrypt the next,
  * instead of both sides taking turns over a whole batch (a tunnel's batch
- * is up to a stream window; the two ciphers then run one after the other). */
-#define NW_TLS_SLICE (64 * 1024)
+ * is up to a stream window; the two ciphers then run one after the other).
+ * 100 MiB through the wss tunnel on 2 quiet cores, interleaved: whole batch
+ * 168/166 MB/s down/up, 128 KiB 193/204, 64 KiB 218/218, 32 KiB 268/239,
+ * 16 KiB 270/241 (with half again the syscalls of 32 KiB); same CPU. */
+#define NW_TLS_SLICE (32 * 1024)
 
 static int tls_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit) {
     /* uv_buf_t may be cast to struct iovec on Unix (uv/unix.h). */
