@@ -671,8 +671,10 @@ ssize_t nw_tls_writev(nw_tls_t *t, const struct iovec *iov, size_t n, size_t ski
     for (k = i; k < n; k++)
         left += iov[k].iov_len;
     left -= off;
+    /* The slice, the record it may run into past max, and the framing. */
     k = NW_MIN(left, NW_MAX(max, (size_t)1));
-    if (out_reserve(t, k + REC_MAX + (k / REC_MAX + 2) * REC_OVERHEAD) != 0) {
+    k += (k < left ? REC_MAX : 0) + (k / REC_MAX + 2) * REC_OVERHEAD;
+    if (out_reserve(t, k) != 0) {
         t->oom = 1;
         return fail(t, MBEDTLS_ERR_SSL_ALLOC_FAILED);
     }
