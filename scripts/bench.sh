@@ -24,8 +24,14 @@
 # (serve B has an https listener, which carries agent B's wss tunnel and the
 # tls clients, and a plain http listener beside it for natwrp-tls.)
 #
-# Parts (BENCH_PARTS, default "hold main hol stream", in this order; scale
-# runs only when named):
+# Parts (BENCH_PARTS, default "cipher hold main hol stream", in this order;
+# scale runs only when named):
+#   cipher  single-core AEAD throughput of the mbedTLS natwrp links
+#           (scripts/bench/cipher.c, built here with cc -O2 -lmbedcrypto):
+#           AES-128-GCM, AES-256-GCM and ChaCha20-Poly1305 seal and open
+#           over 16 KiB records, CIPHER_MIB MiB or CIPHER_SECS s of CPU each,
+#           whichever comes first; reported beside the wss tunnel's MB/s and
+#           the suite the natwrp-tls agent negotiated.
 #   hold    open streams footprint: a fresh serve C + agent C in front of
 #           scripts/bench/origin.py; HOLD_N (10000) requests held open at
 #           once (a long poll); VmRSS of serve and agent idle and with them
@@ -69,7 +75,9 @@
 #                 1; nginx2 always runs 2)
 #   SCENARIOS     subset/order of "direct nginx nginx2 natwrp natwrp-adm natwrp-ops
 #                 natwrp-tls tls"
-#   BENCH_PARTS   subset of "hold main hol stream scale"
+#   BENCH_PARTS   subset of "cipher hold main hol stream scale"
+#   CIPHER_MIB    cipher part: MiB per suite and direction (default 512)
+#   CIPHER_SECS   cipher part: CPU seconds cap per suite and direction (default 2)
 #   CPU_SOURCE    auto (perf stat -e task-clock if it works, else /proc), perf, proc
 #   NATWRP_BIN    binary (default build/natwrp)
 #   BENCH_OUT     where the report is also written (default build/bench.txt;
@@ -97,7 +105,9 @@ STREAM_CHUNKS=${STREAM_CHUNKS:-150}
 STREAM_MS=${STREAM_MS:-20}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 SCENARIOS=${SCENARIOS:-direct nginx nginx2 natwrp natwrp-adm natwrp-ops natwrp-tls tls}
-BENCH_PARTS=${BENCH_PARTS:-hold main hol stream}
+BENCH_PARTS=${BENCH_PARTS:-cipher hold main hol stream}
+CIPHER_MIB=${CIPHER_MIB:-512}
+CIPHER_SECS=${CIPHER_SECS:-2}
 CPU_SOURCE=${CPU_SOURCE:-auto}
 BIN=${NATWRP_BIN:-build/natwrp}
 BENCH_OUT=${BENCH_OUT-build/bench.txt}
@@ -118,6 +128,8 @@ posint HOLD_N "$HOLD_N"
 posint STREAM_CHUNKS "$STREAM_CHUNKS"
 posint STREAM_MS "$STREAM_MS"
 posint NGINX_WORKERS "$NGINX_WORKERS"
+posint CIPHER_MIB "$CIPHER_MIB"
+posint CIPHER_SECS "$CIPHER_SECS"
 secs_of() { # NAME VALUE -> seconds
     local s
     case $2 in
@@ -134,7 +146,7 @@ for s in $SCENARIOS; do
     case $s in direct | nginx | nginx2 | natwrp | natwrp-adm | natwrp-ops | natwrp-tls | tls) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
 done
 for p in $BENCH_PARTS; do
-    case $p in hold | main | hol | stream | scale) ;; *) die "unknown part '$p' in BENCH_PARTS" ;; esac
+    case $p in cipher | hold | main | hol | stream | scale) ;; *) die "unknown part '$p' in BENCH_PARTS" ;; esac
 done
 case $CPU_SOURCE in auto | perf | proc) ;; *) die "CPU_SOURCE must be auto, perf or proc" ;; esac
 has_part() { case " $BENCH_PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -460,6 +472,7 @@ wait_tunnel() { # NAME SERVE_PID AGENT_PID
 }
 
 SERVE_A="" AGENT_A="" SERVE_B="" AGENT_B="" SERVE_C="" AGENT_C="" SERVE_D="" AGENT_D="" SERVE_E="" AGENT_E="" TLS_LINE=""
+TLS_SUITE=""
 if has_part main || has_part hol; then
     start_serve natwrp --listen http://127.0.0.1:0
     SERVE_A=$SERVE_PID
@@ -515,6 +528,7 @@ fi
 if [ -n "$SERVE_B" ]; then
     wait_tunnel natwrp-tls "$SERVE_B" "$AGENT_B"
     TLS_LINE=$(grep -m1 -oE 'tls: connected to .*' "$tmp/agent-natwrp-tls.log" || echo "tls: ?")
+    TLS_SUITE=$(grep -m1 -oE 'tls: cipher suite [A-Z0-9-]+' "$tmp/agent-natwrp-tls.log" | awk '{print $NF}' || true)
 fi
 [ -n "$SERVE_C" ] && wait_tunnel hold "$SERVE_C" "$AGENT_C"
 [ -n "$SERVE_D" ] && wait_tunnel natwrp-ops "$SERVE_D" "$AGENT_D"
@@ -761,6 +775,29 @@ if [ -n "$SERVE_C" ]; then
 fi
 check_alive
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+# --- part: cipher (single-core AEAD throughput) ------------------------------------
+# The ceiling the wss tunnel is read against: each end of the tunnel seals
+# or opens every byte once, on one core.
+if has_part cipher; then
+    echo "bench: cipher: AEAD seal/open over 16 KiB records (${CIPHER_MIB} MiB or ${CIPHER_SECS} s CPU each)"
+    if cc -O2 -o "$tmp/bin/cipher" "$HERE/cipher.c" -lmbedcrypto 2>"$tmp/cipher.err"; then
+        if timeout $((CIPHER_SECS * 6 * 4 + 30)) "$tmp/bin/cipher" 16384 "$CIPHER_MIB" "$CIPHER_SECS" \
+            >"$tmp/cipher.out" 2>>"$tmp/cipher.err"; then
+            while read -r kind name dir mbps _; do
+                case $kind in
+                    cipher) record cipher "$name" "$dir" "$mbps" ;;
+                    aesni) record cipher aesni have "$name" ;;
+                esac
+            done <"$tmp/cipher.out"
+            sed 's/^/bench: cipher: /' "$tmp/cipher.out"
+        else
+            problem "cipher: scripts/bench/cipher.c failed: $(tr '\n' ' ' <"$tmp/cipher.err")"
+        fi
+    else
+        problem "cipher: cc scripts/bench/cipher.c -lmbedcrypto failed: $(head -c 300 "$tmp/cipher.err" | tr '\n' ' ')"
+    fi
+fi
 
 # --- part: hold (open streams footprint) -------------------------------------------
 if has_part hold; then
@@ -1066,6 +1103,8 @@ done
     echo "natwrp=$BIN (git $rev, built $BIN_BUILT, sha256 $BIN_SHA, run as a private copy)${TLS_LINE:+; $TLS_LINE}"
     echo "tools=$(nginx -v 2>&1 | sed 's/.*: //') (worker_processes $NGINX_WORKERS each), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}'), $(curl --version | head -n1 | awk '{print $1, $2}'), Python $(python3 -c 'import platform; print(platform.python_version())')"
     echo "cpu_source=$CPU_LABEL"
+    echo "tls_suite=$TLS_SUITE"
+    [ -s "$tmp/cipher.out" ] && echo "cipher_lib=mbedTLS $(awk '$1 == "mbedtls" { print $2 }' "$tmp/cipher.out")"
     echo "rounds=$ROUNDS"
     echo "scenarios=$SCENARIOS"
     echo "wrk=-t$WRK_THREADS -c$WRK_CONNS -d$DURATION"

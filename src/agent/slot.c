@@ -438,6 +438,8 @@ static void on_remote_dial(nw_dial_t *d, nw_conn_t *c, int err, void *ud) {
         nw_info("agent=%s tls: connected to %s with %s%s", sl->name,
                 sl->rem ? sl->rem->url_str : ag->remote_str,
                 nw_tls_version(c->tls), cfg->insecure ? " (certificate NOT verified)" : "");
+    if (c->tls)
+        nw_info("agent=%s tls: cipher suite %s", sl->name, nw_tls_suite(c->tls));
     sl->hs = c;
     nw_conn_set_owner(c, sl, hs_on_read, NULL, hs_on_close);
     nw_hf_reset(&sl->hs_hf);

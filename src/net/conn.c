@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <string.h>
 #ifdef __linux__
 #include <linux/sockios.h>
@@ -426,15 +427,40 @@ uint64_t nw_conn_delivered(nw_conn_t *c) {
     return d;
 }
 
+/* TLS output goes to the socket in slices of about this much plaintext
+ * (whole records): the peer decrypts one slice while we encrypt the next,
+ * instead of both sides taking turns over a whole batch (a tunnel's batch
+ * is up to a stream window; the two ciphers then run one after the other).
+ * 100 MiB through the wss tunnel on 2 quiet cores, interleaved: whole batch
+ * 168/166 MB/s down/up, 128 KiB 193/204, 64 KiB 218/218, 32 KiB 268/239,
+ * 16 KiB 270/241 (with half again the syscalls of 32 KiB); same CPU. */
+#define NW_TLS_SLICE (32 * 1024)
+
 static int tls_write(nw_conn_t *c, const uv_buf_t *bufs, unsigned n, size_t credit) {
-    size_t len = 0;
+    /* uv_buf_t may be cast to struct iovec on Unix (uv/unix.h). */
+    const struct iovec *iov = (const struct iovec *)bufs;
+    size_t total = 0, done = 0, len = 0;
     unsigned i;
     char *p;
     if (!c->tls_up || c->closing || c->shutting)
         return NW_ECLOSED;
     for (i = 0; i < n; i++)
-        if (bufs[i].len && nw_tls_write(c->tls, bufs[i].base, bufs[i].len) != 0)
-            return NW_ETLS;
+        total += bufs[i].len;
+    while (done < total) {
+        /* A short tail rides with the last slice, not in a write of its own
+         * (a batch of whole 64 KiB DATA frames ends with their headers). */
+        size_t max = total - done < NW_TLS_SLICE + NW_TLS_SLICE / 4 ? SIZE_MAX : NW_TLS_SLICE;
+        ssize_t k = nw_tls_writev(c->tls, iov, n, done, max);
+        int rc;
+        if (k <= 0)
+            return k == NW_ENOMEM ? NW_ENOMEM : NW_ETLS;
+        done += (size_t)k;
+        if (done == total)
+            break;
+        p = nw_tls_take_out(c->tls, &len);
+        if (p && (rc = submit_owned(c, p, len, 0)) != 0)
+            return rc;
+    }
     p = nw_tls_take_out(c->tls, &len);
     if (!p)
         return credit ? NW_ENOMEM : 0;

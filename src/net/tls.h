@@ -7,6 +7,7 @@
 #define NW_TLS_H
 
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "nw.h"
 
@@ -53,6 +54,14 @@ size_t nw_tls_pending(const nw_tls_t *t);
 int nw_tls_input_pending(const nw_tls_t *t);
 /* Encrypt all n bytes into the outgoing buffer. 0 or negative. */
 int nw_tls_write(nw_tls_t *t, const void *p, size_t n);
+/* Encrypt plaintext from the concatenation of iov[0..n), starting skip
+ * bytes in, as full-size records (pieces shorter than a record share one),
+ * stopping after about max bytes (a whole number of records, at least
+ * one). Returns the plaintext bytes consumed (the caller adds them to skip
+ * and calls again until all is consumed), or a negative error. Taking the
+ * ciphertext out between calls lets the peer decrypt one slice while this
+ * side encrypts the next. */
+ssize_t nw_tls_writev(nw_tls_t *t, const struct iovec *iov, size_t n, size_t skip, size_t max);
 /* Queue a close_notify alert. */
 void nw_tls_close_notify(nw_tls_t *t);
 /* Hand over the ciphertext waiting to be sent (caller frees with nw_free);
@@ -62,5 +71,8 @@ char *nw_tls_take_out(nw_tls_t *t, size_t *len);
 const char *nw_tls_error(const nw_tls_t *t);
 /* Negotiated protocol version, e.g. "TLSv1.3", for logs. */
 const char *nw_tls_version(const nw_tls_t *t);
+/* Negotiated ciphersuite, e.g. "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-
+ * SHA256", for logs; "" before the handshake. */
+const char *nw_tls_suite(const nw_tls_t *t);
 
 #endif

@@ -755,6 +755,86 @@ UNIT_TEST(test_close_notify_after_data_in_flight) {
     CHECK_EQ(r2, NW_ECLOSED);
 }
 
+/* ---- nw_tls_writev: full records, slices ---------------------------------- */
+
+/* Read everything fed to `to` into dst (at most cap bytes). */
+static size_t read_all(nw_tls_t *to, unsigned char *dst, size_t cap) {
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = nw_tls_read(to, dst + got, cap - got);
+        if (r <= 0)
+            return got;
+        got += (size_t)r;
+    }
+}
+
+UNIT_TEST(test_writev_full_records_and_slices) {
+    /* Pieces shorter than a record share one: a 10-byte "head", a 100-byte
+     * piece, 40000 bytes, two tiny pieces and an empty one make
+     * ceil(40118 / 16384) = 3 records, not 6. Sliced at max = 16384 each
+     * call takes one record's worth; the bytes arrive in order. */
+    static unsigned char src[40118], dst[40118 + 16];
+    static const size_t lens[] = {10, 100, 40000, 5, 0, 3};
+    struct iovec iov[6];
+    pair_t p;
+    size_t i, off = 0, one_len = 0, ct_len = 0, got = 0, calls = 0, done = 0;
+    char *ct;
+    ssize_t k;
+    int rc;
+
+    for (i = 0; i < sizeof(src); i++)
+        src[i] = pat(i, 9);
+    for (i = 0; i < 6; i++) {
+        iov[i].iov_base = src + off;
+        iov[i].iov_len = lens[i];
+        off += lens[i];
+    }
+    CHECK_EQ(pair_new(&p, "ca.pem", 0, "localhost", "server.pem", "server.key"), 0);
+    rc = pump(p.cli, p.srv, SIZE_MAX, NULL, NULL);
+    /* The framing of one record: a 1-byte write. */
+    if (rc == 0)
+        rc = nw_tls_write(p.cli, "x", 1);
+    ct = rc == 0 ? nw_tls_take_out(p.cli, &one_len) : NULL;
+    if (ct)
+        rc = nw_tls_feed(p.srv, ct, one_len) != 0 || read_all(p.srv, dst, 1) != 1 || dst[0] != 'x';
+    nw_free(ct);
+    if (rc != 0 || one_len <= 1) {
+        pair_free(&p);
+        GIVE_UP("handshake or first record failed");
+    }
+    /* Whole writev in one go. */
+    k = nw_tls_writev(p.cli, iov, 6, 0, SIZE_MAX);
+    ct = nw_tls_take_out(p.cli, &ct_len);
+    if (ct) {
+        nw_tls_feed(p.srv, ct, ct_len);
+        got = read_all(p.srv, dst, sizeof(dst));
+    }
+    nw_free(ct);
+    CHECK_EQ(k, (ssize_t)sizeof(src));
+    CHECK_EQ(ct_len, sizeof(src) + 3 * (one_len - 1));
+    CHECK_EQ(got, sizeof(src));
+    CHECK(memcmp(src, dst, sizeof(src)) == 0);
+    /* Again in slices of one record, the ciphertext taken between calls. */
+    got = 0;
+    while (done < sizeof(src) && calls < 10) {
+        k = nw_tls_writev(p.cli, iov, 6, done, 16384);
+        if (k <= 0)
+            break;
+        calls++;
+        done += (size_t)k;
+        ct = nw_tls_take_out(p.cli, &ct_len);
+        if (ct)
+            nw_tls_feed(p.srv, ct, ct_len);
+        nw_free(ct);
+        got += read_all(p.srv, dst + got, sizeof(dst) - got);
+    }
+    pair_free(&p);
+    CHECK_EQ(done, sizeof(src));
+    CHECK_EQ(calls, 3);
+    CHECK_EQ(got, sizeof(src));
+    CHECK(memcmp(src, dst, sizeof(src)) == 0);
+}
+
 /* ---- reference counting --------------------------------------------------- */
 
 UNIT_TEST(test_session_keeps_conf_alive) {
@@ -921,4 +1001,4 @@ UNIT_MAIN(UNIT_CASE(test_handshake_and_data), UNIT_CASE(test_handshake_with_chai
           UNIT_CASE(test_close_notify_after_data_in_flight),
           UNIT_CASE(test_session_keeps_conf_alive), UNIT_CASE(test_garbage_record_after_handshake),
           UNIT_CASE(test_random_garbage_handshake), UNIT_CASE(test_handshake_one_byte_at_a_time),
-          UNIT_CASE(test_write_before_handshake))
+          UNIT_CASE(test_write_before_handshake), UNIT_CASE(test_writev_full_records_and_slices))
