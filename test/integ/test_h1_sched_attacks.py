@@ -445,3 +445,58 @@ def test_h1_stalled_agent_cut_with_uploads_queued(t):
         check(r is None or r.status == 502, "upload answered %r" % (r,))
         u.close()
     c.close()
+
+
+@timed(90)
+def test_h1_unsent_open_retried_on_other_tunnel(t):
+    """serve: GETs whose OPEN waits in the batch behind an upload's backlog
+    (the agent reads nothing) never left: when that tunnel dies they go to
+    the other tunnel, and every one is answered 200."""
+    from test_h0_fairness import Uploader, raw_agent
+    o = t.origin("A")
+    s = t.serve(env={"LOG_LEVEL": "debug"})
+    c = raw_agent(s.port, "stuck", 256 * 1024 * 1024)
+    s.wait_tunnel_open("stuck")
+    up = Uploader(s.port)
+    up.wait_stalled()
+    t.agent(s, o, agent_id="good")
+    n = 8
+    gets = []
+    for i in range(n):
+        g = Conn(s.port, timeout=20)
+        g.request("GET", "/echo/g%d" % i)
+        gets.append(g)
+    s.proc.wait_for(r"strm=\d+ GET /echo/g%d\b" % (n - 1), 10)
+    c.reset()
+    got = [g.read_response().status for g in gets]
+    up.stop = True
+    up.c.reset()
+    eq(got, [200] * n, "GETs answered after the stuck tunnel died")
+    check(s.proc.find(r"retrying on another tunnel"),
+          "no GET was on the stuck tunnel (nothing retried): the test proved nothing")
+
+
+@timed(60)
+def test_h1_deadline_later_then_earlier(t):
+    """serve's deadline moves later (--response-timeout 20 while the
+    origin sleeps) then earlier (--idle-timeout 1 after the response): the
+    idle close comes at about 1 s, not when the first timer would fire."""
+    o, s, a = t.stack(serve_args=("--response-timeout", "20", "--idle-timeout", "1",
+                                  "--head-timeout", "30"))
+    c = Conn(s.port, timeout=30)
+    c.request("GET", "/sleep?ms=1200")
+    eq(c.read_response().status, 200, "slow response")
+    t0 = time.monotonic()
+    check(c.wait_closed(15), "connection not closed after --idle-timeout")
+    el = time.monotonic() - t0
+    check(0.5 <= el < 4, "idle close after %.1f s with --idle-timeout 1" % el)
+    # Pipelined: the second request's head is already read when the first
+    # response ends; the idle deadline comes only after the second.
+    c = Conn(s.port, timeout=30)
+    c.send(b"GET /sleep?ms=300 HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    eq(c.read_response().status, 200, "pipelined 1")
+    eq(c.read_response().status, 200, "pipelined 2")
+    t0 = time.monotonic()
+    check(c.wait_closed(15), "pipelined connection not closed after --idle-timeout")
+    el = time.monotonic() - t0
+    check(el < 4, "idle close after %.1f s (pipelined)" % el)
