@@ -606,18 +606,9 @@ static void on_connection(uv_stream_t *server, int status) {
 /* ---- the listener --------------------------------------------------------- */
 
 static int bind_listen(nw_admin_t *a, const struct sockaddr *sa) {
-    int one = 1, fd, rc;
-    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                              : sizeof(struct sockaddr_in);
-    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int rc, fd = nw_listen_socket(sa, 0, 128);
     if (fd < 0)
-        return uv_translate_sys_error(errno);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, sa, len) != 0 || listen(fd, 128) != 0) {
-        rc = uv_translate_sys_error(errno);
-        close(fd);
-        return rc;
-    }
+        return fd;
     uv_tcp_init(a->loop, &a->listener);
     a->listener.data = a;
     a->listening = 1;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 #include <string.h>
 #ifdef __linux__
 #include <linux/sockios.h>
@@ -552,4 +553,21 @@ void nw_loop_teardown(uv_loop_t *loop) {
     uv_run(loop, UV_RUN_DEFAULT);
     if (uv_loop_close(loop) != 0)
         nw_err("event loop closed with handles still open");
+}
+
+int nw_listen_socket(const struct sockaddr *sa, int reuseport, int backlog) {
+    int one = 1, fd, rc;
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return uv_translate_sys_error(errno);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+        bind(fd, sa, len) != 0 || listen(fd, backlog) != 0) {
+        rc = uv_translate_sys_error(errno);
+        close(fd);
+        return rc;
+    }
+    return fd;
 }

@@ -58,6 +58,13 @@ void nw_conn_set_owner(nw_conn_t *c, void *owner, nw_conn_read_cb on_read,
                        nw_conn_written_cb on_written, nw_conn_close_cb on_close);
 /* Called once the socket is connected/accepted: sets TCP_NODELAY, peer. */
 void nw_conn_ready(nw_conn_t *c);
+
+/* A listening TCP socket on sa (SO_REUSEADDR; with reuseport also
+ * SO_REUSEPORT, which lets a new process bind beside a draining one),
+ * non-blocking and close-on-exec, for uv_tcp_open: libuv 1.44 has no flag
+ * for SO_REUSEPORT. The socket, or a negative libuv error. */
+struct sockaddr;
+int nw_listen_socket(const struct sockaddr *sa, int reuseport, int backlog);
 /* Run TLS on this connection from now on: a client (host != NULL, the name
  * to verify) starts the handshake at once; a server waits for the hello.
  * Owners then see plaintext only; a TLS failure reaches on_read as NW_ETLS

@@ -91,35 +91,13 @@ static void on_connection(uv_stream_t *server, int status) {
     pc_accept(srv, server, -1, srv->listener_tls[(uv_tcp_t *)server - srv->listeners]);
 }
 
-/* Bind with SO_REUSEPORT so that a new serve process can listen on the
- * same port before this one drains away (rolling restart; Linux allows it
- * only between processes of the same user). libuv 1.44 has no flag for
- * it, so the socket is made, bound and listening here, and handed over
- * with uv_tcp_open. Returns the socket or a negative libuv error. */
-static int bind_reuseport(const struct sockaddr *sa) {
-    int one = 1, fd, rc;
-    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                              : sizeof(struct sockaddr_in);
-    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return uv_translate_sys_error(errno);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        bind(fd, sa, len) != 0 || listen(fd, 1024) != 0) {
-        rc = uv_translate_sys_error(errno);
-        close(fd);
-        return rc;
-    }
-    return fd;
-}
-
 /* Listen on sa with the handle h. Everything that can fail for a reason of
  * the host (address taken, no IPv6) fails before h is initialised, so the
  * caller may try another address with the same h. *used is set once h was
  * initialised: it is then listening, or closing (its close callback has
  * not run yet, so its memory must not be initialised again). */
 static int listen_on(serve_t *srv, uv_tcp_t *h, const struct sockaddr *sa, int *used) {
-    int rc, fd = bind_reuseport(sa);
+    int rc, fd = nw_listen_socket(sa, 1, 1024); /* SO_REUSEPORT: rolling restarts */
     if (fd < 0)
         return fd;
     uv_tcp_init(srv->loop, h);
