@@ -41,10 +41,11 @@
 #           time of the proxy and origin processes per 1000 requests), a
 #           BIG_MIB GET and a BIG_MIB POST with curl (MB/s). VmRSS of every
 #           proxy process idle (before this) and after it.
-#   hol     head of line, nginx and natwrp interleaved: small-request p99
-#           (wrk, HOL_CONNS connections) alone, then while one client holds
-#           a HUGE_MIB download without reading and another downloads
-#           BIG_MIB bodies back to back.
+#   hol     head of line, natwrp, direct and nginx interleaved: small-request
+#           p99 (wrk, HOL_CONNS connections) alone, then while one client
+#           holds a HUGE_MIB download without reading and another downloads
+#           BIG_MIB bodies back to back (direct: no proxy, that download
+#           paced to the rate natwrp's reached in the round, the floor).
 #   stream  streaming latency, direct to origin.py vs through serve C/agent
 #           C, alone and beside a bulk download (through natwrp on the same
 #           tunnel; direct on its own connection, paced to the rate the
@@ -919,8 +920,9 @@ hol_wrk() { # scenario round alone|load base
     fi
 }
 run_hol() { # scenario round
-    local s=$1 r=$2 base spid bpid rc mbps err alive_end
+    local s=$1 r=$2 base spid bpid rc mbps err alive_end pace
     case $s in
+        direct) base="http://127.0.0.1:$NGX_PORT" ;;
         nginx) base="http://127.0.0.1:$PX_PORT" ;;
         natwrp) base="http://127.0.0.1:$PA" ;;
     esac
@@ -936,8 +938,10 @@ run_hol() { # scenario round
         wait_bounded "$spid" 5 || true
         return 0
     fi
+    pace=()
+    [ "$s" = direct ] && [ -n "$HOL_TUNNEL_MBPS" ] && pace=(--rate "$HOL_TUNNEL_MBPS")
     python3 "$HERE/clients.py" bulk --url "$base/big.bin" --secs $((hol_s + 2)) --bytes "$BIG_BYTES" \
-        >"$tmp/bulk.out" 2>&1 &
+        "${pace[@]}" >"$tmp/bulk.out" 2>&1 &
     bpid=$!
     pids+=("$bpid")
     sleep 0.5
@@ -950,6 +954,7 @@ run_hol() { # scenario round
         problem "hol $s round $r: bulk download: status $rc ${err:-$(tail -n 2 "$tmp/bulk.out" | tr '\n' ' ')}"
     else
         record hol "$s" bulk "$mbps"
+        [ "$s" = natwrp ] && HOL_TUNNEL_MBPS=$mbps
     fi
     kill -TERM "$spid" 2>/dev/null || true
     rc=0
@@ -966,7 +971,8 @@ run_hol() { # scenario round
 if has_part hol; then
     echo "bench: head of line: wrk -t1 -c$HOL_CONNS -d$HOL_DURATION alone, then beside a stalled ${HUGE_MIB} MiB download and ${BIG_MIB} MiB downloads"
     for r in $(seq 1 "$ROUNDS"); do
-        for s in nginx natwrp; do run_hol "$s" "$r"; done
+        HOL_TUNNEL_MBPS=""
+        for s in natwrp direct nginx; do run_hol "$s" "$r"; done
     done
 fi
 

@@ -221,7 +221,7 @@ void pc_feed(pconn_t *pc, const char *data, size_t len) {
         pc->in_feed = 1;
         e = llhttp_execute(&pc->parser, data, len);
         pc->in_feed = 0;
-        if (pc->body_acc.len && pc_send_body(pc, 0) < 0) {
+        if (pc_body_pending(pc) && pc_send_body(pc, 0) < 0) {
             pc_close(pc);
             break;
         }

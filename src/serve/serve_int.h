@@ -100,7 +100,9 @@ typedef struct pconn_s {
     struct pconn_s *hprev, *hnext; /* response heads not yet written */
     nw_sbuf_t head_out;      /* a response head held for its first body bytes */
     nw_sbuf_t out_pend;      /* body bytes held while a write is queued (pc_hold_body) */
-    nw_sbuf_t body_acc;      /* request body bytes of this read, sent at once (pc_send_body) */
+    nw_sbuf_t body_acc;      /* request body pieces of this read, gathered (pc_send_body) */
+    const char *body_at;     /* or the read's only piece, not copied: valid until */
+    size_t body_n;           /* pc_feed's llhttp_execute returns (pc_body_add) */
     nw_headscan_t scan;      /* checks each request head before llhttp does */
     const char *feed_end;    /* end of the bytes llhttp is parsing now */
     uint64_t chunk_left;     /* request chunk data still to come */
@@ -207,6 +209,8 @@ int pc_dispatch(pconn_t *pc);
 void pc_sent(pconn_t *pc);
 int pc_crlf_after_chunk(pconn_t *pc, const char *q, size_t avail);
 int pc_send_body(pconn_t *pc, int end);
+void pc_body_drop(pconn_t *pc);
+static inline int pc_body_pending(const pconn_t *pc) { return pc->body_n || pc->body_acc.len; }
 
 /* response.c */
 void pc_heads_unlink(pconn_t *pc);
