@@ -31,6 +31,7 @@ typedef struct remote_s {
     char label[1400];   /* "wss://host:port (addr)": logs */
     char key[17];       /* random hex, new each time the address is added: its half of
                          * X-Natwrp-Instance (two addresses may reach one server) */
+    unsigned missed;    /* lookups in a row whose answer lacked it (remotes.c) */
     int used;
 } remote_t;
 

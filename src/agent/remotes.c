@@ -2,9 +2,12 @@
  * REMOTE_URL is resolved (A and AAAA) at start and every RESOLVE_INTERVAL;
  * each address is a remote with MAX_CONN slots of its own (slot.c), dialled
  * by address with the URL's host name for Host, SNI and verification. A new
- * address gets its slots at once; one that disappeared has its tunnels
- * drained: GOAWAY from the agent (serve opens no stream on them), closed
- * once their streams are done. A failed lookup keeps the current set. */
+ * address gets its slots at once; one missing from REMOTE_MISSES answers in
+ * a row has its tunnels drained: GOAWAY from the agent (serve opens no
+ * stream on them), closed once their streams are done. (A name server that
+ * answers a few of many records, a different few each time, drained and
+ * redialled tunnels at every lookup when one miss was enough.) A failed
+ * lookup keeps the current set. */
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -16,6 +19,7 @@
 
 #define RETRY_MIN_MS 500
 #define RETRY_MAX_MS 30000
+#define REMOTE_MISSES 2 /* answers in a row without an address before it is drained */
 
 static void resolve(resolver_t *rs);
 
@@ -92,6 +96,20 @@ static void remote_drop(agent_t *ag, remote_t *rem) {
     uv_check_start(&ag->reap, on_reap);
 }
 
+/* Room for a new address of url: a remote of the same URL that missed the
+ * latest answer goes first (it was on its way out). 1 if one was dropped. */
+static int drop_missing(agent_t *ag, unsigned url) {
+    unsigned i;
+    for (i = 0; i < ag->cfg->max_remotes; i++) {
+        remote_t *rem = &ag->remotes[i];
+        if (rem->used && rem->url == url && rem->missed) {
+            remote_drop(ag, rem);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static remote_t *remote_add(agent_t *ag, unsigned url, const char *addr) {
     unsigned i, k;
     remote_t *rem = NULL;
@@ -102,6 +120,7 @@ static remote_t *remote_add(agent_t *ag, unsigned url, const char *addr) {
     if (!rem)
         return NULL;
     rem->used = 1;
+    rem->missed = 0;
     rem->url = url;
     snprintf(rem->addr, sizeof(rem->addr), "%.45s", addr);
     slot_random_hex(rem->key);
@@ -134,8 +153,9 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* The lookup of rs's URL answered addrs (n > 0): drop the remotes no
- * longer among them, add the new ones (MAX_REMOTES permitting). */
+/* The lookup of rs's URL answered addrs (n > 0): drop the remotes missing
+ * from REMOTE_MISSES answers in a row, add the new ones (MAX_REMOTES
+ * permitting, after the remotes missing from this answer). */
 static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigned n) {
     agent_t *ag = rs->ag;
     const nw_url_t *u = &ag->cfg->remotes.u[rs->url];
@@ -151,8 +171,13 @@ static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigne
             continue;
         for (j = 0; j < n && strcmp(addrs[j], rem->addr) != 0; j++)
             ;
-        if (j == n)
+        if (j < n)
+            rem->missed = 0;
+        else if (++rem->missed >= REMOTE_MISSES)
             remote_drop(ag, rem);
+        else
+            nw_debug("agent=%s remote=%s is missing from this answer: kept until it misses %d",
+                     ag->cfg->agent_id, rem->label, REMOTE_MISSES);
     }
     for (j = 0; j < n; j++) {
         for (i = 0; i < ag->cfg->max_remotes; i++) {
@@ -160,7 +185,8 @@ static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigne
             if (rem->used && rem->url == rs->url && strcmp(rem->addr, addrs[j]) == 0)
                 break;
         }
-        if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]))
+        if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]) ||
+            (drop_missing(ag, rs->url) && remote_add(ag, rs->url, addrs[j])))
             continue;
         out[nout++] = addrs[j];
     }

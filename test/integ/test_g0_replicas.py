@@ -190,6 +190,44 @@ def test_g0_resolve_adds_and_drains(t):
 
 
 @timed(60)
+def test_g0_one_missing_answer_keeps_tunnels(t):
+    """A name server that answers a few of many records, a different few
+    each time, made the agent drain and redial an address at every lookup
+    that missed it. An address is now drained only when two answers in a
+    row lack it: one answer without 127.0.0.3 leaves its tunnel alone (no
+    drain, no new tunnel on that replica); two drain it."""
+    if skip_unless_ns():
+        return
+    o = t.origin("A")
+    ss = replicas(t, ADDRS[:2])
+    hosts = os.path.join(t.logdir, "hosts")
+    both = [("127.0.0.2", NAME), ("127.0.0.3", NAME)]
+    write_hosts(hosts, both)
+    marks = [s.proc.mark() for s in ss]
+    a = agent_ns(t, hosts, "http://%s:%d" % (NAME, ss[0].port), o,
+                 env={"RESOLVE_INTERVAL": "2", "LOG_LEVEL": "debug"})
+    for s, m in zip(ss, marks):
+        s.wait_tunnel_open("a1", m)
+    resolved = re.escape(NAME) + r" resolved: %d address"
+    ma, ms = a.mark(), ss[1].proc.mark()
+    write_hosts(hosts, both[:1])
+    a.wait_for(resolved % 1, 10, ma)
+    write_hosts(hosts, both)  # back before the next lookup (2 s later)
+    a.wait_for(resolved % 2, 10, a.last_at + 1)
+    eq(a.count(r"is gone from DNS", ma), 0, "addresses drained after one answer without them")
+    eq(ss[1].proc.count(r"tunnel (open|closed|draining) tun=\d+ agent=a1\b", ms), 0,
+       "tunnels opened or closed on 127.0.0.3")
+    eq(get(ss[1].port, "/name", host="127.0.0.3").status, 200, "127.0.0.3 answers")
+    # Missing from two answers in a row: drained.
+    ma = a.mark()
+    write_hosts(hosts, both[:1])
+    a.wait_for(r"%s is gone from DNS: draining" % remote_re(ss[0].port, "127.0.0.3"), 10, ma)
+    check(a.count(resolved % 1, ma) >= 2, "drained after %d lookup(s) without it, not 2"
+          % a.count(resolved % 1, ma))
+    ss[1].wait_tunnel_closed("a1", ms, timeout=10)
+
+
+@timed(60)
 def test_g0_list_plain_and_tls(t):
     if skip_unless_ns():
         return
