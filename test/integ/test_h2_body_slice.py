@@ -271,8 +271,8 @@ def test_h2_cl_body_split_awkwardly(t):
     """One keep-alive connection, each body cut differently: the head with
     the first byte, 1-byte reads, the end of a body glued to the next
     request's head and part of its body (held in pc->pipeline, then parsed
-    from there), a head alone then 200 KB in one send, a body of exactly
-    64 KiB, a 1-byte body. Every byte reaches the service once, in order."""
+    from there), a head alone then 200 KB in one send, a body sent after
+    100 Continue, a body of exactly 64 KiB, a 1-byte body. Every byte reaches the service once, in order."""
     rec, s, a = _stack(t)
     try:
         c = Conn(s.port, timeout=30)
@@ -294,6 +294,14 @@ def test_h2_cl_body_split_awkwardly(t):
         _answer(c.read_response(), b3, "/b/3")
         _exact(rec, "/b/2", b2, "/b/2 (200 KB after its head)")
         _exact(rec, "/b/3", b3, "/b/3 (its head and first half pipelined)")
+
+        # Expect: 100-continue, the body sent only after the 100, in two.
+        b6 = _data(5000, "s6")
+        c.send(_head("POST", "/b/6", [("Content-Length", "5000"), ("Expect", "100-continue")]))
+        eq(c.read_response(interim=True).status, 100, "interim answer to Expect")
+        _send_pieces(c, [b6[:2500], b6[2500:]])
+        _answer(c.read_response(), b6, "/b/6")
+        _exact(rec, "/b/6", b6, "/b/6 (after 100 Continue)")
 
         # Exactly one read's worth, then a 1-byte body, in one send.
         b4, b5 = _data(65536, "s4"), b"Z"
@@ -406,8 +414,10 @@ def test_h2_pipelined_posts_one_write(t):
 def test_h2_bodies_while_queued(t):
     """No agent yet: a POST whose head and body came in one read waits for a
     tunnel (its parser held after the head, the rest in pc->pipeline), with
-    Expect: 100-continue; a chunked POST and a GET pipelined behind it. The
-    agent connects; every body arrives exact, in order."""
+    Expect: 100-continue; a chunked POST and a GET pipelined behind it; on
+    other connections a chunked POST and an upgrade with a body and the
+    pipe's first bytes. The agent connects; every body arrives exact, in
+    order, and the pipe's bytes only after the 101."""
     rec = BodyRecorder()
     try:
         s = t.serve("--queue-timeout", "30")
@@ -420,7 +430,19 @@ def test_h2_bodies_while_queued(t):
         c2 = Conn(s.port, timeout=30)  # a second connection queued the same way
         b4 = _data(90000, "q4")
         c2.send(_post_chunked("/q/4", b4, [3, 65536, 5]))
+        # An upgrade with a body and the pipe's first bytes, queued too.
+        c3 = Conn(s.port, timeout=30)
+        b5, after5 = _data(70000, "q5"), _data(2000, "q5after")
+        c3.send(_head("GET", "/up/q5", [("Upgrade", "foo"), ("Connection", "Upgrade"),
+                                        ("Content-Length", str(len(b5)))]) + b5 + after5)
         t.agent(s, rec.url)
+        r = c3.read_head()
+        eq(r.status, 101, "queued upgrade's status")
+        got = []
+        eq(c3._exact(len(after5), got.append), len(after5), "queued upgrade: echoed pipe bytes")
+        check(b"".join(got) == after5, "queued upgrade: pipe bytes came back different")
+        _exact(rec, "/up/q5", b5, "/up/q5 (a queued upgrade's body)")
+        c3.close()
         r = c.read_response(interim=True)
         if r.status == 100:
             r = c.read_response()
