@@ -116,6 +116,13 @@ class BodyRecorder:
                 for l in lines[1:]:
                     k, _, v = l.partition(":")
                     hdrs[k.strip().lower()] = v.strip()
+                if target.startswith("/drop"):
+                    return  # closes without reading the body or answering
+                if target.startswith("/early"):
+                    # Answers at once, reads none of the body, closes.
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                              b"Connection: close\r\n\r\nearly")
+                    return
                 if target.startswith("/stall"):
                     with self.cond:
                         self.stalled.append(target)
@@ -679,7 +686,83 @@ def test_h2_body_stream_dies_and_errors(t):
         rec.close()
 
 
-# -- 9. what a stalled chunked upload makes serve hold ----------------------
+# -- 9. the service ends a request mid-body; the client does ---------------
+
+def _pump_bg(c, blocks):
+    def run():
+        try:
+            for b in blocks:
+                c.send(b)
+                time.sleep(0.001)
+        except OSError:
+            pass
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+@timed(90)
+def test_h2_body_ended_mid_way(t):
+    """The local service closes after the head (the agent resets the
+    stream), or answers at once and closes with the body unread, while the
+    client is still sending its body in pieces; a client half-closes in the
+    middle of its body; a chunked body ends in a trailer section with a bare
+    LF right after many chunks in one read. Each gets an answer or a close,
+    never bytes of another request; then the connection's successors and
+    the tunnel still carry an upload exact."""
+    rec, s, a = _stack(t)
+    try:
+        bad = []
+        for target, chunked in [("/drop/1", False), ("/drop/2", True), ("/early/1", False),
+                                ("/early/2", True)]:
+            body = _data(4 << 20, target)
+            c = Conn(s.port, timeout=20)
+            _nodelay(c)
+            if chunked:
+                wire = _post_chunked(target, body, [1, 3000, 70000, 2])
+            else:
+                wire = _post(target, body)
+            th = _pump_bg(c, [wire[i:i + 30000] for i in range(0, len(wire), 30000)])
+            r = c.read_response(allow_eof=True)
+            st = r.status if r else "closed"
+            want = (502, "closed") if target.startswith("/drop") else (200, 502, "closed")
+            if st not in want:
+                bad.append("%s: %s (want one of %r)" % (target, st, want))
+            if r and r.status == 200 and r.body != b"early":
+                bad.append("%s: 200 with body %r" % (target, r.body[:40]))
+            c.reset()
+            th.join(10)
+        check(not bad, "requests whose service stopped reading:\n  " + "\n  ".join(bad))
+
+        # Half-close in the middle of a body.
+        c = Conn(s.port, timeout=10)
+        c.send(_head("POST", "/h/half", [("Content-Length", "100000")]) + _data(50000, "half"))
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.read_response(allow_eof=True)
+        check(r is None or r.status in (400, 502), "half-closed mid-body: %r" % r)
+        c.close()
+
+        # Many chunks, then a trailer with a bare LF, all in one read.
+        c = Conn(s.port, timeout=10)
+        c.send(_head("POST", "/h/trailer", [("Transfer-Encoding", "chunked")]) +
+               _chunked(_data(3000, "tr"), [3])[:-2] + b"X-T: 1\n\r\n")
+        r = c.read_response(allow_eof=True)
+        eq(r.status if r else "closed", 400, "bare LF in a trailer after many chunks")
+        c.close()
+
+        b = _data(300000, "after")
+        c = Conn(s.port, timeout=20)
+        th, err = _sender(c, _post("/h/after", b))
+        _answer(c.read_response(), b, "/h/after")
+        th.join(10)
+        _exact(rec, "/h/after", b, "/h/after")
+        check("/h/half" not in rec.bodies, "a half-closed body reached the service whole")
+        c.close()
+    finally:
+        rec.close()
+
+
+# -- 10. what a stalled chunked upload makes serve hold ----------------------
 
 @timed(120)
 def test_h2_stalled_chunked_upload_bounded(t):
