@@ -17,7 +17,16 @@ and deferred error answers, and what a stalled chunked upload can make
 serve hold.
 
 Every body is checked byte for byte where a local service (BodyRecorder,
-below) received it, after the agent re-framed it."""
+below) received it, after the agent re-framed it.
+
+Result of the review: no defect. The only uses of body_at are in the same
+llhttp_execute (pc_body_add, on_message_complete) and right after it in
+pc_feed, before pc_feed frees or leaves its buffer; nw_strm_send copies
+(into a frame or the stream's queue) and calls back into nothing; reads
+land in read_scratch only from the loop (tls_drain too), never inside
+pc_feed. These tests stay as guards: a flush moved to the next read fails 8
+of them with wrong bytes, and one moved past pc_feed's free of the pipeline
+buffer fails 4 with heap-use-after-free."""
 
 import hashlib
 import random
@@ -375,14 +384,20 @@ def test_h2_chunked_many_chunks_per_read(t):
         rec.close()
 
 
-# -- 3. pipelined POSTs in one write ----------------------------------------
+# -- 3. pipelined POSTs and upgrades: bodies followed by more bytes ---------
 
 @timed(90)
-def test_h2_pipelined_posts_one_write(t):
+def test_h2_pipelined_bodies_and_upgrades(t):
     """Six requests, bodies of every kind, in one write of 500 KB: all but
     the first are parsed from pc->pipeline (a buffer pc_feed frees as it
     moves on), and serve stops reading past its pipeline bound meanwhile.
-    Each answer comes in order with its own body, exact."""
+    Each answer comes in order with its own body, exact.
+
+    An upgrade with a Content-Length body and the pipe's first bytes in
+    the same write: the body goes to the stream before the upgrade, the
+    bytes after it only after the 101, exact and once. A chunked upgrade is
+    a plain request (serve drops Upgrade); its body is exact and the
+    request pipelined behind it is answered."""
     rec, s, a = _stack(t)
     try:
         rnd = random.Random(3)
@@ -410,6 +425,36 @@ def test_h2_pipelined_posts_one_write(t):
             if body:
                 _exact(rec, target, body, target + " (pipelined)")
         eq(rec.order, [r[0] for r in reqs], "order of the requests at the local service")
+        c.close()
+
+        body = _data(5000, "u1")
+        after = _data(3000, "u1after")
+        c = Conn(s.port, timeout=20)
+        c.send(_head("GET", "/up/1", [("Upgrade", "foo"), ("Connection", "Upgrade"),
+                                      ("Content-Length", str(len(body)))]) + body + after)
+        r = c.read_head()
+        eq(r.status, 101, "upgrade status")
+        got = []
+        eq(c._exact(len(after), got.append), len(after), "echoed pipe bytes")
+        check(b"".join(got) == after, "bytes after the upgrade came back different")
+        more = _data(100000, "u1more")
+        c.send(more)
+        got = []
+        eq(c._exact(len(more), got.append), len(more), "echoed pipe bytes (more)")
+        check(b"".join(got) == more, "pipe bytes after the 101 came back different")
+        _exact(rec, "/up/1", body, "upgrade request body")
+        rec.wait("all pipe bytes", lambda: len(rec.piped.get("/up/1", b"")) >= len(after + more))
+        check(rec.piped["/up/1"] == after + more, "the pipe's bytes at the local service")
+        c.close()
+
+        d = _data(20000, "u2")
+        c = Conn(s.port, timeout=20)
+        c.send(_head("POST", "/c/up2", [("Upgrade", "foo"), ("Connection", "Upgrade"),
+                                        ("Transfer-Encoding", "chunked")]) +
+               _chunked(d, [1, 999, 3]) + _post("/c/up2-next", b"next"))
+        _answer(c.read_response(), d, "chunked upgrade as a plain request")
+        _answer(c.read_response(), b"next", "request after it")
+        _exact(rec, "/c/up2", d, "chunked upgrade body")
         c.close()
     finally:
         rec.close()
@@ -468,51 +513,7 @@ def test_h2_bodies_while_queued(t):
         rec.close()
 
 
-# -- 5. upgrades: a body, then the pipe's bytes, in one write ---------------
-
-@timed(60)
-def test_h2_upgrade_body_then_pipe(t):
-    """An upgrade with a Content-Length body and the pipe's first bytes in
-    the same write: the body goes to the stream before the upgrade, the
-    bytes after it only after the 101, exact and once. A chunked upgrade is
-    a plain request (serve drops Upgrade); its body is exact and the
-    request pipelined behind it is answered."""
-    rec, s, a = _stack(t)
-    try:
-        body = _data(5000, "u1")
-        after = _data(3000, "u1after")
-        c = Conn(s.port, timeout=20)
-        c.send(_head("GET", "/up/1", [("Upgrade", "foo"), ("Connection", "Upgrade"),
-                                      ("Content-Length", str(len(body)))]) + body + after)
-        r = c.read_head()
-        eq(r.status, 101, "upgrade status")
-        got = []
-        eq(c._exact(len(after), got.append), len(after), "echoed pipe bytes")
-        check(b"".join(got) == after, "bytes after the upgrade came back different")
-        more = _data(100000, "u1more")
-        c.send(more)
-        got = []
-        eq(c._exact(len(more), got.append), len(more), "echoed pipe bytes (more)")
-        check(b"".join(got) == more, "pipe bytes after the 101 came back different")
-        _exact(rec, "/up/1", body, "upgrade request body")
-        rec.wait("all pipe bytes", lambda: len(rec.piped.get("/up/1", b"")) >= len(after + more))
-        check(rec.piped["/up/1"] == after + more, "the pipe's bytes at the local service")
-        c.close()
-
-        d = _data(20000, "u2")
-        c = Conn(s.port, timeout=20)
-        c.send(_head("POST", "/c/up2", [("Upgrade", "foo"), ("Connection", "Upgrade"),
-                                        ("Transfer-Encoding", "chunked")]) +
-               _chunked(d, [1, 999, 3]) + _post("/c/up2-next", b"next"))
-        _answer(c.read_response(), d, "chunked upgrade as a plain request")
-        _answer(c.read_response(), b"next", "request after it")
-        _exact(rec, "/c/up2", d, "chunked upgrade body")
-        c.close()
-    finally:
-        rec.close()
-
-
-# -- 6. many uploads at once, tiny windows: the shared read buffer ----------
+# -- 5. many uploads at once, tiny windows: the shared read buffer ----------
 
 @timed(120)
 def test_h2_concurrent_uploads_tiny_windows(t):
@@ -568,7 +569,7 @@ def test_h2_concurrent_uploads_tiny_windows(t):
         rec.close()
 
 
-# -- 7. TLS clients ---------------------------------------------------------
+# -- 6. TLS clients ---------------------------------------------------------
 
 @timed(90)
 def test_h2_tls_client_bodies(t):
@@ -605,17 +606,35 @@ def test_h2_tls_client_bodies(t):
         rec.close()
 
 
-# -- 8. streams that die mid-body, errors inside llhttp callbacks -----------
+# -- 7. bodies cut short: streams that die, services that stop, errors ----
+
+def _pump_bg(c, blocks):
+    def run():
+        try:
+            for b in blocks:
+                c.send(b)
+                time.sleep(0.001)
+        except OSError:
+            pass
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
 
 @timed(120)
-def test_h2_body_stream_dies_and_errors(t):
+def test_h2_bodies_cut_short(t):
     """Uploads stalled at the service when the agent is killed (their
     streams reset while their clients keep sending): each gets 502 or is
-    closed. A chunk without its CRLF after a good chunk in the same read:
-    400. A request answered 401 by serve (its answer deferred until its
-    small body is read and dropped) with a POST pipelined behind it in one
-    write: 401, then the POST exact. A new agent
-    then carries an upload exact. ASan checks every path (cleanup)."""
+    closed. With a new agent: the local service closes after the head (the
+    agent resets the stream), or answers at once and closes with the body
+    unread, while the client is still sending; a client half-closes in the
+    middle of its body; a chunked body ends in a trailer section with a
+    bare LF right after many chunks in one read; a chunk without its CRLF
+    after a good chunk in the same read (an error inside an llhttp
+    callback): 400. A request answered 401 by serve (its answer deferred
+    until its small body is read and dropped) with a POST pipelined behind
+    it in one write: 401, then the POST exact. Then an upload exact. ASan
+    checks every path (cleanup)."""
     rec = BodyRecorder()
     try:
         s = t.serve("--auth-token", TOKEN, "--auth-rule", "^/private")
@@ -655,63 +674,6 @@ def test_h2_body_stream_dies_and_errors(t):
         check(not bad, "uploads whose tunnel died: %r (want 502 or closed)" % bad)
 
         a = t.agent(s, rec.url, label="agent2")
-        # A good chunk, then one with no CRLF after its data, one read.
-        c = Conn(s.port, timeout=10)
-        c.send(_head("POST", "/e/1", [("Transfer-Encoding", "chunked")]) +
-               b"5\r\nhello\r\n5\r\nworldXX3\r\nabc\r\n0\r\n\r\n")
-        r = c.read_response()
-        eq(r.status, 400, "chunk without CRLF after a good one")
-        check(c.wait_closed(5), "connection kept after a broken chunked body")
-        c.close()
-
-        # 401 (deferred: its body is read and dropped) with a POST behind.
-        b2 = _data(30000, "e2")
-        c = Conn(s.port, timeout=10)
-        c.send(_post("/private/e401", _data(3000, "e401")) + _post("/e/2", b2))
-        r = c.read_response()
-        eq(r.status, 401, "request to a path that needs the token")
-        _answer(c.read_response(), b2, "/e/2 behind a 401")
-        _exact(rec, "/e/2", b2, "/e/2 behind a 401")
-        c.close()
-
-        b3 = _data(500000, "e3")
-        c = Conn(s.port, timeout=30)
-        th, err = _sender(c, _post("/e/3", b3))
-        _answer(c.read_response(), b3, "/e/3 after the agent came back")
-        th.join(10)
-        _exact(rec, "/e/3", b3, "/e/3")
-        c.close()
-        check("/private/e401" not in rec.bodies, "the 401's request reached the service")
-    finally:
-        rec.close()
-
-
-# -- 9. the service ends a request mid-body; the client does ---------------
-
-def _pump_bg(c, blocks):
-    def run():
-        try:
-            for b in blocks:
-                c.send(b)
-                time.sleep(0.001)
-        except OSError:
-            pass
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    return th
-
-
-@timed(90)
-def test_h2_body_ended_mid_way(t):
-    """The local service closes after the head (the agent resets the
-    stream), or answers at once and closes with the body unread, while the
-    client is still sending its body in pieces; a client half-closes in the
-    middle of its body; a chunked body ends in a trailer section with a bare
-    LF right after many chunks in one read. Each gets an answer or a close,
-    never bytes of another request; then the connection's successors and
-    the tunnel still carry an upload exact."""
-    rec, s, a = _stack(t)
-    try:
         bad = []
         for target, chunked in [("/drop/1", False), ("/drop/2", True), ("/early/1", False),
                                 ("/early/2", True)]:
@@ -750,19 +712,39 @@ def test_h2_body_ended_mid_way(t):
         eq(r.status if r else "closed", 400, "bare LF in a trailer after many chunks")
         c.close()
 
-        b = _data(300000, "after")
-        c = Conn(s.port, timeout=20)
-        th, err = _sender(c, _post("/h/after", b))
-        _answer(c.read_response(), b, "/h/after")
-        th.join(10)
-        _exact(rec, "/h/after", b, "/h/after")
-        check("/h/half" not in rec.bodies, "a half-closed body reached the service whole")
+        # A good chunk, then one with no CRLF after its data, one read.
+        c = Conn(s.port, timeout=10)
+        c.send(_head("POST", "/e/1", [("Transfer-Encoding", "chunked")]) +
+               b"5\r\nhello\r\n5\r\nworldXX3\r\nabc\r\n0\r\n\r\n")
+        r = c.read_response()
+        eq(r.status, 400, "chunk without CRLF after a good one")
+        check(c.wait_closed(5), "connection kept after a broken chunked body")
         c.close()
+
+        # 401 (deferred: its body is read and dropped) with a POST behind.
+        b2 = _data(30000, "e2")
+        c = Conn(s.port, timeout=10)
+        c.send(_post("/private/e401", _data(3000, "e401")) + _post("/e/2", b2))
+        r = c.read_response()
+        eq(r.status, 401, "request to a path that needs the token")
+        _answer(c.read_response(), b2, "/e/2 behind a 401")
+        _exact(rec, "/e/2", b2, "/e/2 behind a 401")
+        c.close()
+
+        b3 = _data(500000, "e3")
+        c = Conn(s.port, timeout=30)
+        th, err = _sender(c, _post("/e/3", b3))
+        _answer(c.read_response(), b3, "/e/3 after the agent came back")
+        th.join(10)
+        _exact(rec, "/e/3", b3, "/e/3")
+        c.close()
+        check("/private/e401" not in rec.bodies, "the 401's request reached the service")
+        check("/h/half" not in rec.bodies, "a half-closed body reached the service whole")
     finally:
         rec.close()
 
 
-# -- 10. what a stalled chunked upload makes serve hold ----------------------
+# -- 8. what a stalled chunked upload makes serve hold ----------------------
 
 @timed(120)
 def test_h2_stalled_chunked_upload_bounded(t):
