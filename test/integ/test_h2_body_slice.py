@@ -24,9 +24,9 @@ llhttp_execute (pc_body_add, on_message_complete) and right after it in
 pc_feed, before pc_feed frees or leaves its buffer; nw_strm_send copies
 (into a frame or the stream's queue) and calls back into nothing; reads
 land in read_scratch only from the loop (tls_drain too), never inside
-pc_feed. These tests stay as guards: a flush moved to the next read fails all 8
-of them with wrong bytes, and one moved past pc_feed's free of the pipeline
-buffer fails 4 with heap-use-after-free."""
+pc_feed. These tests stay as guards: a flush moved to the next read fails
+all 8 of them with wrong bytes, and one moved past pc_feed's free of the
+pipeline buffer fails 4 with heap-use-after-free."""
 
 import hashlib
 import random
