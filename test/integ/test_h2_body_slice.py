@@ -288,7 +288,8 @@ def test_h2_cl_body_split_awkwardly(t):
     the first byte, 1-byte reads, the end of a body glued to the next
     request's head and part of its body (held in pc->pipeline, then parsed
     from there), a head alone then 200 KB in one send, a body sent after
-    100 Continue, a body of exactly 64 KiB, a 1-byte body. Every byte reaches the service once, in order."""
+    100 Continue, a body of exactly 64 KiB, a 1-byte body. Every byte
+    reaches the service once, in order."""
     rec, s, a = _stack(t)
     try:
         c = Conn(s.port, timeout=30)
