@@ -96,20 +96,6 @@ static void remote_drop(agent_t *ag, remote_t *rem) {
     uv_check_start(&ag->reap, on_reap);
 }
 
-/* Room for a new address of url: a remote of the same URL that missed the
- * latest answer goes first (it was on its way out). 1 if one was dropped. */
-static int drop_missing(agent_t *ag, unsigned url) {
-    unsigned i;
-    for (i = 0; i < ag->cfg->max_remotes; i++) {
-        remote_t *rem = &ag->remotes[i];
-        if (rem->used && rem->url == url && rem->missed) {
-            remote_drop(ag, rem);
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static remote_t *remote_add(agent_t *ag, unsigned url, const char *addr) {
     unsigned i, k;
     remote_t *rem = NULL;
@@ -155,7 +141,8 @@ static int cmp_str(const void *a, const void *b) {
 
 /* The lookup of rs's URL answered addrs (n > 0): drop the remotes missing
  * from REMOTE_MISSES answers in a row, add the new ones (MAX_REMOTES
- * permitting, after the remotes missing from this answer). */
+ * permitting: a remote missing from one answer keeps its room, or answers
+ * that each name a different few of many addresses would trade tunnels). */
 static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigned n) {
     agent_t *ag = rs->ag;
     const nw_url_t *u = &ag->cfg->remotes.u[rs->url];
@@ -185,8 +172,7 @@ static void apply_addrs(resolver_t *rs, char (*addrs)[INET6_ADDRSTRLEN], unsigne
             if (rem->used && rem->url == rs->url && strcmp(rem->addr, addrs[j]) == 0)
                 break;
         }
-        if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]) ||
-            (drop_missing(ag, rs->url) && remote_add(ag, rs->url, addrs[j])))
+        if (i < ag->cfg->max_remotes || remote_add(ag, rs->url, addrs[j]))
             continue;
         out[nout++] = addrs[j];
     }
