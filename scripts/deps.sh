@@ -18,9 +18,15 @@
 #   scripts/deps.sh --image    also buildah and podman (make image; the image
 #                              test exports it with podman) and ca-certificates
 #                              (the CA bundle the image carries)
+#   scripts/deps.sh --node     also nodejs and npm (each only when its command
+#                              is missing: a NodeSource node brings its own
+#                              npm), then the pinned npm packages of
+#                              test/apps/package-lock.json (express,
+#                              socket.io, ...) into test/apps/node_modules
+#                              with `npm ci` (the Express/socket.io test)
 #
 # The same through the environment: DEPS_NGINX=1, DEPS_HAPROXY=1, DEPS_BROWSER=1,
-# DEPS_BENCH=1, DEPS_PROMTOOL=1, DEPS_IMAGE=1. Installing nginx, haproxy or prometheus never starts its
+# DEPS_BENCH=1, DEPS_PROMTOOL=1, DEPS_IMAGE=1, DEPS_NODE=1. Installing nginx, haproxy or prometheus never starts its
 # system service (no daemon on :80 or :9090 is left behind): the tests and the
 # benchmark run their own nginx and haproxy on loopback, and need only promtool.
 set -eu
@@ -40,6 +46,8 @@ case "${DEPS_BENCH:-}" in 1|yes|true) EXTRA="$EXTRA nginx wrk" ;; esac
 case "${DEPS_BROWSER:-}" in 1|yes|true) EXTRA="$EXTRA chromium" ;; esac
 case "${DEPS_PROMTOOL:-}" in 1|yes|true) EXTRA="$EXTRA prometheus" ;; esac
 case "${DEPS_IMAGE:-}" in 1|yes|true) EXTRA="$EXTRA $IMAGE_PKGS" ;; esac
+NODE=""
+case "${DEPS_NODE:-}" in 1|yes|true) NODE=1 ;; esac
 for arg in "$@"; do
     case "$arg" in
         --nginx) EXTRA="$EXTRA nginx" ;;
@@ -48,10 +56,29 @@ for arg in "$@"; do
         --bench) EXTRA="$EXTRA nginx wrk" ;;
         --promtool) EXTRA="$EXTRA prometheus" ;;
         --image) EXTRA="$EXTRA $IMAGE_PKGS" ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --node) NODE=1 ;;
+        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "deps: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
+
+if [ -n "$NODE" ]; then
+    command -v node >/dev/null 2>&1 || EXTRA="$EXTRA nodejs"
+    command -v npm >/dev/null 2>&1 || EXTRA="$EXTRA npm"
+fi
+
+# The npm packages the Node.js tests run, exactly as pinned in the lock
+# file; again only when the installed set is not already that one.
+node_apps() {
+    [ -n "$NODE" ] || return 0
+    apps="$(cd "$(dirname "$0")/.." && pwd)/test/apps"
+    if [ -f "$apps/node_modules/.package-lock.json" ] &&
+        [ ! "$apps/package-lock.json" -nt "$apps/node_modules/.package-lock.json" ]; then
+        return 0
+    fi
+    echo "deps: npm ci in $apps"
+    (cd "$apps" && npm ci --no-audit --no-fund)
+}
 
 if ! command -v dpkg >/dev/null 2>&1; then
     echo "deps: dpkg not found; this script knows Debian/Ubuntu only." >&2
@@ -69,6 +96,7 @@ for p in $PKGS $EXTRA; do
 done
 
 if [ -z "$missing" ]; then
+    node_apps
     exit 0
 fi
 
@@ -94,6 +122,7 @@ if [ "$(id -u)" -eq 0 ]; then
     # shellcheck disable=SC2086
     apt-get install -y --no-install-recommends $missing
     echo "deps: installed:$missing"
+    node_apps
 else
     echo "deps: run this, then try again:" >&2
     echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y$missing" >&2
