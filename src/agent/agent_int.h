@@ -103,6 +103,7 @@ struct lreq_s {
     uint64_t cap;     /* its capture in the inspector (0: none) */
     uint64_t t_open;  /* uv_hrtime() at its OPEN (natwrp_local_request_duration_seconds) */
     uint32_t rst;     /* the code its stream was reset with (agent_ops.c: the status the client sees) */
+    unsigned interims; /* interim (1xx) heads forwarded (lc_interim) */
     lreq_t *prev, *next;
     lreq_t *wnext;    /* waiting for a local connection slot */
     unsigned req_end : 1, chunked : 1, body_sent : 1, is_head : 1, head_out : 1, resp_head : 1,

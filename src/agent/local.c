@@ -429,6 +429,28 @@ static int rewrite_redirects(lreq_t *r, nw_hdr_t *hdrs, size_t n) {
     return 0;
 }
 
+/* Interim heads forwarded per request at most: a service that sends
+ * 103s forever cannot fill the tunnel's output with them. */
+#define MAX_INTERIMS 8
+
+/* An interim response (102 Processing, 103 Early Hints, ...) goes on to
+ * the client ahead of the final one, as RFC 9110 15.2 asks of a proxy:
+ * only to a serve that takes it (its 101 said NW_HS_INTERIM; an older one
+ * resets the stream), and never 100 Continue, which serve sends itself. */
+static int lc_interim(lconn_t *lc, lreq_t *r, unsigned st) {
+    nw_hdr_t hdrs[NW_HTTP_MAX_FIELDS];
+    const char *drop[] = {NULL};
+    int n;
+    lc->interim = 1; /* its end is not the response's (lc_on_message_complete) */
+    if (st == 100 || !NW_MUX_INTERIM(st) || !r->strm || !r->strm->tun->interim ||
+        r->interims >= MAX_INTERIMS)
+        return 0;
+    r->interims++;
+    n = nw_http_filter(&lc->hf, hdrs, NW_ARRAY_LEN(hdrs), drop);
+    return nw_strm_head(r->strm, (uint16_t)st, lc->hf.raw.p ? lc->hf.raw.p : "", lc->hf.first_len,
+                        hdrs, (size_t)(n < 0 ? 0 : n), 0) == 0 ? 0 : -1;
+}
+
 static int lc_on_headers_complete(llhttp_t *p) {
     lconn_t *lc = p->data;
     lreq_t *r = lc->req;
@@ -466,10 +488,8 @@ static int lc_on_headers_complete(llhttp_t *p) {
         ops_response(r, 101);
         return 0;
     }
-    if (st < 200) {
-        lc->interim = 1; /* 100 Continue and friends stay here */
-        return st == 101 ? -1 : 0;
-    }
+    if (st < 200)
+        return st == 101 ? -1 : lc_interim(lc, r, st);
     if (p->flags & F_CHUNKED)
         drop[0] = "content-length";
     n = nw_http_filter(&lc->hf, hdrs, NW_ARRAY_LEN(hdrs), drop);

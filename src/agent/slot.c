@@ -328,6 +328,7 @@ static void hs_upgraded(slot_t *sl, const char *rest, size_t rest_len) {
         schedule_reconnect(sl, "other", "out of memory", 0);
         return;
     }
+    sl->tun->interim = nw_hf_find(h, NW_HS_INTERIM, 0) >= 0;
     ag->tuns[ag->ntuns++] = sl->tun;
     sl->tun->id = ++ag->tun_seq;
     snprintf(sl->tun->agent, sizeof(sl->tun->agent), "%s", sl->name);

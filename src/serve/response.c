@@ -316,11 +316,61 @@ static int build_head(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f, int no
     return 0;
 }
 
+/* Unsent bytes to a client over which interim responses are dropped: an
+ * agent sending 103s to a client that does not read must not grow them. */
+#define INTERIM_MAX_QUEUED (64 * 1024)
+
+/* An interim response (102, 103, ...: the stream's final HEAD still comes,
+ * and the response timer keeps running for it). A proxy forwards 1xx
+ * responses (RFC 9110 15.2), except to an HTTP/1.0 client, which knows
+ * none, and except 100 Continue: serve answers Expect itself. Written at
+ * once: the next pipelined request waits for this one's end, so no other
+ * response can be in the way. */
+static void pc_interim(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
+    nw_sbuf_t out = {0};
+    size_t i, room = 13 + f->reason_len + 4;
+    char st[13] = "HTTP/1.1 1xx ";
+    if (!nw_http_fields_ok(f->hdrs, f->nhdrs) || !nw_http_value_ok(f->reason, f->reason_len)) {
+        nw_warn("conn=%llu client=%s agent=%s strm=%u invalid interim response head from agent: "
+                "502", (unsigned long long)pc->id, pc->conn ? pc->conn->peer : "-",
+                s->tun->agent, s->sid);
+        srv_ops_strm_error(s, "invalid response head from the agent");
+        nw_strm_detach(s, NW_RST_PROTOCOL);
+        pc->strm = NULL;
+        pc_reply(pc, 502, "invalid response from the agent");
+        return;
+    }
+    if (pc->minor == 0 || f->status == 100 || !pc->conn ||
+        pc->conn->wbytes > INTERIM_MAX_QUEUED)
+        return;
+    for (i = 0; i < f->nhdrs; i++)
+        room += f->hdrs[i].name_len + f->hdrs[i].value_len + 4;
+    if (nw_sbuf_reserve(&out, room) != 0)
+        return; /* only a hint: the final response still comes */
+    st[10] = (char)('0' + f->status / 10 % 10);
+    st[11] = (char)('0' + f->status % 10);
+    nw_sbuf_append(&out, st, sizeof(st));
+    nw_sbuf_append(&out, f->reason, f->reason_len);
+    nw_sbuf_append(&out, "\r\n", 2);
+    for (i = 0; i < f->nhdrs; i++)
+        if (!nw_http_is_hop(f->hdrs[i].name, f->hdrs[i].name_len))
+            nw_http_put_field(&out, f->hdrs[i].name, f->hdrs[i].name_len, f->hdrs[i].value,
+                              f->hdrs[i].value_len);
+    nw_sbuf_append(&out, "\r\n", 2);
+    if (pc_write(pc, out.p, out.len, 0) != 0)
+        pc_close(pc);
+    nw_sbuf_free(&out);
+}
+
 void srv_on_head(nw_strm_t *s, const nw_mux_frame_t *f) {
     pconn_t *pc = s->data;
     nw_sbuf_t out = {0};
     int end = (f->flags & NW_MUX_F_END) != 0;
     int nobody = pc->is_head || f->status == 204 || f->status == 304 || f->status < 200;
+    if (NW_MUX_INTERIM(f->status) && !end) {
+        pc_interim(pc, s, f);
+        return;
+    }
     pc->alog.status = pc->alog.upstream = f->status;
     if (f->status == 101 && pc->upgrade && !end && nw_http_fields_ok(f->hdrs, f->nhdrs) &&
         nw_http_value_ok(f->reason, f->reason_len)) {

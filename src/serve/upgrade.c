@@ -353,7 +353,8 @@ static int answer_101(pconn_t *pc, const char *accept, const srv_tun_t *st) {
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
-                     "Sec-WebSocket-Protocol: " NW_HS_SUBPROTO "\r\n" NW_HS_WINDOW ": %u\r\n",
+                     "Sec-WebSocket-Protocol: " NW_HS_SUBPROTO "\r\n" NW_HS_WINDOW ": %u\r\n"
+                     NW_HS_INTERIM ": 1\r\n",
                      accept, pc->srv->cfg->window);
     nw_sbuf_append(&b, head, (size_t)n);
     if (st->named) {

@@ -17,6 +17,7 @@
 #define NW_HS_SUBPROTO_PREFIX "natwrp."  /* any version of it (screened off other paths) */
 #define NW_HS_FIELD_PREFIX "x-natwrp-"   /* fields that only the tunnel path may carry */
 #define NW_HS_ROUTES "X-Natwrp-Routes"   /* agent: its ROUTES; serve's 101: those granted, as URLs */
+#define NW_HS_INTERIM "X-Natwrp-Interim" /* serve's 101: "1", it takes interim (1xx) HEADs */
 #define NW_HS_INSTANCE "X-Natwrp-Instance" /* agent: PROCESS-ADDRESS, random hex (nw_hs_coexist) */
 #define NW_HS_INSTANCE_MAX 64            /* longest X-Natwrp-Instance value serve keeps */
 #define NW_HS_AUTH_BASIC "X-Natwrp-Auth-Basic" /* base64 of user:password, one per credential */

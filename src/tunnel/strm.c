@@ -346,6 +346,14 @@ static void on_head_frame(nw_tun_t *t, const nw_mux_frame_t *f) {
         strm_abort(s, NW_RST_PROTOCOL);
         return;
     }
+    if (NW_MUX_INTERIM(f->status)) {
+        /* 102, 103, ...: a head before the response's own, never its end */
+        if (f->flags & NW_MUX_F_END)
+            strm_abort(s, NW_RST_PROTOCOL);
+        else
+            t->_cbs.on_head(s, f);
+        return;
+    }
     s->_head_recv = 1;
     if (f->flags & NW_MUX_F_END)
         s->_remote_end = 1;

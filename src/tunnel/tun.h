@@ -74,6 +74,7 @@ struct nw_tun_s {
     size_t active;       /* streams the owner still holds (load balancing) */
     int is_client;
     int goaway_recv, goaway_sent;
+    int interim;         /* agent: the server takes interim (1xx) HEADs (NW_HS_INTERIM) */
     /* private to tun.c and strm.c */
     nw_conn_t *_conn;
     void *_ws;           /* wslay_event_context_ptr */

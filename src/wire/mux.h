@@ -16,6 +16,10 @@ enum nw_mux_type {
 };
 
 #define NW_MUX_F_END 0x01 /* sender will send no more DATA on this stream */
+/* An interim response status (RFC 9110 15.2: 102 Processing, 103 Early
+ * Hints, ...): a HEAD with it comes before the stream's one final HEAD.
+ * 101 is final: the stream becomes a pipe. */
+#define NW_MUX_INTERIM(st) ((st) >= 100 && (st) < 200 && (st) != 101)
 #define NW_MUX_FRAME_HDR 6 /* type(1) flags(1) stream(4) */
 #define NW_MUX_MAX_FRAME (256 * 1024) /* whole frame, header included */
 #define NW_MUX_MAX_DATA (64 * 1024)   /* DATA payload a sender may put in one frame */

@@ -42,6 +42,14 @@ app.get("/redirect/absolute", (req, res) =>
     res.redirect(302, `${req.protocol}://${req.get("host")}/target?from=absolute`));
 app.get("/target", (req, res) => res.json({ target: true, query: req.query }));
 
+// 103 Early Hints, then the page: the browser may fetch the stylesheet
+// while the server still works on the response.
+app.get("/early-hints", (req, res) => {
+    res.writeEarlyHints({ link: ["</static/style.css>; rel=preload; as=style",
+                                 "</static/app.js>; rel=preload; as=script"] });
+    setTimeout(() => res.type("html").send("<!doctype html><p>hinted</p>\n"), 50);
+});
+
 app.get("/cookies", (req, res) => {
     res.cookie("a", "1", { path: "/" });
     res.cookie("b", "two words", { httpOnly: true });

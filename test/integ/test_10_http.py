@@ -126,16 +126,27 @@ def test_expect_100_continue(t):
     c.close()
 
 
-def test_interim_1xx_not_forwarded(t):
+def test_interim_1xx_forwarded(t):
+    """A proxy forwards 1xx responses (RFC 9110 15.2): the origin's 103
+    Early Hints reaches an HTTP/1.1 client with its fields, ahead of the
+    200; an HTTP/1.0 client, which knows no 1xx, gets only the 200."""
     o, s, a = t.stack()
     c = Conn(s.port)
     c.request("GET", "/interim")
     r = c.read_head()
-    eq(r.status, 200, "first status line the client sees (103 from the origin is not forwarded)")
+    eq((r.status, r.reason, r.headers), (103, "Early Hints", [("Link", "</s.css>; rel=preload")]),
+       "first head the client sees: the origin's 103")
+    r = c.read_head()
+    eq(r.status, 200, "then the final response")
     c.read_body(r)
     eq(r.body, b"after interim\n", "body")
     c.request("GET", "/name")
     eq(c.read_response().body, b"A\n", "next request on the connection")
+    c.close()
+    c = Conn(s.port)
+    c.send(b"GET /interim HTTP/1.0\r\nHost: x\r\n\r\n")
+    r = c.read_head()
+    eq(r.status, 200, "first status line an HTTP/1.0 client sees (no 1xx)")
     c.close()
 
 

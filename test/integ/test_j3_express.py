@@ -2,20 +2,21 @@
 
 test/apps/app.js is what a user would publish through natwrp: static files
 (ETag, Last-Modified, 304 on revalidation, Range and 206, HEAD), gzip and
-deflate from the compression middleware, redirects to a relative and to
-the service's own absolute URL, several Set-Cookie fields, chunked
-streaming, Server-Sent Events, a JSON POST, a large multipart upload, and
-socket.io on the same server.
+deflate from the compression middleware, 103 Early Hints, redirects to a
+relative and to the service's own absolute URL, several Set-Cookie fields,
+chunked streaming, Server-Sent Events, a JSON POST, a large multipart
+upload, and socket.io on the same server.
 
 Through serve's public URL, plain and over TLS, curl must get what the app
-sends direct: the same status, every end-to-end header (hop-by-hop ones
-aside; an absolute redirect to LOCAL_URL comes back with the public
-origin), the same body bytes. socket.io-client (test/apps/sio_client.js)
-connects with its default transports (long-polling, then the WebSocket
-upgrade) and with WebSocket only, and exchanges events both ways, acks,
-binary payloads, 5 MB each way, then the server disconnects it; 50 clients
-at once get their acks and one broadcast; a client reconnects on its own
-after the agent restarts.
+sends direct: the same interim responses (a proxy forwards 1xx, RFC 9110
+15.2) and status, every end-to-end header (hop-by-hop ones aside; an
+absolute redirect to LOCAL_URL comes back with the public origin), the
+same body bytes. socket.io-client (test/apps/sio_client.js) connects with
+its default transports (long-polling, then the WebSocket upgrade) and with
+WebSocket only, and exchanges events both ways, acks, binary payloads,
+5 MB each way, then the server disconnects it; 50 clients at once get
+their acks and one broadcast; a client reconnects on its own after the
+agent restarts.
 
 node and the pinned npm packages (test/apps/package-lock.json) come from
 scripts/deps.sh --node (make test runs it)."""
@@ -78,8 +79,18 @@ def stack(t, tls=False):
     return port, s, s.url, []
 
 
+def parse_head(text):
+    lines = text.split("\r\n")
+    fields = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields.append((name.strip().lower(), value.strip()))
+    return int(lines[0].split(" ")[1]), fields
+
+
 def fetch(t, url, args):
-    """curl URL; returns (status, [(name, value)], body bytes)."""
+    """curl URL; returns (status, [(name, value)], body bytes, interim
+    heads [(status, fields)])."""
     hd = os.path.join(t.logdir, "curl-head")
     bd = os.path.join(t.logdir, "curl-body")
     for f in (hd, bd):
@@ -88,19 +99,14 @@ def fetch(t, url, args):
     r = curl("-D", hd, "-o", bd, *(list(args) + [url]), timeout=30)
     eq(r.rc, 0, "curl %s %s: %s" % (" ".join(args), url, r.err))
     with open(hd, "rb") as f:
-        # The last head (a 100 Continue may come first).
-        head = f.read().decode("latin-1").strip("\r\n").split("\r\n\r\n")[-1]
+        # The final head last, after any interim (1xx) ones.
+        heads = [parse_head(h) for h in
+                 f.read().decode("latin-1").strip("\r\n").split("\r\n\r\n")]
     body = b""
     if os.path.exists(bd) and "--head" not in args:  # no file for an empty body
         with open(bd, "rb") as f:
             body = f.read()
-    lines = head.split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    fields = []
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        fields.append((name.strip().lower(), value.strip()))
-    return status, fields, body
+    return heads[-1][0], heads[-1][1], body, heads[:-1]
 
 
 def comparable(fields, direct_origin=None, public_origin=None):
@@ -121,9 +127,11 @@ def comparable(fields, direct_origin=None, public_origin=None):
 def same_as_direct(t, port, base, extra, target, *args):
     """The request through serve gets what the app sends direct."""
     direct = "http://127.0.0.1:%d" % port
-    ds, dh, db = fetch(t, direct + target, list(args))
-    ps, ph, pb = fetch(t, base + target, extra + list(args))
+    ds, dh, db, di = fetch(t, direct + target, list(args))
+    ps, ph, pb, pi = fetch(t, base + target, extra + list(args))
     what = "%s %s" % (" ".join(args), target)
+    eq([(st, comparable(f)) for st, f in pi], [(st, comparable(f)) for st, f in di],
+       "interim responses to " + what)
     eq(ps, ds, "status of " + what)
     eq(comparable(ph), comparable(dh, direct, base), "headers of " + what)
     check(pb == db, "body of %s: %d bytes through serve, %d direct" % (what, len(pb), len(db)))
@@ -168,6 +176,8 @@ def check_http(t, tls):
     got("/static/")
     got("/static")
     eq(got("/nope")[0], 404, "unknown path")
+    st, h, body = got("/early-hints")  # its 103 compared above
+    eq((st, body), (200, b"<!doctype html><p>hinted</p>\n"), "page after early hints")
     eq(got("/redirect/relative")[1].get("location"), "/target?from=relative", "relative")
     eq(got("/redirect/absolute")[1].get("location"), base + "/target?from=absolute",
        "absolute redirect to LOCAL_URL")
