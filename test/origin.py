@@ -58,7 +58,7 @@ Endpoints:
                          until the client goes away, then records an
                          "aborted" event. Gives up after max_ms (default
                          120000) and records "hang-timeout".
-  /interim               a 103 Early Hints interim response, then 200.
+  /interim?n=N           N (1) 103 Early Hints interim responses, then 200.
   /malformed             answers "THIS IS NOT HTTP" and closes.
   /drop                  closes the connection without answering.
   /big-head?n=N          200 with one X-Big header of N bytes (default 100000).
@@ -483,7 +483,8 @@ class Handler(BaseHTTPRequestHandler):
             if ep == "slow-body":
                 return self.ep_slow_body(q)
             if ep == "interim":
-                self.write(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n")
+                for _ in range(int(q.get("n", "1"))):
+                    self.write(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n")
                 return self.respond(200, "after interim\n")
             if ep == "malformed":
                 self.close_connection = True

@@ -278,3 +278,72 @@ def test_socketio_reconnects_after_agent_restart(t):
     c.wait_for(r"^reconnected \S+ websocket$", 20)
     eq(c.wait_exit(20), 0, "client after the restart:\n%s" % c.tail_text())
     check(re.search(r"^ok ", c.text(), re.M), "no echo after the reconnect:\n%s" % c.tail_text())
+
+
+@timed(40)
+def test_interim_heads_on_the_wire(t):
+    """serve's side of interim HEADs, from a hand-made agent: its 101 offers
+    them (X-Natwrp-Interim: 1); a 103 HEAD then the final HEAD reach the
+    client in order; an interim HEAD with END, or after the final HEAD, is a
+    stream protocol error (RST PROTOCOL; 502 when nothing was sent yet)."""
+    from harness import Conn, tunnel_upgrade
+    from test_a3_answers import RST_PROTOCOL, head_frame, next_open, wait_rst
+    from test_55_wire import mux, ws_frame
+    s = t.serve()
+    c, r = tunnel_upgrade(s.port, agent_id="wire")
+    eq((r.status, r.header("X-Natwrp-Interim")), (101, "1"), "tunnel 101 offers interim HEADs")
+    s.wait_tunnel_open("wire")
+    hint = [("Link", "</a.css>; rel=preload; as=style"), ("Connection", "x"), ("X", "y")]
+    cc = Conn(s.port)
+    cc.request("GET", "/hinted")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, head_frame(sid, 103, hint)) + ws_frame(2, head_frame(sid, 102)) +
+           ws_frame(2, head_frame(sid, 200, [("Content-Length", "2")])) +
+           ws_frame(2, mux(3, 1, sid, b"ok")))
+    heads = [cc.read_head() for _ in range(2)]
+    eq([(h.status, h.headers) for h in heads],
+       [(103, [("Link", "</a.css>; rel=preload; as=style"), ("X", "y")]), (102, [])],
+       "interim heads, hop-by-hop fields removed")
+    r = cc.read_response()
+    eq((r.status, r.body), (200, b"ok"), "final response after the interim ones")
+    cc.request("GET", "/end-on-interim")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, head_frame(sid, 103, end=True)))
+    eq(wait_rst(c, sid), RST_PROTOCOL, "RST for an interim HEAD with END")
+    eq(cc.read_response().status, 502, "client after an interim HEAD with END")
+    cc.close()
+    cc = Conn(s.port)
+    cc.request("GET", "/interim-after-final")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, head_frame(sid, 200)) + ws_frame(2, head_frame(sid, 103)))
+    eq(wait_rst(c, sid), RST_PROTOCOL, "RST for an interim HEAD after the final one")
+    cc.close()
+
+
+@timed(40)
+def test_agent_sends_interim_heads_only_when_offered(t):
+    """The agent's side, against a hand-made server: a local service's 103s
+    become interim HEADs (at most 8 per request) only on a tunnel whose 101
+    offered them (X-Natwrp-Interim: 1); an older server's tunnel gets just
+    the final HEAD, as that server would reset the stream."""
+    from fakeserver import HEAD, RST, FakeServer
+    o = t.origin()
+    for offered in (True, False):
+        fake = FakeServer()
+        try:
+            a = t.agent(fake.url, o, wait=False, label="agent-offered" if offered else "agent")
+            tun = fake.accept(extra=[("X-Natwrp-Interim", "1")] if offered else ())
+            tun.open(1, "GET", "/interim?n=20")
+            heads = []
+            while not heads or heads[-1].status < 200:
+                f, _ = tun.expect(lambda f: f.sid == 1 and f.type in (HEAD, RST),
+                                  "the agent's heads")
+                check(f.type == HEAD, "agent reset the stream: %r" % f)
+                heads.append(f)
+            interim = [(f.status, f.end, f.headers) for f in heads[:-1]]
+            want = [(103, False, [("Link", "</s.css>; rel=preload")])] * (8 if offered else 0)
+            eq(interim, want, "interim HEADs (offered=%s)" % offered)
+            eq(heads[-1].status, 200, "final HEAD")
+        finally:
+            fake.close()
+        a.terminate()
