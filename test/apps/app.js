@@ -29,6 +29,7 @@ const app = express();
 // client chooses gzip or deflate by Accept-Encoding.
 app.use(compression({ threshold: 512 }));
 app.use("/static", express.static(staticDir, { etag: true, lastModified: true }));
+app.use("/pages", express.static(path.join(__dirname, "public")));
 
 app.get("/text", (req, res) => {
     res.type("text/plain").send("natwrp compressible line\n".repeat(2000));

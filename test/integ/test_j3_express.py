@@ -16,10 +16,12 @@ its default transports (long-polling, then the WebSocket upgrade) and with
 WebSocket only, and exchanges events both ways, acks, binary payloads,
 5 MB each way, then the server disconnects it; 50 clients at once get
 their acks and one broadcast; a client reconnects on its own after the
-agent restarts.
+agent restarts; socket.io's browser client does the same in headless
+Chromium. Interim HEADs (docs/protocol.md) are checked on the wire, for
+serve and for the agent.
 
 node and the pinned npm packages (test/apps/package-lock.json) come from
-scripts/deps.sh --node (make test runs it)."""
+scripts/deps.sh --node, chromium from --browser (make test runs both)."""
 
 import json
 import os
@@ -347,3 +349,41 @@ def test_agent_sends_interim_heads_only_when_offered(t):
         finally:
             fake.close()
         a.terminate()
+
+
+@timed(90)
+def test_socketio_in_a_browser(t):
+    """socket.io's own browser client (/socket.io/socket.io.js) in headless
+    Chromium, on a page the app serves through serve: long-polling, then
+    the upgrade, acks, 300 KB binary, a broadcast, the server's disconnect,
+    cookies set through serve (chromium from scripts/deps.sh --browser)."""
+    import tempfile
+    from test_c1_browser import CHROMIUM_FLAGS, Cdp, http_json
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        fail("chromium is not installed (scripts/deps.sh --browser installs it)")
+    port = start_app(t)
+    s = t.serve()
+    t.agent(s, "http://127.0.0.1:%d" % port)
+    profile = tempfile.mkdtemp(prefix="natwrp-chromium-", dir=t.logdir)
+    b = t.spawn("chromium", [exe] + CHROMIUM_FLAGS + ["--user-data-dir=" + profile,
+                                                     "about:blank"])
+    m = b.wait_for(r"DevTools listening on (ws://127\.0\.0\.1:(\d+)/\S+)", 30)
+    pages = [x for x in http_json(int(m.group(2)), "/json/list") if x.get("type") == "page"]
+    check(pages, "no page target in %r" % pages)
+    cdp = Cdp(pages[0]["webSocketDebuggerUrl"])
+    try:
+        cdp.call("Page.enable")
+        cdp.call("Page.navigate", url=s.url + "/pages/sio.html")
+        cdp.wait_event("Page.loadEventFired")
+        out = cdp.call("Runtime.evaluate", awaitPromise=True, returnByValue=True, expression=(
+            "new Promise(r => window.natwrpResult ? r(window.natwrpResult) : "
+            "window.addEventListener('natwrp-done', () => r(window.natwrpResult)))"))
+        out = out["result"]["value"]
+    finally:
+        cdp.close()
+    eq(out, {"first": "polling", "upgraded": "websocket", "server": "websocket",
+             "echo": {"text": "h\u00e9llo", "n": [1, 2]},
+             "bin": {"size": 300000, "reversed": True}, "news": "to the browser",
+             "disconnect": "io server disconnect", "cookies": "a=1; c=3"},
+       "socket.io in the browser")
