@@ -278,21 +278,59 @@ static int lreq_public(lreq_t *r, const nw_mux_frame_t *f) {
     return 0;
 }
 
+/* Destination and If URLs that name this request's public origin name the
+ * service as it is addressed instead (RFC 4918 10.3, 10.4), or COPY and
+ * MOVE are refused as cross-server and lock conditions fail; with
+ * REWRITE_LOCATION=0 (r->pub empty) the service gets them as sent. Each
+ * value, rewritten or not, goes into r->rw then a NUL (no field value
+ * holds one), for lreq_build_head to take in order; the response's
+ * redirects reuse r->rw later. */
+static int lreq_req_urls(lreq_t *r, const nw_mux_frame_t *f) {
+    nw_requrl_t q;
+    size_t i;
+    int kind, rc;
+
+    r->rw.len = 0;
+    if (!r->pub.len)
+        return 0;
+    q.pub_tls = r->pub.p[4] == 's';  /* "https://" */
+    q.pub_host = strstr(r->pub.p, "://") + 3;
+    q.pub_host_len = r->pub.len - (size_t)(q.pub_host - r->pub.p);
+    q.local_tls = r->ag->cfg->local.tls;
+    q.local_auth = r->sent.len ? r->sent.p : r->ag->host_hdr; /* the Host sent */
+    q.local_auth_len = r->sent.len ? r->sent.len : strlen(r->ag->host_hdr);
+    q.base = r->ag->cfg->local.path;
+    q.base_len = strlen(q.base);
+    for (i = 0; i < f->nhdrs; i++) {
+        const nw_hdr_t *h = &f->hdrs[i];
+        if (!(kind = nw_redirect_req_field(h->name, h->name_len)))
+            continue;
+        rc = nw_redirect_request(&q, kind, h->value, h->value_len, &r->rw);
+        if (rc < 0 || (rc == 0 && nw_sbuf_append(&r->rw, h->value, h->value_len) != 0) ||
+            nw_sbuf_append(&r->rw, "", 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The request head for the local service from the OPEN's, into r->head;
  * on a bad head, fails r and returns -1. */
 static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
     agent_t *ag = r->ag;
     size_t i, room = f->method_len + strlen(ag->cfg->local.path) + f->target_len +
                      strlen(ag->host_hdr) + 96; /* + request line, framing lines */
+    const char *url;
     int has_cl = 0;
     uint64_t cl;
 
     for (i = 0; i < f->nhdrs; i++)
         room += f->hdrs[i].name_len + f->hdrs[i].value_len + 4;
-    if (lreq_public(r, f) != 0 || nw_sbuf_reserve(&r->head, room + r->sent.len) != 0) {
+    if (lreq_public(r, f) != 0 || lreq_req_urls(r, f) != 0 ||
+        nw_sbuf_reserve(&r->head, room + r->sent.len + r->rw.len) != 0) {
         lreq_fail(r, NW_RST_INTERNAL, "out of memory");
         return -1;
     }
+    url = r->rw.p;
     /* Only LOCAL_URL's host and port are ever dialled; the target is
      * appended to its base path. */
     nw_sbuf_append(&r->head, f->method, f->method_len);
@@ -326,6 +364,11 @@ static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
             }
             r->has_cl = 1;
             r->body_left = cl;
+        }
+        if (r->rw.len && nw_redirect_req_field(h->name, h->name_len)) {
+            nw_http_put_field(&r->head, h->name, h->name_len, url, strlen(url));
+            url += strlen(url) + 1;
+            continue;
         }
         nw_http_put_field(&r->head, h->name, h->name_len, h->value, h->value_len);
     }

@@ -1,0 +1,232 @@
+"""j1 WebDAV: a real WebDAV server (Debian's apache2 with mod_dav and
+mod_dav_fs, its own configuration in the test's log directory, in the
+foreground on a loopback port) behind natwrp, driven by the litmus WebDAV
+compliance suite (basic, copymove, props, locks, http) and by curl through
+serve's public URL.
+
+litmus runs straight at apache2 first: every test that passes there must
+pass through natwrp, with no warning litmus did not give there, with the
+agent's defaults, with PRESERVE_HOST=1, and with the client on https (serve
+with the test PKI's certificate) while the agent talks plain http to
+apache2. The public URL is http(s)://localhost:PORT, another origin than
+LOCAL_URL's http://127.0.0.1:PORT, as a real deployment's is.
+
+COPY and MOVE name their target by an absolute Destination URL (RFC 4918
+10.3), and lock conditions name resources in the If header's tagged lists
+(10.4), both with the public origin the client used; the agent must make
+them name the service as it is addressed (Apache refuses a Destination on
+another scheme with 502). apache2's access log records the Host,
+Destination and If each request arrived with, and the curl tests check
+them exactly.
+
+apache2 and litmus come from scripts/deps.sh --webdav (make test runs it)."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+
+from harness import check, curl, curl_status, eq, fail, pki, timed
+
+APACHE_CONF = """\
+ServerRoot "{dir}"
+ServerName 127.0.0.1
+{user}Listen 127.0.0.1:{port}
+PidFile "{dir}/httpd.pid"
+DefaultRuntimeDir "{dir}"
+ErrorLog /dev/stderr
+LogLevel notice
+LoadModule mpm_event_module {mods}/mod_mpm_event.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+LoadModule alias_module {mods}/mod_alias.so
+LoadModule dav_module {mods}/mod_dav.so
+LoadModule dav_fs_module {mods}/mod_dav_fs.so
+LogFormat "%m %U %>s|%{{Host}}i|%{{Destination}}i|%{{If}}i" dav
+CustomLog "{dir}/access.log" dav
+DavLockDB "{dir}/lock/DavLock"
+DocumentRoot "{dir}/root"
+Alias /base "{dir}/root"
+<Directory "{dir}/root">
+    Dav On
+    Require all granted
+</Directory>
+"""
+
+LITMUS_SUITES = ("basic", "copymove", "props", "locks", "http")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Apache:
+    def __init__(self, proc, port, d):
+        self.proc, self.port, self.dir = proc, port, d
+        self.url = "http://127.0.0.1:%d" % port
+
+    def log(self):
+        """apache2's access log: [(method, path, status, host, dest, if)]."""
+        out = []
+        with open(os.path.join(self.dir, "access.log")) as f:
+            for line in f:
+                head, host, dest, cond = line.rstrip("\n").split("|", 3)
+                method, path, status = head.split(" ")
+                out.append((method, path, int(status), host, dest, cond))
+        return out
+
+
+def apache(t):
+    exe = shutil.which("apache2") or "/usr/sbin/apache2"
+    mods = "/usr/lib/apache2/modules"
+    if not os.access(exe, os.X_OK) or not os.path.exists(os.path.join(mods, "mod_dav_fs.so")):
+        fail("apache2 with mod_dav_fs is not installed (scripts/deps.sh --webdav installs it)")
+    d = os.path.join(t.logdir, "apache")
+    for sub in ("root", "lock"):
+        os.makedirs(os.path.join(d, sub))
+    user = ""
+    if os.getuid() == 0:
+        # apache2 will not serve as root: its children run as nobody, who
+        # must write the collection and the lock database.
+        user = "User nobody\nGroup nogroup\n"
+        import pwd
+        import grp
+        uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+        for sub in ("root", "lock"):
+            os.chown(os.path.join(d, sub), uid, gid)
+    port = free_port()
+    conf = os.path.join(d, "httpd.conf")
+    with open(conf, "w") as f:
+        f.write(APACHE_CONF.format(dir=d, port=port, mods=mods, user=user))
+    p = t.spawn("apache2", [exe, "-DFOREGROUND", "-f", conf])
+    p.wait_for(r"resuming normal operations", 15)
+    return Apache(p, port, d)
+
+
+def litmus(t, url, label):
+    """Run the litmus suites at url; returns {(suite, test): (result, text)}
+    and the set of warnings. result is pass, FAIL or SKIPPED."""
+    exe = shutil.which("litmus")
+    if not exe:
+        fail("litmus is not installed (scripts/deps.sh --webdav installs it)")
+    d = os.path.join(t.logdir, "litmus-" + label)
+    os.makedirs(d)
+    env = dict(os.environ, TESTS=" ".join(LITMUS_SUITES))
+    try:
+        r = subprocess.run([exe, "-k", url], cwd=d, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+    except subprocess.TimeoutExpired:
+        fail("litmus %s did not finish in 60 s (see %s)" % (url, d))
+    text = r.stdout.decode("utf-8", "replace")
+    with open(os.path.join(d, "output.txt"), "w") as f:
+        f.write(text)
+    results, warnings, suite = {}, set(), None
+    for line in text.splitlines():
+        m = re.match(r"-> running `(\w+)'", line)
+        if m:
+            suite = m.group(1)
+            continue
+        for w in re.findall(r"WARNING: (.*)", line):
+            warnings.add((suite, w.strip()))
+        # progress is written, then overwritten after a CR: keep the last
+        m = re.search(r"(\d+)\. (\w+)\.* (pass|FAIL|SKIPPED)(.*)$", line.split("\r")[-1])
+        if m and suite:
+            results[(suite, m.group(2))] = (m.group(3), m.group(4).strip())
+    ran = {s for s, _ in results}
+    check(ran == set(LITMUS_SUITES), "litmus %s ran only %s:\n%s" % (url, sorted(ran),
+                                                                     text[-2000:]))
+    return results, warnings
+
+
+def same_as_direct(direct, through, what, tls=False):
+    """Every litmus test that passed straight at apache2 passes through
+    natwrp (over TLS litmus itself skips expect100), with no new warning."""
+    (dres, dwarn), (nres, nwarn) = direct, through
+    bad = []
+    for key, (res, _) in sorted(dres.items()):
+        if res != "pass":
+            continue
+        got = nres.get(key, ("missing", ""))
+        if got[0] == "pass" or (tls and got == ("SKIPPED", "(skipping for SSL server)")):
+            continue
+        bad.append("%s/%s: %s %s" % (key[0], key[1], got[0], got[1]))
+    for w in sorted(nwarn - dwarn):
+        bad.append("new warning in %s: %s" % w)
+    check(not bad, "%s: litmus differs from the direct run:\n  %s" % (what, "\n  ".join(bad)))
+
+
+def moves(ap, since=0):
+    """(method, path, status, host, destination) of each COPY and MOVE."""
+    return [e[:5] for e in ap.log()[since:] if e[0] in ("COPY", "MOVE")]
+
+
+def check_destinations(ap, since, want_origin, what):
+    """Every COPY/MOVE litmus made through natwrp (apache2's log from
+    since) reached apache2 with a Destination on want_origin (each names a
+    resource of litmus' own collection)."""
+    ms = moves(ap, since)
+    check(len(ms) >= 10, "%s: litmus made only %d COPY/MOVE" % (what, len(ms)))
+    wrong = [m for m in ms if not m[4].startswith(want_origin + "/litmus/")]
+    check(not wrong, "%s: Destination not on %s: %s" % (what, want_origin, wrong[:3]))
+
+
+def stack(t, agent_env=None, tls=False):
+    ap = apache(t)
+    if tls:
+        P = pki()
+        s = t.serve("--tls-cert", P("server.pem"), "--tls-key", P("server.key"))
+        a = t.agent(s, ap.url, env=dict(agent_env or {}, CA_FILE=P("ca.pem")))
+    else:
+        s = t.serve()
+        a = t.agent(s, ap.url, env=agent_env)
+    pub = "%s://localhost:%d" % (s.scheme, s.port)
+    return ap, s, a, pub
+
+
+# ----------------------------------------------------------------- litmus
+
+
+@timed(90)
+def test_litmus_defaults(t):
+    ap, s, a, pub = stack(t)
+    direct = litmus(t, ap.url + "/", "direct")
+    n = len(ap.log())
+    same_as_direct(direct, litmus(t, pub + "/", "natwrp"), "defaults")
+    # The service is addressed as LOCAL_URL: Host and Destination say so.
+    check(all(e[3] == "127.0.0.1:%d" % ap.port for e in ap.log()[n:]), "Host sent")
+    check_destinations(ap, n, ap.url, "defaults")
+
+
+@timed(90)
+def test_litmus_preserve_host(t):
+    ap, s, a, pub = stack(t, {"PRESERVE_HOST": "1"})
+    direct = litmus(t, ap.url + "/", "direct")
+    n = len(ap.log())
+    same_as_direct(direct, litmus(t, pub + "/", "natwrp"), "PRESERVE_HOST=1")
+    check(all(e[3] == "localhost:%d" % s.port for e in ap.log()[n:]), "Host sent")
+    check_destinations(ap, n, pub, "PRESERVE_HOST=1")
+
+
+@timed(90)
+def test_litmus_https_client(t):
+    ap, s, a, pub = stack(t, tls=True)
+    direct = litmus(t, ap.url + "/", "direct")
+    n = len(ap.log())
+    eq(pub[:8], "https://", "public scheme")
+    same_as_direct(direct, litmus(t, pub + "/", "natwrp"), "https client", tls=True)
+    check_destinations(ap, n, ap.url, "https client")
+
+
+@timed(90)
+def test_litmus_https_client_preserve_host(t):
+    # The public Host, under LOCAL_URL's scheme (http): what the service
+    # is addressed with.
+    ap, s, a, pub = stack(t, {"PRESERVE_HOST": "1"}, tls=True)
+    direct = litmus(t, ap.url + "/", "direct")
+    n = len(ap.log())
+    same_as_direct(direct, litmus(t, pub + "/", "natwrp"), "https + PRESERVE_HOST", tls=True)
+    check_destinations(ap, n, "http://localhost:%d" % s.port, "https + PRESERVE_HOST")
