@@ -33,6 +33,7 @@ APACHE_CONF = """\
 ServerRoot "{dir}"
 ServerName 127.0.0.1
 {user}Listen 127.0.0.1:{port}
+Listen 127.0.0.1:{direct}
 PidFile "{dir}/httpd.pid"
 DefaultRuntimeDir "{dir}"
 ErrorLog /dev/stderr
@@ -42,8 +43,8 @@ LoadModule authz_core_module {mods}/mod_authz_core.so
 LoadModule alias_module {mods}/mod_alias.so
 LoadModule dav_module {mods}/mod_dav.so
 LoadModule dav_fs_module {mods}/mod_dav_fs.so
-LogFormat "%m %U %>s|%{{Host}}i|%{{Destination}}i|%{{If}}i" dav
-CustomLog "{dir}/access.log" dav
+LogFormat "DAVLOG %{{local}}p %m %U %>s|%{{Host}}i|%{{Destination}}i|%{{If}}i|%{{X-J1}}i" dav
+CustomLog /dev/stdout dav
 DavLockDB "{dir}/lock/DavLock"
 DocumentRoot "{dir}/root"
 Alias /base "{dir}/root"
@@ -64,22 +65,37 @@ def free_port():
     return port
 
 
+def parse_log(line):
+    """(method, path, status, host, dest, if) of one DAVLOG line."""
+    # apache2 writes a '"' in a logged field as \"
+    head, host, dest, rest = line.replace('\\"', '"').split("|", 3)
+    cond = rest.rsplit("|", 1)[0]
+    _, _, method, rest = head.split(" ", 3)
+    path, status = rest.rsplit(" ", 1)  # %U is decoded: may hold spaces
+    return (method, path, int(status), host, dest, cond)
+
+
 class Apache:
-    def __init__(self, proc, port, d):
+    """apache2 on two ports: port for natwrp's agent (LOCAL_URL), direct for
+    litmus straight at it; its access log lines (DAVLOG, on its stdout)
+    name the port each request came in on."""
+
+    def __init__(self, proc, port, direct, d):
         self.proc, self.port, self.dir = proc, port, d
         self.url = "http://127.0.0.1:%d" % port
+        self.direct_url = "http://127.0.0.1:%d" % direct
 
     def log(self):
-        """apache2's access log: [(method, path, status, host, dest, if)]."""
-        out = []
-        with open(os.path.join(self.dir, "access.log")) as f:
-            for line in f:
-                # apache2 writes a '"' in a logged field as \"
-                head, host, dest, cond = line.rstrip("\n").replace('\\"', '"').split("|", 3)
-                method, rest = head.split(" ", 1)
-                path, status = rest.rsplit(" ", 1)  # %U is decoded: may hold spaces
-                out.append((method, path, int(status), host, dest, cond))
-        return out
+        """The requests logged so far that came through natwrp (a request is
+        logged after its response: the last few may be missing)."""
+        pre = "DAVLOG %d " % self.port
+        with self.proc.cond:
+            return [parse_log(x) for x in self.proc.lines if x.startswith(pre)]
+
+    def wait(self, tag):
+        """The log entry of the request that carried X-J1: tag."""
+        m = self.proc.wait_for(r"^DAVLOG %d .*\|%s$" % (self.port, tag), 10)
+        return parse_log(m.group(0))
 
 
 def apache(t):
@@ -100,13 +116,13 @@ def apache(t):
         uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
         for sub in ("root", "lock"):
             os.chown(os.path.join(d, sub), uid, gid)
-    port = free_port()
+    port, direct = free_port(), free_port()
     conf = os.path.join(d, "httpd.conf")
     with open(conf, "w") as f:
-        f.write(APACHE_CONF.format(dir=d, port=port, mods=mods, user=user))
+        f.write(APACHE_CONF.format(dir=d, port=port, direct=direct, mods=mods, user=user))
     p = t.spawn("apache2", [exe, "-DFOREGROUND", "-f", conf])
     p.wait_for(r"resuming normal operations", 15)
-    return Apache(p, port, d)
+    return Apache(p, port, direct, d)
 
 
 def litmus(t, url, label):
@@ -161,16 +177,11 @@ def same_as_direct(direct, through, what, tls=False):
     check(not bad, "%s: litmus differs from the direct run:\n  %s" % (what, "\n  ".join(bad)))
 
 
-def moves(ap, since=0):
-    """(method, path, status, host, destination) of each COPY and MOVE."""
-    return [e[:5] for e in ap.log()[since:] if e[0] in ("COPY", "MOVE")]
-
-
-def check_destinations(ap, since, want_origin, what):
-    """Every COPY/MOVE litmus made through natwrp (apache2's log from
-    since) reached apache2 with a Destination on want_origin (each names a
-    resource of litmus' own collection)."""
-    ms = moves(ap, since)
+def check_destinations(ap, want_origin, what):
+    """Every COPY/MOVE litmus made through natwrp reached apache2 with a
+    Destination on want_origin (each names a resource of litmus' own
+    collection)."""
+    ms = [e[:5] for e in ap.log() if e[0] in ("COPY", "MOVE")]
     check(len(ms) >= 10, "%s: litmus made only %d COPY/MOVE" % (what, len(ms)))
     wrong = [m for m in ms if not m[4].startswith(want_origin + "/litmus/")]
     check(not wrong, "%s: Destination not on %s: %s" % (what, want_origin, wrong[:3]))
@@ -194,40 +205,36 @@ def stack(t, agent_env=None, tls=False):
 
 def test_litmus_defaults(t):
     ap, s, a, pub = stack(t)
-    direct = litmus(t, ap.url + "/", "direct")
-    n = len(ap.log())
+    direct = litmus(t, ap.direct_url + "/", "direct")
     same_as_direct(direct, litmus(t, pub + "/", "natwrp"), "defaults")
     # The service is addressed as LOCAL_URL: Host and Destination say so.
-    check(all(e[3] == "127.0.0.1:%d" % ap.port for e in ap.log()[n:]), "Host sent")
-    check_destinations(ap, n, ap.url, "defaults")
+    check(all(e[3] == "127.0.0.1:%d" % ap.port for e in ap.log()), "Host sent")
+    check_destinations(ap, ap.url, "defaults")
 
 
 def test_litmus_preserve_host(t):
     ap, s, a, pub = stack(t, {"PRESERVE_HOST": "1"})
-    direct = litmus(t, ap.url + "/", "direct")
-    n = len(ap.log())
+    direct = litmus(t, ap.direct_url + "/", "direct")
     same_as_direct(direct, litmus(t, pub + "/", "natwrp"), "PRESERVE_HOST=1")
-    check(all(e[3] == "localhost:%d" % s.port for e in ap.log()[n:]), "Host sent")
-    check_destinations(ap, n, pub, "PRESERVE_HOST=1")
+    check(all(e[3] == "localhost:%d" % s.port for e in ap.log()), "Host sent")
+    check_destinations(ap, pub, "PRESERVE_HOST=1")
 
 
 def test_litmus_https_client(t):
     ap, s, a, pub = stack(t, tls=True)
-    direct = litmus(t, ap.url + "/", "direct")
-    n = len(ap.log())
+    direct = litmus(t, ap.direct_url + "/", "direct")
     eq(pub[:8], "https://", "public scheme")
     same_as_direct(direct, litmus(t, pub + "/", "natwrp"), "https client", tls=True)
-    check_destinations(ap, n, ap.url, "https client")
+    check_destinations(ap, ap.url, "https client")
 
 
 def test_litmus_https_client_preserve_host(t):
     # The public Host, under LOCAL_URL's scheme (http): what the service
     # is addressed with.
     ap, s, a, pub = stack(t, {"PRESERVE_HOST": "1"}, tls=True)
-    direct = litmus(t, ap.url + "/", "direct")
-    n = len(ap.log())
+    direct = litmus(t, ap.direct_url + "/", "direct")
     same_as_direct(direct, litmus(t, pub + "/", "natwrp"), "https + PRESERVE_HOST", tls=True)
-    check_destinations(ap, n, "http://localhost:%d" % s.port, "https + PRESERVE_HOST")
+    check_destinations(ap, "http://localhost:%d" % s.port, "https + PRESERVE_HOST")
 
 
 # ------------------------------------------------------------------- curl
@@ -242,11 +249,15 @@ def dav(method, url, *args, body=None):
     return curl_status(res), res.out, res.err
 
 
-def last(ap, method):
-    """apache2's last log entry for method."""
-    got = [e for e in ap.log() if e[0] == method]
-    check(got, "apache2 logged no %s" % method)
-    return got[-1]
+SENT = [0]
+
+
+def sent(ap, method, *args, body=None):
+    """dav() through natwrp, and the request as apache2 logged it."""
+    SENT[0] += 1
+    tag = "j1-%d" % SENT[0]
+    st = dav(method, *args, "-H", "X-J1: " + tag, body=body)[0]
+    return st, ap.wait(tag)
 
 
 LOCKINFO = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
@@ -258,18 +269,17 @@ def test_curl_destination_and_if(t):
     ap, s, a, pub = stack(t, tls=True)
     eq(dav("PUT", pub + "/a.txt", body=b"hello")[0], 201, "PUT")
     # COPY and MOVE to the public origin: the service gets its own.
-    eq(dav("COPY", pub + "/a.txt", "-H", "Destination: %s/b.txt" % pub)[0], 201, "COPY")
-    eq(last(ap, "COPY")[4], ap.url + "/b.txt", "Destination the service got")
-    eq(dav("MOVE", pub + "/b.txt", "-H", "Destination: %s/c%%20d.txt" % pub.upper())[0], 201,
-       "MOVE (scheme and host in capitals)")
-    eq(last(ap, "MOVE")[4], ap.url + "/c%20d.txt", "Destination the service got")
+    st, e = sent(ap, "COPY", pub + "/a.txt", "-H", "Destination: %s/b.txt" % pub)
+    eq((st, e[4]), (201, ap.url + "/b.txt"), "COPY: status, the Destination apache2 got")
+    st, e = sent(ap, "MOVE", pub + "/b.txt", "-H", "Destination: %s/c%%20d.txt" % pub.upper())
+    eq((st, e[4]), (201, ap.url + "/c%20d.txt"), "MOVE (scheme and host in capitals)")
     eq(dav("GET", pub + "/c%20d.txt")[:2], (200, b"hello"), "GET the moved copy")
     eq(dav("GET", pub + "/b.txt")[0], 404, "GET the moved-away copy")
     # Any other origin, or a path, goes as it is: the service judges it.
     for other in ("http://localhost:%d/e.txt" % s.port, "https://other.example/e.txt",
                   "https://localhost:%d@evil.example/e.txt" % s.port, "/e.txt"):
-        dav("COPY", pub + "/a.txt", "-H", "Destination: " + other)
-        eq(last(ap, "COPY")[4], other, "foreign Destination")
+        eq(sent(ap, "COPY", pub + "/a.txt", "-H", "Destination: " + other)[1][4], other,
+           "foreign Destination")
     # A lock; the If header's resource tag is made local, its lock token
     # (a URI too, inside the list) and entity tags are not.
     st, body, head = dav("LOCK", pub + "/a.txt", "-H", "Timeout: Second-60",
@@ -280,13 +290,11 @@ def test_curl_destination_and_if(t):
     # (apache2's own If parser refuses an entity tag holding "<": the unit
     # tests have those)
     cond = '<%s/a.txt> (<%s>) (Not <urn:x> ["e1"] <%s/a.txt>)' % (pub, token, pub)
-    eq(dav("PUT", pub + "/a.txt", "-H", "If: " + cond, body=b"locked")[0], 204,
-       "PUT with If naming the public URL")
-    eq(last(ap, "PUT")[5], cond.replace("<%s/a.txt> (" % pub, "<%s/a.txt> (" % ap.url, 1),
-       "If the service got")
-    eq(dav("PUT", pub + "/a.txt", "-H", "If: (<%s>)" % token, body=b"again")[0], 204,
-       "PUT with an untagged If")
-    eq(last(ap, "PUT")[5], "(<%s>)" % token, "untagged If")
+    st, e = sent(ap, "PUT", pub + "/a.txt", "-H", "If: " + cond, body=b"locked")
+    eq((st, e[5]), (204, cond.replace("<%s/a.txt> (" % pub, "<%s/a.txt> (" % ap.url, 1)),
+       "PUT with If naming the public URL: status, the If apache2 got")
+    st, e = sent(ap, "PUT", pub + "/a.txt", "-H", "If: (<%s>)" % token, body=b"again")
+    eq((st, e[5]), (204, "(<%s>)" % token), "PUT with an untagged If")
     eq(dav("UNLOCK", pub + "/a.txt", "-H", "Lock-Token: <%s>" % token)[0], 204, "UNLOCK")
     eq(dav("GET", pub + "/a.txt")[:2], (200, b"again"), "GET")
 
@@ -296,8 +304,8 @@ def test_curl_rewrite_location_off(t):
     # X-Forwarded-*); URLs pass unchanged both ways.
     ap, s, a, pub = stack(t, {"REWRITE_LOCATION": "0"})
     eq(dav("PUT", pub + "/a.txt", body=b"hello")[0], 201, "PUT")
-    dav("COPY", pub + "/a.txt", "-H", "Destination: %s/b.txt" % pub)
-    eq(last(ap, "COPY")[4], pub + "/b.txt", "Destination with REWRITE_LOCATION=0")
+    e = sent(ap, "COPY", pub + "/a.txt", "-H", "Destination: %s/b.txt" % pub)[1]
+    eq(e[4], pub + "/b.txt", "Destination with REWRITE_LOCATION=0")
 
 
 def test_curl_base_path(t):
@@ -307,12 +315,12 @@ def test_curl_base_path(t):
     s = t.serve()
     t.agent(s, ap.url + "/base")
     pub = "http://localhost:%d" % s.port
-    eq(dav("PUT", pub + "/a.txt", body=b"based")[0], 201, "PUT")
-    eq(last(ap, "PUT")[1], "/base/a.txt", "target")
-    eq(dav("COPY", pub + "/a.txt", "-H", "Destination: %s/b.txt" % pub)[0], 201, "COPY")
-    eq(last(ap, "COPY")[4], ap.url + "/base/b.txt", "Destination")
+    st, e = sent(ap, "PUT", pub + "/a.txt", body=b"based")
+    eq((st, e[1]), (201, "/base/a.txt"), "PUT: status, target")
+    st, e = sent(ap, "COPY", pub + "/a.txt", "-H", "Destination: %s/b.txt" % pub)
+    eq((st, e[4]), (201, ap.url + "/base/b.txt"), "COPY: status, Destination")
     eq(dav("GET", pub + "/b.txt")[:2], (200, b"based"), "GET the copy")
     # A path (RFC 4918 allows one; apache2 wants an absolute URI and
     # answers 400 either way) is below the base path too.
-    dav("COPY", pub + "/a.txt", "-H", "Destination: /c.txt")
-    eq(last(ap, "COPY")[4], "/base/c.txt", "path Destination")
+    e = sent(ap, "COPY", pub + "/a.txt", "-H", "Destination: /c.txt")[1]
+    eq(e[4], "/base/c.txt", "path Destination")
