@@ -297,6 +297,11 @@ def test_curl_destination_and_if(t):
     eq((st, e[5]), (204, "(<%s>)" % token), "PUT with an untagged If")
     eq(dav("UNLOCK", pub + "/a.txt", "-H", "Lock-Token: <%s>" % token)[0], 204, "UNLOCK")
     eq(dav("GET", pub + "/a.txt")[:2], (200, b"again"), "GET")
+    # A client that streams its upload (no Content-Length: chunked).
+    big = os.urandom(300000)
+    eq(dav("PUT", pub + "/big.bin", "-H", "Transfer-Encoding: chunked", body=big)[0], 201,
+       "chunked PUT")
+    eq(dav("GET", pub + "/big.bin")[:2], (200, big), "GET the chunked upload")
 
 
 def test_curl_rewrite_location_off(t):
