@@ -352,8 +352,11 @@ static void pc_interim(pconn_t *pc, nw_strm_t *s, const nw_mux_frame_t *f) {
     nw_sbuf_append(&out, st, sizeof(st));
     nw_sbuf_append(&out, f->reason, f->reason_len);
     nw_sbuf_append(&out, "\r\n", 2);
+    /* Nor Content-Length: a 1xx has no body (RFC 9110 8.6), and a client
+     * that believed one would read the final response as it. */
     for (i = 0; i < f->nhdrs; i++)
-        if (!nw_http_is_hop(f->hdrs[i].name, f->hdrs[i].name_len))
+        if (!nw_http_is_hop(f->hdrs[i].name, f->hdrs[i].name_len) &&
+            !nw_strieq(f->hdrs[i].name, f->hdrs[i].name_len, "content-length"))
             nw_http_put_field(&out, f->hdrs[i].name, f->hdrs[i].name_len, f->hdrs[i].value,
                               f->hdrs[i].value_len);
     nw_sbuf_append(&out, "\r\n", 2);

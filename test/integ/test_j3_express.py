@@ -295,7 +295,10 @@ def test_interim_heads_on_the_wire(t):
     c, r = tunnel_upgrade(s.port, agent_id="wire")
     eq((r.status, r.header("X-Natwrp-Interim")), (101, "1"), "tunnel 101 offers interim HEADs")
     s.wait_tunnel_open("wire")
-    hint = [("Link", "</a.css>; rel=preload; as=style"), ("Connection", "x"), ("X", "y")]
+    # A Content-Length in a 1xx (which has no body) must not reach the
+    # client: one that believed it would read the final response as body.
+    hint = [("Link", "</a.css>; rel=preload; as=style"), ("Connection", "x"), ("X", "y"),
+            ("Content-Length", "5")]
     cc = Conn(s.port)
     cc.request("GET", "/hinted")
     sid, _ = next_open(c)
@@ -305,7 +308,7 @@ def test_interim_heads_on_the_wire(t):
     heads = [cc.read_head() for _ in range(2)]
     eq([(h.status, h.headers) for h in heads],
        [(103, [("Link", "</a.css>; rel=preload; as=style"), ("X", "y")]), (102, [])],
-       "interim heads, hop-by-hop fields removed")
+       "interim heads, hop-by-hop fields and Content-Length removed")
     r = cc.read_response()
     eq((r.status, r.body), (200, b"ok"), "final response after the interim ones")
     cc.request("GET", "/end-on-interim")
