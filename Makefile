@@ -128,7 +128,7 @@ deps:
 # headless browser through the tunnel (test_c1_browser.py), /metrics checked
 # by promtool (test_f0_admin.py), the container image (test_i0_image.py).
 test:
-	scripts/deps.sh --nginx --haproxy --browser --promtool --image
+	scripts/deps.sh --nginx --haproxy --browser --jupyter --promtool --image
 	$(MAKE) asan unit
 	scripts/test.sh
 

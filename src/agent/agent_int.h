@@ -113,7 +113,9 @@ struct lreq_s {
         has_cl : 1,   /* OPEN carried Content-Length: body_left bounds the body */
         pipe_slot : 1, /* counted in npipes (an upgrade request or a pipe) */
         counted : 1,   /* in natwrp_local_requests_total (agent_ops.c) */
-        peer_reset : 1; /* the server reset its stream (the client went away) */
+        peer_reset : 1, /* the server reset its stream (the client went away) */
+        origin_pub : 1; /* its Origin is the public Host's while the Host sent is
+                         * LOCAL_URL's: a refusal gets the PRESERVE_HOST hint */
     uint64_t log_t0;  /* access log: uv_hrtime() at the OPEN */
     uint64_t log_in, log_out; /* access log: body (or pipe) bytes each way */
     uint64_t log_tun; /* access log: the tunnel's id */
@@ -156,6 +158,7 @@ struct agent_s {
     int stopping;             /* 1 draining, 2 closing everything */
     int drained;              /* draining: every request done, tunnels closing */
     int notified_ready;       /* systemd was told READY=1 (the first tunnel up) */
+    int origin_hinted;        /* the PRESERVE_HOST hint was logged (local.c): once */
     uv_timer_t watchdog;      /* systemd's WATCHDOG=1 (notify.c) */
     nw_tls_conf_t *remote_tls; /* NULL for http:// */
     nw_tls_conf_t *local_tls;

@@ -72,6 +72,20 @@ static int same(const auth_t *u, int tls, const auth_t *o) {
            (u->port ? u->port : dflt) == (o->port ? o->port : dflt);
 }
 
+int nw_redirect_origin_names(const char *o, size_t n, const char *host, size_t hlen) {
+    auth_t oa, ha;
+    int tls;
+    if (n > 8 && ieq(o, 8, "https://", 8))
+        tls = 1, o += 8, n -= 8;
+    else if (n > 7 && ieq(o, 7, "http://", 7))
+        tls = 0, o += 7, n -= 7;
+    else
+        return 0;
+    if (memchr(o, '/', n) || memchr(o, '?', n) || memchr(o, '#', n))
+        return 0;
+    return parse_auth(o, n, &oa) == 0 && parse_auth(host, hlen, &ha) == 0 && same(&oa, tls, &ha);
+}
+
 /* Rewrite the URL u[0..n) into out if it is ours: 1, 0 or -1. */
 static int rewrite_url(const nw_redirect_t *rd, const char *u, size_t n, nw_sbuf_t *out) {
     size_t s, a, e;
