@@ -431,3 +431,88 @@ def test_j2_jupyter_public_name_needs_allow_remote_access(t):
     c.origin = "http://" + c.host
     login_form(c)
     shutdown(c, jp)
+
+
+def browser_frames(cdp, wants, deadline_s=30):
+    """Read DevTools events until the WebSocket frames the page received
+    satisfied each of wants (predicates on a frame's JSON; the kernel's
+    channels may interleave them in any order); returns the frames that
+    did, in wants' order. A failed handshake or frame error fails at once."""
+    import time
+    deadline = time.monotonic() + deadline_s
+    got = [None] * len(wants)
+    while None in got:
+        if time.monotonic() > deadline:
+            fail("the page's kernel WebSocket did not deliver the awaited messages in %ds "
+                 "(got %r)" % (deadline_s, got))
+        msg = cdp._recv_message()
+        meth = msg.get("method")
+        if meth == "Network.webSocketHandshakeResponseReceived":
+            st = msg["params"]["response"]["status"]
+            check(st == 101, "the page's WebSocket handshake got %s" % st)
+        elif meth == "Network.webSocketFrameError":
+            fail("the page's WebSocket failed: %r" % msg["params"])
+        elif meth == "Network.webSocketFrameReceived":
+            try:
+                payload = json.loads(msg["params"]["response"]["payloadData"])
+            except ValueError:
+                continue
+            for i, want in enumerate(wants):
+                if got[i] is None and isinstance(payload, dict) and want(payload):
+                    got[i] = payload
+                    break
+    return got
+
+
+@timed(90)
+def test_j2_jupyter_in_chromium(t):
+    """Headless Chromium opens a notebook through natwrp by the URL Jupyter
+    prints (?token=...), under the public name; the page's kernel WebSocket
+    (watched over DevTools) reports the kernel idle, then the page runs the
+    cell and shows 42."""
+    from test_c1_browser import CHROMIUM_FLAGS, Cdp, http_json
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        fail("chromium is not installed (scripts/deps.sh --browser installs it)")
+    jp, s, a, _ = jupyter_stack(t)
+    lib = Client(s)
+    lib.auth = "token"
+    lib.expect("PUT", "/api/contents/j2.ipynb", 201, json_body={
+        "type": "notebook", "format": "json", "content": {
+            "cells": [{"cell_type": "code", "source": "print(6*7)", "metadata": {},
+                       "outputs": [], "execution_count": None}],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}})
+    profile = os.path.join(t.logdir, "chromium-profile")
+    b = t.spawn("chromium", [exe] + CHROMIUM_FLAGS + [
+        "--user-data-dir=" + profile, "--host-resolver-rules=MAP %s 127.0.0.1" % PUBLIC,
+        "about:blank"])
+    m = b.wait_for(r"DevTools listening on (ws://127\.0\.0\.1:(\d+)/\S+)", 30)
+    pages = [x for x in http_json(int(m.group(2)), "/json/list") if x.get("type") == "page"]
+    check(pages, "no page target in %r" % pages)
+    cdp = Cdp(pages[0]["webSocketDebuggerUrl"])
+    try:
+        cdp.call("Network.enable")
+        cdp.call("Page.enable")
+        cdp.call("Page.navigate", url="http://%s:%d/notebooks/j2.ipynb?token=%s" % (
+            PUBLIC, s.port, TOKEN))
+        browser_frames(cdp, [lambda p: p.get("msg_type") == "status" and
+                             p["content"].get("execution_state") == "idle"])
+        cdp.call("Runtime.evaluate", expression="Jupyter.notebook.execute_all_cells()")
+        stream, reply = browser_frames(cdp, [lambda p: p.get("msg_type") == "stream",
+                                             lambda p: p.get("msg_type") == "execute_reply"])
+        eq(stream["content"]["text"], "42\n", "the cell's output on the page's WebSocket")
+        eq(reply["content"]["status"], "ok", "the cell's execute_reply")
+        # The frame event can precede the page's handler: wait for the DOM.
+        out = cdp.call("Runtime.evaluate", returnByValue=True, awaitPromise=True, expression=(
+            "new Promise(r => { const f = () => { const x = Array.from(document."
+            "querySelectorAll('.output_subarea')).map(e => e.textContent).join('|');"
+            " if (x.includes('42')) { r(x); return true; } return false; };"
+            " if (!f()) new MutationObserver((_, o) => { if (f()) o.disconnect(); })"
+            ".observe(document.body, {childList: true, subtree: true, characterData: true});"
+            " })"))["result"]["value"]
+        check("42" in out, "the page shows the output: %r" % out)
+    finally:
+        cdp.close()
+    shutdown(lib, jp)
