@@ -91,6 +91,12 @@ class Client:
         self.origin = "%s://%s" % (serve.scheme, self.host)
         self.cookies = {}
         self.auth = None  # "cookie" (a browser) or "token" (a script)
+        self._c = None
+
+    def close(self):
+        if self._c is not None:
+            self._c.close()
+            self._c = None
 
     def conn(self):
         if self.tls:
@@ -114,12 +120,17 @@ class Client:
         if json_body is not None:
             body = json.dumps(json_body).encode()
             extra = list(extra) + [("Content-Type", "application/json")]
-        c = self.conn()
+        # One keep-alive connection, as a browser keeps one.
+        if self._c is None:
+            self._c = self.conn()
         try:
-            c.request(method, path, self.headers(method, extra), body)
-            r = c.read_response(method)
-        finally:
-            c.close()
+            self._c.request(method, path, self.headers(method, extra), body)
+            r = self._c.read_response(method)
+        except BaseException:
+            self.close()
+            raise
+        if (r.header("Connection") or "").lower() == "close" or self._c.closed_by_peer:
+            self.close()
         check(r.complete, "%s %s: response cut short" % (method, path))
         for v in r.header_all("Set-Cookie"):
             name, _, rest = v.partition("=")
@@ -264,7 +275,19 @@ def kernel_session(c):
         out, reply = execute(ws, "print(6*7)", sid)
         eq(out, "42\n", "stream output of print(6*7)")
         eq(reply["status"], "ok", "execute_reply status")
+        # Interrupt a cell that would run for a minute: KeyboardInterrupt.
+        msg_id = send_msg(ws, "execute_request", {
+            "code": "import time\nprint('sleeping', flush=True)\ntime.sleep(60)",
+            "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True}, sid)
+        msgs = replies(ws, msg_id)
+        for msg in msgs:
+            if msg["header"]["msg_type"] == "stream":
+                break
         c.expect("POST", "/api/kernels/%s/interrupt" % kid, 204)
+        reply = [m for m in msgs if m["header"]["msg_type"] == "execute_reply"][0]
+        eq((reply["content"]["status"], reply["content"].get("ename")),
+           ("error", "KeyboardInterrupt"), "the interrupted cell's reply")
         # The notebook's JavaScript closes its channels, restarts, reopens.
         eq(ws.close(1000, "restart", timeout=20)[0], 1000, "kernel WebSocket close code")
     finally:
@@ -283,6 +306,38 @@ def kernel_session(c):
     kernels = c.expect("GET", "/api/kernels", 200).json()
     check(kid not in [k["id"] for k in kernels], "kernel %s still listed: %r" % (kid, kernels))
     c.expect("DELETE", "/api/contents/" + name, 204)
+
+
+def big_transfers(c):
+    """Large messages both ways: a 3 MB file upload (PUT, JSON), read back
+    from /api/contents and as a raw file from /files/ (with the browser's
+    Referer, which Jupyter checks there), a 2 MB cell output on the kernel
+    WebSocket, and a static asset revalidated (304)."""
+    blob = "".join("%07d\n" % i for i in range(375000))  # 3 MB of text
+    c.expect("PUT", "/api/contents/big.txt", 201,
+             json_body={"type": "file", "format": "text", "content": blob})
+    got = c.expect("GET", "/api/contents/big.txt?content=1&format=text", 200).json()
+    check(got["content"] == blob, "the uploaded file read back unchanged (%d bytes, want %d)"
+          % (len(got["content"]), len(blob)))
+    r = c.expect("GET", "/files/big.txt", 200, extra=[("Referer", c.origin + "/tree")])
+    check(r.body == blob.encode(), "/files/big.txt: %d bytes, want %d" % (len(r.body), len(blob)))
+    kid = c.expect("POST", "/api/kernels", 201, json_body={"name": "python3"}).json()["id"]
+    sid = uuid.uuid4().hex
+    ws = c.ws("/api/kernels/%s/channels?session_id=%s" % (kid, sid))
+    try:
+        kernel_ready(ws, sid)
+        out, reply = execute(ws, "print('x' * 2000000)", sid)
+        eq((len(out), reply["status"]), (2000001, "ok"), "a 2 MB output")
+    finally:
+        ws.close_socket()
+    c.expect("DELETE", "/api/kernels/" + kid, 204)
+    c.expect("DELETE", "/api/contents/big.txt", 204)
+    r = c.expect("GET", "/static/base/js/namespace.js", 200)
+    mod = r.header("Last-Modified")
+    check(mod, "static assets carry Last-Modified: %r" % r.headers)
+    r = c.expect("GET", "/static/base/js/namespace.js", 304, extra=[("If-Modified-Since", mod)])
+    eq(r.body, b"", "the 304 has no body")
+    c.expect("GET", "/api/status", 200)  # the connection after a 304 is sound
 
 
 def terminal_session(c):
@@ -370,6 +425,7 @@ def test_j2_jupyter_https_browser_and_script(t):
     lib.auth = "token"
     check(lib.expect("GET", "/api/status", 200).json().get("started"), "/api/status")
     kernel_session(lib)
+    big_transfers(lib)
     terminal_session(lib)
     shutdown(lib, jp)
 
