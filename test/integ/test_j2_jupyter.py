@@ -520,26 +520,22 @@ def browser_frames(cdp, wants, deadline_s=30):
     return got
 
 
-@timed(90)
-def test_j2_jupyter_in_chromium(t):
-    """Headless Chromium opens a notebook through natwrp by the URL Jupyter
-    prints (?token=...), under the public name; the page's kernel WebSocket
-    (watched over DevTools) reports the kernel idle, then the page runs the
-    cell and shows 42."""
+NOTEBOOK = {"type": "notebook", "format": "json", "content": {
+    "cells": [{"cell_type": "code", "source": "print(6*7)", "metadata": {}, "outputs": [],
+               "execution_count": None, "id": "c0"}],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5}}
+
+
+def chromium_notebook(t, url):
+    """Headless Chromium, PUBLIC mapped to 127.0.0.1, opens url (a notebook
+    page); the page's kernel WebSocket (watched over DevTools) must report
+    the kernel idle, then the page runs its cell and shows 42."""
     from test_c1_browser import CHROMIUM_FLAGS, Cdp, http_json
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if not exe:
         fail("chromium is not installed (scripts/deps.sh --browser installs it)")
-    jp, s, a, _ = jupyter_stack(t)
-    lib = Client(s)
-    lib.auth = "token"
-    lib.expect("PUT", "/api/contents/j2.ipynb", 201, json_body={
-        "type": "notebook", "format": "json", "content": {
-            "cells": [{"cell_type": "code", "source": "print(6*7)", "metadata": {},
-                       "outputs": [], "execution_count": None}],
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                        "language": "python"}},
-            "nbformat": 4, "nbformat_minor": 5}})
     profile = os.path.join(t.logdir, "chromium-profile")
     b = t.spawn("chromium", [exe] + CHROMIUM_FLAGS + [
         "--user-data-dir=" + profile, "--host-resolver-rules=MAP %s 127.0.0.1" % PUBLIC,
@@ -551,8 +547,7 @@ def test_j2_jupyter_in_chromium(t):
     try:
         cdp.call("Network.enable")
         cdp.call("Page.enable")
-        cdp.call("Page.navigate", url="http://%s:%d/notebooks/j2.ipynb?token=%s" % (
-            PUBLIC, s.port, TOKEN))
+        cdp.call("Page.navigate", url=url)
         browser_frames(cdp, [lambda p: p.get("msg_type") == "status" and
                              p["content"].get("execution_state") == "idle"])
         cdp.call("Runtime.evaluate", expression="Jupyter.notebook.execute_all_cells()")
@@ -571,4 +566,52 @@ def test_j2_jupyter_in_chromium(t):
         check("42" in out, "the page shows the output: %r" % out)
     finally:
         cdp.close()
+
+
+@timed(90)
+def test_j2_jupyter_in_chromium(t):
+    """Headless Chromium opens a notebook through natwrp by the URL Jupyter
+    prints (?token=...), under the public name."""
+    jp, s, a, _ = jupyter_stack(t)
+    lib = Client(s)
+    lib.auth = "token"
+    lib.expect("PUT", "/api/contents/j2.ipynb", 201, json_body=NOTEBOOK)
+    chromium_notebook(t, "http://%s:%d/notebooks/j2.ipynb?token=%s" % (PUBLIC, s.port, TOKEN))
     shutdown(lib, jp)
+
+
+@timed(90)
+def test_j2_jupyter_route_with_basic_login(t):
+    """README's Jupyter agent: ROUTES, PRESERVE_HOST=1 and AUTH_BASIC. serve
+    asks for the login first, so a script's Authorization: token alone gets
+    natwrp's 401; it sends the login and puts Jupyter's token in the query
+    (a request has one Authorization field). A browser that has the login
+    (here in the URL) runs a notebook, its kernel WebSocket included."""
+    login = "alice:correct-horse"
+    basic = "Basic " + __import__("base64").b64encode(login.encode()).decode()
+    jp, s, a, _ = jupyter_stack(t, agent_env={"PRESERVE_HOST": "1", "ROUTES": PUBLIC,
+                                              "AUTH_BASIC": login})
+    lib = Client(s)
+    lib.auth = "token"
+    r = lib.expect("GET", "/api/status", 401)
+    eq(r.header("WWW-Authenticate"), 'Basic realm="%s"' % PUBLIC, "serve's 401 challenge")
+    lib.auth = None
+    lib.origin = None  # a script sends no Origin
+    q = "?token=" + TOKEN
+    lib.expect("PUT", "/api/contents/j2.ipynb" + q, 201, json_body=NOTEBOOK,
+               extra=[("Authorization", basic)])
+    kid = lib.expect("POST", "/api/kernels" + q, 201, json_body={"name": "python3"},
+                     extra=[("Authorization", basic)]).json()["id"]
+    sid = uuid.uuid4().hex
+    ws = wsclient.connect(s.port, "/api/kernels/%s/channels%s&session_id=%s" % (kid, q, sid),
+                          host_header=lib.host, headers=[("Authorization", basic)], timeout=20)
+    try:
+        kernel_ready(ws, sid)
+        out, reply = execute(ws, "print(6*7)", sid)
+        eq((out, reply["status"]), ("42\n", "ok"), "print(6*7) with the login and ?token=")
+    finally:
+        ws.close_socket()
+    chromium_notebook(t, "http://%s@%s:%d/notebooks/j2.ipynb?token=%s" % (
+        login, PUBLIC, s.port, TOKEN))
+    lib.expect("POST", "/api/shutdown" + q, 200, extra=[("Authorization", basic)])
+    eq(jp.wait_exit(20), 0, "jupyter exit status after /api/shutdown")
