@@ -194,7 +194,6 @@ static int target_ok(const char *t, size_t n) {
     return t[0] == '*' || !path_climbs(t, n);
 }
 
-/* One header line of the request head. */
 /* A request for stream s, in the agent's list of requests. */
 static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
     lreq_t *r = nw_calloc(1, sizeof(*r));
@@ -270,10 +269,10 @@ static int lreq_public(lreq_t *r, const nw_mux_frame_t *f) {
     }
     if (!host || !host_ok(host, hlen))
         return 0;
-    /* A browser's same-origin request (WebSocket, POST) names the public
-     * Host in Origin, which the Host sent (LOCAL_URL's) then contradicts. */
-    r->origin_pub = !r->ag->cfg->preserve_host && origin &&
-                    nw_redirect_origin_names(origin->value, origin->value_len, host, hlen) &&
+    /* A browser's same-origin request names the public Host in Origin. */
+    r->origin_pub = !r->ag->cfg->preserve_host && origin && proto &&
+                    nw_redirect_origin_is(origin->value, origin->value_len,
+                                          nw_strieq(proto, plen, "https"), host, hlen) &&
                     !nw_strieq(host, hlen, r->ag->host_hdr);
     if (r->ag->cfg->preserve_host && nw_sbuf_append(&r->sent, host, hlen) != 0)
         return -1;
@@ -446,11 +445,10 @@ static void hint_origin(lreq_t *r, unsigned st) {
     if (!r->origin_pub || (st != 403 && st != 404) || ag->origin_hinted)
         return;
     ag->origin_hinted = 1;
-    nw_warn("agent=%s the local service answered %u to a request whose Origin is the public "
-            "origin while its Host is LOCAL_URL's (%s): a service that compares Origin with "
-            "Host (Jupyter, Tornado) refuses browsers so; set PRESERVE_HOST=1 to send it the "
-            "public Host (logged once)",
-            ag->cfg->agent_id, st, ag->host_hdr);
+    nw_warn("agent=%s the local service answered %u to a browser request whose Origin is the "
+            "public origin while its Host is LOCAL_URL's (%s): a service that compares the two "
+            "(Jupyter, Tornado) needs PRESERVE_HOST=1 (logged once)", ag->cfg->agent_id, st,
+            ag->host_hdr);
 }
 
 static int lc_on_headers_complete(llhttp_t *p) {

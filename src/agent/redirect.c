@@ -72,15 +72,12 @@ static int same(const auth_t *u, int tls, const auth_t *o) {
            (u->port ? u->port : dflt) == (o->port ? o->port : dflt);
 }
 
-int nw_redirect_origin_names(const char *o, size_t n, const char *host, size_t hlen) {
+int nw_redirect_origin_is(const char *o, size_t n, int tls, const char *host, size_t hlen) {
     auth_t oa, ha;
-    int tls;
-    if (n > 8 && ieq(o, 8, "https://", 8))
-        tls = 1, o += 8, n -= 8;
-    else if (n > 7 && ieq(o, 7, "http://", 7))
-        tls = 0, o += 7, n -= 7;
-    else
+    size_t skip = tls ? 8 : 7;
+    if (n <= skip || !ieq(o, skip, tls ? "https://" : "http://", skip))
         return 0;
+    o += skip, n -= skip;
     if (memchr(o, '/', n) || memchr(o, '?', n) || memchr(o, '#', n))
         return 0;
     return parse_auth(o, n, &oa) == 0 && parse_auth(host, hlen, &ha) == 0 && same(&oa, tls, &ha);

@@ -30,11 +30,11 @@ int nw_redirect_field(const char *name, size_t len);
 int nw_redirect_rewrite(const nw_redirect_t *rd, int kind, const char *v, size_t n,
                         nw_sbuf_t *out);
 
-/* Does the Origin field value o (RFC 6454: "scheme://host[:port]") name
- * the authority host[:port] under its own scheme, a default port equal to
+/* Is the Origin field value o (RFC 6454: "scheme://host[:port]") the
+ * origin of host[:port] under https (tls) or http, a default port equal to
  * none? 1 or 0 ("null", other schemes, paths, userinfo: 0). A browser's
- * same-origin request carries the public Host's origin; the agent uses
- * this to tell the user why a service that compares the two refused. */
-int nw_redirect_origin_names(const char *o, size_t n, const char *host, size_t hlen);
+ * same-origin request carries the public origin; the agent uses this to
+ * tell the user why a service that compares it with Host refused. */
+int nw_redirect_origin_is(const char *o, size_t n, int tls, const char *host, size_t hlen);
 
 #endif

@@ -430,7 +430,7 @@ def test_j2_jupyter_https_browser_and_script(t):
     shutdown(lib, jp)
 
 
-HINT = r"warn .*agent=a1 the local service answered (403|404) .*set PRESERVE_HOST=1"
+HINT = r"warn .*agent=a1 the local service answered (403|404) .*needs PRESERVE_HOST=1"
 
 
 @timed(60)

@@ -95,27 +95,29 @@ UNIT_TEST(no_public_origin) {
     CHECK_STR(rw(&rd, 1, "http://127.0.0.1:8080/a"), "http://127.0.0.1:8080/a");
 }
 
-static int on(const char *o, const char *h) {
-    return nw_redirect_origin_names(o, strlen(o), h, strlen(h));
+static int on(const char *o, int tls, const char *h) {
+    return nw_redirect_origin_is(o, strlen(o), tls, h, strlen(h));
 }
 
-UNIT_TEST(origin_names) {
-    CHECK_EQ(on("http://pub.example:8000", "pub.example:8000"), 1);
-    CHECK_EQ(on("HTTPS://Pub.Example", "pub.example"), 1);
-    CHECK_EQ(on("https://pub.example", "pub.example:443"), 1);
-    CHECK_EQ(on("http://pub.example:80", "pub.example"), 1);
-    CHECK_EQ(on("http://[::1]:8000", "[::1]:8000"), 1);
-    CHECK_EQ(on("https://pub.example", "pub.example:80"), 0);
-    CHECK_EQ(on("http://pub.example:8000", "pub.example:8001"), 0);
-    CHECK_EQ(on("http://other.example:8000", "pub.example:8000"), 0);
-    CHECK_EQ(on("null", "pub.example"), 0);
-    CHECK_EQ(on("ws://pub.example", "pub.example"), 0);
-    CHECK_EQ(on("http://pub.example/", "pub.example"), 0);
-    CHECK_EQ(on("http://u@pub.example", "pub.example"), 0);
-    CHECK_EQ(on("http://", "pub.example"), 0);
-    CHECK_EQ(on("http://pub.example", ""), 0);
+UNIT_TEST(origin_is) {
+    CHECK_EQ(on("http://pub.example:8000", 0, "pub.example:8000"), 1);
+    CHECK_EQ(on("HTTPS://Pub.Example", 1, "pub.example"), 1);
+    CHECK_EQ(on("https://pub.example", 1, "pub.example:443"), 1);
+    CHECK_EQ(on("http://pub.example:80", 0, "pub.example"), 1);
+    CHECK_EQ(on("http://[::1]:8000", 0, "[::1]:8000"), 1);
+    CHECK_EQ(on("https://pub.example", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://pub.example", 1, "pub.example"), 0);
+    CHECK_EQ(on("https://pub.example", 1, "pub.example:80"), 0);
+    CHECK_EQ(on("http://pub.example:8000", 0, "pub.example:8001"), 0);
+    CHECK_EQ(on("http://other.example:8000", 0, "pub.example:8000"), 0);
+    CHECK_EQ(on("null", 0, "pub.example"), 0);
+    CHECK_EQ(on("ws://pub.example", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://pub.example/", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://u@pub.example", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://pub.example", 0, ""), 0);
 }
 
 UNIT_MAIN(UNIT_CASE(fields), UNIT_CASE(local_origin), UNIT_CASE(default_ports_and_case),
           UNIT_CASE(sent_host), UNIT_CASE(refresh), UNIT_CASE(no_public_origin),
-          UNIT_CASE(origin_names))
+          UNIT_CASE(origin_is))
