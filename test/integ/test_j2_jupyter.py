@@ -528,18 +528,19 @@ NOTEBOOK = {"type": "notebook", "format": "json", "content": {
     "nbformat": 4, "nbformat_minor": 5}}
 
 
-def chromium_notebook(t, url):
+def chromium_notebook(t, url, tls=False):
     """Headless Chromium, PUBLIC mapped to 127.0.0.1, opens url (a notebook
     page); the page's kernel WebSocket (watched over DevTools) must report
-    the kernel idle, then the page runs its cell and shows 42."""
+    the kernel idle, then the page runs its cell and shows 42. With tls it
+    accepts serve's certificate (from the test CA, which it does not know)."""
     from test_c1_browser import CHROMIUM_FLAGS, Cdp, http_json
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if not exe:
         fail("chromium is not installed (scripts/deps.sh --browser installs it)")
     profile = os.path.join(t.logdir, "chromium-profile")
     b = t.spawn("chromium", [exe] + CHROMIUM_FLAGS + [
-        "--user-data-dir=" + profile, "--host-resolver-rules=MAP %s 127.0.0.1" % PUBLIC,
-        "about:blank"])
+        "--user-data-dir=" + profile, "--host-resolver-rules=MAP %s 127.0.0.1" % PUBLIC] +
+        (["--ignore-certificate-errors"] if tls else []) + ["about:blank"])
     m = b.wait_for(r"DevTools listening on (ws://127\.0\.0\.1:(\d+)/\S+)", 30)
     pages = [x for x in http_json(int(m.group(2)), "/json/list") if x.get("type") == "page"]
     check(pages, "no page target in %r" % pages)
@@ -586,12 +587,13 @@ def test_j2_jupyter_route_with_basic_login(t):
     asks for the login first, so a script's Authorization: token alone gets
     natwrp's 401; it sends the login and puts Jupyter's token in the query
     (a request has one Authorization field). A browser that has the login
-    (here in the URL) runs a notebook, its kernel WebSocket included."""
+    (here in the URL) runs a notebook, its kernel WebSocket included. Over
+    https, as README wants for AUTH_BASIC."""
     login = "alice:correct-horse"
     basic = "Basic " + __import__("base64").b64encode(login.encode()).decode()
-    jp, s, a, _ = jupyter_stack(t, agent_env={"PRESERVE_HOST": "1", "ROUTES": PUBLIC,
-                                              "AUTH_BASIC": login})
-    lib = Client(s)
+    jp, s, a, cafile = jupyter_stack(t, tls=True, agent_env={
+        "PRESERVE_HOST": "1", "ROUTES": PUBLIC, "AUTH_BASIC": login})
+    lib = Client(s, cafile)
     lib.auth = "token"
     r = lib.expect("GET", "/api/status", 401)
     eq(r.header("WWW-Authenticate"), 'Basic realm="%s"' % PUBLIC, "serve's 401 challenge")
@@ -604,14 +606,15 @@ def test_j2_jupyter_route_with_basic_login(t):
                      extra=[("Authorization", basic)]).json()["id"]
     sid = uuid.uuid4().hex
     ws = wsclient.connect(s.port, "/api/kernels/%s/channels%s&session_id=%s" % (kid, q, sid),
-                          host_header=lib.host, headers=[("Authorization", basic)], timeout=20)
+                          host_header=lib.host, headers=[("Authorization", basic)], timeout=20,
+                          tls=ssl.create_default_context(cafile=cafile), server_name=PUBLIC)
     try:
         kernel_ready(ws, sid)
         out, reply = execute(ws, "print(6*7)", sid)
         eq((out, reply["status"]), ("42\n", "ok"), "print(6*7) with the login and ?token=")
     finally:
         ws.close_socket()
-    chromium_notebook(t, "http://%s@%s:%d/notebooks/j2.ipynb?token=%s" % (
-        login, PUBLIC, s.port, TOKEN))
+    chromium_notebook(t, "https://%s@%s:%d/notebooks/j2.ipynb?token=%s" % (
+        login, PUBLIC, s.port, TOKEN), tls=True)
     lib.expect("POST", "/api/shutdown" + q, 200, extra=[("Authorization", basic)])
     eq(jp.wait_exit(20), 0, "jupyter exit status after /api/shutdown")
