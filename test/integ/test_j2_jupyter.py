@@ -4,7 +4,10 @@ serve's public URL: the tree page and its static assets, the token login
 (the login form POST with its _xsrf cookie, and Authorization: token),
 contents, a kernel whose WebSocket runs print(6*7) (Jupyter messaging
 protocol v5, JSON text frames), interrupt and restart, a terminal over its
-WebSocket, and shutdown; over plain http and over https (the test PKI).
+WebSocket, and shutdown; over plain http and over https (a certificate from
+the test CA for the public name). Headless Chromium opens a notebook by the
+URL Jupyter prints and runs its cell (the kernel's WebSocket watched over
+DevTools), also behind README's Jupyter route (ROUTES, AUTH_BASIC) over https.
 
 The agent is configured as README says for Jupyter (PRESERVE_HOST=1), and the
 public name is not a loopback one (jupyter.example.test, which the clients
@@ -27,7 +30,7 @@ import urllib.parse
 import uuid
 
 import wsclient
-from harness import Conn, TlsConn, check, eq, fail, pki, timed
+from harness import Conn, TlsConn, check, eq, fail, pki, timed, wait_any
 
 PUBLIC = "jupyter.example.test"
 TOKEN = "j2-token-0123456789abcdef"
@@ -64,18 +67,18 @@ def start_jupyter(t, extra=()):
         env[var] = os.path.join(home, sub)
     env["PYTHONUNBUFFERED"] = "1"
     env["SHELL"] = "/bin/sh"
-    port = free_port()
-    argv = [exe, "--no-browser", "--allow-root", "--ip=127.0.0.1", "--port=%d" % port,
-            "--port-retries=0", "--NotebookApp.token=" + TOKEN,
-            "--notebook-dir=" + nbdir] + list(extra)
-    p = t.spawn("jupyter", argv, env=env, cwd=home)
-    p.wait_for(r"is running at", 30)
-    p.local_url = "http://127.0.0.1:%d" % port
-    return p, p.local_url
-
-
-def jp_local(jp):
-    return jp.local_url
+    for attempt in range(3):
+        port = free_port()
+        argv = [exe, "--no-browser", "--allow-root", "--ip=127.0.0.1", "--port=%d" % port,
+                "--port-retries=0", "--NotebookApp.token=" + TOKEN,
+                "--notebook-dir=" + nbdir] + list(extra)
+        p = t.spawn("jupyter", argv, env=env, cwd=home)
+        _, m = wait_any([(p, r"is running at", 0), (p, r"already in use", 0)], 30)
+        if "running" in m.group(0):
+            p.local_url = "http://127.0.0.1:%d" % port
+            return p, p.local_url
+        p.wait_exit(10)  # another process took the free port meanwhile: again
+    fail("jupyter found no free port in 3 attempts")
 
 
 class Client:
@@ -462,7 +465,7 @@ def test_j2_jupyter_without_preserve_host(t):
     # The fix the hint names: the same agent with PRESERVE_HOST=1.
     since = s.proc.mark()
     eq(a.terminate()[1], None, "the first agent stops cleanly")
-    t.agent(s, jp_local(jp), agent_id="a1", env={"PRESERVE_HOST": "1"}, label="agent-ph")
+    t.agent(s, jp.local_url, agent_id="a1", env={"PRESERVE_HOST": "1"}, label="agent-ph")
     s.wait_tunnel_open("a1", since)
     # Jupyter names its login cookie after the Host it sees: log in again.
     c = Client(s)
