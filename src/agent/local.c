@@ -251,7 +251,6 @@ static int host_ok(const char *p, size_t n) {
  * (X-Forwarded-Proto), kept for PRESERVE_HOST and redirect rewriting. */
 static int lreq_public(lreq_t *r, const nw_mux_frame_t *f) {
     const char *host = NULL, *proto = NULL, *v;
-    const nw_hdr_t *origin = NULL;
     size_t hlen = 0, plen = 0, n, i;
     int xfh = 0;
     for (i = 0; i < f->nhdrs; i++) {
@@ -263,17 +262,11 @@ static int lreq_public(lreq_t *r, const nw_mux_frame_t *f) {
             xfh = 1, host = v, hlen = n;
         } else if (!host && NAME_IS(h, "host")) {
             first_elem(h, &host, &hlen);
-        } else if (!origin && NAME_IS(h, "origin")) {
-            origin = h;
         }
     }
     if (!host || !host_ok(host, hlen))
         return 0;
-    /* A browser's same-origin request names the public Host in Origin. */
-    r->origin_pub = !r->ag->cfg->preserve_host && origin && proto &&
-                    nw_redirect_origin_is(origin->value, origin->value_len,
-                                          nw_strieq(proto, plen, "https"), host, hlen) &&
-                    !nw_strieq(host, hlen, r->ag->host_hdr);
+    lreq_note_origin(r, f, host, hlen, proto, plen);
     if (r->ag->cfg->preserve_host && nw_sbuf_append(&r->sent, host, hlen) != 0)
         return -1;
     if (!r->ag->cfg->rewrite_location || !proto ||
@@ -436,21 +429,6 @@ static int rewrite_redirects(lreq_t *r, nw_hdr_t *hdrs, size_t n) {
     return 0;
 }
 
-/* The service refused a request whose Origin is the public origin, sent
- * with LOCAL_URL's Host: a service that compares the two (Jupyter and
- * Tornado: 403 for a WebSocket, 404 for an API write) refuses every
- * browser that way, and nothing else would say why. Once per process. */
-static void hint_origin(lreq_t *r, unsigned st) {
-    agent_t *ag = r->ag;
-    if (!r->origin_pub || (st != 403 && st != 404) || ag->origin_hinted)
-        return;
-    ag->origin_hinted = 1;
-    nw_warn("agent=%s the local service answered %u to a browser request whose Origin is the "
-            "public origin while its Host is LOCAL_URL's (%s): a service that compares the two "
-            "(Jupyter, Tornado) needs PRESERVE_HOST=1 (logged once)", ag->cfg->agent_id, st,
-            ag->host_hdr);
-}
-
 static int lc_on_headers_complete(llhttp_t *p) {
     lconn_t *lc = p->data;
     lreq_t *r = lc->req;
@@ -492,7 +470,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
         lc->interim = 1; /* 100 Continue and friends stay here */
         return st == 101 ? -1 : 0;
     }
-    hint_origin(r, st);
+    lreq_hint_refusal(r, st);
     if (p->flags & F_CHUNKED)
         drop[0] = "content-length";
     n = nw_http_filter(&lc->hf, hdrs, NW_ARRAY_LEN(hdrs), drop);

@@ -72,15 +72,18 @@ static int same(const auth_t *u, int tls, const auth_t *o) {
            (u->port ? u->port : dflt) == (o->port ? o->port : dflt);
 }
 
-int nw_redirect_origin_is(const char *o, size_t n, int tls, const char *host, size_t hlen) {
+int nw_redirect_origin_is(const char *o, size_t n, int url, int tls, const char *host,
+                          size_t hlen) {
     auth_t oa, ha;
-    size_t skip = tls ? 8 : 7;
+    size_t skip = tls ? 8 : 7, e;
     if (n <= skip || !ieq(o, skip, tls ? "https://" : "http://", skip))
         return 0;
     o += skip, n -= skip;
-    if (memchr(o, '/', n) || memchr(o, '?', n) || memchr(o, '#', n))
+    for (e = 0; e < n && o[e] != '/' && o[e] != '?' && o[e] != '#'; e++)
+        ;
+    if (e < n && !url)
         return 0;
-    return parse_auth(o, n, &oa) == 0 && parse_auth(host, hlen, &ha) == 0 && same(&oa, tls, &ha);
+    return parse_auth(o, e, &oa) == 0 && parse_auth(host, hlen, &ha) == 0 && same(&oa, tls, &ha);
 }
 
 /* Rewrite the URL u[0..n) into out if it is ours: 1, 0 or -1. */

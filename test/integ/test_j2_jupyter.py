@@ -433,28 +433,35 @@ def test_j2_jupyter_https_browser_and_script(t):
     shutdown(lib, jp)
 
 
-HINT = r"warn .*agent=a1 the local service answered (403|404) .*needs PRESERVE_HOST=1"
+HINT = (r"warn .*agent=a1 the local service answered (403|404) to a browser request whose "
+        r"(Origin|Referer) is the public origin .*needs PRESERVE_HOST=1")
 
 
 @timed(60)
 def test_j2_jupyter_without_preserve_host(t):
     """README's defaults alone (Host rewritten to LOCAL_URL's): a script
     with its token works (Jupyter skips its Origin check for it), and so do
-    the browser's login and pages; but the browser's API writes (404) and
-    its kernel WebSocket (403) are refused, as their Origin names the public
-    host. The agent says why, once, naming PRESERVE_HOST."""
+    the browser's login and pages; but the browser's file downloads (403:
+    its Referer), API writes (404) and kernel WebSocket (403: their Origin)
+    are refused, as those name the public host. The agent says why, once,
+    naming PRESERVE_HOST."""
     jp, s, a, _ = jupyter_stack(t, agent_env={})
     lib = Client(s)
     lib.auth = "token"
     kernel_session(lib)
-    check(not a.find(HINT), "no hint while nothing was refused: %s" % a.find(HINT))
+    lib.expect("PUT", "/api/contents/f.txt", 201,
+               json_body={"type": "file", "format": "text", "content": "42"})
     kid = lib.expect("POST", "/api/kernels", 201, json_body={"name": "python3"}).json()["id"]
     c = Client(s)
     login_form(c)
     tree_and_assets(c)
+    check(not a.find(HINT), "no hint while nothing was refused: %s" % a.find(HINT))
+    r = c.request("GET", "/files/f.txt", extra=[("Referer", c.origin + "/tree")])
+    eq(r.status, 403, "the browser's GET /files/f.txt without PRESERVE_HOST")
+    a.wait_for(HINT.replace("(Origin|Referer)", "Referer"), 10)
+    jp.wait_for(r"Blocking Cross Origin request", 10)
     r = c.request("POST", "/api/contents", json_body={"type": "notebook"})
     eq(r.status, 404, "the browser's POST /api/contents without PRESERVE_HOST")
-    a.wait_for(HINT, 10)
     jp.wait_for(r"Blocking Cross Origin API request", 10)
     try:
         c.ws("/api/kernels/%s/channels?session_id=%s" % (kid, uuid.uuid4().hex)).close_socket()
@@ -471,6 +478,7 @@ def test_j2_jupyter_without_preserve_host(t):
     c = Client(s)
     login_form(c)
     c.expect("POST", "/api/contents", 201, json_body={"type": "notebook"})
+    c.expect("GET", "/files/f.txt", 200, extra=[("Referer", c.origin + "/tree")])
     ws = c.ws("/api/kernels/%s/channels?session_id=%s" % (kid, uuid.uuid4().hex))
     ws.close_socket()
     shutdown(lib, jp)
