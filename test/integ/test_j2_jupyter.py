@@ -512,7 +512,7 @@ def browser_frames(cdp, wants, deadline_s=30):
         if time.monotonic() > deadline:
             fail("the page's kernel WebSocket did not deliver the awaited messages in %ds "
                  "(got %r)" % (deadline_s, got))
-        msg = cdp._recv_message()
+        msg = cdp.events.pop(0) if cdp.events else cdp._recv_message()
         meth = msg.get("method")
         if meth == "Network.webSocketHandshakeResponseReceived":
             st = msg["params"]["response"]["status"]
@@ -539,11 +539,32 @@ NOTEBOOK = {"type": "notebook", "format": "json", "content": {
     "nbformat": 4, "nbformat_minor": 5}}
 
 
-def chromium_notebook(t, url, tls=False):
+def run_cell(cdp):
+    """The page runs its cell; its kernel WebSocket brings the output and
+    the reply, and the page shows 42."""
+    res = cdp.call("Runtime.evaluate", expression="Jupyter.notebook.execute_all_cells()")
+    check("exceptionDetails" not in res, "execute_all_cells: %r" % res.get("exceptionDetails"))
+    stream, reply = browser_frames(cdp, [lambda p: p.get("msg_type") == "stream",
+                                         lambda p: p.get("msg_type") == "execute_reply"])
+    eq(stream["content"]["text"], "42\n", "the cell's output on the page's WebSocket")
+    eq(reply["content"]["status"], "ok", "the cell's execute_reply")
+    # The frame event can precede the page's handler: wait for the DOM.
+    out = cdp.call("Runtime.evaluate", returnByValue=True, awaitPromise=True, expression=(
+        "new Promise(r => { const f = () => { const x = Array.from(document."
+        "querySelectorAll('.output_subarea')).map(e => e.textContent).join('|');"
+        " if (x.includes('42')) { r(x); return true; } return false; };"
+        " if (!f()) new MutationObserver((_, o) => { if (f()) o.disconnect(); })"
+        ".observe(document.body, {childList: true, subtree: true, characterData: true});"
+        " })"))["result"]["value"]
+    check("42" in out, "the page shows the output: %r" % out)
+
+
+def chromium_notebook(t, url, tls=False, then=None):
     """Headless Chromium, PUBLIC mapped to 127.0.0.1, opens url (a notebook
     page); the page's kernel WebSocket (watched over DevTools) must report
     the kernel idle, then the page runs its cell and shows 42. With tls it
-    accepts serve's certificate (from the test CA, which it does not know)."""
+    accepts serve's certificate (from the test CA, which it does not know).
+    then(cdp), if given, runs last, with the page still open."""
     from test_c1_browser import CHROMIUM_FLAGS, Cdp, http_json
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if not exe:
@@ -562,20 +583,9 @@ def chromium_notebook(t, url, tls=False):
         cdp.call("Page.navigate", url=url)
         browser_frames(cdp, [lambda p: p.get("msg_type") == "status" and
                              p["content"].get("execution_state") == "idle"])
-        cdp.call("Runtime.evaluate", expression="Jupyter.notebook.execute_all_cells()")
-        stream, reply = browser_frames(cdp, [lambda p: p.get("msg_type") == "stream",
-                                             lambda p: p.get("msg_type") == "execute_reply"])
-        eq(stream["content"]["text"], "42\n", "the cell's output on the page's WebSocket")
-        eq(reply["content"]["status"], "ok", "the cell's execute_reply")
-        # The frame event can precede the page's handler: wait for the DOM.
-        out = cdp.call("Runtime.evaluate", returnByValue=True, awaitPromise=True, expression=(
-            "new Promise(r => { const f = () => { const x = Array.from(document."
-            "querySelectorAll('.output_subarea')).map(e => e.textContent).join('|');"
-            " if (x.includes('42')) { r(x); return true; } return false; };"
-            " if (!f()) new MutationObserver((_, o) => { if (f()) o.disconnect(); })"
-            ".observe(document.body, {childList: true, subtree: true, characterData: true});"
-            " })"))["result"]["value"]
-        check("42" in out, "the page shows the output: %r" % out)
+        run_cell(cdp)
+        if then:
+            then(cdp)
     finally:
         cdp.close()
 
@@ -583,12 +593,27 @@ def chromium_notebook(t, url, tls=False):
 @timed(90)
 def test_j2_jupyter_in_chromium(t):
     """Headless Chromium opens a notebook through natwrp by the URL Jupyter
-    prints (?token=...), under the public name."""
+    prints (?token=...), under the public name. Then the agent restarts:
+    it closes the page's kernel WebSocket, the page opens a new one through
+    the new agent (101) and runs its cell again."""
     jp, s, a, _ = jupyter_stack(t)
     lib = Client(s)
     lib.auth = "token"
     lib.expect("PUT", "/api/contents/j2.ipynb", 201, json_body=NOTEBOOK)
-    chromium_notebook(t, "http://%s:%d/notebooks/j2.ipynb?token=%s" % (PUBLIC, s.port, TOKEN))
+
+    def restart_agent(cdp):
+        eq(a.terminate()[1], None, "the agent stops cleanly")
+        cdp.wait_event("Network.webSocketClosed")
+        t.agent(s, jp.local_url, env={"PRESERVE_HOST": "1"}, label="agent-new")
+        ev = cdp.wait_event("Network.webSocketHandshakeResponseReceived")
+        eq(ev["params"]["response"]["status"], 101, "the page's new kernel WebSocket")
+        cdp.events.clear()  # what came before it: the old WebSocket's
+        browser_frames(cdp, [lambda p: p.get("msg_type") == "status" and
+                             p["content"].get("execution_state") == "idle"])
+        run_cell(cdp)
+
+    chromium_notebook(t, "http://%s:%d/notebooks/j2.ipynb?token=%s" % (PUBLIC, s.port, TOKEN),
+                      then=restart_agent)
     shutdown(lib, jp)
 
 
