@@ -126,9 +126,10 @@ deps:
 # nginx, haproxy, chromium, promtool and podman/buildah too: serve behind
 # nginx (test_95_proxy.py), replicas behind haproxy (test_g1_haproxy.py), a
 # headless browser through the tunnel (test_c1_browser.py), /metrics checked
-# by promtool (test_f0_admin.py), the container image (test_i0_image.py).
+# by promtool (test_f0_admin.py), the container image (test_i0_image.py),
+# apache2 and litmus (test_j1_webdav.py), jupyter-notebook (test_j2_jupyter.py).
 test:
-	scripts/deps.sh --nginx --haproxy --browser --jupyter --promtool --image
+	scripts/deps.sh --nginx --haproxy --browser --jupyter --promtool --image --webdav
 	$(MAKE) asan unit
 	scripts/test.sh
 

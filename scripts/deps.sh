@@ -22,11 +22,14 @@
 #   scripts/deps.sh --image    also buildah and podman (make image; the image
 #                              test exports it with podman) and ca-certificates
 #                              (the CA bundle the image carries)
+#   scripts/deps.sh --webdav   also apache2 (mod_dav, mod_dav_fs) and litmus
+#                              (the WebDAV test runs litmus through natwrp)
 #
 # The same through the environment: DEPS_NGINX=1, DEPS_HAPROXY=1, DEPS_BROWSER=1,
-# DEPS_JUPYTER=1, DEPS_BENCH=1, DEPS_PROMTOOL=1, DEPS_IMAGE=1. Installing nginx,
-# haproxy or prometheus never starts its system service (no daemon on :80 or :9090 is left behind): the tests and the
-# benchmark run their own nginx and haproxy on loopback, and need only promtool.
+# DEPS_JUPYTER=1, DEPS_BENCH=1, DEPS_PROMTOOL=1, DEPS_IMAGE=1, DEPS_WEBDAV=1. Installing
+# nginx, haproxy, prometheus or apache2 never starts its system service (no daemon on
+# :80 or :9090 is left behind): the tests and the benchmark run their own nginx,
+# haproxy and apache2 on loopback, and need only promtool.
 set -eu
 
 PKGS="libuv1-dev libwslay-dev libmbedtls-dev node-llhttp pkg-config gcc make curl python3 openssl
@@ -45,6 +48,7 @@ case "${DEPS_BROWSER:-}" in 1|yes|true) EXTRA="$EXTRA chromium" ;; esac
 case "${DEPS_JUPYTER:-}" in 1|yes|true) EXTRA="$EXTRA jupyter-notebook" ;; esac
 case "${DEPS_PROMTOOL:-}" in 1|yes|true) EXTRA="$EXTRA prometheus" ;; esac
 case "${DEPS_IMAGE:-}" in 1|yes|true) EXTRA="$EXTRA $IMAGE_PKGS" ;; esac
+case "${DEPS_WEBDAV:-}" in 1|yes|true) EXTRA="$EXTRA apache2 litmus" ;; esac
 for arg in "$@"; do
     case "$arg" in
         --nginx) EXTRA="$EXTRA nginx" ;;
@@ -54,7 +58,8 @@ for arg in "$@"; do
         --bench) EXTRA="$EXTRA nginx wrk" ;;
         --promtool) EXTRA="$EXTRA prometheus" ;;
         --image) EXTRA="$EXTRA $IMAGE_PKGS" ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --webdav) EXTRA="$EXTRA apache2 litmus" ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "deps: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -81,12 +86,12 @@ fi
 echo "deps: missing:$missing"
 if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    # Keep package scripts from starting services (nginx would take :80,
-    # haproxy its default frontend, prometheus :9090, and keep running): a policy-rc.d that says no, only
+    # Keep package scripts from starting services (nginx or apache2 would take
+    # :80, haproxy its default frontend, prometheus :9090, and keep running): a policy-rc.d that says no, only
     # while we install.
     tmp_policy=""
     case "$missing" in
-        *nginx*|*haproxy*|*prometheus*)
+        *nginx*|*haproxy*|*prometheus*|*apache2*)
             if [ ! -e /usr/sbin/policy-rc.d ]; then
                 tmp_policy=/usr/sbin/policy-rc.d
                 printf '#!/bin/sh\n# scripts/deps.sh: no service starts during this install\nexit 101\n' \

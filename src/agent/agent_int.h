@@ -173,6 +173,17 @@ struct agent_s {
 /* alog.c */
 void lreq_alog(lreq_t *r);
 
+/* h names the field lit (a literal): lengths first, as most names differ
+ * there, then the case-blind compare. */
+#define NAME_IS(h, lit) ((h)->name_len == sizeof(lit) - 1 && nw_strieq((h)->name, (h)->name_len, lit))
+
+/* origin.c: the public origin of r (r->pub, r->sent) from its OPEN; its
+ * Destination and If values made local, into r->rw; the response's
+ * redirects made public. 0, or -1 when out of memory. */
+int lreq_public(lreq_t *r, const nw_mux_frame_t *f);
+int lreq_req_urls(lreq_t *r, const nw_mux_frame_t *f);
+int lreq_redirects(lreq_t *r, nw_hdr_t *hdrs, size_t n);
+
 /* agent.c: process lifecycle */
 void agent_check_done(agent_t *ag);
 

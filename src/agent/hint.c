@@ -7,8 +7,6 @@
 #include "agent_int.h"
 #include "redirect.h"
 
-#define NAME_IS(h, lit) ((h)->name_len == sizeof(lit) - 1 && nw_strieq((h)->name, (h)->name_len, lit))
-
 void lreq_note_origin(lreq_t *r, const nw_mux_frame_t *f, const char *host, size_t hlen,
                       const char *proto, size_t plen) {
     const nw_hdr_t *origin = NULL, *referer = NULL;

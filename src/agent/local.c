@@ -215,84 +215,24 @@ static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
     return r;
 }
 
-/* h names the field lit (a literal): lengths first, as most names differ
- * there, then the case-blind compare. */
-#define NAME_IS(h, lit) ((h)->name_len == sizeof(lit) - 1 && nw_strieq((h)->name, (h)->name_len, lit))
-
-/* The first element of a field value's comma-separated list, trimmed. */
-static void first_elem(const nw_hdr_t *h, const char **p, size_t *n) {
-    const char *v = h->value, *c = memchr(v, ',', h->value_len);
-    size_t len = c ? (size_t)(c - v) : h->value_len;
-    while (len && (*v == ' ' || *v == '\t'))
-        v++, len--;
-    while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
-        len--;
-    *p = v;
-    *n = len;
-}
-
-/* Is p[0..n) a plausible Host value: a reg-name, IPv4 or [IPv6] with an
- * optional port, nothing a request head or a URL would misread? */
-static int host_ok(const char *p, size_t n) {
-    size_t i;
-    if (n == 0 || n > 255)
-        return 0;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("-._~:[]!$&'()*+;=%", c)))
-            return 0;
-    }
-    return 1;
-}
-
-/* What the OPEN says of the public side: the Host the client used
- * (X-Forwarded-Host, which serve always sets, else Host) and its scheme
- * (X-Forwarded-Proto), kept for PRESERVE_HOST and redirect rewriting. */
-static int lreq_public(lreq_t *r, const nw_mux_frame_t *f) {
-    const char *host = NULL, *proto = NULL, *v;
-    size_t hlen = 0, plen = 0, n, i;
-    int xfh = 0;
-    for (i = 0; i < f->nhdrs; i++) {
-        const nw_hdr_t *h = &f->hdrs[i];
-        if (!proto && NAME_IS(h, "x-forwarded-proto")) {
-            first_elem(h, &proto, &plen);
-        } else if (!xfh && NAME_IS(h, "x-forwarded-host")) {
-            first_elem(h, &v, &n);
-            xfh = 1, host = v, hlen = n;
-        } else if (!host && NAME_IS(h, "host")) {
-            first_elem(h, &host, &hlen);
-        }
-    }
-    if (!host || !host_ok(host, hlen))
-        return 0;
-    lreq_note_origin(r, f, host, hlen, proto, plen);
-    if (r->ag->cfg->preserve_host && nw_sbuf_append(&r->sent, host, hlen) != 0)
-        return -1;
-    if (!r->ag->cfg->rewrite_location || !proto ||
-        !(nw_strieq(proto, plen, "http") || nw_strieq(proto, plen, "https")))
-        return 0;
-    if (nw_sbuf_appends(&r->pub, nw_strieq(proto, plen, "https") ? "https://" : "http://") != 0 ||
-        nw_sbuf_append(&r->pub, host, hlen) != 0)
-        return -1;
-    return 0;
-}
-
 /* The request head for the local service from the OPEN's, into r->head;
  * on a bad head, fails r and returns -1. */
 static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
     agent_t *ag = r->ag;
     size_t i, room = f->method_len + strlen(ag->cfg->local.path) + f->target_len +
                      strlen(ag->host_hdr) + 96; /* + request line, framing lines */
+    const char *url;
     int has_cl = 0;
     uint64_t cl;
 
     for (i = 0; i < f->nhdrs; i++)
         room += f->hdrs[i].name_len + f->hdrs[i].value_len + 4;
-    if (lreq_public(r, f) != 0 || nw_sbuf_reserve(&r->head, room + r->sent.len) != 0) {
+    if (lreq_public(r, f) != 0 || lreq_req_urls(r, f) != 0 ||
+        nw_sbuf_reserve(&r->head, room + r->sent.len + r->rw.len) != 0) {
         lreq_fail(r, NW_RST_INTERNAL, "out of memory");
         return -1;
     }
+    url = r->rw.p;
     /* Only LOCAL_URL's host and port are ever dialled; the target is
      * appended to its base path. */
     nw_sbuf_append(&r->head, f->method, f->method_len);
@@ -326,6 +266,11 @@ static int lreq_build_head(lreq_t *r, const nw_mux_frame_t *f) {
             }
             r->has_cl = 1;
             r->body_left = cl;
+        }
+        if (r->rw.len && nw_redirect_req_field(h->name, h->name_len)) {
+            nw_http_put_field(&r->head, h->name, h->name_len, url, strlen(url));
+            url += strlen(url) + 1;
+            continue;
         }
         nw_http_put_field(&r->head, h->name, h->name_len, h->value, h->value_len);
     }
@@ -389,46 +334,6 @@ static int lc_on_message_begin(llhttp_t *p) {
     return 0;
 }
 
-/* Location, Content-Location and Refresh URLs that point at LOCAL_URL or
- * at the Host sent get the public origin (REWRITE_LOCATION). The new
- * values live in r->rw; hdrs point into it once it stops growing. */
-static int rewrite_redirects(lreq_t *r, nw_hdr_t *hdrs, size_t n) {
-    agent_t *ag = r->ag;
-    nw_redirect_t rd;
-    size_t i, k = 0, off[NW_HTTP_MAX_FIELDS], len[NW_HTTP_MAX_FIELDS], idx[NW_HTTP_MAX_FIELDS];
-    int kind, rc;
-
-    if (!r->pub.len)
-        return 0;
-    rd.local_tls = ag->cfg->local.tls;
-    rd.local_host = ag->cfg->local.host;
-    rd.local_port = ag->cfg->local.port;
-    /* Without PRESERVE_HOST the Host sent is LOCAL_URL's authority: its
-     * origin, scheme included, is the only match. */
-    rd.sent = r->sent.p;
-    rd.sent_len = r->sent.len;
-    rd.pub = r->pub.p;
-    rd.pub_len = r->pub.len;
-    r->rw.len = 0;
-    for (i = 0; i < n; i++) {
-        size_t start = r->rw.len;
-        if (!(kind = nw_redirect_field(hdrs[i].name, hdrs[i].name_len)))
-            continue;
-        rc = nw_redirect_rewrite(&rd, kind, hdrs[i].value, hdrs[i].value_len, &r->rw);
-        if (rc < 0)
-            return -1;
-        if (rc == 1) {
-            idx[k] = i, off[k] = start, len[k] = r->rw.len - start;
-            k++;
-        }
-    }
-    for (i = 0; i < k; i++) {
-        hdrs[idx[i]].value = r->rw.p + off[i];
-        hdrs[idx[i]].value_len = len[i];
-    }
-    return 0;
-}
-
 static int lc_on_headers_complete(llhttp_t *p) {
     lconn_t *lc = p->data;
     lreq_t *r = lc->req;
@@ -474,7 +379,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
     if (p->flags & F_CHUNKED)
         drop[0] = "content-length";
     n = nw_http_filter(&lc->hf, hdrs, NW_ARRAY_LEN(hdrs), drop);
-    if (n > 0 && rewrite_redirects(r, hdrs, (size_t)n) != 0) {
+    if (n > 0 && lreq_redirects(r, hdrs, (size_t)n) != 0) {
         llhttp_set_error_reason(p, "out of memory");
         return -1;
     }

@@ -1,5 +1,7 @@
-/* redirect.c: the local service's absolute redirects made public (see
- * redirect.h), as nginx's "proxy_redirect default" does. */
+/* redirect.c: absolute URLs that name an origin, carried across the tunnel
+ * (see redirect.h): the local service's redirects made public, as nginx's
+ * "proxy_redirect default" does, and the client's Destination and If
+ * resource URLs made to name the service as it is addressed. */
 #include <string.h>
 
 #include "redirect.h"
@@ -72,42 +74,44 @@ static int same(const auth_t *u, int tls, const auth_t *o) {
            (u->port ? u->port : dflt) == (o->port ? o->port : dflt);
 }
 
+/* Split an absolute http(s) URL u[0..n): its scheme (tls), its authority
+ * (a) and where its path begins (*e). 0, or -1 for anything else. */
+static int split_url(const char *u, size_t n, int *tls, auth_t *a, size_t *e) {
+    size_t s, i;
+    /* scheme "://" authority, the authority ending at / ? # or the end */
+    for (s = 0; s < n && u[s] != ':'; s++)
+        if (u[s] == '/' || u[s] == '?' || u[s] == '#')
+            return -1; /* a relative reference */
+    if (ieq(u, s, "http", 4))
+        *tls = 0;
+    else if (ieq(u, s, "https", 5))
+        *tls = 1;
+    else
+        return -1;
+    if (n - s < 3 || memcmp(u + s, "://", 3) != 0)
+        return -1;
+    for (i = s + 3; i < n && u[i] != '/' && u[i] != '?' && u[i] != '#'; i++)
+        ;
+    *e = i;
+    return parse_auth(u + s + 3, i - s - 3, a);
+}
+
 int nw_redirect_origin_is(const char *o, size_t n, int url, int tls, const char *host,
                           size_t hlen) {
     auth_t oa, ha;
-    size_t skip = tls ? 8 : 7, e;
-    if (n <= skip || !ieq(o, skip, tls ? "https://" : "http://", skip))
-        return 0;
-    o += skip, n -= skip;
-    for (e = 0; e < n && o[e] != '/' && o[e] != '?' && o[e] != '#'; e++)
-        ;
-    if (e < n && !url)
-        return 0;
-    return parse_auth(o, e, &oa) == 0 && parse_auth(host, hlen, &ha) == 0 && same(&oa, tls, &ha);
+    size_t e;
+    int otls;
+    return split_url(o, n, &otls, &oa, &e) == 0 && otls == tls && (url || e == n) &&
+           parse_auth(host, hlen, &ha) == 0 && same(&oa, tls, &ha);
 }
 
 /* Rewrite the URL u[0..n) into out if it is ours: 1, 0 or -1. */
 static int rewrite_url(const nw_redirect_t *rd, const char *u, size_t n, nw_sbuf_t *out) {
-    size_t s, a, e;
+    size_t e;
     int tls;
     auth_t ua, la, sa;
 
-    /* scheme "://" authority, the authority ending at / ? # or the end */
-    for (s = 0; s < n && u[s] != ':'; s++)
-        if (u[s] == '/' || u[s] == '?' || u[s] == '#')
-            return 0; /* a relative reference */
-    if (ieq(u, s, "http", 4))
-        tls = 0;
-    else if (ieq(u, s, "https", 5))
-        tls = 1;
-    else
-        return 0;
-    if (n - s < 3 || memcmp(u + s, "://", 3) != 0)
-        return 0;
-    a = s + 3;
-    for (e = a; e < n && u[e] != '/' && u[e] != '?' && u[e] != '#'; e++)
-        ;
-    if (parse_auth(u + a, e - a, &ua) != 0)
+    if (split_url(u, n, &tls, &ua, &e) != 0)
         return 0;
     la.host = rd->local_host;
     la.hlen = strlen(rd->local_host);
@@ -160,4 +164,83 @@ int nw_redirect_rewrite(const nw_redirect_t *rd, int kind, const char *v, size_t
         return rc;
     }
     return nw_sbuf_append(out, v + end, n - end) == 0 ? 1 : -1;
+}
+
+/* ------------------------------------------------------- request side */
+
+int nw_redirect_req_field(const char *name, size_t len) {
+    if (nw_strieq(name, len, "destination"))
+        return 1;
+    return nw_strieq(name, len, "if") ? 2 : 0;
+}
+
+/* Append the URL u[0..n) made local if it names the public origin (or is
+ * a path and LOCAL_URL has a base path): 1; else append nothing: 0; -1
+ * when out of memory. Path, query and fragment stay as they are. */
+static int local_url(const nw_requrl_t *q, const char *u, size_t n, nw_sbuf_t *out) {
+    size_t e;
+    int tls;
+    auth_t ua, pa;
+
+    if (n && u[0] == '/' && !(n > 1 && u[1] == '/')) { /* path-absolute */
+        if (!q->base_len)
+            return 0;
+        e = 0;
+    } else {
+        if (split_url(u, n, &tls, &ua, &e) != 0 || tls != q->pub_tls ||
+            parse_auth(q->pub_host, q->pub_host_len, &pa) != 0 || !same(&ua, tls, &pa))
+            return 0;
+        if (nw_sbuf_appends(out, q->local_tls ? "https://" : "http://") != 0 ||
+            nw_sbuf_append(out, q->local_auth, q->local_auth_len) != 0)
+            return -1;
+    }
+    /* The service's paths are below LOCAL_URL's base path, as the target's */
+    if (nw_sbuf_append(out, q->base, q->base_len) != 0 || nw_sbuf_append(out, u + e, n - e) != 0)
+        return -1;
+    return 1;
+}
+
+/* Where the quoted string or the <...> opened at v[i] ends, or n. */
+static size_t close_of(const char *v, size_t n, size_t i) {
+    const char *c = memchr(v + i + 1, v[i] == '"' ? '"' : '>', n - i - 1);
+    return c ? (size_t)(c - v) : n;
+}
+
+/* If (RFC 4918 10.4): only the Resource-Tags "<URL>" outside the lists
+ * are resources; inside a list "( ... )" a "<...>" is a state token
+ * (urn:uuid:..., never rewritten) and "[...]" an entity tag whose quoted
+ * string may hold any of "<>()". Unbalanced: left as it is. */
+static int local_if(const nw_requrl_t *q, const char *v, size_t n, nw_sbuf_t *out) {
+    size_t i = 0, last = 0, j, start = out->len;
+    int rc, changed = 0;
+
+    while (i < n) {
+        if (v[i] == '<') {
+            if ((j = close_of(v, n, i)) == n)
+                goto asis;
+            if (nw_sbuf_append(out, v + last, i + 1 - last) != 0 ||
+                (rc = local_url(q, v + i + 1, j - i - 1, out)) < 0 ||
+                (rc == 0 && nw_sbuf_append(out, v + i + 1, j - i - 1) != 0))
+                return -1;
+            changed |= rc;
+            last = i = j;
+        } else if (v[i] == '(') {
+            for (i++; i < n && v[i] != ')'; i++)
+                if ((v[i] == '<' || v[i] == '"') && (i = close_of(v, n, i)) == n)
+                    goto asis;
+            if (i == n)
+                goto asis;
+        }
+        i++;
+    }
+    if (changed)
+        return nw_sbuf_append(out, v + last, n - last) == 0 ? 1 : -1;
+asis:
+    out->len = start;
+    return 0;
+}
+
+int nw_redirect_request(const nw_requrl_t *q, int kind, const char *v, size_t n,
+                        nw_sbuf_t *out) {
+    return kind == 2 ? local_if(q, v, n, out) : local_url(q, v, n, out);
 }

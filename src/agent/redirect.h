@@ -1,5 +1,7 @@
-/* redirect.h: rewriting the local service's absolute redirects to the
- * public origin (redirect.c, pure): Location, Content-Location, Refresh. */
+/* redirect.h: absolute URLs across the tunnel (redirect.c, pure): the
+ * local service's redirects (Location, Content-Location, Refresh) made to
+ * name the public origin, and the client's resource URLs (Destination, If)
+ * made to name the local service. */
 #ifndef NW_REDIRECT_H
 #define NW_REDIRECT_H
 
@@ -28,6 +30,30 @@ int nw_redirect_field(const char *name, size_t len);
  * replaced by the public one to out and return 1; else 0 (relative, foreign
  * or unparsable URLs stay as they are). -1 when out of memory. */
 int nw_redirect_rewrite(const nw_redirect_t *rd, int kind, const char *v, size_t n,
+                        nw_sbuf_t *out);
+
+/* What a request URL is compared with, and what it becomes. */
+typedef struct {
+    int pub_tls;            /* the public scheme (X-Forwarded-Proto): https */
+    const char *pub_host;   /* the public authority (X-Forwarded-Host) */
+    size_t pub_host_len;
+    int local_tls;          /* LOCAL_URL's scheme: https */
+    const char *local_auth; /* the Host sent to the service */
+    size_t local_auth_len;
+    const char *base;       /* LOCAL_URL's base path ("" none) */
+    size_t base_len;
+} nw_requrl_t;
+
+/* Is name a request field naming resources by URL? 1 for Destination (one
+ * URL, RFC 4918 10.3), 2 for If (its Resource-Tags, 10.4), else 0. */
+int nw_redirect_req_field(const char *name, size_t len);
+
+/* If the URL in v (for If: any Resource-Tag's) names the public origin,
+ * append the value with that origin replaced by local_tls://local_auth and
+ * base before the path, and return 1; a path-absolute URL gets base before
+ * it (when there is one). Else 0, out unchanged (relative, foreign or
+ * unparsable URLs, a malformed If). -1 when out of memory. */
+int nw_redirect_request(const nw_requrl_t *q, int kind, const char *v, size_t n,
                         nw_sbuf_t *out);
 
 /* Is the Origin field value o (RFC 6454: "scheme://host[:port]") the
