@@ -407,6 +407,10 @@ def shutdown(c, jp):
 
 @timed(60)
 def test_j2_jupyter_browser_flow_http(t):
+    """As README configures it (PRESERVE_HOST=1), over http, what a browser
+    does: the login form, the tree page and its assets, a notebook written
+    and read, a session's kernel on its WebSocket (print(6*7), an interrupt
+    of a running cell, a restart), a terminal, and shutdown."""
     jp, s, a, _ = jupyter_stack(t)
     c = Client(s)
     login_form(c)
@@ -418,6 +422,8 @@ def test_j2_jupyter_browser_flow_http(t):
 
 @timed(60)
 def test_j2_jupyter_https_browser_and_script(t):
+    """The same over https, then what a client library does (its token in
+    Authorization, no cookie, no Origin), with large transfers both ways."""
     jp, s, a, cafile = jupyter_stack(t, tls=True)
     c = Client(s, cafile)
     login_form(c)
