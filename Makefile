@@ -127,10 +127,10 @@ deps:
 # nginx (test_95_proxy.py), replicas behind haproxy (test_g1_haproxy.py), a
 # headless browser through the tunnel (test_c1_browser.py), /metrics checked
 # by promtool (test_f0_admin.py), the container image (test_i0_image.py),
-# apache2 and litmus (test_j1_webdav.py), Node.js with express and socket.io
-# (test_j3_express.py).
+# apache2 and litmus (test_j1_webdav.py), jupyter-notebook (test_j2_jupyter.py),
+# Node.js with express and socket.io (test_j3_express.py).
 test:
-	scripts/deps.sh --nginx --haproxy --browser --promtool --image --webdav --node
+	scripts/deps.sh --nginx --haproxy --browser --jupyter --promtool --image --webdav --node
 	$(MAKE) asan unit
 	scripts/test.sh
 

@@ -12,6 +12,10 @@
 #   scripts/deps.sh --nginx    also nginx (the behind-a-reverse-proxy test)
 #   scripts/deps.sh --haproxy  also haproxy (the replicas-behind-a-balancer test)
 #   scripts/deps.sh --browser  also chromium (the headless browser test)
+#   scripts/deps.sh --jupyter  also jupyter-notebook (the Jupyter test runs a
+#                              real notebook server, its kernels and terminals,
+#                              through serve and agent; its Depends bring
+#                              python3-ipykernel and python3-terminado)
 #   scripts/deps.sh --bench    also wrk and nginx (make bench)
 #   scripts/deps.sh --promtool also prometheus, for its promtool (the /metrics
 #                              test checks the exposition with it)
@@ -28,8 +32,8 @@
 #                              with `npm ci` (the Express/socket.io test)
 #
 # The same through the environment: DEPS_NGINX=1, DEPS_HAPROXY=1, DEPS_BROWSER=1,
-# DEPS_BENCH=1, DEPS_PROMTOOL=1, DEPS_IMAGE=1, DEPS_WEBDAV=1, DEPS_NODE=1. Installing
-# nginx, haproxy, prometheus or apache2 never starts its system service (no daemon on
+# DEPS_JUPYTER=1, DEPS_BENCH=1, DEPS_PROMTOOL=1, DEPS_IMAGE=1, DEPS_WEBDAV=1, DEPS_NODE=1.
+# Installing nginx, haproxy, prometheus or apache2 never starts its system service (no daemon on
 # :80 or :9090 is left behind): the tests and the benchmark run their own nginx,
 # haproxy and apache2 on loopback, and need only promtool.
 set -eu
@@ -47,6 +51,7 @@ case "${DEPS_NGINX:-}" in 1|yes|true) EXTRA="$EXTRA nginx" ;; esac
 case "${DEPS_HAPROXY:-}" in 1|yes|true) EXTRA="$EXTRA haproxy" ;; esac
 case "${DEPS_BENCH:-}" in 1|yes|true) EXTRA="$EXTRA nginx wrk" ;; esac
 case "${DEPS_BROWSER:-}" in 1|yes|true) EXTRA="$EXTRA chromium" ;; esac
+case "${DEPS_JUPYTER:-}" in 1|yes|true) EXTRA="$EXTRA jupyter-notebook" ;; esac
 case "${DEPS_PROMTOOL:-}" in 1|yes|true) EXTRA="$EXTRA prometheus" ;; esac
 case "${DEPS_IMAGE:-}" in 1|yes|true) EXTRA="$EXTRA $IMAGE_PKGS" ;; esac
 case "${DEPS_WEBDAV:-}" in 1|yes|true) EXTRA="$EXTRA apache2 litmus" ;; esac
@@ -57,12 +62,13 @@ for arg in "$@"; do
         --nginx) EXTRA="$EXTRA nginx" ;;
         --haproxy) EXTRA="$EXTRA haproxy" ;;
         --browser) EXTRA="$EXTRA chromium" ;;
+        --jupyter) EXTRA="$EXTRA jupyter-notebook" ;;
         --bench) EXTRA="$EXTRA nginx wrk" ;;
         --promtool) EXTRA="$EXTRA prometheus" ;;
         --image) EXTRA="$EXTRA $IMAGE_PKGS" ;;
         --webdav) EXTRA="$EXTRA apache2 litmus" ;;
         --node) NODE=1 ;;
-        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "deps: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done

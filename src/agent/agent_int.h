@@ -114,7 +114,10 @@ struct lreq_s {
         has_cl : 1,   /* OPEN carried Content-Length: body_left bounds the body */
         pipe_slot : 1, /* counted in npipes (an upgrade request or a pipe) */
         counted : 1,   /* in natwrp_local_requests_total (agent_ops.c) */
-        peer_reset : 1; /* the server reset its stream (the client went away) */
+        peer_reset : 1, /* the server reset its stream (the client went away) */
+        origin_pub : 1,  /* its Origin (referer_pub: its Referer's) is the public
+                          * origin while the Host sent is LOCAL_URL's: a refusal */
+        referer_pub : 1; /* gets the PRESERVE_HOST hint (local.c) */
     uint64_t log_t0;  /* access log: uv_hrtime() at the OPEN */
     uint64_t log_in, log_out; /* access log: body (or pipe) bytes each way */
     uint64_t log_tun; /* access log: the tunnel's id */
@@ -157,6 +160,7 @@ struct agent_s {
     int stopping;             /* 1 draining, 2 closing everything */
     int drained;              /* draining: every request done, tunnels closing */
     int notified_ready;       /* systemd was told READY=1 (the first tunnel up) */
+    int origin_hinted;        /* the PRESERVE_HOST hint was logged (local.c): once */
     uv_timer_t watchdog;      /* systemd's WATCHDOG=1 (notify.c) */
     nw_tls_conf_t *remote_tls; /* NULL for http:// */
     nw_tls_conf_t *local_tls;
@@ -217,6 +221,12 @@ void lreq_detach(lreq_t *r, uint32_t code);
 void lreq_fail(lreq_t *r, uint32_t code, const char *why);
 void lreq_start(lreq_t *r);
 void lreq_free(lreq_t *r);
+
+/* hint.c: the PRESERVE_HOST hint. note_origin at OPEN (host and proto: the
+ * public Host and X-Forwarded-Proto), hint_refusal with the status. */
+void lreq_note_origin(lreq_t *r, const nw_mux_frame_t *f, const char *host, size_t hlen,
+                      const char *proto, size_t plen);
+void lreq_hint_refusal(lreq_t *r, unsigned st);
 
 /* requests.c: the request inspector's hooks (no-ops without one), its
  * admin pages (/api/requests...) and Replay */

@@ -194,7 +194,6 @@ static int target_ok(const char *t, size_t n) {
     return t[0] == '*' || !path_climbs(t, n);
 }
 
-/* One header line of the request head. */
 /* A request for stream s, in the agent's list of requests. */
 static lreq_t *lreq_new(agent_t *ag, nw_strm_t *s, const nw_mux_frame_t *f) {
     lreq_t *r = nw_calloc(1, sizeof(*r));
@@ -396,6 +395,7 @@ static int lc_on_headers_complete(llhttp_t *p) {
     }
     if (st < 200)
         return st == 101 ? -1 : lc_interim(lc, r, st);
+    lreq_hint_refusal(r, st);
     if (p->flags & F_CHUNKED)
         drop[0] = "content-length";
     n = nw_http_filter(&lc->hf, hdrs, NW_ARRAY_LEN(hdrs), drop);

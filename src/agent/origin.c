@@ -55,6 +55,7 @@ int lreq_public(lreq_t *r, const nw_mux_frame_t *f) {
     }
     if (!host || !host_ok(host, hlen))
         return 0;
+    lreq_note_origin(r, f, host, hlen, proto, plen);
     if (r->ag->cfg->preserve_host && nw_sbuf_append(&r->sent, host, hlen) != 0)
         return -1;
     if (!r->ag->cfg->rewrite_location || !proto ||

@@ -96,6 +96,15 @@ static int split_url(const char *u, size_t n, int *tls, auth_t *a, size_t *e) {
     return parse_auth(u + s + 3, i - s - 3, a);
 }
 
+int nw_redirect_origin_is(const char *o, size_t n, int url, int tls, const char *host,
+                          size_t hlen) {
+    auth_t oa, ha;
+    size_t e;
+    int otls;
+    return split_url(o, n, &otls, &oa, &e) == 0 && otls == tls && (url || e == n) &&
+           parse_auth(host, hlen, &ha) == 0 && same(&oa, tls, &ha);
+}
+
 /* Rewrite the URL u[0..n) into out if it is ours: 1, 0 or -1. */
 static int rewrite_url(const nw_redirect_t *rd, const char *u, size_t n, nw_sbuf_t *out) {
     size_t e;

@@ -56,4 +56,14 @@ int nw_redirect_req_field(const char *name, size_t len);
 int nw_redirect_request(const nw_requrl_t *q, int kind, const char *v, size_t n,
                         nw_sbuf_t *out);
 
+/* Is the Origin field value o (RFC 6454: "scheme://host[:port]") the
+ * origin of host[:port] under https (tls) or http, a default port equal to
+ * none? 1 or 0 ("null", other schemes, userinfo: 0). With url, o is a URL
+ * (a Referer) whose origin is compared, its path, query and fragment
+ * ignored; else a path is 0. A browser's same-origin request carries the
+ * public origin; the agent uses this to tell the user why a service that
+ * compares it with Host refused. */
+int nw_redirect_origin_is(const char *o, size_t n, int url, int tls, const char *host,
+                          size_t hlen);
+
 #endif

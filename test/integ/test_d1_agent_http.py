@@ -30,6 +30,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        # Read the body, or the keep-alive connection would start with it.
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         url = urllib.parse.urlsplit(self.path)
         q = urllib.parse.parse_qsl(url.query)
         seen = json.dumps({"host": self.headers.get("Host"),
@@ -192,17 +194,38 @@ def test_d1_preserve_host(t):
 def test_d1_jupyter_origin_check(t):
     """A service that, as Jupyter, refuses a request whose Origin host differs
     from its Host: a browser's same-origin POST passes with PRESERVE_HOST=1
-    and is refused (403) without it."""
+    and is refused (403) without it; then the agent logs, once, that the
+    service may need PRESERVE_HOST=1. A refusal of a foreign Origin (a
+    cross-site request, refused whatever the Host) or one with PRESERVE_HOST
+    set gets no such line."""
+    hint = r"warn .*the local service answered 403 .*needs PRESERVE_HOST=1"
     port = local_service(t)
     hdrs = [("Host", "nb.example.com"), ("Origin", "http://nb.example.com")]
     s = t.serve()
-    t.agent(s, "http://127.0.0.1:%d" % port, env={"PRESERVE_HOST": "1"})
+    a = t.agent(s, "http://127.0.0.1:%d" % port, env={"PRESERVE_HOST": "1"})
     r = http_request(s.port, "POST", "/api/kernels/jupyter", hdrs, body=b"{}")
     eq(r.status, 200, "same-origin POST with PRESERVE_HOST=1 (body %r)" % r.body[:200])
+    r = http_request(s.port, "POST", "/api/kernels/jupyter",
+                     [("Host", "nb.example.com"), ("Origin", "http://evil.example")], body=b"{}")
+    eq(r.status, 403, "a cross-site POST with PRESERVE_HOST=1")
+    s3 = t.serve(label="serve3")
+    a3 = t.agent(s3, "http://127.0.0.1:%d" % port, agent_id="a3", label="agent3")
+    for origin in ("https://nb.example.com", "http://nb.example.com:81", "http://evil.example",
+                   "null"):
+        r = http_request(s3.port, "POST", "/api/kernels/jupyter",
+                         [("Host", "nb.example.com"), ("Origin", origin)], body=b"{}")
+        eq(r.status, 403, "a POST from %s without PRESERVE_HOST" % origin)
     s2 = t.serve(label="serve2")
-    t.agent(s2, "http://127.0.0.1:%d" % port, agent_id="a2", label="agent2")
+    a2 = t.agent(s2, "http://127.0.0.1:%d" % port, agent_id="a2", label="agent2")
     r = http_request(s2.port, "POST", "/api/kernels/jupyter", hdrs, body=b"{}")
     eq(r.status, 403, "the same POST without PRESERVE_HOST")
+    a2.wait_for(hint, 10)
+    for _ in range(2):
+        r = http_request(s2.port, "POST", "/api/kernels/jupyter", hdrs, body=b"{}")
+        eq(r.status, 403, "the same POST again")
+    eq(a2.count(hint), 1, "the hint is logged once")
+    eq(a.count(hint), 0, "no hint with PRESERVE_HOST=1")
+    eq(a3.count(hint), 0, "no hint for Origins other than the public one")
 
 
 @timed(30)

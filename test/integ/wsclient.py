@@ -346,13 +346,17 @@ class WebSocket:
 
 
 def connect(port, path="/ws", host="127.0.0.1", protocols=(), deflate=False, headers=(),
-            origin=None, timeout=10.0, key=None, host_header=None):
+            origin=None, timeout=10.0, key=None, host_header=None, tls=None,
+            server_name="localhost"):
     """Open a WebSocket to host:port at path. protocols: subprotocols to
     offer; deflate: True (the default offer) or an offer string; headers:
-    extra (name, value) pairs. Returns a WebSocket; raises HandshakeError."""
+    extra (name, value) pairs; tls: an ssl.SSLContext for wss:// (verified
+    against server_name). Returns a WebSocket; raises HandshakeError."""
     key = key or base64.b64encode(os.urandom(16)).decode()
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.settimeout(timeout)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname=server_name)
     hp = "[%s]" % host if ":" in host else host
     hdrs = [("Host", host_header or "%s:%d" % (hp, port)), ("Upgrade", "websocket"),
             ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),

@@ -232,7 +232,45 @@ UNIT_TEST(if_prefixes) {
     }
 }
 
+static int on(const char *o, int tls, const char *h) {
+    return nw_redirect_origin_is(o, strlen(o), 0, tls, h, strlen(h));
+}
+
+static int ref(const char *u, int tls, const char *h) {
+    return nw_redirect_origin_is(u, strlen(u), 1, tls, h, strlen(h));
+}
+
+UNIT_TEST(origin_is) {
+    CHECK_EQ(on("http://pub.example:8000", 0, "pub.example:8000"), 1);
+    CHECK_EQ(on("HTTPS://Pub.Example", 1, "pub.example"), 1);
+    CHECK_EQ(on("https://pub.example", 1, "pub.example:443"), 1);
+    CHECK_EQ(on("http://pub.example:80", 0, "pub.example"), 1);
+    CHECK_EQ(on("http://[::1]:8000", 0, "[::1]:8000"), 1);
+    CHECK_EQ(on("https://pub.example", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://pub.example", 1, "pub.example"), 0);
+    CHECK_EQ(on("https://pub.example", 1, "pub.example:80"), 0);
+    CHECK_EQ(on("http://pub.example:8000", 0, "pub.example:8001"), 0);
+    CHECK_EQ(on("http://other.example:8000", 0, "pub.example:8000"), 0);
+    CHECK_EQ(on("null", 0, "pub.example"), 0);
+    CHECK_EQ(on("ws://pub.example", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://pub.example/", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://u@pub.example", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://", 0, "pub.example"), 0);
+    CHECK_EQ(on("http://pub.example", 0, ""), 0);
+    /* a Referer: the URL's origin */
+    CHECK_EQ(ref("http://pub.example:8000/tree?x#y", 0, "pub.example:8000"), 1);
+    CHECK_EQ(ref("https://pub.example/", 1, "pub.example"), 1);
+    CHECK_EQ(ref("https://pub.example?q", 1, "pub.example"), 1);
+    CHECK_EQ(ref("https://pub.example", 1, "pub.example"), 1);
+    CHECK_EQ(ref("http://pub.example/", 1, "pub.example"), 0);
+    CHECK_EQ(ref("http://other.example/pub.example", 0, "pub.example"), 0);
+    CHECK_EQ(ref("http://u@pub.example/", 0, "pub.example"), 0);
+    CHECK_EQ(ref("/tree", 0, "pub.example"), 0);
+    CHECK_EQ(ref("http:///tree", 0, "pub.example"), 0);
+}
+
 UNIT_MAIN(UNIT_CASE(fields), UNIT_CASE(local_origin), UNIT_CASE(default_ports_and_case),
           UNIT_CASE(sent_host), UNIT_CASE(refresh), UNIT_CASE(no_public_origin),
           UNIT_CASE(req_fields), UNIT_CASE(destination), UNIT_CASE(destination_default_ports_and_v6),
-          UNIT_CASE(destination_base_path), UNIT_CASE(if_header), UNIT_CASE(if_prefixes))
+          UNIT_CASE(destination_base_path), UNIT_CASE(if_header), UNIT_CASE(if_prefixes),
+          UNIT_CASE(origin_is))
