@@ -68,7 +68,7 @@ for arg in "$@"; do
         --image) EXTRA="$EXTRA $IMAGE_PKGS" ;;
         --webdav) EXTRA="$EXTRA apache2 litmus" ;;
         --node) NODE=1 ;;
-        -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "deps: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
