@@ -394,8 +394,12 @@ static int lc_on_headers_complete(llhttp_t *p) {
         ops_response(r, 101);
         return 0;
     }
+    /* A 1xx has no body, whatever its fields say (RFC 9110 15.2): 1 tells
+     * llhttp so, which would otherwise read a 150's Content-Length or
+     * chunked body (it knows only 100, 102 and 103 as bodiless) and send
+     * it on as DATA before the final head, or eat the final response. */
     if (st < 200)
-        return st == 101 ? -1 : lc_interim(lc, r, st);
+        return st == 101 || lc_interim(lc, r, st) != 0 ? -1 : 1;
     if (p->flags & F_CHUNKED)
         drop[0] = "content-length";
     n = nw_http_filter(&lc->hf, hdrs, NW_ARRAY_LEN(hdrs), drop);
