@@ -66,3 +66,74 @@ def test_j4_interim_with_body_from_service(t):
         check(got.startswith(b"HTTP/1.1 150 Odd\r\n"), "interim first: %r" % got)
         check(b"\r\n\r\nHTTP/1.1 200 OK\r\n" in got and got.endswith(b"\r\n\r\nok"),
               "the final response whole after it (%r): %r" % (hint, got))
+
+
+def raw_head(sid, status, reason=b"OK", fields=(), end=False):
+    """A HEAD frame with raw bytes for the reason and fields."""
+    from test_55_wire import mux
+    p = struct.pack(">H", status) + bytes([len(reason)]) + reason + struct.pack(">H", len(fields))
+    for k, v in fields:
+        p += struct.pack(">H", len(k)) + k + struct.pack(">H", len(v)) + v
+    return mux(2, 1 if end else 0, sid, p)
+
+
+def wire_stack(t, *serve_args):
+    from harness import tunnel_upgrade
+    s = t.serve(*serve_args)
+    c, r = tunnel_upgrade(s.port, agent_id="wire")
+    eq(r.status, 101, "tunnel upgrade")
+    s.wait_tunnel_open("wire")
+    return s, c
+
+
+@timed(40)
+def test_j4_interim_from_agent_is_checked(t):
+    """A hand-made agent's interim HEADs: CR/LF in its reason or a field,
+    or a bad field name, never reach the client (502 instead); an
+    HTTP/1.0 client gets none of the valid ones; a 1xx on a stream the
+    client left is dropped; a stream of 1xx does not hold off the response
+    timeout."""
+    from test_55_wire import mux, ws_frame
+    from test_a3_answers import next_open
+    s, c = wire_stack(t, "--response-timeout", "2")
+    bad = [(b"OK\r\nX-Injected: 1", ()), (b"OK", ((b"Link", b"<a>\r\nX-Injected: 1"),)),
+           (b"OK", ((b"X Injected", b"1"),)), (b"OK", ((b"X:", b"1"),))]
+    for reason, fields in bad:
+        cc = Conn(s.port)
+        cc.request("GET", "/bad")
+        sid, _ = next_open(c)
+        c.send(ws_frame(2, raw_head(sid, 103, reason, fields)))
+        got = read_all(cc, 3.0)
+        cc.close()
+        check(got.startswith(b"HTTP/1.1 502 ") and b"Injected" not in got,
+              "invalid interim %r %r: %r" % (reason, fields, got))
+    cc = Conn(s.port)
+    cc.send(b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, raw_head(sid, 103, b"Early", ((b"Link", b"<a>"),))) +
+           ws_frame(2, raw_head(sid, 199)) +
+           ws_frame(2, raw_head(sid, 200, fields=((b"Content-Length", b"2"),))) +
+           ws_frame(2, mux(3, 1, sid, b"ok")))
+    got = read_all(cc, 3.0)
+    cc.close()
+    check(got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"\r\n\r\nok") and
+          got.count(b"HTTP/1.") == 1, "HTTP/1.0 client: the final response only: %r" % got)
+    # 1xx every 200 ms: the response timeout (2 s) still ends the wait.
+    cc = Conn(s.port)
+    cc.request("GET", "/slow")
+    sid, _ = next_open(c)
+    t0 = time.time()
+    status = None
+    while time.time() - t0 < 8:
+        c.send(ws_frame(2, raw_head(sid, 102, b"Processing")))
+        cc.sock.settimeout(0.2)
+        try:
+            r = cc.read_head()
+        except (socket.timeout, TimeoutError):
+            continue
+        if r.status >= 200:
+            status = r.status
+            break
+    cc.close()
+    eq(status, 504, "final status while 102s keep coming")
+    check(time.time() - t0 < 5, "504 after the response timeout, not later")
