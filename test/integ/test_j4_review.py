@@ -137,3 +137,54 @@ def test_j4_interim_from_agent_is_checked(t):
     cc.close()
     eq(status, 504, "final status while 102s keep coming")
     check(time.time() - t0 < 5, "504 after the response timeout, not later")
+
+
+@timed(40)
+def test_j4_interim_from_service_edge_cases(t):
+    """Through a real agent: 103 then 101 for an upgrade; 1xx to a HEAD;
+    a flood of 1xx (at most 8 forwarded) then the final response; 100
+    Continue from the service is not forwarded."""
+    svc = canned_service([b"HTTP/1.1 103 Early\r\nLink: <a>\r\n\r\n"
+                          b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                          b"Connection: Upgrade\r\n\r\n"])
+    s = t.serve()
+    t.agent(s, svc.url)
+    cc = Conn(s.port)
+    cc.request("GET", "/ws", [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                             ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                             ("Sec-WebSocket-Version", "13")])
+    heads = [cc.read_head(), cc.read_head()]
+    eq([(h.status, h.header("Upgrade")) for h in heads], [(103, None), (101, "websocket")],
+       "103 then 101")
+    cc.close()
+    flood = b"HTTP/1.1 102 P\r\n\r\n" * 50 + b"HTTP/1.1 100 Continue\r\n\r\n"
+    svc2 = canned_service([flood + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    t.agent(s, svc2.url, agent_id="a2", env={"ROUTES": "flood.example"})
+    for method in ("GET", "HEAD"):
+        cc = Conn(s.port)
+        cc.request(method, "/f", host="flood.example")
+        got = read_all(cc, 2.0)
+        cc.close()
+        want = b"HTTP/1.1 102 P\r\n\r\n" * 8 + b"HTTP/1.1 200 OK\r\n"
+        check(got.startswith(want) and b" 100 " not in got, "%s: %r" % (method, got))
+        check(got.endswith(b"\r\n\r\nok" if method == "GET" else b"\r\n\r\n"),
+              "%s: the final response: %r" % (method, got))
+
+
+@timed(40)
+def test_j4_interim_connection_close(t):
+    """A 1xx whose Connection says close (or an HTTP/1.0 1xx) ends nothing:
+    the final response still follows on the same connection and reaches
+    the client (llhttp would take the 1xx as the connection's last
+    message and fail the final response as data after it)."""
+    for interim in (b"HTTP/1.1 103 E\r\nConnection: close\r\n\r\n",
+                    b"HTTP/1.0 103 E\r\n\r\n"):
+        svc = canned_service([interim + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+        s = t.serve()
+        t.agent(s, svc.url)
+        cc = Conn(s.port)
+        cc.request("GET", "/x")
+        got = read_all(cc, 2.0)
+        cc.close()
+        check(b"HTTP/1.1 200 OK\r\n" in got and got.endswith(b"\r\n\r\nok"),
+              "%r: the final response: %r" % (interim, got))
