@@ -188,3 +188,62 @@ def test_j4_interim_connection_close(t):
         cc.close()
         check(b"HTTP/1.1 200 OK\r\n" in got and got.endswith(b"\r\n\r\nok"),
               "%r: the final response: %r" % (interim, got))
+
+
+def dest_seen(svc, s, fields, host="pub.example.com"):
+    """The Destination and If values the service got for a COPY with fields."""
+    n = len(svc.heads)
+    r = http_request(s.port, "COPY", "/src", [("Host", host)] + list(fields))
+    eq(r.status, 201, "COPY status")
+    with svc.cond:
+        svc.cond.wait_for(lambda: len(svc.heads) > n, 5)
+        head = svc.heads[n]
+    out = []
+    for line in head.split("\r\n")[1:]:
+        k, _, v = line.partition(":")
+        if k.lower() in ("destination", "if"):
+            out.append((k, v.strip()))
+    return head.split("\r\n")[0], out
+
+
+@timed(40)
+def test_j4_destination_and_if_hostile(t):
+    """Client-made Destination and If values with a LOCAL_URL base path:
+    only URLs on the public origin (or paths) change; userinfo, other
+    hosts and ports, bad ports, network-path references, unbalanced If
+    values pass as sent; several fields keep their order; a long If with
+    many tags comes out whole."""
+    svc = canned_service([b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"])
+    s = t.serve()
+    t.agent(s, svc.url + "/app")
+    loc = "http://127.0.0.1:%d" % svc.port
+    same = ["http://user@pub.example.com/x", "http://pub.example.com@evil/x",
+            "http://evil/x", "https://pub.example.com/x", "http://pub.example.com:0/x",
+            "http://pub.example.com:99999/x", "http://pub.example.com:8080/x",
+            "//pub.example.com/x", "http:/x", "x/y", "http://pub.example.com.evil/x",
+            "http://[::1]/x", "mailto:pub.example.com"]
+    for d in same:
+        eq(dest_seen(svc, s, [("Destination", d)])[1], [("Destination", d)],
+           "Destination %r passes as sent" % d)
+    changed = [("http://pub.example.com/x", loc + "/app/x"),
+               ("HTTP://PUB.EXAMPLE.COM:80/x?q#f", loc + "/app/x?q#f"),
+               ("http://pub.example.com", loc + "/app"),
+               ("http://pub.example.com:/x", loc + "/app/x"),
+               ("/x", "/app/x")]
+    for d, want in changed:
+        eq(dest_seen(svc, s, [("Destination", d)])[1], [("Destination", want)],
+           "Destination %r made local" % d)
+    eq(dest_seen(svc, s, [("Destination", "http://[::1]:8080/y")], host="[::1]:8080")[1],
+       [("Destination", loc + "/app/y")], "IPv6 public host")
+    ifs = [("<http://pub.example.com/a", None), ("(<urn:x> [\"e\"]", None),
+           ("(<http://pub.example.com/a>)", None), ("<http://pub.example.com/a> ([\"x)<\"])",
+                                                    "<%s/app/a> ([\"x)<\"])" % loc)]
+    for v, want in ifs:
+        eq(dest_seen(svc, s, [("If", v)])[1], [("If", want or v)], "If %r" % v)
+    many = " ".join("<http://pub.example.com/%d> (<urn:uuid:%d>)" % (i, i) for i in range(300))
+    want = " ".join("<%s/app/%d> (<urn:uuid:%d>)" % (loc, i, i) for i in range(300))
+    eq(dest_seen(svc, s, [("If", many)])[1], [("If", want)], "300 tagged lists")
+    eq(dest_seen(svc, s, [("Destination", "/a"), ("If", "<http://evil/b>"),
+                          ("Destination", "http://pub.example.com/c")])[1],
+       [("Destination", "/app/a"), ("If", "<http://evil/b>"),
+        ("Destination", loc + "/app/c")], "several fields, in order")
