@@ -247,3 +247,49 @@ def test_j4_destination_and_if_hostile(t):
                           ("Destination", "http://pub.example.com/c")])[1],
        [("Destination", "/app/a"), ("If", "<http://evil/b>"),
         ("Destination", loc + "/app/c")], "several fields, in order")
+    big = "/" + "a" * 30000
+    eq(dest_seen(svc, s, [("Destination", big)])[1], [("Destination", "/app" + big)],
+       "a 30 KB Destination")
+    eq(dest_seen(svc, s, [("Destination", "http://pub.example.com/%d" % i) for i in range(60)])[1],
+       [("Destination", "%s/app/%d" % (loc, i)) for i in range(60)], "60 Destination fields")
+
+
+@timed(60)
+def test_j4_interim_flood_to_a_client_that_does_not_read(t):
+    """A hand-made agent sends 32 MB of 103s to a client that reads
+    nothing: serve drops them over its bound (RSS stays flat), the final
+    response still comes whole, and 103s for a stream the client left are
+    dropped without harm."""
+    from test_55_wire import mux, ws_frame
+    from test_a3_answers import next_open
+    s, c = wire_stack(t)
+    cc = Conn(s.port, rcvbuf=4096)
+    cc.request("GET", "/flood")
+    sid, _ = next_open(c)
+    link = b"<" + b"a" * 8000 + b">"
+    hint = ws_frame(2, raw_head(sid, 103, b"Early", ((b"Link", link),)))
+    base = s.proc.rss_kib()
+    for _ in range(40):
+        c.send(hint * 100)
+    c.send(ws_frame(2, raw_head(sid, 200, fields=((b"Content-Length", b"2"),))) +
+           ws_frame(2, mux(3, 1, sid, b"ok")))
+    time.sleep(1.0)
+    grew = s.proc.rss_kib() - base
+    check(grew < 12 * 1024, "serve grew %d KiB for 32 MB of 103s nobody read" % grew)
+    got = read_all(cc, 3.0)
+    cc.close()
+    n = got.count(b"HTTP/1.1 103 Early\r\n")
+    check(n < 4000 and got.endswith(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+          "%d 103s then the final response: %r" % (n, got[-200:]))
+    cc = Conn(s.port)
+    cc.request("GET", "/left")
+    sid, _ = next_open(c)
+    cc.reset()
+    time.sleep(0.3)
+    c.send(ws_frame(2, raw_head(sid, 103, b"Early")) * 10)
+    cc = Conn(s.port)  # serve and the tunnel still work
+    cc.request("GET", "/after")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, raw_head(sid, 204, end=True)))
+    eq(cc.read_response().status, 204, "a request after them")
+    cc.close()
