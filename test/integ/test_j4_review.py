@@ -293,3 +293,34 @@ def test_j4_interim_flood_to_a_client_that_does_not_read(t):
     c.send(ws_frame(2, raw_head(sid, 204, end=True)))
     eq(cc.read_response().status, 204, "a request after them")
     cc.close()
+
+
+@timed(40)
+def test_j4_interim_pipelined_in_order(t):
+    """Two pipelined requests: request 2's stream opens only once response
+    1 has ended, so its 103 can never reach the client inside response 1."""
+    from test_55_wire import mux, ws_frame
+    from test_a3_answers import next_open
+    s, c = wire_stack(t)
+    cc = Conn(s.port)
+    cc.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sid1, _ = next_open(c)
+    c.send(ws_frame(2, raw_head(sid1, 103, b"One")) +
+           ws_frame(2, raw_head(sid1, 200, fields=((b"Content-Length", b"2"),))))
+    c.sock.settimeout(0.7)
+    try:
+        b = c.sock.recv(1 << 16)
+    except socket.timeout:
+        b = b""
+    c.sock.settimeout(10)
+    eq(b, b"", "serve's frames before response 1 ended (no OPEN for request 2)")
+    c.send(ws_frame(2, mux(3, 1, sid1, b"ok")))
+    sid2, _ = next_open(c)
+    c.send(ws_frame(2, raw_head(sid2, 103, b"Two")) +
+           ws_frame(2, raw_head(sid2, 200, fields=((b"Content-Length", b"2"),))) +
+           ws_frame(2, mux(3, 1, sid2, b"OK")))
+    got = read_all(cc, 2.0)
+    cc.close()
+    want = (b"HTTP/1.1 103 One\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 103 Two\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+    eq(got, want, "pipelined responses with their 103s, in order")
