@@ -324,3 +324,29 @@ def test_j4_interim_pipelined_in_order(t):
     want = (b"HTTP/1.1 103 One\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             b"HTTP/1.1 103 Two\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
     eq(got, want, "pipelined responses with their 103s, in order")
+
+
+@timed(40)
+def test_j4_auth_rule_covers_destination(t):
+    """AUTH_RULE protects paths; a WebDAV COPY or MOVE writes its
+    Destination, which mod_dav reads as a path on any host (README): a
+    client without the token must not copy or move into a protected path
+    from an open one. Open Destinations, and the token, still pass."""
+    svc = canned_service([b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"])
+    s = t.serve("--auth-token", "sekret-token", "--auth-rule", "^/private/")
+    t.agent(s, svc.url)
+    host = [("Host", "pub.example.com")]
+    for d in ("/private/x", "http://pub.example.com/private/x", "http://evil/private/x",
+              "/open/../private/x", "/%70rivate/x", "//evil/private/x", "/open/x#/../../private/x"):
+        for m in ("COPY", "MOVE"):
+            r = http_request(s.port, m, "/open/a", host + [("Destination", d)])
+            eq(r.status, 401, "%s /open/a to %r without the token" % (m, d))
+    r = http_request(s.port, "MOVE", "/open/a", host + [("Destination", "/open/b"),
+                                                         ("Destination", "/private/b")])
+    eq(r.status, 401, "a second Destination into /private/")
+    for d in ("/open/b", "http://pub.example.com/open/b"):
+        eq(http_request(s.port, "COPY", "/open/a", host + [("Destination", d)]).status, 201,
+           "COPY to %r" % d)
+    eq(http_request(s.port, "COPY", "/open/a", host + [("Destination", "/private/x"),
+                                                       ("X-Auth-Token", "sekret-token")]).status,
+       201, "COPY into /private/ with the token")
