@@ -118,6 +118,16 @@ def test_j4_interim_from_agent_is_checked(t):
     cc.close()
     check(got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"\r\n\r\nok") and
           got.count(b"HTTP/1.") == 1, "HTTP/1.0 client: the final response only: %r" % got)
+    # 100 from the agent is not forwarded (serve answers Expect itself); 199 is.
+    cc = Conn(s.port)
+    cc.request("GET", "/hundred")
+    sid, _ = next_open(c)
+    c.send(ws_frame(2, raw_head(sid, 100, b"Continue")) + ws_frame(2, raw_head(sid, 199, b"X")) +
+           ws_frame(2, raw_head(sid, 204, end=True)))
+    got = read_all(cc, 2.0)
+    cc.close()
+    check(got.startswith(b"HTTP/1.1 199 X\r\n\r\nHTTP/1.1 204 ") and b" 100 " not in got,
+          "100 dropped, 199 forwarded: %r" % got)
     # 1xx every 200 ms: the response timeout (2 s) still ends the wait.
     cc = Conn(s.port)
     cc.request("GET", "/slow")
