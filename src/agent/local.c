@@ -393,8 +393,19 @@ static int lc_on_headers_complete(llhttp_t *p) {
         ops_response(r, 101);
         return 0;
     }
+    /* A 1xx has no body, whatever its fields say (RFC 9110 15.2): 1 tells
+     * llhttp so, which would otherwise read a 150's Content-Length or
+     * chunked body (it knows only 100, 102 and 103 as bodiless) and send
+     * it on as DATA before the final head, or eat the final response.
+     * Nor does it end the connection: the final response follows on it
+     * (a 1xx's "Connection: close", or HTTP/1.0, made llhttp skip every
+     * byte after it, and the request hung until serve's timeout). */
+    if (st < 200 && st != 101) {
+        p->flags = (uint16_t)((p->flags & ~F_CONNECTION_CLOSE) | F_CONNECTION_KEEP_ALIVE);
+        return lc_interim(lc, r, st) != 0 ? -1 : 1;
+    }
     if (st < 200)
-        return st == 101 ? -1 : lc_interim(lc, r, st);
+        return -1;
     lreq_hint_refusal(r, st);
     if (p->flags & F_CHUNKED)
         drop[0] = "content-length";

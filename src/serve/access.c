@@ -134,6 +134,44 @@ static int authz_matches(const nw_hdr_t *f, const char *want, size_t wlen) {
     return srv_auth_value(f, 0, &tok, &len) && srv_token_eq(tok, len, want, wlen);
 }
 
+/* Does the rule match any reading of target's path: as sent, normalised
+ * (norm, "" for none) or normalised but for dot segments (into buf, room
+ * for 2 * (tlen + 2) bytes)? */
+static int rule_hits(serve_t *srv, const char *target, size_t tlen, const char *norm, char *buf) {
+    size_t len, plen = nw_path_len(target, tlen);
+    char *raw = buf, *dots = buf + tlen + 2;
+    if (plen == 0 || target[0] != '/')
+        raw[0] = '/', memcpy(raw + 1, target, plen), plen++;
+    else
+        memcpy(raw, target, plen);
+    raw[plen] = 0;
+    if (nw_path_normalize(target, tlen, NW_PATH_KEEP_DOTS, dots, tlen + 2, &len) < 0)
+        dots[0] = 0;
+    return regexec(&srv->auth_re, raw, 0, NULL, 0) == 0 ||
+           (norm[0] && regexec(&srv->auth_re, norm, 0, NULL, 0) == 0) ||
+           (dots[0] && regexec(&srv->auth_re, dots, 0, NULL, 0) == 0);
+}
+
+/* Does a Destination (WebDAV COPY, MOVE: the resource they write) name a
+ * path the rule matches? Its path is read on any host, as mod_dav does;
+ * one serve cannot read as a path ("//h/p", a '#') counts as a match. */
+static int dest_hits(pconn_t *pc) {
+    nw_hdr_t f;
+    char *buf;
+    size_t len;
+    int i = -1, hit = 0;
+    while (!hit && (i = nw_hf_find(&pc->hf, "destination", (size_t)(i + 1))) >= 0) {
+        nw_hf_get(&pc->hf, (size_t)i, &f);
+        if (!(buf = nw_malloc(3 * (f.value_len + 2))))
+            return 1;
+        hit = (f.value_len > 1 && f.value[0] == '/' && f.value[1] == '/') ||
+              nw_path_normalize(f.value, f.value_len, 0, buf, f.value_len + 2, &len) < 0 ||
+              rule_hits(pc->srv, f.value, f.value_len, buf, buf + f.value_len + 2);
+        nw_free(buf);
+    }
+    return hit;
+}
+
 /* AUTH_TOKEN: 1 when the request may pass. The token comes in
  * X-Auth-Token, or in Authorization as Basic credentials whose password
  * it is, with "Bearer ", or bare. The Authorization field that carried
@@ -144,30 +182,19 @@ static int authz_matches(const nw_hdr_t *f, const char *want, size_t wlen) {
  * whole path a service may act on: as sent, normalised (norm, "" for "*"),
  * and normalised but for dot segments (a framework that decodes and routes
  * "/private/../x" without resolving it); a match on any needs the token.
- * buf has room for 2 * (tlen + 2) bytes. */
+ * So does a match on the path of a Destination (dest_hits), which COPY and
+ * MOVE write to. buf has room for 2 * (tlen + 2) bytes. */
 int pc_auth(pconn_t *pc, const char *target, size_t tlen, const char *norm, char *buf) {
     serve_t *srv = pc->srv;
     const char *want = srv->cfg->auth_token;
-    size_t wlen = strlen(want), len, plen = nw_path_len(target, tlen);
-    char *raw = buf, *dots = buf + tlen + 2;
+    size_t wlen = strlen(want);
     nw_hdr_t f;
     int i;
     pc->auth_field = 0;
     if (!wlen)
         return 1;
-    if (srv->has_auth_rule) {
-        if (plen == 0 || target[0] != '/')
-            raw[0] = '/', memcpy(raw + 1, target, plen), plen++;
-        else
-            memcpy(raw, target, plen);
-        raw[plen] = 0;
-        if (nw_path_normalize(target, tlen, NW_PATH_KEEP_DOTS, dots, tlen + 2, &len) < 0)
-            dots[0] = 0;
-        if (regexec(&srv->auth_re, raw, 0, NULL, 0) != 0 &&
-            (!norm[0] || regexec(&srv->auth_re, norm, 0, NULL, 0) != 0) &&
-            (!dots[0] || regexec(&srv->auth_re, dots, 0, NULL, 0) != 0))
-            return 1;
-    }
+    if (srv->has_auth_rule && !rule_hits(srv, target, tlen, norm, buf) && !dest_hits(pc))
+        return 1;
     /* Authorization first: a field that carries the token is serve's even
      * when X-Auth-Token carries it too, and must not reach the service. */
     i = -1;
