@@ -220,39 +220,63 @@ static int bio_recv(void *ctx, unsigned char *p, size_t n) {
 
 /* ---- configurations ------------------------------------------------------ */
 
-/* The library's ciphersuites with the ChaCha20-Poly1305 ones moved to the
- * front (the rest keep their order). Here mbedTLS 2.28 seals and opens
- * ChaCha20-Poly1305 records faster than AES-GCM even with AES-NI (its GCM
- * multiplies one 16-byte block per call): scripts/bench/cipher.c measures
- * both, and the tunnel's MB/s is bound by the cipher on both ends. The
- * server picks by its own order, so this decides for every client that
- * offers ChaCha20 too. Built once; every configuration points at it. */
-static const int *suite_order(void) {
-    static int list[512];
-    static int built;
+/* A suite serve offers: ephemeral key exchange (forward secrecy) and an
+ * AEAD cipher, as Mozilla's "intermediate" profile and TLS scanners ask:
+ * no static RSA, no CBC, no PSK, CAMELLIA or ARIA. Every browser and TLS
+ * library of the last ten years has one of these. (A client keeps the
+ * library's whole list: a local service may be old.) */
+static int server_suite(const char *name) {
+    static const char *const kx[] = {"TLS-ECDHE-ECDSA-WITH-", "TLS-ECDHE-RSA-WITH-",
+                                      "TLS-DHE-RSA-WITH-"};
+    static const char *const ciph[] = {"AES-128-GCM-", "AES-256-GCM-", "CHACHA20-POLY1305-"};
+    size_t i, j, k;
+    for (i = 0; i < NW_ARRAY_LEN(kx); i++) {
+        k = strlen(kx[i]);
+        if (strncmp(name, kx[i], k) != 0)
+            continue;
+        for (j = 0; j < NW_ARRAY_LEN(ciph); j++)
+            if (strncmp(name + k, ciph[j], strlen(ciph[j])) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+/* The library's ciphersuites (for a server, those server_suite takes) with
+ * the ChaCha20-Poly1305 ones moved to the front (the rest keep their
+ * order). Here mbedTLS 2.28 seals and opens ChaCha20-Poly1305 records
+ * faster than AES-GCM even with AES-NI (its GCM multiplies one 16-byte
+ * block per call): scripts/bench/cipher.c measures both, and the tunnel's
+ * MB/s is bound by the cipher on both ends. The server picks by its own
+ * order, so this decides for every client that offers ChaCha20 too. Built
+ * once per side; every configuration points at it. */
+static const int *suite_order(int server) {
+    static int lists[2][512];
+    static int built[2];
+    int *list = lists[server];
     const int *lib = mbedtls_ssl_list_ciphersuites();
     size_t n = 0, i, pass;
 
-    if (built)
-        return built > 0 ? list : NULL;
+    if (built[server])
+        return built[server] > 0 ? list : NULL;
     for (i = 0; lib[i]; i++)
         ;
-    if (i >= NW_ARRAY_LEN(list)) {
-        built = -1; /* an unexpectedly long list: keep the library's */
+    if (i >= NW_ARRAY_LEN(lists[0])) {
+        built[server] = -1; /* an unexpectedly long list: keep the library's */
         return NULL;
     }
     for (pass = 0; pass < 2; pass++)
         for (i = 0; lib[i]; i++) {
             const char *name = mbedtls_ssl_get_ciphersuite_name(lib[i]);
             int chacha = name && strstr(name, "CHACHA20") != NULL;
-            if (chacha == (pass == 0))
+            if (chacha == (pass == 0) && (!server || (name && server_suite(name))))
                 list[n++] = lib[i];
         }
     list[n] = 0;
-    built = 1;
-    return list;
+    /* None at all (a library built without them) would refuse every
+     * client: keep the library's list then. */
+    built[server] = n ? 1 : -1;
+    return n ? list : NULL;
 }
-
 
 static nw_tls_conf_t *conf_new(int endpoint, char *err, size_t errlen) {
     static const char pers[] = "natwrp-tls";
@@ -286,8 +310,8 @@ static nw_tls_conf_t *conf_new(int endpoint, char *err, size_t errlen) {
         return NULL;
     }
     mbedtls_ssl_conf_rng(&c->ssl, mbedtls_ctr_drbg_random, &c->drbg);
-    if (suite_order())
-        mbedtls_ssl_conf_ciphersuites(&c->ssl, suite_order());
+    if (suite_order(c->is_server))
+        mbedtls_ssl_conf_ciphersuites(&c->ssl, suite_order(c->is_server));
 #if MBEDTLS_VERSION_NUMBER >= 0x03020000
     mbedtls_ssl_conf_min_tls_version(&c->ssl, MBEDTLS_SSL_VERSION_TLS1_2);
 #else

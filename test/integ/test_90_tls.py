@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
 
 from harness import (Conn, TlsConn, check, curl, curl_download_sha256,
                      curl_status, eq, hdr, pattern_chunks, pattern_sha256, pem_to_der, pki,
@@ -334,3 +335,59 @@ def test_stalled_handshakes_do_not_block(t):
     for c in stalled:
         c.close()
     raw.close()
+
+
+def _tls12_handshake(port, cipher):
+    """True if serve completes a TLS 1.2 handshake offering only cipher
+    (an OpenSSL name), False if it refuses, None if this OpenSSL lacks it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.set_ciphers(cipher + ":@SECLEVEL=0")
+    except ssl.SSLError:
+        return None
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as c:
+            return c.cipher()[0] == cipher
+    except (ssl.SSLError, ConnectionError):
+        return False
+    finally:
+        raw.close()
+
+
+@timed(60)
+def test_tls_server_offers_only_forward_secret_aead(t):
+    """serve offered every suite of mbedTLS: CBC with SHA-1, CCM, CAMELLIA
+    and, with an RSA key, static RSA (no forward secrecy): what TLS
+    scanners and Mozilla's "intermediate" profile flag. It now takes only
+    ECDHE (or DHE-RSA) with AES-GCM or ChaCha20-Poly1305, for an ECDSA
+    and an RSA certificate alike."""
+    d = os.path.join(t.logdir, "rsa")
+    os.makedirs(d)
+    rsa_key, rsa_cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        rsa_key, "-out", rsa_cert, "-days", "2", "-subj", "/CN=localhost"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    eq(r.returncode, 0, "openssl req for an RSA certificate: %r" % r.stderr[-300:])
+    cases = {
+        "ecdsa": (tls_serve(t, label="serve-ecdsa"),
+                  ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                   "ECDHE-ECDSA-CHACHA20-POLY1305"],
+                  ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384",
+                   "ECDHE-ECDSA-AES128-CCM", "ECDHE-ECDSA-AES128-CCM8",
+                   "ECDHE-ECDSA-CAMELLIA128-SHA256"]),
+        "rsa": (t.serve("--tls-cert", rsa_cert, "--tls-key", rsa_key, label="serve-rsa"),
+                ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305",
+                 "DHE-RSA-AES128-GCM-SHA256"],
+                ["AES128-SHA", "AES256-SHA256", "AES128-GCM-SHA256", "ECDHE-RSA-AES128-SHA",
+                 "DHE-RSA-AES256-SHA", "CAMELLIA128-SHA"]),
+    }
+    for kind, (s, taken, refused) in cases.items():
+        for c in taken:
+            eq(_tls12_handshake(s.port, c), True, "%s certificate: %s taken" % (kind, c))
+        for c in refused:
+            check(_tls12_handshake(s.port, c) in (False, None),
+                  "%s certificate: %s must be refused" % (kind, c))
